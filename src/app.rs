@@ -1,0 +1,222 @@
+//! Wiring: builds each stage from the settings, connects them, and owns their lifetimes. It holds
+//! no logic of its own. Start-up: bind the listeners ([`bind`]), then [`App::run`] loads the
+//! registry and key, starts the writer thread, the servers and the snapshot task, and reports
+//! ready. Shutdown, in data-flow order: stop intake (not ready, refuse new events), let the
+//! servers finish what they hold (within `shutdown_grace`), drain the writer, write the final
+//! snapshot, return.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic_health::ServingStatus;
+
+use crate::aggregate::{Aggregator, AggregatorSettings};
+use crate::config::Settings;
+use crate::event::EventParser;
+use crate::figures::Figures;
+use crate::ingest::Intake;
+use crate::proto::counter_service_server::CounterServiceServer;
+use crate::proto::ingest_service_server::IngestServiceServer;
+use crate::query::http::QueryState;
+use crate::query::{Readiness, State};
+use crate::registry::Registry;
+use crate::snapshot::{self, Sink};
+use crate::{ingest, pipeline, pseudonym, query, telemetry};
+
+/// How often the metrics recorder drains its histograms.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// suivi with its listeners bound, ready to run.
+#[derive(Debug)]
+pub struct App {
+    settings: Settings,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+/// Validates `settings` and binds the gRPC and HTTP listeners (port 0 picks a free port).
+pub async fn bind(settings: Settings) -> anyhow::Result<App> {
+    settings.validate()?;
+    let grpc = TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {} (grpc_addr)", settings.grpc_addr))?;
+    let http = TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (http_addr)", settings.http_addr))?;
+    Ok(App { settings, grpc, http })
+}
+
+impl App {
+    /// The address the gRPC API listens on.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.settings.grpc_addr)
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.settings.http_addr)
+    }
+
+    /// Runs suivi until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let App { settings, grpc, http } = self;
+        let metrics = telemetry::metrics_handle()?;
+        let readiness = Arc::new(Readiness::default());
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
+        let key = pseudonym::load_or_create(settings.pseudonym_key()?, &settings.data_dir)?;
+        let registry = Registry::load(settings.campaigns_path())?;
+        let time_zone = settings.time_zone()?;
+        anyhow::ensure!(
+            registry.campaigns.len() <= settings.max_campaigns,
+            "invalid max_campaigns {}: the registry alone has {} campaigns",
+            settings.max_campaigns,
+            registry.campaigns.len()
+        );
+
+        let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
+        let aggregator = Aggregator::new(
+            AggregatorSettings {
+                time_zone,
+                chapter_count: settings.chapter_count,
+                max_campaigns: settings.max_campaigns,
+            },
+            registry.campaigns.iter().map(|campaign| campaign.id.clone()),
+        );
+        let (ingest, writer) = pipeline::start(
+            aggregator,
+            figures.clone(),
+            settings.ingest_queue_events,
+            settings.ingest_queue_timeout,
+        )
+        .context("cannot start the aggregation thread")?;
+        let intake = Arc::new(Intake {
+            ingest: ingest.clone(),
+            parser: EventParser::new(settings.chapter_count, key),
+            max_batch_events: settings.max_batch_events,
+        });
+
+        let stop_serving = CancellationToken::new();
+        let stop_snapshots = CancellationToken::new();
+        let servers = TaskTracker::new();
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build gRPC reflection")?;
+        let ingest_service = IngestServiceServer::new(ingest::grpc::IngestApi::new(intake.clone()))
+            .max_decoding_message_size(settings.max_request_bytes);
+        let counter_service = CounterServiceServer::new(query::grpc::CounterApi::new(
+            figures.clone(),
+            settings.watch_interval,
+            stop_serving.clone(),
+        ));
+        let incoming = TcpListenerStream::new(grpc).map(|stream| {
+            // Small answers must not wait for Nagle's algorithm.
+            stream.and_then(|stream| stream.set_nodelay(true).map(|()| stream))
+        });
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ingest_service)
+            .add_service(counter_service)
+            .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
+        let failed = stop_serving.clone();
+        servers.spawn(async move {
+            if let Err(error) = grpc_server.await {
+                tracing::error!(error = %error, "gRPC server failed");
+                failed.cancel();
+            }
+        });
+
+        let router = ingest::http::routes(intake.clone(), settings.max_request_bytes).merge(query::http::routes(QueryState {
+            figures: figures.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        }));
+        let http_listener = http.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+            }
+        });
+        let http_server = axum::serve(http_listener, router).with_graceful_shutdown(stop_serving.clone().cancelled_owned());
+        let failed = stop_serving.clone();
+        servers.spawn(async move {
+            if let Err(error) = http_server.await {
+                tracing::error!(error = %error, "HTTP server failed");
+                failed.cancel();
+            }
+        });
+        servers.close();
+
+        let mut sinks = vec![Sink::File(snapshot::file::FileSink::new(
+            settings.data_dir.join("snapshots"),
+            time_zone,
+        )?)];
+        sinks.shrink_to_fit();
+        let snapshots = tokio::spawn(snapshot::run(
+            figures.clone(),
+            sinks,
+            settings.snapshot_interval,
+            stop_snapshots.clone(),
+        ));
+        let upkeep_metrics = metrics.clone();
+        let upkeep_stop = stop_snapshots.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => upkeep_metrics.run_upkeep(),
+                    () = upkeep_stop.cancelled() => return,
+                }
+            }
+        });
+
+        readiness.set(State::Ready);
+        health.set_service_status("", ServingStatus::Serving).await;
+        health.set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>().await;
+        health.set_serving::<CounterServiceServer<query::grpc::CounterApi>>().await;
+        tracing::info!(
+            grpc = %settings.grpc_addr,
+            http = %settings.http_addr,
+            data_dir = %settings.data_dir.display(),
+            campaigns = registry.campaigns.len(),
+            "suivi is ready"
+        );
+
+        tokio::select! {
+            () = shutdown => {}
+            () = stop_serving.cancelled() => tracing::error!("a server failed; shutting down"),
+        }
+
+        readiness.set(State::Stopping);
+        health.set_service_status("", ServingStatus::NotServing).await;
+        ingest.close().await;
+        stop_serving.cancel();
+        if tokio::time::timeout(settings.shutdown_grace, servers.wait()).await.is_err() {
+            tracing::warn!(grace = ?settings.shutdown_grace, "servers still busy after the shutdown grace; closing anyway");
+        }
+        drop((intake, ingest));
+        let aggregator = tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .context("cannot join the aggregation thread")?
+            .map_err(|_panic| anyhow::anyhow!("the aggregation thread panicked"))?;
+        telemetry::record_holdings(aggregator.holdings());
+        stop_snapshots.cancel();
+        snapshots.await.context("the snapshot task failed")?;
+        tracing::info!("suivi stopped");
+        Ok(())
+    }
+}

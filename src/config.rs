@@ -1,0 +1,376 @@
+//! Configuration: one typed [`Settings`] struct, loaded once from a TOML file, `SUIVI_…`
+//! environment variables and command-line flags, in rising priority, and validated before
+//! anything binds. A wrong value stops suivi with a message that names the setting. Secrets
+//! (the pseudonymisation key) never reach Debug output or logs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono_tz::Tz;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::event::MAX_CHAPTER_COUNT;
+
+/// The default gRPC listen address.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+/// The default HTTP listen address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// The default data directory, relative to where suivi runs.
+pub const DEFAULT_DATA_DIR: &str = "./suivi-data";
+/// The default time zone of timeline days.
+pub const DEFAULT_TIME_ZONE: &str = "Europe/Paris";
+/// The default number of chapters of the course.
+pub const DEFAULT_CHAPTER_COUNT: u8 = 12;
+/// The default most events in one ingest request.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+/// The default most bytes in one ingest request (gRPC message or HTTP body).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// The default most campaigns held (registered ones included).
+pub const DEFAULT_MAX_CAMPAIGNS: usize = 10_000;
+/// The default most events accepted for processing but not yet answered.
+pub const DEFAULT_INGEST_QUEUE_EVENTS: usize = 200_000;
+/// The default wait for room in the ingest queue before answering "overloaded".
+pub const DEFAULT_INGEST_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default interval between snapshots.
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
+/// The default time given to in-flight work at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// The default least time between two pushes of one campaign to a watcher.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Every setting of `suivi serve`. Each is a TOML key, a `SUIVI_<KEY>` environment variable
+/// and a `--<key>` flag.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where the HTTP API (JSON, /metrics, /healthz, /readyz) listens.
+    pub http_addr: SocketAddr,
+    /// Where suivi keeps its key, snapshots and (later) journal.
+    pub data_dir: PathBuf,
+    /// The campaign registry file; the embedded one when unset.
+    pub campaigns: Option<PathBuf>,
+    /// The IANA time zone in which timeline days are counted.
+    pub time_zone: String,
+    /// The number of chapters of the course (1 to 32).
+    pub chapter_count: u8,
+    /// The most events in one ingest request.
+    pub max_batch_events: usize,
+    /// The most bytes in one ingest request.
+    pub max_request_bytes: usize,
+    /// The most campaigns held; events for one more are rejected with too_many_campaigns.
+    pub max_campaigns: usize,
+    /// The most events in the ingest queue (accepted for processing, not yet answered).
+    pub ingest_queue_events: usize,
+    /// How long a request waits for room in the ingest queue before being told to retry.
+    #[serde(with = "humantime_serde")]
+    pub ingest_queue_timeout: Duration,
+    /// How often changed counters are written to the snapshot sinks.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+    /// How long shutdown waits for in-flight work before giving up.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// The least time between two pushes of one campaign to a WatchCampaigns client.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+    /// The pseudonymisation key, 64 hex digits; generated once and kept in the data dir when
+    /// unset.
+    pub pseudonym_key: Option<Secret>,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// The log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret string: shown as `[redacted]` in Debug output.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("data_dir", &self.data_dir)
+            .field("campaigns", &self.campaigns)
+            .field("time_zone", &self.time_zone)
+            .field("chapter_count", &self.chapter_count)
+            .field("max_batch_events", &self.max_batch_events)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_campaigns", &self.max_campaigns)
+            .field("ingest_queue_events", &self.ingest_queue_events)
+            .field("ingest_queue_timeout", &self.ingest_queue_timeout)
+            .field("snapshot_interval", &self.snapshot_interval)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("watch_interval", &self.watch_interval)
+            .field("pseudonym_key", &self.pseudonym_key)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            campaigns: None,
+            time_zone: DEFAULT_TIME_ZONE.to_owned(),
+            chapter_count: DEFAULT_CHAPTER_COUNT,
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_campaigns: DEFAULT_MAX_CAMPAIGNS,
+            ingest_queue_events: DEFAULT_INGEST_QUEUE_EVENTS,
+            ingest_queue_timeout: DEFAULT_INGEST_QUEUE_TIMEOUT,
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            watch_interval: DEFAULT_WATCH_INTERVAL,
+            pseudonym_key: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The flags of `suivi serve`: each overrides the file and the environment.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct SettingsFlags {
+    /// A TOML file of settings (keys as below, snake_case) [env: SUIVI_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where the gRPC API listens [env: SUIVI_GRPC_ADDR] [default: 127.0.0.1:50051]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
+    /// Where the HTTP API listens [env: SUIVI_HTTP_ADDR] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    /// Where suivi keeps its data [env: SUIVI_DATA_DIR] [default: ./suivi-data]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The campaign registry, a TOML file like config/campaigns.toml [env: SUIVI_CAMPAIGNS]
+    /// [default: the embedded Objectif IA registry]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaigns: Option<PathBuf>,
+    /// The time zone of timeline days [env: SUIVI_TIME_ZONE] [default: Europe/Paris]
+    #[arg(long, value_name = "ZONE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The course's chapter count, 1 to 32 [env: SUIVI_CHAPTER_COUNT] [default: 12]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chapter_count: Option<u8>,
+    /// The most events in one request [env: SUIVI_MAX_BATCH_EVENTS] [default: 10000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_events: Option<usize>,
+    /// The most bytes in one request [env: SUIVI_MAX_REQUEST_BYTES] [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<usize>,
+    /// The most campaigns held [env: SUIVI_MAX_CAMPAIGNS] [default: 10000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_campaigns: Option<usize>,
+    /// The most events queued for processing [env: SUIVI_INGEST_QUEUE_EVENTS] [default: 200000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_queue_events: Option<usize>,
+    /// How long a request waits for queue room before "retry later"
+    /// [env: SUIVI_INGEST_QUEUE_TIMEOUT] [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_queue_timeout: Option<String>,
+    /// How often changed counters are snapshotted [env: SUIVI_SNAPSHOT_INTERVAL] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_interval: Option<String>,
+    /// How long shutdown waits for in-flight work [env: SUIVI_SHUTDOWN_GRACE] [default: 20s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace: Option<String>,
+    /// The least time between two pushes of a campaign to a watcher
+    /// [env: SUIVI_WATCH_INTERVAL] [default: 250ms]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_interval: Option<String>,
+    /// The pseudonymisation key, 64 hex digits [env: SUIVI_PSEUDONYM_KEY] [default: generated
+    /// once and kept in the data dir]
+    #[arg(long, value_name = "HEX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pseudonym_key: Option<String>,
+    /// Log format [env: SUIVI_LOG_FORMAT] [default: text]; the level comes from RUST_LOG
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The environment variables that are not settings but are read by suivi all the same.
+const ENV_NOT_SETTINGS: [&str; 1] = ["config"];
+
+impl Settings {
+    /// Loads the settings from the file named by `--config` or `SUIVI_CONFIG` (if any), the
+    /// `SUIVI_…` environment, and `flags`, in rising priority, and validates them.
+    pub fn load(flags: &SettingsFlags) -> anyhow::Result<Settings> {
+        let file = flags
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("SUIVI_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = &file {
+            if !file.is_file() {
+                bail!("config file {} (--config / SUIVI_CONFIG) does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("SUIVI_").ignore(&ENV_NOT_SETTINGS))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|error| anyhow::anyhow!(describe(error)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.time_zone()?;
+        if !(1..=MAX_CHAPTER_COUNT).contains(&self.chapter_count) {
+            bail!(
+                "invalid chapter_count {}: a course has 1 to {MAX_CHAPTER_COUNT} chapters",
+                self.chapter_count
+            );
+        }
+        for (name, value) in [
+            ("max_batch_events", self.max_batch_events),
+            ("max_request_bytes", self.max_request_bytes),
+            ("max_campaigns", self.max_campaigns),
+            ("ingest_queue_events", self.ingest_queue_events),
+        ] {
+            if value == 0 {
+                bail!("invalid {name} 0: it must be at least 1");
+            }
+        }
+        if self.ingest_queue_events < self.max_batch_events {
+            bail!(
+                "invalid ingest_queue_events {}: it must hold at least one full batch (max_batch_events {})",
+                self.ingest_queue_events,
+                self.max_batch_events
+            );
+        }
+        for (name, value) in [
+            ("snapshot_interval", self.snapshot_interval),
+            ("watch_interval", self.watch_interval),
+        ] {
+            if value.is_zero() {
+                bail!("invalid {name} 0s: it must be positive");
+            }
+        }
+        if self.grpc_addr == self.http_addr && self.grpc_addr.port() != 0 {
+            bail!("grpc_addr and http_addr are both {}: give them different ports", self.grpc_addr);
+        }
+        self.pseudonym_key()?;
+        Ok(())
+    }
+
+    /// The time zone of timeline days.
+    pub fn time_zone(&self) -> anyhow::Result<Tz> {
+        self.time_zone.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid time_zone {:?}: expected an IANA zone name such as Europe/Paris",
+                self.time_zone
+            )
+        })
+    }
+
+    /// The configured pseudonymisation key, if any.
+    pub fn pseudonym_key(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        self.pseudonym_key
+            .as_ref()
+            .map(|key| parse_key(key.expose()).context("invalid pseudonym_key"))
+            .transpose()
+    }
+
+    /// The campaign registry path, if one is configured.
+    pub fn campaigns_path(&self) -> Option<&Path> {
+        self.campaigns.as_deref()
+    }
+}
+
+/// Parses a key of 64 hex digits.
+pub fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("expected 64 hex digits");
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).context("expected hex digits")?;
+    }
+    Ok(key)
+}
+
+/// Names the setting, and where its value came from, in a figment error.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".");
+            let source = error
+                .metadata
+                .as_ref()
+                .map(|metadata| match metadata.name.as_ref() {
+                    name if name.contains("environment") => {
+                        format!(" (from environment variable SUIVI_{})", key.to_uppercase())
+                    }
+                    name if name.contains("TOML") => {
+                        let file = metadata
+                            .source
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default();
+                        format!(" (from config file {file})")
+                    }
+                    _ => format!(" (from flag --{})", key.replace('_', "-")),
+                })
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("invalid configuration: {}", error.kind)
+            } else {
+                format!("invalid setting {key}{source}: {}", error.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

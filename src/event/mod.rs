@@ -1,0 +1,515 @@
+//! The one validated learner event, and the single place where wire input becomes it. Protobuf
+//! messages and JSON objects are first borrowed as a [`RawEvent`], then [`EventParser::parse`]
+//! applies every rule of the product design (§2) and either returns an [`Event`] or a
+//! [`RejectReason`] with a stable code. Learner and visitor ids are pseudonymised here, before
+//! anything keeps them. Past this module nothing re-checks an event and nothing sees wire types.
+
+use std::fmt;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use serde::Deserialize;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+use crate::proto;
+
+/// The campaign id of events that came without one.
+pub const DIRECT_CAMPAIGN: &str = "direct";
+/// The campaign id under which programme totals are published.
+pub const TOTALS_CAMPAIGN: &str = "*";
+/// The most chapters a course may have: a learner's chapters are a 32-bit set.
+pub const MAX_CHAPTER_COUNT: u8 = 32;
+
+const MAX_EVENT_ID_BYTES: usize = 128;
+const MAX_CAMPAIGN_BYTES: usize = 64;
+const MAX_SOURCE_BYTES: usize = 64;
+const MAX_LEARNER_ID_BYTES: usize = 128;
+const MAX_VISITOR_ID_BYTES: usize = 128;
+/// How far in the future an event may be dated, for clocks that run a little ahead.
+const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+
+/// A learner event that passed every rule: what the rest of suivi works with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: EventId,
+    /// A fingerprint of everything but the id, to tell a conflicting reuse of an id from a resend.
+    pub content: u32,
+    /// The normalised campaign id; [`DIRECT_CAMPAIGN`] when the event came without one.
+    pub campaign: String,
+    pub action: Action,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What the event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Someone followed the tracking link; `visitor` identifies the browser when it is known.
+    Click { visitor: Option<VisitorKey> },
+    /// A learner reached a stage of the course.
+    Progress { learner: LearnerKey, stage: Stage },
+}
+
+/// The stages of the learner funnel, each implying the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Enrolled,
+    Started,
+    /// The completed chapter, from 1 to the course's chapter count.
+    ChapterCompleted(u8),
+    Certified,
+}
+
+/// The kinds of event on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    LinkClicked,
+    Enrolled,
+    CourseStarted,
+    ChapterCompleted,
+    Certified,
+}
+
+/// A 96-bit fingerprint of an event id: ids are remembered by it, never in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub [u32; 3]);
+
+/// A learner's pseudonym: a keyed hash of (source, learner_id). The same id on two platforms is
+/// two learners, and the id in clear is never kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LearnerKey(pub [u32; 3]);
+
+/// A visitor's pseudonym: a keyed hash of the anonymous browser id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VisitorKey(pub [u32; 3]);
+
+/// An event as it arrived, borrowed from its wire form, before any rule is applied.
+#[derive(Debug, Clone, Default)]
+pub struct RawEvent<'a> {
+    pub event_id: &'a str,
+    pub kind: RawKind<'a>,
+    pub campaign: &'a str,
+    pub source: &'a str,
+    pub learner_id: &'a str,
+    pub visitor_id: &'a str,
+    pub occurred_at: RawTime<'a>,
+    pub chapter: Option<i64>,
+}
+
+/// The kind as it arrived.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum RawKind<'a> {
+    #[default]
+    Missing,
+    Known(EventKind),
+    Unknown(&'a str),
+}
+
+/// The occurrence time as it arrived.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum RawTime<'a> {
+    #[default]
+    Missing,
+    At(DateTime<Utc>),
+    Invalid(&'a str),
+}
+
+/// Why an event was not counted. `code()` is the stable machine code senders branch on; the
+/// message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("event_id is missing: give every event a unique id (a UUID is usual)")]
+    MissingEventId,
+    #[error("{field} is {len} bytes long, over its limit of {limit} bytes")]
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    #[error(
+        "kind is missing: use one of link_clicked, enrolled, course_started, chapter_completed, certified"
+    )]
+    MissingKind,
+    #[error(
+        "kind {0:?} is unknown: use one of link_clicked, enrolled, course_started, chapter_completed, certified"
+    )]
+    UnknownKind(String),
+    #[error("source is missing: name the platform that emitted the event (openclassrooms, gendform3, ...)")]
+    MissingSource,
+    #[error("learner_id is missing: every {0} event must name its learner")]
+    MissingLearnerId(&'static str),
+    #[error("occurred_at is missing: date every event (RFC 3339, e.g. 2021-01-25T10:00:00Z)")]
+    MissingOccurredAt,
+    #[error("occurred_at {0:?} is not an RFC 3339 timestamp (e.g. 2021-01-25T10:00:00Z)")]
+    InvalidOccurredAt(String),
+    #[error("occurred_at {occurred_at} is more than 5 minutes in the future (now {now})")]
+    OccurredAtInFuture {
+        occurred_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    #[error("occurred_at {0} is before 2018-01-01, the earliest date suivi accepts")]
+    OccurredAtTooOld(DateTime<Utc>),
+    #[error("chapter is missing (or 0): chapter_completed needs the chapter, from 1 to {0}")]
+    MissingChapter(u8),
+    #[error("chapter {chapter} is out of range: the course has chapters 1 to {chapter_count}")]
+    ChapterOutOfRange { chapter: i64, chapter_count: u8 },
+    #[error("event is not a valid JSON event object: {0}")]
+    InvalidEvent(String),
+    #[error(
+        "campaign {campaign:?} would be campaign number {limit} + 1: suivi holds at most {limit} campaigns (max_campaigns)"
+    )]
+    TooManyCampaigns { campaign: String, limit: usize },
+}
+
+impl RejectReason {
+    /// Every code a rejection can carry, for documentation and metric pre-registration.
+    pub const CODES: [&'static str; 13] = [
+        "missing_event_id",
+        "field_too_long",
+        "invalid_kind",
+        "missing_source",
+        "missing_learner_id",
+        "missing_occurred_at",
+        "invalid_occurred_at",
+        "occurred_at_in_future",
+        "occurred_at_too_old",
+        "missing_chapter",
+        "chapter_out_of_range",
+        "invalid_event",
+        "too_many_campaigns",
+    ];
+
+    /// The stable machine code of this reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::MissingEventId => "missing_event_id",
+            RejectReason::FieldTooLong { .. } => "field_too_long",
+            RejectReason::MissingKind | RejectReason::UnknownKind(_) => "invalid_kind",
+            RejectReason::MissingSource => "missing_source",
+            RejectReason::MissingLearnerId(_) => "missing_learner_id",
+            RejectReason::MissingOccurredAt => "missing_occurred_at",
+            RejectReason::InvalidOccurredAt(_) => "invalid_occurred_at",
+            RejectReason::OccurredAtInFuture { .. } => "occurred_at_in_future",
+            RejectReason::OccurredAtTooOld(_) => "occurred_at_too_old",
+            RejectReason::MissingChapter(_) => "missing_chapter",
+            RejectReason::ChapterOutOfRange { .. } => "chapter_out_of_range",
+            RejectReason::InvalidEvent(_) => "invalid_event",
+            RejectReason::TooManyCampaigns { .. } => "too_many_campaigns",
+        }
+    }
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::LinkClicked,
+        EventKind::Enrolled,
+        EventKind::CourseStarted,
+        EventKind::ChapterCompleted,
+        EventKind::Certified,
+    ];
+
+    /// The snake_case name used in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::LinkClicked => "link_clicked",
+            EventKind::Enrolled => "enrolled",
+            EventKind::CourseStarted => "course_started",
+            EventKind::ChapterCompleted => "chapter_completed",
+            EventKind::Certified => "certified",
+        }
+    }
+
+    /// The kind named `name` in JSON, if any.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl Event {
+    /// The wire kind of this event.
+    pub fn kind(&self) -> EventKind {
+        match self.action {
+            Action::Click { .. } => EventKind::LinkClicked,
+            Action::Progress { stage, .. } => match stage {
+                Stage::Enrolled => EventKind::Enrolled,
+                Stage::Started => EventKind::CourseStarted,
+                Stage::ChapterCompleted(_) => EventKind::ChapterCompleted,
+                Stage::Certified => EventKind::Certified,
+            },
+        }
+    }
+}
+
+/// Applies the event rules: limits, the course's chapter count, and the pseudonymisation key.
+pub struct EventParser {
+    chapter_count: u8,
+    pseudonym_key: [u8; 32],
+    earliest: DateTime<Utc>,
+}
+
+impl fmt::Debug for EventParser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is a secret: it never reaches Debug output or logs.
+        f.debug_struct("EventParser")
+            .field("chapter_count", &self.chapter_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventParser {
+    /// A parser for a course of `chapter_count` chapters (1 to [`MAX_CHAPTER_COUNT`], checked by
+    /// config validation) that pseudonymises with `pseudonym_key`.
+    pub fn new(chapter_count: u8, pseudonym_key: [u8; 32]) -> EventParser {
+        EventParser {
+            chapter_count,
+            pseudonym_key,
+            earliest: Utc.with_ymd_and_hms(2018, 1, 1, 0, 0, 0).single().unwrap_or_default(),
+        }
+    }
+
+    /// The course's chapter count.
+    pub fn chapter_count(&self) -> u8 {
+        self.chapter_count
+    }
+
+    /// Applies every rule to `raw`, as of `now`.
+    pub fn parse(&self, raw: &RawEvent<'_>, now: DateTime<Utc>) -> Result<Event, RejectReason> {
+        if raw.event_id.is_empty() {
+            return Err(RejectReason::MissingEventId);
+        }
+        check_len("event_id", raw.event_id, MAX_EVENT_ID_BYTES)?;
+        let kind = match raw.kind {
+            RawKind::Known(kind) => kind,
+            RawKind::Missing => return Err(RejectReason::MissingKind),
+            RawKind::Unknown(name) => return Err(RejectReason::UnknownKind(name.to_owned())),
+        };
+        let campaign = campaign_id(raw.campaign);
+        check_len("campaign", &campaign, MAX_CAMPAIGN_BYTES)?;
+        let source = normalise(raw.source);
+        if source.is_empty() {
+            return Err(RejectReason::MissingSource);
+        }
+        check_len("source", &source, MAX_SOURCE_BYTES)?;
+        check_len("learner_id", raw.learner_id, MAX_LEARNER_ID_BYTES)?;
+        check_len("visitor_id", raw.visitor_id, MAX_VISITOR_ID_BYTES)?;
+        let occurred_at = match raw.occurred_at {
+            RawTime::At(at) => at,
+            RawTime::Missing => return Err(RejectReason::MissingOccurredAt),
+            RawTime::Invalid(text) => return Err(RejectReason::InvalidOccurredAt(text.to_owned())),
+        };
+        if occurred_at > now + MAX_CLOCK_SKEW {
+            return Err(RejectReason::OccurredAtInFuture { occurred_at, now });
+        }
+        if occurred_at < self.earliest {
+            return Err(RejectReason::OccurredAtTooOld(occurred_at));
+        }
+        let action = match kind {
+            EventKind::LinkClicked => Action::Click {
+                visitor: (!raw.visitor_id.is_empty()).then(|| self.visitor_key(raw.visitor_id)),
+            },
+            _ => {
+                if raw.learner_id.is_empty() {
+                    return Err(RejectReason::MissingLearnerId(kind.as_str()));
+                }
+                let stage = match kind {
+                    EventKind::Enrolled => Stage::Enrolled,
+                    EventKind::CourseStarted => Stage::Started,
+                    EventKind::Certified => Stage::Certified,
+                    _ => Stage::ChapterCompleted(self.chapter(raw.chapter)?),
+                };
+                Action::Progress {
+                    learner: self.learner_key(&source, raw.learner_id),
+                    stage,
+                }
+            }
+        };
+        Ok(Event {
+            id: event_id(raw.event_id),
+            content: content_fingerprint(kind, &campaign, &source, raw, occurred_at),
+            campaign,
+            action,
+            occurred_at,
+        })
+    }
+
+    fn chapter(&self, chapter: Option<i64>) -> Result<u8, RejectReason> {
+        match chapter {
+            None | Some(0) => Err(RejectReason::MissingChapter(self.chapter_count)),
+            Some(chapter) => u8::try_from(chapter)
+                .ok()
+                .filter(|c| *c <= self.chapter_count)
+                .ok_or(RejectReason::ChapterOutOfRange {
+                    chapter,
+                    chapter_count: self.chapter_count,
+                }),
+        }
+    }
+
+    fn learner_key(&self, source: &str, learner_id: &str) -> LearnerKey {
+        LearnerKey(self.keyed_hash(b"learner", source, learner_id))
+    }
+
+    fn visitor_key(&self, visitor_id: &str) -> VisitorKey {
+        VisitorKey(self.keyed_hash(b"visitor", "", visitor_id))
+    }
+
+    /// A keyed BLAKE3 hash, with the domain and a length prefix so that no two (source, id)
+    /// pairs feed the same bytes.
+    fn keyed_hash(&self, domain: &[u8], source: &str, id: &str) -> [u32; 3] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.pseudonym_key);
+        hasher.update(domain);
+        hasher.update(&(source.len() as u64).to_le_bytes());
+        hasher.update(source.as_bytes());
+        hasher.update(id.as_bytes());
+        words(hasher.finalize().as_bytes())
+    }
+}
+
+/// The fingerprint by which an event id is remembered. Stable across versions and restarts.
+pub fn event_id(id: &str) -> EventId {
+    EventId(words(&xxh3_128(id.as_bytes()).to_le_bytes()))
+}
+
+fn words(bytes: &[u8]) -> [u32; 3] {
+    let word = |i: usize| {
+        let mut four = [0u8; 4];
+        four.copy_from_slice(&bytes[4 * i..4 * i + 4]);
+        u32::from_le_bytes(four)
+    };
+    [word(0), word(1), word(2)]
+}
+
+fn content_fingerprint(
+    kind: EventKind,
+    campaign: &str,
+    source: &str,
+    raw: &RawEvent<'_>,
+    occurred_at: DateTime<Utc>,
+) -> u32 {
+    let mut bytes = Vec::with_capacity(64 + campaign.len() + raw.learner_id.len());
+    for part in [
+        kind.as_str(),
+        campaign,
+        source,
+        raw.learner_id,
+        raw.visitor_id,
+    ] {
+        bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    bytes.extend_from_slice(&occurred_at.timestamp_micros().to_le_bytes());
+    bytes.extend_from_slice(&raw.chapter.unwrap_or(0).to_le_bytes());
+    xxh3_64(&bytes) as u32
+}
+
+fn normalise(text: &str) -> String {
+    text.trim().to_lowercase()
+}
+
+fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), RejectReason> {
+    if value.len() > limit {
+        return Err(RejectReason::FieldTooLong {
+            field,
+            len: value.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+impl<'a> From<&'a proto::LearnerEvent> for RawEvent<'a> {
+    fn from(event: &'a proto::LearnerEvent) -> RawEvent<'a> {
+        let kind = match proto::EventKind::try_from(event.kind) {
+            Ok(proto::EventKind::Unspecified) => RawKind::Missing,
+            Ok(proto::EventKind::LinkClicked) => RawKind::Known(EventKind::LinkClicked),
+            Ok(proto::EventKind::Enrolled) => RawKind::Known(EventKind::Enrolled),
+            Ok(proto::EventKind::CourseStarted) => RawKind::Known(EventKind::CourseStarted),
+            Ok(proto::EventKind::ChapterCompleted) => RawKind::Known(EventKind::ChapterCompleted),
+            Ok(proto::EventKind::Certified) => RawKind::Known(EventKind::Certified),
+            Err(_) => RawKind::Unknown("(an unknown enum number)"),
+        };
+        let occurred_at = match &event.occurred_at {
+            None => RawTime::Missing,
+            Some(at) => u32::try_from(at.nanos)
+                .ok()
+                .and_then(|nanos| DateTime::from_timestamp(at.seconds, nanos))
+                .map_or(RawTime::Invalid("(a timestamp out of range)"), RawTime::At),
+        };
+        RawEvent {
+            event_id: &event.event_id,
+            kind,
+            campaign: &event.campaign,
+            source: &event.source,
+            learner_id: &event.learner_id,
+            visitor_id: &event.visitor_id,
+            occurred_at,
+            chapter: (event.chapter != 0).then_some(i64::from(event.chapter)),
+        }
+    }
+}
+
+/// A learner event as a JSON object, with the HTTP field names. Every field is optional and
+/// loosely typed here so that a wrong value is reported by the rules, with its code, rather than
+/// as a bare JSON error.
+#[derive(Debug, Default, Deserialize)]
+pub struct JsonEvent<'a> {
+    #[serde(default, borrow)]
+    pub event_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub campaign: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub source: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub learner_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub visitor_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub occurred_at: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub chapter: Option<i64>,
+}
+
+impl<'a> JsonEvent<'a> {
+    /// Decodes one JSON event, or says why it is not one.
+    pub fn decode(json: &'a str) -> Result<JsonEvent<'a>, RejectReason> {
+        serde_json::from_str(json).map_err(|error| RejectReason::InvalidEvent(error.to_string()))
+    }
+
+    /// Borrows this object as a raw event.
+    pub fn raw(&self) -> RawEvent<'_> {
+        fn text<'s>(field: &'s Option<std::borrow::Cow<'_, str>>) -> &'s str {
+            field.as_deref().unwrap_or("")
+        }
+        RawEvent {
+            event_id: text(&self.event_id),
+            kind: match self.kind.as_deref() {
+                None | Some("") => RawKind::Missing,
+                Some(name) => EventKind::from_name(name).map_or(RawKind::Unknown(name), RawKind::Known),
+            },
+            campaign: text(&self.campaign),
+            source: text(&self.source),
+            learner_id: text(&self.learner_id),
+            visitor_id: text(&self.visitor_id),
+            occurred_at: match self.occurred_at.as_deref() {
+                None | Some("") => RawTime::Missing,
+                Some(at) => DateTime::parse_from_rfc3339(at)
+                    .map_or(RawTime::Invalid(at), |at| RawTime::At(at.to_utc())),
+            },
+            chapter: self.chapter,
+        }
+    }
+}
+
+/// The campaign id a tracking link's campaign text stands for: trimmed, lower-case, and
+/// [`DIRECT_CAMPAIGN`] when empty. Queries name campaigns the way events do.
+pub fn campaign_id(text: &str) -> String {
+    let campaign = normalise(text);
+    if campaign.is_empty() {
+        DIRECT_CAMPAIGN.to_owned()
+    } else {
+        campaign
+    }
+}
+
+#[cfg(test)]
+mod tests;

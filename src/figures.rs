@@ -1,0 +1,287 @@
+//! The read side: the figures operators query, watch and snapshot. The pipeline publishes each
+//! group of changes from the aggregator here after applying it and before acknowledging it, so a
+//! client that was told an event was accepted reads it back. Readers never touch the aggregator;
+//! they take a short read lock on one campaign, so queries stay fast at full ingest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::aggregate::{CampaignChange, Counts, DayCounts};
+use crate::day::Day;
+use crate::event::TOTALS_CAMPAIGN;
+use crate::registry::Registry;
+
+/// One campaign's funnel as clients see it (HTTP JSON, gRPC, snapshots).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignCounters {
+    pub campaign: String,
+    /// The partner's name; empty for an unregistered campaign.
+    pub name: String,
+    pub clicks: u64,
+    pub unique_visitors: u64,
+    pub enrolled: u64,
+    pub started: u64,
+    pub chapters_completed: Vec<u64>,
+    pub certified: u64,
+    /// certified / enrolled; 0 when nobody enrolled.
+    pub completion_rate: f64,
+    pub target: Option<u64>,
+    /// certified / target, when there is a target.
+    pub progress: Option<f64>,
+    /// When these counters last changed (for a campaign never seen: when suivi started).
+    pub as_of: DateTime<Utc>,
+    pub registered: bool,
+}
+
+/// What was new on one day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayCounters {
+    pub day: Day,
+    pub clicks: u64,
+    pub enrolled: u64,
+    pub started: u64,
+    pub certified: u64,
+}
+
+/// What changed since the last snapshot: the counters of changed campaigns and the totals, and
+/// the current value of each changed day per campaign.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub campaigns: Vec<CampaignCounters>,
+    /// Per campaign ([`TOTALS_CAMPAIGN`] included), the changed days; a day whose counts are all
+    /// zero has emptied.
+    pub days: Vec<(String, Vec<DayCounters>)>,
+}
+
+/// The published figures of every campaign and of the totals.
+#[derive(Debug)]
+pub struct Figures {
+    campaigns: DashMap<String, Published>,
+    chapter_count: u8,
+    /// Bumped after every publish; watchers wait on it.
+    version: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct Published {
+    info: Option<Arc<Info>>,
+    counts: Counts,
+    timeline: BTreeMap<Day, DayCounts>,
+    as_of: DateTime<Utc>,
+    /// The figures version at which this campaign last changed.
+    version: u64,
+    snapshot_due: bool,
+    snapshot_days: BTreeSet<Day>,
+}
+
+#[derive(Debug)]
+struct Info {
+    name: String,
+    target: Option<u64>,
+}
+
+impl Figures {
+    /// Figures holding every registered campaign, and the totals, at zero as of `now`.
+    pub fn new(registry: &Registry, chapter_count: u8, now: DateTime<Utc>) -> Figures {
+        let figures = Figures {
+            campaigns: DashMap::new(),
+            chapter_count,
+            version: watch::channel(0).0,
+        };
+        let totals = Info {
+            name: registry.programme.name.clone(),
+            target: registry.programme.target,
+        };
+        figures
+            .campaigns
+            .insert(TOTALS_CAMPAIGN.to_owned(), figures.empty(Some(totals), now));
+        for campaign in &registry.campaigns {
+            let info = Info {
+                name: campaign.name.clone(),
+                target: campaign.target,
+            };
+            figures
+                .campaigns
+                .insert(campaign.id.clone(), figures.empty(Some(info), now));
+        }
+        figures
+    }
+
+    /// Makes `changes` visible to readers, as of `now`, and wakes watchers.
+    pub fn publish(&self, changes: Vec<CampaignChange>, now: DateTime<Utc>) {
+        if changes.is_empty() {
+            return;
+        }
+        let version = *self.version.borrow() + 1;
+        for change in changes {
+            let mut published = self
+                .campaigns
+                .entry(change.campaign)
+                .or_insert_with(|| self.empty(None, now));
+            published.counts = change.counts;
+            for (day, counts) in change.days {
+                if counts == DayCounts::default() {
+                    published.timeline.remove(&day);
+                } else {
+                    published.timeline.insert(day, counts);
+                }
+                published.snapshot_days.insert(day);
+            }
+            published.as_of = now;
+            published.version = version;
+            published.snapshot_due = true;
+        }
+        self.version.send_replace(version);
+    }
+
+    /// The counters of `campaign`, if it is registered or was ever seen.
+    pub fn campaign(&self, campaign: &str) -> Option<CampaignCounters> {
+        if campaign == TOTALS_CAMPAIGN {
+            return None;
+        }
+        self.campaigns
+            .get(campaign)
+            .map(|published| counters(campaign, &published))
+    }
+
+    /// The counters of every campaign, by id.
+    pub fn campaigns(&self) -> Vec<CampaignCounters> {
+        let mut all: Vec<CampaignCounters> = self
+            .campaigns
+            .iter()
+            .filter(|entry| entry.key() != TOTALS_CAMPAIGN)
+            .map(|entry| counters(entry.key(), entry.value()))
+            .collect();
+        all.sort_by(|a, b| a.campaign.cmp(&b.campaign));
+        all
+    }
+
+    /// The programme totals: distinct learners over every campaign.
+    pub fn totals(&self) -> CampaignCounters {
+        self.campaigns
+            .get(TOTALS_CAMPAIGN)
+            .map(|published| counters(TOTALS_CAMPAIGN, &published))
+            .unwrap_or_else(|| counters(TOTALS_CAMPAIGN, &self.empty(None, Utc::now())))
+    }
+
+    /// The days of `campaign` (or of the totals) from `from` to `to`, both included, leaving
+    /// out days with nothing new; `None` for an unknown campaign.
+    pub fn timeline(&self, campaign: &str, from: Option<Day>, to: Option<Day>) -> Option<Vec<DayCounters>> {
+        let published = self.campaigns.get(campaign)?;
+        let range = (
+            from.map_or(Bound::Unbounded, Bound::Included),
+            to.map_or(Bound::Unbounded, Bound::Included),
+        );
+        if matches!((from, to), (Some(from), Some(to)) if from > to) {
+            return Some(Vec::new());
+        }
+        Some(
+            published
+                .timeline
+                .range(range)
+                .map(|(day, counts)| day_counters(*day, counts))
+                .collect(),
+        )
+    }
+
+    /// The version of the figures at which `campaign` last changed.
+    pub fn campaign_version(&self, campaign: &str) -> Option<u64> {
+        self.campaigns.get(campaign).map(|published| published.version)
+    }
+
+    /// The ids of every campaign, totals excluded.
+    pub fn campaign_ids(&self) -> Vec<String> {
+        self.campaigns
+            .iter()
+            .map(|entry| entry.key().clone())
+            .filter(|id| id != TOTALS_CAMPAIGN)
+            .collect()
+    }
+
+    /// A receiver that sees the figures' version change after each publish.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Takes what changed since the last call, for a snapshot.
+    pub fn take_changes(&self) -> Changes {
+        let mut changes = Changes::default();
+        for mut entry in self.campaigns.iter_mut() {
+            if !entry.snapshot_due {
+                continue;
+            }
+            entry.snapshot_due = false;
+            let days = std::mem::take(&mut entry.snapshot_days);
+            let published = entry.value();
+            let day_counters = days
+                .into_iter()
+                .map(|day| day_counters(day, &published.timeline.get(&day).copied().unwrap_or_default()))
+                .collect();
+            changes.campaigns.push(counters(entry.key(), published));
+            changes.days.push((entry.key().clone(), day_counters));
+        }
+        changes.campaigns.sort_by(|a, b| a.campaign.cmp(&b.campaign));
+        changes.days.sort_by(|a, b| a.0.cmp(&b.0));
+        changes
+    }
+
+    fn empty(&self, info: Option<Info>, now: DateTime<Utc>) -> Published {
+        Published {
+            info: info.map(Arc::new),
+            counts: Counts {
+                chapters_completed: vec![0; usize::from(self.chapter_count)],
+                ..Counts::default()
+            },
+            timeline: BTreeMap::new(),
+            as_of: now,
+            version: 0,
+            snapshot_due: false,
+            snapshot_days: BTreeSet::new(),
+        }
+    }
+}
+
+fn counters(campaign: &str, published: &Published) -> CampaignCounters {
+    let counts = &published.counts;
+    let target = published.info.as_ref().and_then(|info| info.target);
+    CampaignCounters {
+        campaign: campaign.to_owned(),
+        name: published
+            .info
+            .as_ref()
+            .map(|info| info.name.clone())
+            .unwrap_or_default(),
+        clicks: counts.clicks,
+        unique_visitors: counts.unique_visitors,
+        enrolled: counts.enrolled,
+        started: counts.started,
+        chapters_completed: counts.chapters_completed.clone(),
+        certified: counts.certified,
+        completion_rate: ratio(counts.certified, counts.enrolled).unwrap_or(0.0),
+        target,
+        progress: target.and_then(|target| ratio(counts.certified, target)),
+        as_of: published.as_of,
+        registered: published.info.is_some() && campaign != TOTALS_CAMPAIGN,
+    }
+}
+
+fn day_counters(day: Day, counts: &DayCounts) -> DayCounters {
+    DayCounters {
+        day,
+        clicks: counts.clicks,
+        enrolled: counts.enrolled,
+        started: counts.started,
+        certified: counts.certified,
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // Counts stay far below 2^52.
+fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}

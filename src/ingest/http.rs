@@ -1,0 +1,117 @@
+//! `POST /v1/events`: a JSON array of events, or `{"events": [...]}`, answered with the same
+//! accepted / duplicates / rejections as gRPC. Each element is decoded on its own, so one
+//! malformed event is rejected with `invalid_event` and the rest of the batch goes on.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::JsonEvent;
+use crate::http::ApiError;
+use crate::ingest::{BatchRefusal, BatchResult, Intake};
+use crate::pipeline::Refusal;
+use crate::telemetry::{self, Transport};
+
+/// The ingest routes, limited to `max_request_bytes` per body.
+pub fn routes(intake: Arc<Intake>, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(IngestState {
+            intake,
+            max_request_bytes,
+        })
+}
+
+#[derive(Debug, Clone)]
+struct IngestState {
+    intake: Arc<Intake>,
+    max_request_bytes: usize,
+}
+
+#[derive(Deserialize)]
+struct Wrapped<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+async fn post_events(
+    State(state): State<IngestState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchResult>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            telemetry::record_refused(Transport::Http, "request_too_large", 0);
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!(
+                    "the request body is over the limit of {} bytes (max_request_bytes)",
+                    state.max_request_bytes
+                ),
+            )
+        } else {
+            ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+        }
+    })?;
+    let elements = decode_elements(&body)?;
+    state
+        .intake
+        .check_size(Transport::Http, elements.len())
+        .map_err(api_error)?;
+    let events: Vec<_> = elements
+        .iter()
+        .map(|element| JsonEvent::decode(element.get()))
+        .collect();
+    let raw_events = events
+        .iter()
+        .map(|event| event.as_ref().map(JsonEvent::raw).map_err(Clone::clone));
+    state
+        .intake
+        .ingest_batch(Transport::Http, raw_events)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// Splits the body into its event elements, each still undecoded.
+fn decode_elements(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    let decoded = match first {
+        Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(body),
+        Some(b'{') => serde_json::from_slice::<Wrapped<'_>>(body).map(|wrapped| wrapped.events),
+        _ => {
+            return Err(invalid_body(
+                "the body must be a JSON array of events or an object {\"events\": [...]}",
+            ));
+        }
+    };
+    decoded.map_err(|error| invalid_body(format!("the body is not valid JSON: {error}")))
+}
+
+fn invalid_body(message: impl Into<String>) -> ApiError {
+    telemetry::record_refused(Transport::Http, "invalid_body", 0);
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
+}
+
+fn api_error(refusal: BatchRefusal) -> ApiError {
+    let message = refusal.to_string();
+    match refusal {
+        BatchRefusal::TooManyEvents { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message),
+        BatchRefusal::Pipeline(Refusal::Overloaded(_)) => ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+        },
+        BatchRefusal::Pipeline(Refusal::ShuttingDown) => ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+        },
+    }
+}

@@ -1,0 +1,140 @@
+//! The ingest edges' shared step: a batch of raw events, however it arrived, is parsed event by
+//! event, its valid events go through the pipeline together, and the answer says how many were
+//! accepted, how many were duplicates, and why each other one was rejected, by its index in the
+//! batch. gRPC (`grpc`) and HTTP (`http`) only decode their wire format and call [`ingest_batch`].
+
+pub mod grpc;
+pub mod http;
+
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::aggregate::Applied;
+use crate::event::{EventParser, RawEvent, RejectReason};
+use crate::pipeline::{Ingest, Refusal};
+use crate::telemetry::{self, BatchTally, Transport};
+
+/// The answer to one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchResult {
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub rejections: Vec<Rejection>,
+}
+
+/// One event of a batch that was not counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// The event's position in its batch, from 0.
+    pub index: u32,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Why a whole batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchRefusal {
+    #[error("the batch has {count} events, over the limit of {limit} events per request (max_batch_events)")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error(transparent)]
+    Pipeline(#[from] Refusal),
+}
+
+impl BatchRefusal {
+    /// The metric label of this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BatchRefusal::TooManyEvents { .. } => "batch_too_large",
+            BatchRefusal::Pipeline(Refusal::Overloaded(_)) => "overloaded",
+            BatchRefusal::Pipeline(Refusal::ShuttingDown) => "shutting_down",
+        }
+    }
+}
+
+/// What the edges share: the pipeline, the parser and the batch limit.
+#[derive(Debug)]
+pub struct Intake {
+    pub ingest: Ingest,
+    pub parser: EventParser,
+    pub max_batch_events: usize,
+}
+
+impl Intake {
+    /// Refuses a batch of `count` events when it is over the limit, before any work on it.
+    pub fn check_size(&self, transport: Transport, count: usize) -> Result<(), BatchRefusal> {
+        if count > self.max_batch_events {
+            let refusal = BatchRefusal::TooManyEvents {
+                count,
+                limit: self.max_batch_events,
+            };
+            telemetry::record_refused(transport, refusal.reason(), count);
+            return Err(refusal);
+        }
+        Ok(())
+    }
+
+    /// Parses, submits and answers one batch; each item is an event as it arrived, or the reason
+    /// it could not even be read as one.
+    pub async fn ingest_batch<'a>(
+        &self,
+        transport: Transport,
+        raw_events: impl IntoIterator<Item = Result<RawEvent<'a>, RejectReason>>,
+    ) -> Result<BatchResult, BatchRefusal> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let mut events = Vec::new();
+        let mut indexes = Vec::new();
+        let mut rejected = Vec::new();
+        let mut received = 0usize;
+        for (index, raw) in raw_events.into_iter().enumerate() {
+            received += 1;
+            match raw.and_then(|raw| self.parser.parse(&raw, now)) {
+                Ok(event) => {
+                    events.push(event);
+                    indexes.push(index);
+                }
+                Err(reason) => rejected.push((index, reason)),
+            }
+        }
+        let outcomes = match self.ingest.submit(events).await {
+            Ok(outcomes) => outcomes,
+            Err(refusal) => {
+                let refusal = BatchRefusal::from(refusal);
+                telemetry::record_refused(transport, refusal.reason(), received);
+                return Err(refusal);
+            }
+        };
+        let mut tally = BatchTally {
+            received: received as u64,
+            ..BatchTally::default()
+        };
+        for (index, outcome) in indexes.into_iter().zip(outcomes) {
+            match outcome {
+                Applied::Accepted => tally.accepted += 1,
+                Applied::Duplicate { conflict } => {
+                    tally.duplicates += 1;
+                    tally.conflicts += u64::from(conflict);
+                }
+                Applied::Rejected(reason) => rejected.push((index, reason)),
+            }
+        }
+        rejected.sort_by_key(|(index, _)| *index);
+        let reasons: Vec<RejectReason> = rejected.iter().map(|(_, reason)| reason.clone()).collect();
+        telemetry::record_batch(transport, tally, &reasons, started.elapsed());
+        Ok(BatchResult {
+            // Batches are limited to far fewer than 2^32 events.
+            accepted: u32::try_from(tally.accepted).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(tally.duplicates).unwrap_or(u32::MAX),
+            rejections: rejected
+                .into_iter()
+                .map(|(index, reason)| Rejection {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    code: reason.code(),
+                    message: reason.to_string(),
+                })
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! The `suivi` command: `serve` runs the service, `simulate` sends a simulated programme to it.
+//! It parses the command line, loads and validates settings, starts logging, and hands over to
+//! the library; it holds no logic of its own.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use suivi::config::{Settings, SettingsFlags};
+use suivi::{app, shutdown, telemetry};
+
+/// suivi counts, for each partner's tracking campaign of a national online course, how many
+/// people clicked, enrolled, started, completed each chapter and were certified, exactly and
+/// live, from learner events sent over gRPC, HTTP (and Kafka).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: gRPC on 127.0.0.1:50051, HTTP on 127.0.0.1:8080, data in ./suivi-data
+    /// unless configured otherwise. Settings come from a TOML file (--config), SUIVI_…
+    /// environment variables and flags, in rising priority.
+    Serve(SettingsFlags),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("suivi: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(flags) => match Settings::load(&flags) {
+            Ok(settings) => {
+                telemetry::init_logging(settings.log_format);
+                runtime.block_on(async { app::bind(settings).await?.run(shutdown::signal()).await })
+            }
+            Err(error) => {
+                eprintln!("suivi: {error:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("suivi: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `suivi.v1.CounterService` over tonic: campaign counters, totals, timelines, and a stream of
+//! counters as they change. Answers come from [`Figures`]; this file only converts them to
+//! messages.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::event::{TOTALS_CAMPAIGN, campaign_id};
+use crate::figures::{CampaignCounters, DayCounters, Figures};
+use crate::proto;
+use crate::proto::counter_service_server::CounterService;
+use crate::query::day_bound;
+use crate::telemetry::{self, Transport};
+
+/// Counters sent to one watcher without being read, before it waits.
+const WATCH_BUFFER: usize = 64;
+
+/// The gRPC query service.
+#[derive(Debug, Clone)]
+pub struct CounterApi {
+    figures: Arc<Figures>,
+    watch_interval: Duration,
+    shutdown: CancellationToken,
+}
+
+impl CounterApi {
+    /// Watch streams end when `shutdown` is cancelled.
+    pub fn new(figures: Arc<Figures>, watch_interval: Duration, shutdown: CancellationToken) -> CounterApi {
+        CounterApi {
+            figures,
+            watch_interval,
+            shutdown,
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchCampaignsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CounterService for CounterApi {
+    async fn get_campaign(
+        &self,
+        request: Request<proto::GetCampaignRequest>,
+    ) -> Result<Response<proto::GetCampaignResponse>, Status> {
+        let started = Instant::now();
+        let campaign = campaign_id(&request.into_inner().campaign);
+        let counters = self
+            .figures
+            .campaign(&campaign)
+            .ok_or_else(|| Status::not_found(format!("campaign {campaign:?} is neither registered nor seen")))?;
+        telemetry::record_query(Transport::Grpc, started.elapsed());
+        Ok(Response::new(proto::GetCampaignResponse {
+            counters: Some(message(counters)),
+        }))
+    }
+
+    async fn list_campaigns(
+        &self,
+        _request: Request<proto::ListCampaignsRequest>,
+    ) -> Result<Response<proto::ListCampaignsResponse>, Status> {
+        let started = Instant::now();
+        let campaigns = self.figures.campaigns().into_iter().map(message).collect();
+        telemetry::record_query(Transport::Grpc, started.elapsed());
+        Ok(Response::new(proto::ListCampaignsResponse { campaigns }))
+    }
+
+    async fn get_totals(
+        &self,
+        _request: Request<proto::GetTotalsRequest>,
+    ) -> Result<Response<proto::GetTotalsResponse>, Status> {
+        let started = Instant::now();
+        let totals = message(self.figures.totals());
+        telemetry::record_query(Transport::Grpc, started.elapsed());
+        Ok(Response::new(proto::GetTotalsResponse { totals: Some(totals) }))
+    }
+
+    async fn get_timeline(
+        &self,
+        request: Request<proto::GetTimelineRequest>,
+    ) -> Result<Response<proto::GetTimelineResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let from = day_bound(Some(&request.from_day)).map_err(|error| Status::invalid_argument(format!("from_day: {error}")))?;
+        let to = day_bound(Some(&request.to_day)).map_err(|error| Status::invalid_argument(format!("to_day: {error}")))?;
+        let campaign = timeline_campaign(&request.campaign);
+        let days = self
+            .figures
+            .timeline(&campaign, from, to)
+            .ok_or_else(|| Status::not_found(format!("campaign {campaign:?} is neither registered nor seen")))?;
+        telemetry::record_query(Transport::Grpc, started.elapsed());
+        Ok(Response::new(proto::GetTimelineResponse {
+            days: days.into_iter().map(day_message).collect(),
+        }))
+    }
+
+    type WatchCampaignsStream = WatchStream;
+
+    async fn watch_campaigns(
+        &self,
+        request: Request<proto::WatchCampaignsRequest>,
+    ) -> Result<Response<Self::WatchCampaignsStream>, Status> {
+        let wanted: Vec<String> = request
+            .into_inner()
+            .campaigns
+            .iter()
+            .map(|campaign| timeline_campaign(campaign))
+            .collect();
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(watch(self.clone(), wanted, sender));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Sends each watched campaign's counters now, then again whenever they change, at most once per
+/// `watch_interval`; ends when the client goes away or suivi shuts down.
+async fn watch(
+    api: CounterApi,
+    wanted: Vec<String>,
+    sender: mpsc::Sender<Result<proto::WatchCampaignsResponse, Status>>,
+) {
+    let mut changes = api.figures.subscribe();
+    let mut sent: HashMap<String, u64> = HashMap::new();
+    loop {
+        let campaigns = if wanted.is_empty() {
+            api.figures.campaign_ids()
+        } else {
+            wanted.clone()
+        };
+        for campaign in campaigns {
+            let Some(version) = api.figures.campaign_version(&campaign) else {
+                continue;
+            };
+            if sent.get(&campaign) == Some(&version) {
+                continue;
+            }
+            let counters = if campaign == TOTALS_CAMPAIGN {
+                Some(api.figures.totals())
+            } else {
+                api.figures.campaign(&campaign)
+            };
+            let Some(counters) = counters else { continue };
+            let response = proto::WatchCampaignsResponse {
+                counters: Some(message(counters)),
+            };
+            if sender.send(Ok(response)).await.is_err() {
+                return;
+            }
+            sent.insert(campaign, version);
+        }
+        tokio::select! {
+            () = api.shutdown.cancelled() => return,
+            () = sender.closed() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        // Throttle: changes arriving meanwhile are sent together after the interval.
+        tokio::select! {
+            () = api.shutdown.cancelled() => return,
+            () = sender.closed() => return,
+            () = tokio::time::sleep(api.watch_interval) => {}
+        }
+    }
+}
+
+/// Campaign ids as queries name them; `*` names the totals.
+fn timeline_campaign(text: &str) -> String {
+    if text.trim() == TOTALS_CAMPAIGN {
+        TOTALS_CAMPAIGN.to_owned()
+    } else {
+        campaign_id(text)
+    }
+}
+
+fn message(counters: CampaignCounters) -> proto::CampaignCounters {
+    proto::CampaignCounters {
+        campaign: counters.campaign,
+        name: counters.name,
+        clicks: counters.clicks,
+        unique_visitors: counters.unique_visitors,
+        enrolled: counters.enrolled,
+        started: counters.started,
+        chapters_completed: counters.chapters_completed,
+        certified: counters.certified,
+        completion_rate: counters.completion_rate,
+        target: counters.target,
+        progress: counters.progress,
+        as_of: Some(prost_types::Timestamp {
+            seconds: counters.as_of.timestamp(),
+            nanos: i32::try_from(counters.as_of.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        registered: counters.registered,
+    }
+}
+
+fn day_message(day: DayCounters) -> proto::DayCounters {
+    proto::DayCounters {
+        day: day.day.to_string(),
+        clicks: day.clicks,
+        enrolled: day.enrolled,
+        started: day.started,
+        certified: day.certified,
+    }
+}

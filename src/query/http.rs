@@ -1,0 +1,140 @@
+//! The HTTP query routes (`/v1/campaigns…`, `/v1/totals…`) and the operational ones
+//! (`/metrics`, `/healthz`, `/readyz`). JSON names and numbers are those of the gRPC messages.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::event::{TOTALS_CAMPAIGN, campaign_id};
+use crate::figures::{CampaignCounters, DayCounters, Figures};
+use crate::http::ApiError;
+use crate::query::{Readiness, State as Life, day_bound};
+use crate::telemetry::{self, Transport};
+
+/// What the query routes read.
+#[derive(Debug, Clone)]
+pub struct QueryState {
+    pub figures: Arc<Figures>,
+    pub metrics: PrometheusHandle,
+    pub readiness: Arc<Readiness>,
+}
+
+/// The query and operational routes.
+pub fn routes(state: QueryState) -> Router {
+    Router::new()
+        .route("/v1/campaigns", get(list_campaigns))
+        .route("/v1/campaigns/{campaign}", get(get_campaign))
+        .route("/v1/campaigns/{campaign}/timeline", get(campaign_timeline))
+        .route("/v1/totals", get(get_totals))
+        .route("/v1/totals/timeline", get(totals_timeline))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct CampaignList {
+    campaigns: Vec<CampaignCounters>,
+}
+
+#[derive(Serialize)]
+struct Timeline {
+    days: Vec<DayCounters>,
+}
+
+#[derive(Deserialize)]
+struct DayRange {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn list_campaigns(State(state): State<QueryState>) -> Json<CampaignList> {
+    let started = Instant::now();
+    let campaigns = state.figures.campaigns();
+    telemetry::record_query(Transport::Http, started.elapsed());
+    Json(CampaignList { campaigns })
+}
+
+async fn get_campaign(
+    State(state): State<QueryState>,
+    Path(campaign): Path<String>,
+) -> Result<Json<CampaignCounters>, ApiError> {
+    let started = Instant::now();
+    let campaign = campaign_id(&campaign);
+    let counters = state.figures.campaign(&campaign).ok_or_else(|| not_found(&campaign))?;
+    telemetry::record_query(Transport::Http, started.elapsed());
+    Ok(Json(counters))
+}
+
+async fn get_totals(State(state): State<QueryState>) -> Json<CampaignCounters> {
+    let started = Instant::now();
+    let totals = state.figures.totals();
+    telemetry::record_query(Transport::Http, started.elapsed());
+    Json(totals)
+}
+
+async fn campaign_timeline(
+    State(state): State<QueryState>,
+    Path(campaign): Path<String>,
+    Query(range): Query<DayRange>,
+) -> Result<Json<Timeline>, ApiError> {
+    timeline(&state, &campaign_id(&campaign), &range)
+}
+
+async fn totals_timeline(
+    State(state): State<QueryState>,
+    Query(range): Query<DayRange>,
+) -> Result<Json<Timeline>, ApiError> {
+    timeline(&state, TOTALS_CAMPAIGN, &range)
+}
+
+fn timeline(state: &QueryState, campaign: &str, range: &DayRange) -> Result<Json<Timeline>, ApiError> {
+    let started = Instant::now();
+    let invalid = |error: crate::day::InvalidDay| ApiError::new(StatusCode::BAD_REQUEST, "invalid_day", error.to_string());
+    let from = day_bound(range.from.as_deref()).map_err(invalid)?;
+    let to = day_bound(range.to.as_deref()).map_err(invalid)?;
+    let days = state
+        .figures
+        .timeline(campaign, from, to)
+        .ok_or_else(|| not_found(campaign))?;
+    telemetry::record_query(Transport::Http, started.elapsed());
+    Ok(Json(Timeline { days }))
+}
+
+fn not_found(campaign: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "campaign_not_found",
+        format!("campaign {campaign:?} is neither registered nor seen"),
+    )
+}
+
+async fn metrics(State(state): State<QueryState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+async fn readyz(State(state): State<QueryState>) -> (StatusCode, Json<serde_json::Value>) {
+    let life = state.readiness.get();
+    let status = if life == Life::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "status": life.as_str() })))
+}
