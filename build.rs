@@ -17,10 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_with_config(
             config,
             &protos.map(PathBuf::from),
-            &[
-                PathBuf::from("proto"),
-                protoc_bin_vendored::include_path()?,
-            ],
+            &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
         )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

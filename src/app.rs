@@ -49,11 +49,25 @@ pub async fn bind(settings: Settings) -> anyhow::Result<App> {
     settings.validate()?;
     let grpc = TcpListener::bind(settings.grpc_addr)
         .await
-        .with_context(|| format!("cannot listen for gRPC on {} (grpc_addr)", settings.grpc_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen for gRPC on {} (grpc_addr)",
+                settings.grpc_addr
+            )
+        })?;
     let http = TcpListener::bind(settings.http_addr)
         .await
-        .with_context(|| format!("cannot listen for HTTP on {} (http_addr)", settings.http_addr))?;
-    Ok(App { settings, grpc, http })
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (http_addr)",
+                settings.http_addr
+            )
+        })?;
+    Ok(App {
+        settings,
+        grpc,
+        http,
+    })
 }
 
 impl App {
@@ -69,7 +83,11 @@ impl App {
 
     /// Runs suivi until `shutdown` resolves, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let App { settings, grpc, http } = self;
+        let App {
+            settings,
+            grpc,
+            http,
+        } = self;
         let metrics = telemetry::metrics_handle()?;
         let readiness = Arc::new(Readiness::default());
         std::fs::create_dir_all(&settings.data_dir)
@@ -91,7 +109,10 @@ impl App {
                 chapter_count: settings.chapter_count,
                 max_campaigns: settings.max_campaigns,
             },
-            registry.campaigns.iter().map(|campaign| campaign.id.clone()),
+            registry
+                .campaigns
+                .iter()
+                .map(|campaign| campaign.id.clone()),
         );
         let (ingest, writer) = pipeline::start(
             aggregator,
@@ -141,17 +162,20 @@ impl App {
             }
         });
 
-        let router = ingest::http::routes(intake.clone(), settings.max_request_bytes).merge(query::http::routes(QueryState {
-            figures: figures.clone(),
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-        }));
+        let router = ingest::http::routes(intake.clone(), settings.max_request_bytes).merge(
+            query::http::routes(QueryState {
+                figures: figures.clone(),
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+            }),
+        );
         let http_listener = http.tap_io(|stream| {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(error = %error, "cannot set TCP_NODELAY");
             }
         });
-        let http_server = axum::serve(http_listener, router).with_graceful_shutdown(stop_serving.clone().cancelled_owned());
+        let http_server = axum::serve(http_listener, router)
+            .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
         let failed = stop_serving.clone();
         servers.spawn(async move {
             if let Err(error) = http_server.await {
@@ -186,8 +210,12 @@ impl App {
 
         readiness.set(State::Ready);
         health.set_service_status("", ServingStatus::Serving).await;
-        health.set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>().await;
-        health.set_serving::<CounterServiceServer<query::grpc::CounterApi>>().await;
+        health
+            .set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>()
+            .await;
+        health
+            .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
+            .await;
         tracing::info!(
             grpc = %settings.grpc_addr,
             http = %settings.http_addr,
@@ -202,10 +230,15 @@ impl App {
         }
 
         readiness.set(State::Stopping);
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         ingest.close().await;
         stop_serving.cancel();
-        if tokio::time::timeout(settings.shutdown_grace, servers.wait()).await.is_err() {
+        if tokio::time::timeout(settings.shutdown_grace, servers.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?settings.shutdown_grace, "servers still busy after the shutdown grace; closing anyway");
         }
         drop((intake, ingest));

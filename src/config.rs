@@ -250,7 +250,10 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = &file {
             if !file.is_file() {
-                bail!("config file {} (--config / SUIVI_CONFIG) does not exist", file.display());
+                bail!(
+                    "config file {} (--config / SUIVI_CONFIG) does not exist",
+                    file.display()
+                );
             }
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -298,7 +301,10 @@ impl Settings {
             }
         }
         if self.grpc_addr == self.http_addr && self.grpc_addr.port() != 0 {
-            bail!("grpc_addr and http_addr are both {}: give them different ports", self.grpc_addr);
+            bail!(
+                "grpc_addr and http_addr are both {}: give them different ports",
+                self.grpc_addr
+            );
         }
         self.pseudonym_key()?;
         Ok(())

@@ -24,7 +24,10 @@ impl Day {
     /// The day of `date`, or `None` outside the range a `Day` can hold.
     pub fn from_date(date: NaiveDate) -> Option<Day> {
         let offset = date.signed_duration_since(DAY_ZERO).num_days();
-        u16::try_from(offset).ok().and_then(NonZeroU16::new).map(Day)
+        u16::try_from(offset)
+            .ok()
+            .and_then(NonZeroU16::new)
+            .map(Day)
     }
 
     /// The calendar day on which `instant` falls in `time_zone`. Instants outside the range a
@@ -103,7 +106,10 @@ mod tests {
     #[test]
     fn dates_an_instant_in_the_time_zone() {
         let instant: DateTime<Utc> = "2020-10-04T22:30:00Z".parse().expect("valid instant");
-        assert_eq!(Day::of(instant, chrono_tz::Europe::Paris).to_string(), "2020-10-05");
+        assert_eq!(
+            Day::of(instant, chrono_tz::Europe::Paris).to_string(),
+            "2020-10-05"
+        );
         assert_eq!(Day::of(instant, chrono_tz::UTC).to_string(), "2020-10-04");
         let first: DateTime<Utc> = "2018-01-01T00:00:00Z".parse().expect("valid instant");
         assert_eq!(

@@ -172,7 +172,12 @@ impl Figures {
 
     /// The days of `campaign` (or of the totals) from `from` to `to`, both included, leaving
     /// out days with nothing new; `None` for an unknown campaign.
-    pub fn timeline(&self, campaign: &str, from: Option<Day>, to: Option<Day>) -> Option<Vec<DayCounters>> {
+    pub fn timeline(
+        &self,
+        campaign: &str,
+        from: Option<Day>,
+        to: Option<Day>,
+    ) -> Option<Vec<DayCounters>> {
         let published = self.campaigns.get(campaign)?;
         let range = (
             from.map_or(Bound::Unbounded, Bound::Included),
@@ -192,7 +197,9 @@ impl Figures {
 
     /// The version of the figures at which `campaign` last changed.
     pub fn campaign_version(&self, campaign: &str) -> Option<u64> {
-        self.campaigns.get(campaign).map(|published| published.version)
+        self.campaigns
+            .get(campaign)
+            .map(|published| published.version)
     }
 
     /// The ids of every campaign, totals excluded.
@@ -221,12 +228,19 @@ impl Figures {
             let published = entry.value();
             let day_counters = days
                 .into_iter()
-                .map(|day| day_counters(day, &published.timeline.get(&day).copied().unwrap_or_default()))
+                .map(|day| {
+                    day_counters(
+                        day,
+                        &published.timeline.get(&day).copied().unwrap_or_default(),
+                    )
+                })
                 .collect();
             changes.campaigns.push(counters(entry.key(), published));
             changes.days.push((entry.key().clone(), day_counters));
         }
-        changes.campaigns.sort_by(|a, b| a.campaign.cmp(&b.campaign));
+        changes
+            .campaigns
+            .sort_by(|a, b| a.campaign.cmp(&b.campaign));
         changes.days.sort_by(|a, b| a.0.cmp(&b.0));
         changes
     }

@@ -38,7 +38,9 @@ pub struct Ingest {
 pub enum Refusal {
     #[error("suivi is overloaded: the ingest queue stayed full for {0:?}; retry in a second")]
     Overloaded(Duration),
-    #[error("suivi is shutting down and takes no new events; retry against another instance or later")]
+    #[error(
+        "suivi is shutting down and takes no new events; retry against another instance or later"
+    )]
     ShuttingDown,
 }
 
@@ -69,7 +71,12 @@ impl Ingest {
         }
         // Config validation keeps batches at most the queue's capacity, so a permit always exists.
         let wanted = u32::try_from(events.len().min(self.capacity)).unwrap_or(u32::MAX);
-        let room = match tokio::time::timeout(self.queue_timeout, self.room.clone().acquire_many_owned(wanted)).await {
+        let room = match tokio::time::timeout(
+            self.queue_timeout,
+            self.room.clone().acquire_many_owned(wanted),
+        )
+        .await
+        {
             Ok(Ok(room)) => room,
             Ok(Err(_closed)) => return Err(Refusal::ShuttingDown),
             Err(_elapsed) => return Err(Refusal::Overloaded(self.queue_timeout)),
@@ -118,7 +125,11 @@ pub fn start(
     Ok((ingest, writer))
 }
 
-fn run(mut aggregator: Aggregator, figures: &Figures, mut queue: mpsc::Receiver<Message>) -> Aggregator {
+fn run(
+    mut aggregator: Aggregator,
+    figures: &Figures,
+    mut queue: mpsc::Receiver<Message>,
+) -> Aggregator {
     let mut group = Vec::with_capacity(MAX_GROUP_SUBMISSIONS);
     let mut stopping = false;
     while !stopping {
@@ -135,7 +146,13 @@ fn run(mut aggregator: Aggregator, figures: &Figures, mut queue: mpsc::Receiver<
         }
         let outcomes: Vec<Outcomes> = group
             .iter()
-            .map(|submission| submission.events.iter().map(|event| aggregator.apply(event)).collect())
+            .map(|submission| {
+                submission
+                    .events
+                    .iter()
+                    .map(|event| aggregator.apply(event))
+                    .collect()
+            })
             .collect();
         figures.publish(aggregator.drain_changes(), Utc::now());
         telemetry::record_holdings(aggregator.holdings());

@@ -19,7 +19,9 @@ pub fn load_or_create(configured: Option<[u8; 32]>, data_dir: &Path) -> anyhow::
     }
     let path = data_dir.join(KEY_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse_key(&text).with_context(|| format!("invalid key file {}", path.display())),
+        Ok(text) => {
+            parse_key(&text).with_context(|| format!("invalid key file {}", path.display()))
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
@@ -37,6 +39,8 @@ pub fn load_or_create(configured: Option<[u8; 32]>, data_dir: &Path) -> anyhow::
             tracing::info!(file = %path.display(), "generated a new pseudonymisation key");
             Ok(key)
         }
-        Err(error) => Err(error).with_context(|| format!("cannot read key file {}", path.display())),
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot read key file {}", path.display()))
+        }
     }
 }

@@ -105,7 +105,9 @@ mod tests {
         let registry = Registry::load(None).expect("embedded registry parses");
         assert_eq!(registry.campaigns.len(), 78);
         assert_eq!(registry.programme.target, Some(670_000));
-        let gendarmerie = registry.campaign("gendarmerie").expect("gendarmerie is registered");
+        let gendarmerie = registry
+            .campaign("gendarmerie")
+            .expect("gendarmerie is registered");
         assert_eq!(gendarmerie.target, Some(100_000));
         assert_eq!(gendarmerie.published_certified, Some(56_000));
     }
@@ -115,8 +117,14 @@ mod tests {
         for (text, expected) in [
             ("[[campaign]]\nid = \"A\"\nname = \"a\"", "lower-case"),
             ("[[campaign]]\nid = \"*\"\nname = \"a\"", "reserved"),
-            ("[[campaign]]\nid = \"a\"\nname = \"a\"\n[[campaign]]\nid = \"a\"\nname = \"b\"", "twice"),
-            ("[[campaign]]\nid = \"a\"\nname = \"a\"\ntagret = 3", "unknown field"),
+            (
+                "[[campaign]]\nid = \"a\"\nname = \"a\"\n[[campaign]]\nid = \"a\"\nname = \"b\"",
+                "twice",
+            ),
+            (
+                "[[campaign]]\nid = \"a\"\nname = \"a\"\ntagret = 3",
+                "unknown field",
+            ),
         ] {
             let error = format!("{:#}", Registry::parse(text).expect_err(text));
             assert!(error.contains(expected), "{error}");

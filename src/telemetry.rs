@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::aggregate::Holdings;
@@ -70,7 +72,9 @@ impl Transport {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests start many services in one process) keeps the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -87,7 +91,10 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".to_owned()),
-            &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ],
         )?
         .set_buckets_for_metric(
             Matcher::Full(BATCH_EVENTS.to_owned()),
@@ -102,27 +109,83 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe() {
-    describe_counter!(EVENTS_RECEIVED, Unit::Count, "Learner events received, by transport.");
-    describe_counter!(EVENTS_ACCEPTED, Unit::Count, "Events counted for the first time, by transport.");
-    describe_counter!(EVENTS_DUPLICATE, Unit::Count, "Events whose event_id was already seen, by transport.");
+    describe_counter!(
+        EVENTS_RECEIVED,
+        Unit::Count,
+        "Learner events received, by transport."
+    );
+    describe_counter!(
+        EVENTS_ACCEPTED,
+        Unit::Count,
+        "Events counted for the first time, by transport."
+    );
+    describe_counter!(
+        EVENTS_DUPLICATE,
+        Unit::Count,
+        "Events whose event_id was already seen, by transport."
+    );
     describe_counter!(
         EVENTS_CONFLICTING,
         Unit::Count,
         "Duplicate events whose content differs from the first with their id, by transport."
     );
-    describe_counter!(EVENTS_REJECTED, Unit::Count, "Events rejected, by transport and reason.");
-    describe_counter!(REQUESTS_REFUSED, Unit::Count, "Ingest requests refused whole, by transport and reason.");
-    describe_histogram!(BATCH_EVENTS, Unit::Count, "Events per ingest request, by transport.");
-    describe_histogram!(INGEST_DURATION, Unit::Seconds, "Time to answer an ingest request, by transport.");
-    describe_histogram!(QUERY_DURATION, Unit::Seconds, "Time to answer a query, by transport.");
-    describe_gauge!(INGEST_QUEUE_EVENTS, Unit::Count, "Events waiting in the ingest queue.");
-    describe_histogram!(SNAPSHOT_DURATION, Unit::Seconds, "Time to write one snapshot, by sink.");
+    describe_counter!(
+        EVENTS_REJECTED,
+        Unit::Count,
+        "Events rejected, by transport and reason."
+    );
+    describe_counter!(
+        REQUESTS_REFUSED,
+        Unit::Count,
+        "Ingest requests refused whole, by transport and reason."
+    );
+    describe_histogram!(
+        BATCH_EVENTS,
+        Unit::Count,
+        "Events per ingest request, by transport."
+    );
+    describe_histogram!(
+        INGEST_DURATION,
+        Unit::Seconds,
+        "Time to answer an ingest request, by transport."
+    );
+    describe_histogram!(
+        QUERY_DURATION,
+        Unit::Seconds,
+        "Time to answer a query, by transport."
+    );
+    describe_gauge!(
+        INGEST_QUEUE_EVENTS,
+        Unit::Count,
+        "Events waiting in the ingest queue."
+    );
+    describe_histogram!(
+        SNAPSHOT_DURATION,
+        Unit::Seconds,
+        "Time to write one snapshot, by sink."
+    );
     describe_counter!(SNAPSHOTS, Unit::Count, "Snapshots written, by sink.");
-    describe_counter!(SNAPSHOT_FAILURES, Unit::Count, "Snapshots that failed and will be retried, by sink.");
+    describe_counter!(
+        SNAPSHOT_FAILURES,
+        Unit::Count,
+        "Snapshots that failed and will be retried, by sink."
+    );
     describe_gauge!(CAMPAIGNS, Unit::Count, "Campaigns held.");
-    describe_gauge!(LEARNERS, Unit::Count, "Distinct learners over the programme.");
-    describe_gauge!(CAMPAIGN_LEARNERS, Unit::Count, "(campaign, learner) records held.");
-    describe_gauge!(EVENT_IDS, Unit::Count, "Event ids remembered for deduplication.");
+    describe_gauge!(
+        LEARNERS,
+        Unit::Count,
+        "Distinct learners over the programme."
+    );
+    describe_gauge!(
+        CAMPAIGN_LEARNERS,
+        Unit::Count,
+        "(campaign, learner) records held."
+    );
+    describe_gauge!(
+        EVENT_IDS,
+        Unit::Count,
+        "Event ids remembered for deduplication."
+    );
 }
 
 /// The tally of one ingest request.
@@ -135,7 +198,12 @@ pub struct BatchTally {
 }
 
 /// Records one ingest request: its size, outcome and duration.
-pub fn record_batch(transport: Transport, tally: BatchTally, rejected: &[RejectReason], elapsed: Duration) {
+pub fn record_batch(
+    transport: Transport,
+    tally: BatchTally,
+    rejected: &[RejectReason],
+    elapsed: Duration,
+) {
     let transport = transport.as_str();
     counter!(EVENTS_RECEIVED, "transport" => transport).increment(tally.received);
     counter!(EVENTS_ACCEPTED, "transport" => transport).increment(tally.accepted);

@@ -14,7 +14,9 @@ use hashbrown::{HashMap, HashSet, HashTable};
 use serde::{Deserialize, Serialize};
 
 use crate::day::Day;
-use crate::event::{Action, Event, EventId, LearnerKey, RejectReason, Stage, TOTALS_CAMPAIGN, VisitorKey};
+use crate::event::{
+    Action, Event, EventId, LearnerKey, RejectReason, Stage, TOTALS_CAMPAIGN, VisitorKey,
+};
 
 /// What the aggregator needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -53,7 +55,9 @@ pub struct DayCounts {
 pub enum Applied {
     Accepted,
     /// The event id was seen before; `conflict` when the content differs from the first one.
-    Duplicate { conflict: bool },
+    Duplicate {
+        conflict: bool,
+    },
     Rejected(RejectReason),
 }
 
@@ -124,7 +128,10 @@ enum Column {
 impl Aggregator {
     /// An empty aggregator that already holds the `registered` campaigns, so that they are never
     /// refused for lack of room.
-    pub fn new(settings: AggregatorSettings, registered: impl IntoIterator<Item = String>) -> Aggregator {
+    pub fn new(
+        settings: AggregatorSettings,
+        registered: impl IntoIterator<Item = String>,
+    ) -> Aggregator {
         let chapter_count = settings.chapter_count;
         let mut aggregator = Aggregator {
             seen: HashTable::new(),
@@ -160,7 +167,9 @@ impl Aggregator {
         };
         let EventId([a, b, c]) = event.id;
         self.seen
-            .insert_unique(hash, [a, b, c, event.content], |seen| seen_hash(&[seen[0], seen[1], seen[2]]));
+            .insert_unique(hash, [a, b, c, event.content], |seen| {
+                seen_hash(&[seen[0], seen[1], seen[2]])
+            });
         let day = Day::of(event.occurred_at, self.settings.time_zone);
         let all_chapters = all_chapters(self.settings.chapter_count);
         let campaign = &mut self.campaigns[index];

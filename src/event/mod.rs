@@ -132,7 +132,9 @@ pub enum RejectReason {
         "kind {0:?} is unknown: use one of link_clicked, enrolled, course_started, chapter_completed, certified"
     )]
     UnknownKind(String),
-    #[error("source is missing: name the platform that emitted the event (openclassrooms, gendform3, ...)")]
+    #[error(
+        "source is missing: name the platform that emitted the event (openclassrooms, gendform3, ...)"
+    )]
     MissingSource,
     #[error("learner_id is missing: every {0} event must name its learner")]
     MissingLearnerId(&'static str),
@@ -219,7 +221,9 @@ impl EventKind {
 
     /// The kind named `name` in JSON, if any.
     pub fn from_name(name: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|kind| kind.as_str() == name)
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 
@@ -261,7 +265,10 @@ impl EventParser {
         EventParser {
             chapter_count,
             pseudonym_key,
-            earliest: Utc.with_ymd_and_hms(2018, 1, 1, 0, 0, 0).single().unwrap_or_default(),
+            earliest: Utc
+                .with_ymd_and_hms(2018, 1, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
         }
     }
 
@@ -484,7 +491,9 @@ impl<'a> JsonEvent<'a> {
             event_id: text(&self.event_id),
             kind: match self.kind.as_deref() {
                 None | Some("") => RawKind::Missing,
-                Some(name) => EventKind::from_name(name).map_or(RawKind::Unknown(name), RawKind::Known),
+                Some(name) => {
+                    EventKind::from_name(name).map_or(RawKind::Unknown(name), RawKind::Known)
+                }
             },
             campaign: text(&self.campaign),
             source: text(&self.source),

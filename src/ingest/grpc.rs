@@ -31,17 +31,24 @@ impl IngestApi {
             .check_size(Transport::Grpc, events.len())
             .map_err(status)?;
         self.intake
-            .ingest_batch(Transport::Grpc, events.iter().map(|event| Ok(RawEvent::from(event))))
+            .ingest_batch(
+                Transport::Grpc,
+                events.iter().map(|event| Ok(RawEvent::from(event))),
+            )
             .await
             .map_err(status)
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::IngestStreamResponse, Status>> + Send>>;
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<proto::IngestStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl IngestService for IngestApi {
-    async fn ingest(&self, request: Request<proto::IngestRequest>) -> Result<Response<proto::IngestResponse>, Status> {
+    async fn ingest(
+        &self,
+        request: Request<proto::IngestRequest>,
+    ) -> Result<Response<proto::IngestResponse>, Status> {
         let result = self.answer(&request.into_inner().events).await?;
         Ok(Response::new(proto::IngestResponse {
             accepted: result.accepted,
@@ -90,6 +97,8 @@ fn rejections(result: BatchResult) -> Vec<proto::Rejection> {
 fn status(refusal: BatchRefusal) -> Status {
     match refusal {
         BatchRefusal::TooManyEvents { .. } => Status::invalid_argument(refusal.to_string()),
-        BatchRefusal::Pipeline(Refusal::Overloaded(_) | Refusal::ShuttingDown) => Status::unavailable(refusal.to_string()),
+        BatchRefusal::Pipeline(Refusal::Overloaded(_) | Refusal::ShuttingDown) => {
+            Status::unavailable(refusal.to_string())
+        }
     }
 }

@@ -104,7 +104,9 @@ fn invalid_body(message: impl Into<String>) -> ApiError {
 fn api_error(refusal: BatchRefusal) -> ApiError {
     let message = refusal.to_string();
     match refusal {
-        BatchRefusal::TooManyEvents { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message),
+        BatchRefusal::TooManyEvents { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message)
+        }
         BatchRefusal::Pipeline(Refusal::Overloaded(_)) => ApiError {
             retry_after: Some(1),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)

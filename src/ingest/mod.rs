@@ -36,7 +36,9 @@ pub struct Rejection {
 /// Why a whole batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchRefusal {
-    #[error("the batch has {count} events, over the limit of {limit} events per request (max_batch_events)")]
+    #[error(
+        "the batch has {count} events, over the limit of {limit} events per request (max_batch_events)"
+    )]
     TooManyEvents { count: usize, limit: usize },
     #[error(transparent)]
     Pipeline(#[from] Refusal),
@@ -121,7 +123,8 @@ impl Intake {
             }
         }
         rejected.sort_by_key(|(index, _)| *index);
-        let reasons: Vec<RejectReason> = rejected.iter().map(|(_, reason)| reason.clone()).collect();
+        let reasons: Vec<RejectReason> =
+            rejected.iter().map(|(_, reason)| reason.clone()).collect();
         telemetry::record_batch(transport, tally, &reasons, started.elapsed());
         Ok(BatchResult {
             // Batches are limited to far fewer than 2^32 events.

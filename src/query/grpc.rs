@@ -33,7 +33,11 @@ pub struct CounterApi {
 
 impl CounterApi {
     /// Watch streams end when `shutdown` is cancelled.
-    pub fn new(figures: Arc<Figures>, watch_interval: Duration, shutdown: CancellationToken) -> CounterApi {
+    pub fn new(
+        figures: Arc<Figures>,
+        watch_interval: Duration,
+        shutdown: CancellationToken,
+    ) -> CounterApi {
         CounterApi {
             figures,
             watch_interval,
@@ -42,7 +46,8 @@ impl CounterApi {
     }
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchCampaignsResponse, Status>> + Send>>;
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<proto::WatchCampaignsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl CounterService for CounterApi {
@@ -52,10 +57,11 @@ impl CounterService for CounterApi {
     ) -> Result<Response<proto::GetCampaignResponse>, Status> {
         let started = Instant::now();
         let campaign = campaign_id(&request.into_inner().campaign);
-        let counters = self
-            .figures
-            .campaign(&campaign)
-            .ok_or_else(|| Status::not_found(format!("campaign {campaign:?} is neither registered nor seen")))?;
+        let counters = self.figures.campaign(&campaign).ok_or_else(|| {
+            Status::not_found(format!(
+                "campaign {campaign:?} is neither registered nor seen"
+            ))
+        })?;
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::GetCampaignResponse {
             counters: Some(message(counters)),
@@ -79,7 +85,9 @@ impl CounterService for CounterApi {
         let started = Instant::now();
         let totals = message(self.figures.totals());
         telemetry::record_query(Transport::Grpc, started.elapsed());
-        Ok(Response::new(proto::GetTotalsResponse { totals: Some(totals) }))
+        Ok(Response::new(proto::GetTotalsResponse {
+            totals: Some(totals),
+        }))
     }
 
     async fn get_timeline(
@@ -88,13 +96,16 @@ impl CounterService for CounterApi {
     ) -> Result<Response<proto::GetTimelineResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
-        let from = day_bound(Some(&request.from_day)).map_err(|error| Status::invalid_argument(format!("from_day: {error}")))?;
-        let to = day_bound(Some(&request.to_day)).map_err(|error| Status::invalid_argument(format!("to_day: {error}")))?;
+        let from = day_bound(Some(&request.from_day))
+            .map_err(|error| Status::invalid_argument(format!("from_day: {error}")))?;
+        let to = day_bound(Some(&request.to_day))
+            .map_err(|error| Status::invalid_argument(format!("to_day: {error}")))?;
         let campaign = timeline_campaign(&request.campaign);
-        let days = self
-            .figures
-            .timeline(&campaign, from, to)
-            .ok_or_else(|| Status::not_found(format!("campaign {campaign:?} is neither registered nor seen")))?;
+        let days = self.figures.timeline(&campaign, from, to).ok_or_else(|| {
+            Status::not_found(format!(
+                "campaign {campaign:?} is neither registered nor seen"
+            ))
+        })?;
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::GetTimelineResponse {
             days: days.into_iter().map(day_message).collect(),

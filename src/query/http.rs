@@ -70,7 +70,10 @@ async fn get_campaign(
 ) -> Result<Json<CampaignCounters>, ApiError> {
     let started = Instant::now();
     let campaign = campaign_id(&campaign);
-    let counters = state.figures.campaign(&campaign).ok_or_else(|| not_found(&campaign))?;
+    let counters = state
+        .figures
+        .campaign(&campaign)
+        .ok_or_else(|| not_found(&campaign))?;
     telemetry::record_query(Transport::Http, started.elapsed());
     Ok(Json(counters))
 }
@@ -97,9 +100,15 @@ async fn totals_timeline(
     timeline(&state, TOTALS_CAMPAIGN, &range)
 }
 
-fn timeline(state: &QueryState, campaign: &str, range: &DayRange) -> Result<Json<Timeline>, ApiError> {
+fn timeline(
+    state: &QueryState,
+    campaign: &str,
+    range: &DayRange,
+) -> Result<Json<Timeline>, ApiError> {
     let started = Instant::now();
-    let invalid = |error: crate::day::InvalidDay| ApiError::new(StatusCode::BAD_REQUEST, "invalid_day", error.to_string());
+    let invalid = |error: crate::day::InvalidDay| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_day", error.to_string())
+    };
     let from = day_bound(range.from.as_deref()).map_err(invalid)?;
     let to = day_bound(range.to.as_deref()).map_err(invalid)?;
     let days = state
@@ -120,7 +129,10 @@ fn not_found(campaign: &str) -> ApiError {
 
 async fn metrics(State(state): State<QueryState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -105,13 +105,15 @@ impl FileSink {
 
 /// Reads every complete record of a snapshot file, skipping a torn last line.
 pub fn read(path: &Path) -> anyhow::Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     complete
         .lines()
         .enumerate()
         .map(|(number, line)| {
-            serde_json::from_str(line).with_context(|| format!("{}:{}: invalid record", path.display(), number + 1))
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: invalid record", path.display(), number + 1))
         })
         .collect()
 }
@@ -163,7 +165,10 @@ fn cut_torn_tail(file: &mut File, path: &Path) -> anyhow::Result<()> {
     let mut text = Vec::new();
     file.seek(SeekFrom::Start(0))?;
     file.read_to_end(&mut text)?;
-    let keep = text.iter().rposition(|byte| *byte == b'\n').map_or(0, |end| end + 1);
+    let keep = text
+        .iter()
+        .rposition(|byte| *byte == b'\n')
+        .map_or(0, |end| end + 1);
     file.set_len(keep as u64)?;
     file.sync_data()?;
     tracing::warn!(file = %path.display(), cut_bytes = length - keep as u64, "cut a torn last line from a snapshot file");

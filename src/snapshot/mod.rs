@@ -54,10 +54,18 @@ struct PendingSink {
 }
 
 /// Writes snapshots every `interval` until `shutdown`, then writes a final one and returns.
-pub async fn run(figures: Arc<Figures>, sinks: Vec<Sink>, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    figures: Arc<Figures>,
+    sinks: Vec<Sink>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let mut sinks: Vec<PendingSink> = sinks
         .into_iter()
-        .map(|sink| PendingSink { sink, pending: None })
+        .map(|sink| PendingSink {
+            sink,
+            pending: None,
+        })
         .collect();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,7 +104,11 @@ async fn flush(figures: &Figures, mut sinks: Vec<PendingSink>) -> Vec<PendingSin
                 Ok(()) => telemetry::record_snapshot(pending.sink.name(), started.elapsed(), true),
                 Err(error) => {
                     telemetry::record_snapshot(pending.sink.name(), started.elapsed(), false);
-                    tracing::warn!(sink = pending.sink.name(), error = format!("{error:#}"), "snapshot failed; retrying at the next interval");
+                    tracing::warn!(
+                        sink = pending.sink.name(),
+                        error = format!("{error:#}"),
+                        "snapshot failed; retrying at the next interval"
+                    );
                     pending.pending = Some(snapshot.changes);
                 }
             }
