@@ -17,6 +17,6 @@ pub mod pseudonym;
 pub mod query;
 pub mod registry;
 pub mod shutdown;
-// pub mod simulate;
+pub mod simulate;
 pub mod snapshot;
 pub mod telemetry;

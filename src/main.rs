@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use suivi::config::{Settings, SettingsFlags};
-use suivi::{app, shutdown, telemetry};
+use suivi::{app, shutdown, simulate, telemetry};
 
 /// suivi counts, for each partner's tracking campaign of a national online course, how many
 /// people clicked, enrolled, started, completed each chapter and were certified, exactly and
@@ -24,6 +24,9 @@ enum Command {
     /// unless configured otherwise. Settings come from a TOML file (--config), SUIVI_…
     /// environment variables and flags, in rising priority.
     Serve(SettingsFlags),
+    /// Generate a realistic programme (the registry's partners, clicks, enrolments, chapters,
+    /// certificates, reproducing the published figures) and send it to a running suivi.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Command::Simulate(args) => {
+            telemetry::init_logging(suivi::config::LogFormat::Text);
+            runtime.block_on(simulate::run(args))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
