@@ -217,8 +217,8 @@ impl App {
             .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
             .await;
         tracing::info!(
-            grpc = %settings.grpc_addr,
-            http = %settings.http_addr,
+            grpc = %grpc_addr,
+            http = %http_addr,
             data_dir = %settings.data_dir.display(),
             campaigns = registry.campaigns.len(),
             "suivi is ready"
