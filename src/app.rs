@@ -83,6 +83,7 @@ impl App {
 
     /// Runs suivi until `shutdown` resolves, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         let App {
             settings,
             grpc,
