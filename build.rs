@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/suivi/v1/event.proto",
         "proto/suivi/v1/ingest.proto",
         "proto/suivi/v1/counters.proto",
+        "proto/suivi/storage/v1/storage.proto",
     ];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = prost_build::Config::new();

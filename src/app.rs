@@ -20,19 +20,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
-use crate::aggregate::{Aggregator, AggregatorSettings};
+use crate::aggregate::AggregatorSettings;
 use crate::config::Settings;
 use crate::event::EventParser;
 use crate::figures::Figures;
 use crate::ingest::Intake;
+use crate::pipeline::PipelineSettings;
 use crate::proto::counter_service_server::CounterServiceServer;
 use crate::proto::ingest_service_server::IngestServiceServer;
 use crate::query::http::QueryState;
 use crate::query::{Readiness, State};
+use crate::recovery::Storage;
 use crate::registry::Registry;
 use crate::snapshot::{self, Sink};
 use crate::{ingest, pipeline, pseudonym, query, telemetry};
 
+/// How often the writer is woken to sync or checkpoint when no events arrive.
+const WRITER_TICK_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the metrics recorder drains its histograms.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -104,24 +108,32 @@ impl App {
         );
 
         let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
-        let aggregator = Aggregator::new(
-            AggregatorSettings {
-                time_zone,
-                chapter_count: settings.chapter_count,
-                max_campaigns: settings.max_campaigns,
-            },
-            registry
-                .campaigns
-                .iter()
-                .map(|campaign| campaign.id.clone()),
-        );
         let (ingest, writer) = pipeline::start(
-            aggregator,
+            PipelineSettings {
+                storage: Storage {
+                    journal_dir: settings.data_dir.join("journal"),
+                    checkpoint_dir: settings.data_dir.join("checkpoints"),
+                    fsync: settings.fsync_policy(),
+                    segment_bytes: settings.journal_segment_bytes,
+                },
+                aggregator: AggregatorSettings {
+                    time_zone,
+                    chapter_count: settings.chapter_count,
+                    max_campaigns: settings.max_campaigns,
+                },
+                registered: registry
+                    .campaigns
+                    .iter()
+                    .map(|campaign| campaign.id.clone())
+                    .collect(),
+                queue_events: settings.ingest_queue_events,
+                queue_timeout: settings.ingest_queue_timeout,
+                checkpoint_interval: settings.checkpoint_interval,
+                checkpoint_journal_bytes: settings.checkpoint_journal_bytes,
+            },
             figures.clone(),
-            settings.ingest_queue_events,
-            settings.ingest_queue_timeout,
         )
-        .context("cannot start the aggregation thread")?;
+        .context("cannot start the writer thread")?;
         let intake = Arc::new(Intake {
             ingest: ingest.clone(),
             parser: EventParser::new(settings.chapter_count, key),
@@ -133,6 +145,10 @@ impl App {
         let servers = TaskTracker::new();
 
         let (health, health_service) = tonic_health::server::health_reporter();
+        // Not serving until the state is recovered, like /readyz.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -209,6 +225,34 @@ impl App {
             }
         });
 
+        let tick_ingest = ingest.clone();
+        let tick_stop = stop_snapshots.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(WRITER_TICK_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => tick_ingest.tick(),
+                    () = tick_stop.cancelled() => return,
+                }
+            }
+        });
+
+        let pipeline::Writer { recovered, thread } = writer;
+        let report = match recovered.await {
+            Ok(Ok(report)) => report,
+            Ok(Err(error)) => anyhow::bail!(
+                "cannot recover the state from {}: {error}",
+                settings.data_dir.display()
+            ),
+            Err(_) => anyhow::bail!("the writer thread ended during recovery"),
+        };
+        tracing::info!(
+            checkpoint = ?report.checkpoint_position,
+            events_replayed = report.events_replayed,
+            torn_bytes = report.torn_bytes,
+            seconds = report.duration.as_secs_f64(),
+            "state recovered"
+        );
         readiness.set(State::Ready);
         health.set_service_status("", ServingStatus::Serving).await;
         health
@@ -243,11 +287,11 @@ impl App {
             tracing::warn!(grace = ?settings.shutdown_grace, "servers still busy after the shutdown grace; closing anyway");
         }
         drop((intake, ingest));
-        let aggregator = tokio::task::spawn_blocking(move || writer.join())
+        tokio::task::spawn_blocking(move || thread.join())
             .await
-            .context("cannot join the aggregation thread")?
-            .map_err(|_panic| anyhow::anyhow!("the aggregation thread panicked"))?;
-        telemetry::record_holdings(aggregator.holdings());
+            .context("cannot join the writer thread")?
+            .map_err(|_panic| anyhow::anyhow!("the writer thread panicked"))?
+            .context("the writer thread failed")?;
         stop_snapshots.cancel();
         snapshots.await.context("the snapshot task failed")?;
         tracing::info!("suivi stopped");

@@ -40,12 +40,18 @@ pub const DEFAULT_INGEST_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
 /// The default time given to in-flight work at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// The default interval between fsyncs under `fsync = "interval"`.
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(200);
+/// The default interval between checkpoints.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// The default journal growth that triggers a checkpoint before the interval.
+pub const DEFAULT_CHECKPOINT_JOURNAL_BYTES: u64 = 1024 * 1024 * 1024;
 /// The default least time between two pushes of one campaign to a watcher.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Every setting of `suivi serve`. Each is a TOML key, a `SUIVI_<KEY>` environment variable
 /// and a `--<key>` flag.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Where the gRPC API listens.
@@ -83,6 +89,19 @@ pub struct Settings {
     /// The pseudonymisation key, 64 hex digits; generated once and kept in the data dir when
     /// unset.
     pub pseudonym_key: Option<Secret>,
+    /// When journal appends are forced to disk: `always` (before every acknowledgement) or
+    /// `interval` (every `fsync_interval`; a crash may lose what was acknowledged meanwhile).
+    pub fsync: Fsync,
+    /// The interval between fsyncs under `fsync = "interval"`.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// How often the whole state is checkpointed (and the journal before it removed).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Journal growth (bytes) that triggers a checkpoint before the interval.
+    pub checkpoint_journal_bytes: u64,
+    /// The size at which a journal segment is closed and a new one started.
+    pub journal_segment_bytes: u64,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -93,6 +112,14 @@ pub struct Settings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The journal's fsync policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    Always,
+    Interval,
 }
 
 /// A secret string: shown as `[redacted]` in Debug output.
@@ -118,29 +145,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("grpc_addr", &self.grpc_addr)
-            .field("http_addr", &self.http_addr)
-            .field("data_dir", &self.data_dir)
-            .field("campaigns", &self.campaigns)
-            .field("time_zone", &self.time_zone)
-            .field("chapter_count", &self.chapter_count)
-            .field("max_batch_events", &self.max_batch_events)
-            .field("max_request_bytes", &self.max_request_bytes)
-            .field("max_campaigns", &self.max_campaigns)
-            .field("ingest_queue_events", &self.ingest_queue_events)
-            .field("ingest_queue_timeout", &self.ingest_queue_timeout)
-            .field("snapshot_interval", &self.snapshot_interval)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .field("watch_interval", &self.watch_interval)
-            .field("pseudonym_key", &self.pseudonym_key)
-            .field("log_format", &self.log_format)
-            .finish()
-    }
-}
-
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
@@ -159,6 +163,11 @@ impl Default for Settings {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             watch_interval: DEFAULT_WATCH_INTERVAL,
             pseudonym_key: None,
+            fsync: Fsync::Always,
+            fsync_interval: DEFAULT_FSYNC_INTERVAL,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            checkpoint_journal_bytes: DEFAULT_CHECKPOINT_JOURNAL_BYTES,
+            journal_segment_bytes: crate::journal::DEFAULT_SEGMENT_BYTES,
             log_format: LogFormat::Text,
         }
     }
@@ -235,6 +244,29 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "HEX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pseudonym_key: Option<String>,
+    /// When the journal is forced to disk: always (before each acknowledgement) or interval
+    /// [env: SUIVI_FSYNC] [default: always]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<Fsync>,
+    /// The interval between fsyncs under --fsync interval [env: SUIVI_FSYNC_INTERVAL]
+    /// [default: 200ms]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync_interval: Option<String>,
+    /// How often the state is checkpointed [env: SUIVI_CHECKPOINT_INTERVAL] [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<String>,
+    /// Journal growth that triggers an early checkpoint [env: SUIVI_CHECKPOINT_JOURNAL_BYTES]
+    /// [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_journal_bytes: Option<u64>,
+    /// The size of a journal segment [env: SUIVI_JOURNAL_SEGMENT_BYTES] [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_segment_bytes: Option<u64>,
     /// Log format [env: SUIVI_LOG_FORMAT] [default: text]; the level comes from RUST_LOG
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,6 +322,12 @@ impl Settings {
                 bail!("invalid {name} 0: it must be at least 1");
             }
         }
+        if self.journal_segment_bytes < 4096 {
+            bail!(
+                "invalid journal_segment_bytes {}: a segment must hold at least 4096 bytes",
+                self.journal_segment_bytes
+            );
+        }
         if self.ingest_queue_events < self.max_batch_events {
             bail!(
                 "invalid ingest_queue_events {}: it must hold at least one full batch (max_batch_events {})",
@@ -300,6 +338,8 @@ impl Settings {
         for (name, value) in [
             ("snapshot_interval", self.snapshot_interval),
             ("watch_interval", self.watch_interval),
+            ("fsync_interval", self.fsync_interval),
+            ("checkpoint_interval", self.checkpoint_interval),
         ] {
             if value.is_zero() {
                 bail!("invalid {name} 0s: it must be positive");
@@ -331,6 +371,14 @@ impl Settings {
             .as_ref()
             .map(|key| parse_key(key.expose()).context("invalid pseudonym_key"))
             .transpose()
+    }
+
+    /// The journal's fsync policy.
+    pub fn fsync_policy(&self) -> crate::journal::FsyncPolicy {
+        match self.fsync {
+            Fsync::Always => crate::journal::FsyncPolicy::Always,
+            Fsync::Interval => crate::journal::FsyncPolicy::Interval(self.fsync_interval),
+        }
     }
 
     /// The campaign registry path, if one is configured.

@@ -41,6 +41,19 @@ impl Day {
         })
     }
 
+    /// The day's number, as storage keeps it: never 0, so 0 can stand for "no day".
+    pub fn number(self) -> u32 {
+        u32::from(self.0.get())
+    }
+
+    /// The day numbered `number`, if it is one.
+    pub fn from_number(number: u32) -> Option<Day> {
+        u16::try_from(number)
+            .ok()
+            .and_then(NonZeroU16::new)
+            .map(Day)
+    }
+
     /// The calendar date of this day.
     pub fn date(self) -> NaiveDate {
         DAY_ZERO + chrono::Days::new(u64::from(self.0.get()))

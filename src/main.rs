@@ -23,7 +23,7 @@ enum Command {
     /// Run the service: gRPC on 127.0.0.1:50051, HTTP on 127.0.0.1:8080, data in ./suivi-data
     /// unless configured otherwise. Settings come from a TOML file (--config), SUIVI_…
     /// environment variables and flags, in rising priority.
-    Serve(SettingsFlags),
+    Serve(Box<SettingsFlags>),
     /// Generate a realistic programme (the registry's partners, clicks, enrolments, chapters,
     /// certificates, reproducing the published figures) and send it to a running suivi.
     Simulate(simulate::SimulateArgs),

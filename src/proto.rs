@@ -8,3 +8,9 @@ tonic::include_proto!("suivi.v1");
 
 /// The encoded descriptor set of `suivi.v1`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("suivi_descriptor");
+
+/// suivi's own storage formats (journal records and checkpoints), package `suivi.storage.v1`.
+/// Only `journal`, `checkpoint` and the aggregate's checkpoint conversion use them.
+pub mod storage {
+    tonic::include_proto!("suivi.storage.v1");
+}

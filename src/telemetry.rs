@@ -14,6 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::aggregate::Holdings;
 use crate::config::LogFormat;
 use crate::event::RejectReason;
+use crate::pipeline::Refusal;
+use crate::recovery::RecoveryReport;
 
 /// Events received, by transport.
 pub const EVENTS_RECEIVED: &str = "suivi_events_received_total";
@@ -42,6 +44,30 @@ pub const SNAPSHOT_DURATION: &str = "suivi_snapshot_duration_seconds";
 pub const SNAPSHOTS: &str = "suivi_snapshots_total";
 /// Snapshots that failed (and will be retried), by sink.
 pub const SNAPSHOT_FAILURES: &str = "suivi_snapshot_failures_total";
+/// Bytes appended to the journal.
+pub const JOURNAL_BYTES: &str = "suivi_journal_appended_bytes_total";
+/// Records (groups) appended to the journal.
+pub const JOURNAL_RECORDS: &str = "suivi_journal_records_total";
+/// Time to fsync one journal record (under fsync = always).
+pub const JOURNAL_FSYNC_DURATION: &str = "suivi_journal_fsync_duration_seconds";
+/// Journal appends that failed, by cause (disk_full, unwritable); their groups were refused.
+pub const JOURNAL_FAILURES: &str = "suivi_journal_append_failures_total";
+/// Bytes of torn journal tail cut off at recovery.
+pub const JOURNAL_TORN_BYTES: &str = "suivi_journal_torn_bytes_total";
+/// Checkpoints written.
+pub const CHECKPOINTS: &str = "suivi_checkpoints_total";
+/// Checkpoints that failed.
+pub const CHECKPOINT_FAILURES: &str = "suivi_checkpoint_failures_total";
+/// Time to encode and write one checkpoint.
+pub const CHECKPOINT_DURATION: &str = "suivi_checkpoint_duration_seconds";
+/// Size of the last checkpoint written.
+pub const CHECKPOINT_BYTES: &str = "suivi_checkpoint_size_bytes";
+/// Checkpoints found unusable at recovery.
+pub const CHECKPOINTS_REJECTED: &str = "suivi_checkpoints_rejected_total";
+/// How long the last recovery took.
+pub const RECOVERY_DURATION: &str = "suivi_recovery_duration_seconds";
+/// Events replayed from the journal by the last recovery.
+pub const RECOVERY_EVENTS: &str = "suivi_recovery_replayed_events";
 /// Campaigns held.
 pub const CAMPAIGNS: &str = "suivi_campaigns";
 /// Distinct learners over the programme.
@@ -170,6 +196,54 @@ fn describe() {
         Unit::Count,
         "Snapshots that failed and will be retried, by sink."
     );
+    describe_counter!(JOURNAL_BYTES, Unit::Bytes, "Bytes appended to the journal.");
+    describe_counter!(
+        JOURNAL_RECORDS,
+        Unit::Count,
+        "Records (groups of batches) appended to the journal."
+    );
+    describe_histogram!(
+        JOURNAL_FSYNC_DURATION,
+        Unit::Seconds,
+        "Time to fsync one journal record, with fsync = always."
+    );
+    describe_counter!(
+        JOURNAL_FAILURES,
+        Unit::Count,
+        "Journal appends that failed, by cause; their groups were refused."
+    );
+    describe_counter!(
+        JOURNAL_TORN_BYTES,
+        Unit::Bytes,
+        "Bytes of torn journal tail cut off at recovery."
+    );
+    describe_counter!(CHECKPOINTS, Unit::Count, "Checkpoints written.");
+    describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoints that failed.");
+    describe_histogram!(
+        CHECKPOINT_DURATION,
+        Unit::Seconds,
+        "Time to encode and write one checkpoint."
+    );
+    describe_gauge!(
+        CHECKPOINT_BYTES,
+        Unit::Bytes,
+        "Size of the last checkpoint written."
+    );
+    describe_counter!(
+        CHECKPOINTS_REJECTED,
+        Unit::Count,
+        "Checkpoints found unusable at recovery."
+    );
+    describe_gauge!(
+        RECOVERY_DURATION,
+        Unit::Seconds,
+        "How long the last recovery took."
+    );
+    describe_gauge!(
+        RECOVERY_EVENTS,
+        Unit::Count,
+        "Events replayed from the journal by the last recovery."
+    );
     describe_gauge!(CAMPAIGNS, Unit::Count, "Campaigns held.");
     describe_gauge!(
         LEARNERS,
@@ -252,4 +326,43 @@ pub fn record_snapshot(sink: &'static str, elapsed: Duration, ok: bool) {
     } else {
         counter!(SNAPSHOT_FAILURES, "sink" => sink).increment(1);
     }
+}
+
+/// Records one journal append and the time its fsync took (zero when it did not sync).
+pub fn record_journal_append(bytes: u64, fsync: Duration) {
+    counter!(JOURNAL_BYTES).increment(bytes);
+    counter!(JOURNAL_RECORDS).increment(1);
+    if !fsync.is_zero() {
+        histogram!(JOURNAL_FSYNC_DURATION).record(fsync.as_secs_f64());
+    }
+}
+
+/// Records a failed journal append, by the refusal it caused.
+pub fn record_journal_failure(refusal: Refusal) {
+    let cause = match refusal {
+        Refusal::DiskFull => "disk_full",
+        _ => "unwritable",
+    };
+    counter!(JOURNAL_FAILURES, "cause" => cause).increment(1);
+}
+
+/// Records one checkpoint, written or failed.
+#[allow(clippy::cast_precision_loss)] // Checkpoints stay far below 2^52 bytes.
+pub fn record_checkpoint(elapsed: Duration, bytes: u64, ok: bool) {
+    histogram!(CHECKPOINT_DURATION).record(elapsed.as_secs_f64());
+    if ok {
+        counter!(CHECKPOINTS).increment(1);
+        gauge!(CHECKPOINT_BYTES).set(bytes as f64);
+    } else {
+        counter!(CHECKPOINT_FAILURES).increment(1);
+    }
+}
+
+/// Records what recovery did.
+#[allow(clippy::cast_precision_loss)] // Replayed events stay far below 2^52.
+pub fn record_recovery(report: &RecoveryReport) {
+    gauge!(RECOVERY_DURATION).set(report.duration.as_secs_f64());
+    gauge!(RECOVERY_EVENTS).set(report.events_replayed as f64);
+    counter!(JOURNAL_TORN_BYTES).increment(report.torn_bytes);
+    counter!(CHECKPOINTS_REJECTED).increment(report.checkpoints_rejected.len() as u64);
 }

@@ -13,6 +13,10 @@ use chrono_tz::Tz;
 use hashbrown::{HashMap, HashSet, HashTable};
 use serde::{Deserialize, Serialize};
 
+mod storage;
+
+pub use storage::Admission;
+
 use crate::day::Day;
 use crate::event::{
     Action, Event, EventId, LearnerKey, RejectReason, Stage, TOTALS_CAMPAIGN, VisitorKey,

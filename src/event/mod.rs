@@ -12,6 +12,10 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::proto;
 
+mod stored;
+
+pub use stored::MalformedStoredEvent;
+
 /// The campaign id of events that came without one.
 pub const DIRECT_CAMPAIGN: &str = "direct";
 /// The campaign id under which programme totals are published.
@@ -132,6 +136,8 @@ pub enum RejectReason {
         "kind {0:?} is unknown: use one of link_clicked, enrolled, course_started, chapter_completed, certified"
     )]
     UnknownKind(String),
+    #[error("campaign {0:?} is reserved for the programme totals: use another campaign id")]
+    ReservedCampaign(String),
     #[error(
         "source is missing: name the platform that emitted the event (openclassrooms, gendform3, ...)"
     )]
@@ -163,10 +169,11 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every code a rejection can carry, for documentation and metric pre-registration.
-    pub const CODES: [&'static str; 13] = [
+    pub const CODES: [&'static str; 14] = [
         "missing_event_id",
         "field_too_long",
         "invalid_kind",
+        "invalid_campaign",
         "missing_source",
         "missing_learner_id",
         "missing_occurred_at",
@@ -185,6 +192,7 @@ impl RejectReason {
             RejectReason::MissingEventId => "missing_event_id",
             RejectReason::FieldTooLong { .. } => "field_too_long",
             RejectReason::MissingKind | RejectReason::UnknownKind(_) => "invalid_kind",
+            RejectReason::ReservedCampaign(_) => "invalid_campaign",
             RejectReason::MissingSource => "missing_source",
             RejectReason::MissingLearnerId(_) => "missing_learner_id",
             RejectReason::MissingOccurredAt => "missing_occurred_at",
@@ -290,6 +298,10 @@ impl EventParser {
         };
         let campaign = campaign_id(raw.campaign);
         check_len("campaign", &campaign, MAX_CAMPAIGN_BYTES)?;
+        // A campaign named like the totals would be published over them and could not be queried.
+        if campaign == TOTALS_CAMPAIGN {
+            return Err(RejectReason::ReservedCampaign(campaign));
+        }
         let source = normalise(raw.source);
         if source.is_empty() {
             return Err(RejectReason::MissingSource);
@@ -479,6 +491,13 @@ pub struct JsonEvent<'a> {
 impl<'a> JsonEvent<'a> {
     /// Decodes one JSON event, or says why it is not one.
     pub fn decode(json: &'a str) -> Result<JsonEvent<'a>, RejectReason> {
+        // Serde would also read a struct from an array, field after field; an event must be an
+        // object, so that an array is reported as one and not as a missing event_id.
+        if !json.trim_start().starts_with('{') {
+            return Err(RejectReason::InvalidEvent(
+                "expected a JSON object with the event's fields".to_owned(),
+            ));
+        }
         serde_json::from_str(json).map_err(|error| RejectReason::InvalidEvent(error.to_string()))
     }
 

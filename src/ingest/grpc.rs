@@ -95,10 +95,14 @@ fn rejections(result: BatchResult) -> Vec<proto::Rejection> {
 }
 
 fn status(refusal: BatchRefusal) -> Status {
+    let message = refusal.to_string();
     match refusal {
-        BatchRefusal::TooManyEvents { .. } => Status::invalid_argument(refusal.to_string()),
+        BatchRefusal::TooManyEvents { .. } => Status::invalid_argument(message),
         BatchRefusal::Pipeline(Refusal::Overloaded(_) | Refusal::ShuttingDown) => {
-            Status::unavailable(refusal.to_string())
+            Status::unavailable(message)
+        }
+        BatchRefusal::Pipeline(Refusal::DiskFull | Refusal::StorageUnwritable) => {
+            Status::resource_exhausted(message)
         }
     }
 }

@@ -115,5 +115,17 @@ fn api_error(refusal: BatchRefusal) -> ApiError {
             retry_after: Some(5),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
         },
+        BatchRefusal::Pipeline(Refusal::DiskFull) => ApiError {
+            retry_after: Some(10),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", message)
+        },
+        BatchRefusal::Pipeline(Refusal::StorageUnwritable) => ApiError {
+            retry_after: Some(10),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unwritable",
+                message,
+            )
+        },
     }
 }

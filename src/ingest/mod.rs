@@ -51,6 +51,8 @@ impl BatchRefusal {
             BatchRefusal::TooManyEvents { .. } => "batch_too_large",
             BatchRefusal::Pipeline(Refusal::Overloaded(_)) => "overloaded",
             BatchRefusal::Pipeline(Refusal::ShuttingDown) => "shutting_down",
+            BatchRefusal::Pipeline(Refusal::DiskFull) => "disk_full",
+            BatchRefusal::Pipeline(Refusal::StorageUnwritable) => "storage_unwritable",
         }
     }
 }

@@ -1,0 +1,227 @@
+//! The aggregator's durable side: admitting a group of events before it is journaled (so that
+//! only events that will be accepted are written), and converting the whole state to and from a
+//! checkpoint. Like the rest of `aggregate`, it does no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::{HashMap, HashSet, HashTable};
+
+use super::{
+    Aggregator, AggregatorSettings, Applied, CampaignState, Counts, DayCounts, Progress, seen_hash,
+};
+use crate::day::Day;
+use crate::event::{Event, LearnerKey, RejectReason, TOTALS_CAMPAIGN, VisitorKey};
+use crate::proto::storage::{CampaignState as StoredCampaign, Checkpoint, KafkaOffset};
+
+/// What a group admitted so far: the ids and campaigns it will add when applied.
+#[derive(Debug, Default)]
+pub struct Admission {
+    ids: HashMap<[u32; 3], u32>,
+    new_campaigns: HashSet<String>,
+}
+
+impl Aggregator {
+    /// Decides, without changing anything, what [`Aggregator::apply`] will do with `event` once
+    /// the events admitted before it in `group` are applied. Only `Accepted` events need to be
+    /// journaled: applying them in the same order gives exactly these outcomes.
+    pub fn admit(&self, event: &Event, group: &mut Admission) -> Applied {
+        let id = event.id.0;
+        if let Some(seen) = self.seen.find(seen_hash(&id), |seen| seen[..3] == id) {
+            return Applied::Duplicate {
+                conflict: seen[3] != event.content,
+            };
+        }
+        if let Some(content) = group.ids.get(&id) {
+            return Applied::Duplicate {
+                conflict: *content != event.content,
+            };
+        }
+        if !self.index.contains_key(event.campaign.as_str())
+            && !group.new_campaigns.contains(&event.campaign)
+        {
+            if self.campaigns.len() + group.new_campaigns.len() >= self.settings.max_campaigns {
+                return Applied::Rejected(RejectReason::TooManyCampaigns {
+                    campaign: event.campaign.clone(),
+                    limit: self.settings.max_campaigns,
+                });
+            }
+            group.new_campaigns.insert(event.campaign.clone());
+        }
+        group.ids.insert(id, event.content);
+        Applied::Accepted
+    }
+
+    /// The whole state, as of `journal_position`, with the Kafka offsets it includes.
+    pub fn checkpoint(&self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
+        let mut seen = Vec::with_capacity(self.seen.len() * 4);
+        for words in &self.seen {
+            seen.extend_from_slice(words);
+        }
+        Checkpoint {
+            journal_position,
+            seen,
+            campaigns: self.campaigns.iter().map(CampaignState::stored).collect(),
+            totals: Some(self.totals.stored()),
+            kafka_offsets,
+            chapter_count: u32::from(self.settings.chapter_count),
+        }
+    }
+
+    /// Rebuilds an aggregator from `checkpoint`. Every campaign is marked changed, so the next
+    /// [`Aggregator::drain_changes`] publishes the whole state.
+    pub fn restore(
+        settings: AggregatorSettings,
+        registered: impl IntoIterator<Item = String>,
+        checkpoint: &Checkpoint,
+    ) -> anyhow::Result<Aggregator> {
+        anyhow::ensure!(
+            checkpoint.chapter_count == u32::from(settings.chapter_count),
+            "the checkpoint was taken with chapter_count {}, not {}: chapters cannot be renumbered",
+            checkpoint.chapter_count,
+            settings.chapter_count
+        );
+        let chapter_count = settings.chapter_count;
+        let mut aggregator = Aggregator::new(settings, std::iter::empty());
+        let mut seen = HashTable::with_capacity(checkpoint.seen.len() / 4);
+        for words in checkpoint.seen.chunks_exact(4) {
+            let entry = [words[0], words[1], words[2], words[3]];
+            seen.insert_unique(
+                seen_hash(&[entry[0], entry[1], entry[2]]),
+                entry,
+                |seen: &[u32; 4]| seen_hash(&[seen[0], seen[1], seen[2]]),
+            );
+        }
+        aggregator.seen = seen;
+        for stored in &checkpoint.campaigns {
+            let index = aggregator.open_campaign(stored.campaign.clone());
+            aggregator.campaigns[index] = CampaignState::restore(stored, chapter_count)?;
+            aggregator.campaigns[index].changed = true;
+            aggregator.changed.push(index);
+        }
+        for campaign in registered {
+            if !aggregator.index.contains_key(campaign.as_str()) {
+                aggregator.open_campaign(campaign);
+            }
+        }
+        if let Some(totals) = &checkpoint.totals {
+            aggregator.totals = CampaignState::restore(totals, chapter_count)?;
+            aggregator.totals.id = TOTALS_CAMPAIGN.to_owned();
+            aggregator.totals.changed = true;
+        }
+        Ok(aggregator)
+    }
+}
+
+impl CampaignState {
+    fn stored(&self) -> StoredCampaign {
+        let learners = self.learners.len();
+        let mut stored = StoredCampaign {
+            campaign: self.id.clone(),
+            learner_keys: Vec::with_capacity(learners * 3),
+            enrolled: Vec::with_capacity(learners),
+            started: Vec::with_capacity(learners),
+            certified: Vec::with_capacity(learners),
+            chapters: Vec::with_capacity(learners),
+            visitor_keys: Vec::with_capacity(self.visitors.len() * 3),
+            clicks: self.counts.clicks,
+            ..StoredCampaign::default()
+        };
+        let number = |day: Option<Day>| day.map_or(0, Day::number);
+        for (LearnerKey(key), progress) in &self.learners {
+            stored.learner_keys.extend_from_slice(key);
+            stored.enrolled.push(number(progress.enrolled));
+            stored.started.push(number(progress.started));
+            stored.certified.push(number(progress.certified));
+            stored.chapters.push(progress.chapters);
+        }
+        for VisitorKey(key) in &self.visitors {
+            stored.visitor_keys.extend_from_slice(key);
+        }
+        for (day, counts) in &self.timeline {
+            stored.days.push(day.number());
+            stored.day_clicks.push(counts.clicks);
+            stored.day_enrolled.push(counts.enrolled);
+            stored.day_started.push(counts.started);
+            stored.day_certified.push(counts.certified);
+        }
+        stored
+    }
+
+    fn restore(stored: &StoredCampaign, chapter_count: u8) -> anyhow::Result<CampaignState> {
+        let learners = stored.enrolled.len();
+        anyhow::ensure!(
+            stored.learner_keys.len() == learners * 3
+                && stored.started.len() == learners
+                && stored.certified.len() == learners
+                && stored.chapters.len() == learners
+                && stored.visitor_keys.len() % 3 == 0,
+            "campaign {:?}: learner columns of different lengths",
+            stored.campaign
+        );
+        let days = stored.days.len();
+        anyhow::ensure!(
+            stored.day_clicks.len() == days
+                && stored.day_enrolled.len() == days
+                && stored.day_started.len() == days
+                && stored.day_certified.len() == days,
+            "campaign {:?}: timeline columns of different lengths",
+            stored.campaign
+        );
+        let mut campaign = CampaignState::new(stored.campaign.clone(), chapter_count);
+        campaign.counts.clicks = stored.clicks;
+        campaign.learners.reserve(learners);
+        let day = |number: u32| Day::from_number(number);
+        for (index, key) in stored.learner_keys.chunks_exact(3).enumerate() {
+            let progress = Progress {
+                enrolled: day(stored.enrolled[index]),
+                started: day(stored.started[index]),
+                certified: day(stored.certified[index]),
+                chapters: stored.chapters[index],
+            };
+            campaign.counts.count_learner(&progress);
+            campaign
+                .learners
+                .insert(LearnerKey([key[0], key[1], key[2]]), progress);
+        }
+        campaign.visitors.reserve(stored.visitor_keys.len() / 3);
+        for key in stored.visitor_keys.chunks_exact(3) {
+            campaign
+                .visitors
+                .insert(VisitorKey([key[0], key[1], key[2]]));
+        }
+        campaign.counts.unique_visitors = campaign.visitors.len() as u64;
+        let mut timeline = BTreeMap::new();
+        for index in 0..days {
+            let day = Day::from_number(stored.days[index]).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "campaign {:?}: day number 0 in the timeline",
+                    stored.campaign
+                )
+            })?;
+            timeline.insert(
+                day,
+                DayCounts {
+                    clicks: stored.day_clicks[index],
+                    enrolled: stored.day_enrolled[index],
+                    started: stored.day_started[index],
+                    certified: stored.day_certified[index],
+                },
+            );
+        }
+        campaign.changed_days = timeline.keys().copied().collect::<BTreeSet<Day>>();
+        campaign.timeline = timeline;
+        Ok(campaign)
+    }
+}
+
+impl Counts {
+    /// Adds one learner's progress to the counts.
+    fn count_learner(&mut self, progress: &Progress) {
+        self.enrolled += u64::from(progress.enrolled.is_some());
+        self.started += u64::from(progress.started.is_some());
+        self.certified += u64::from(progress.certified.is_some());
+        for (bit, count) in self.chapters_completed.iter_mut().enumerate() {
+            *count += u64::from(progress.chapters & (1 << bit) != 0);
+        }
+    }
+}
