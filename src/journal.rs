@@ -191,11 +191,7 @@ impl Journal {
 
     /// Appends one record and, under [`FsyncPolicy::Always`], makes it durable.
     pub fn append(&mut self, record: &JournalRecord) -> Result<Appended, AppendError> {
-        if let Some(length) = self.cut_to {
-            self.file.set_len(length).map_err(classify)?;
-            self.segment_bytes = length;
-            self.cut_to = None;
-        }
+        self.cut_failed_append().map_err(classify)?;
         if self.segment_bytes >= self.max_segment_bytes {
             self.rotate().map_err(classify)?;
         }
@@ -255,6 +251,9 @@ impl Journal {
     /// Closes the current segment and starts a new one at the current position, so a checkpoint
     /// taken now covers whole segments. Returns the position.
     pub fn rotate(&mut self) -> io::Result<u64> {
+        // Closing a segment with a failed append still at its end would leave garbage between
+        // good records, and the cut would then be applied to the new segment instead.
+        self.cut_failed_append()?;
         if self.segment_bytes > 0 {
             self.file.sync_data()?;
             self.file = create_segment(&self.directory, self.next_position)?;
@@ -262,6 +261,17 @@ impl Journal {
             self.unsynced = false;
         }
         Ok(self.next_position)
+    }
+
+    /// Cuts what a failed append left at the end of the segment, when that could not be done
+    /// at the time.
+    fn cut_failed_append(&mut self) -> io::Result<()> {
+        if let Some(length) = self.cut_to {
+            self.file.set_len(length)?;
+            self.segment_bytes = length;
+            self.cut_to = None;
+        }
+        Ok(())
     }
 
     /// The journal's directory.

@@ -60,8 +60,14 @@ pub fn recover(
         ..RecoveryReport::default()
     };
     for rejected in &rejected {
+        // Set aside, not deleted: an operator may want it, and it must no longer count as one of
+        // the checkpoints kept (the journal it would let go of is still needed).
+        let set_aside = rejected.path.with_extension("ckpt.corrupt");
+        let renamed = std::fs::rename(&rejected.path, &set_aside);
         tracing::error!(
             checkpoint = %rejected.path.display(),
+            set_aside = %set_aside.display(),
+            renamed = renamed.is_ok(),
             error = format!("{:#}", rejected.error),
             "checkpoint unusable; falling back to an older one"
         );

@@ -1,0 +1,166 @@
+//! Tests of the pipeline's writer against a real full disk (a small tmpfs mounted by the test):
+//! a submission that cannot be made durable is refused whole and counts nothing, queries go on,
+//! and ingestion resumes by itself once there is room again, without a restart.
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeDelta};
+
+use super::*;
+use crate::event::{EventKind, EventParser, RawEvent, RawKind, RawTime};
+use crate::figures::CampaignCounters;
+use crate::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy};
+use crate::registry::Registry;
+
+// The journal's tests own this helper. One test module cannot reach into another, so the file is
+// compiled a second time here rather than copied.
+#[allow(clippy::duplicate_mod)]
+#[path = "../journal/tests/small_disk.rs"]
+mod small_disk;
+
+use small_disk::SmallDisk;
+
+const CHAPTER_COUNT: u8 = 3;
+const CAMPAIGN: &str = "gendarmerie";
+
+fn aggregator_settings() -> AggregatorSettings {
+    AggregatorSettings {
+        time_zone: chrono_tz::Europe::Paris,
+        chapter_count: CHAPTER_COUNT,
+        max_campaigns: 8,
+    }
+}
+
+/// Enrolments of learners `numbers` in [`CAMPAIGN`], one event each, parsed as the edges do.
+fn enrolments(numbers: std::ops::Range<u32>) -> Vec<Event> {
+    let parser = EventParser::new(CHAPTER_COUNT, [0x33; 32]);
+    let occurred_at = DateTime::parse_from_rfc3339("2021-01-25T10:00:00Z")
+        .expect("a valid instant")
+        .to_utc();
+    numbers
+        .map(|number| {
+            let event_id = format!("event-{number}");
+            let learner_id = format!("learner-{number}");
+            let raw = RawEvent {
+                event_id: &event_id,
+                kind: RawKind::Known(EventKind::Enrolled),
+                campaign: CAMPAIGN,
+                source: "gendform3",
+                learner_id: &learner_id,
+                occurred_at: RawTime::At(occurred_at),
+                ..RawEvent::default()
+            };
+            parser
+                .parse(&raw, occurred_at + TimeDelta::hours(1))
+                .expect("the enrolments are valid")
+        })
+        .collect()
+}
+
+/// The published counters of [`CAMPAIGN`].
+fn published(figures: &Figures) -> CampaignCounters {
+    figures
+        .campaign(CAMPAIGN)
+        .expect("the registered campaign is published")
+}
+
+/// Every event in the journal at `journal_dir`, in order.
+fn journaled_events(journal_dir: &Path) -> Vec<StoredEvent> {
+    let mut events = Vec::new();
+    Journal::open(
+        journal_dir,
+        FsyncPolicy::Always,
+        DEFAULT_SEGMENT_BYTES,
+        0,
+        |_, record| events.extend(record.events),
+    )
+    .expect("the journal opens");
+    events
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_is_freed() {
+    let disk = SmallDisk::mount("256k");
+    let filler = disk.path().join("filler");
+    let storage = Storage {
+        journal_dir: disk.path().join("journal"),
+        checkpoint_dir: disk.path().join("checkpoints"),
+        fsync: FsyncPolicy::Always,
+        segment_bytes: DEFAULT_SEGMENT_BYTES,
+    };
+    let settings = PipelineSettings {
+        storage: storage.clone(),
+        aggregator: aggregator_settings(),
+        registered: vec![CAMPAIGN.to_owned()],
+        queue_events: 10_000,
+        queue_timeout: Duration::from_secs(10),
+        // No checkpoint until the stop, so that the journal holds everything for the end.
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_journal_bytes: u64::MAX,
+    };
+    let registry = Registry::parse("[[campaign]]\nid = \"gendarmerie\"\nname = \"Gendarmerie\"")
+        .expect("the registry parses");
+    let figures = Arc::new(Figures::new(&registry, CHAPTER_COUNT, Utc::now()));
+    let (ingest, writer) = start(settings, figures.clone()).expect("the writer starts");
+    writer
+        .recovered
+        .await
+        .expect("the writer reports its recovery")
+        .expect("an empty storage recovers");
+
+    let first = enrolments(0..20);
+    assert_eq!(
+        ingest.submit(first.clone()).await,
+        Ok(vec![Applied::Accepted; 20])
+    );
+    let before = published(&figures);
+    let totals_before = figures.totals();
+    assert_eq!(before.enrolled, 20);
+
+    disk.fill(&filler);
+    // Large enough that its record cannot fit in the slack of the journal's last page.
+    let second = enrolments(20..220);
+    for _ in 0..2 {
+        assert_eq!(ingest.submit(second.clone()).await, Err(Refusal::DiskFull));
+        assert_eq!(
+            published(&figures),
+            before,
+            "queries still answer, and nothing refused is counted"
+        );
+        assert_eq!(figures.totals(), totals_before);
+    }
+
+    std::fs::remove_file(&filler).expect("the filler removes");
+    // Accepted, not duplicates: nothing of the refused submissions was remembered either.
+    assert_eq!(
+        ingest.submit(second.clone()).await,
+        Ok(vec![Applied::Accepted; 200])
+    );
+    assert_eq!(published(&figures).enrolled, 220);
+    assert_eq!(
+        ingest.submit(first.clone()).await,
+        Ok(vec![Applied::Duplicate { conflict: false }; 20])
+    );
+
+    ingest.close().await;
+    writer
+        .thread
+        .join()
+        .expect("the writer does not panic")
+        .expect("the writer stops cleanly");
+
+    let expected: Vec<StoredEvent> = first.iter().chain(&second).map(StoredEvent::from).collect();
+    assert_eq!(
+        journaled_events(&storage.journal_dir),
+        expected,
+        "the journal holds every accepted event once, and nothing of the refused submissions"
+    );
+    let recovered = recovery::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
+        .expect("the storage recovers");
+    let (counts, _) = recovered
+        .aggregator
+        .campaign(CAMPAIGN)
+        .expect("the campaign is recovered");
+    assert_eq!(counts.enrolled, 220);
+    assert_eq!(recovered.aggregator.holdings().event_ids, 220);
+}

@@ -1,0 +1,539 @@
+//! Tests of recovery, for invariant 2 of the product design (§3): an acknowledged event is never
+//! lost. The property test drives the journal and checkpoints the way the pipeline's writer does
+//! (admit, append, apply; checkpoint at a fresh segment; prune), crashes at random points (the
+//! process's state is dropped, what it wrote stays), leaves what a crash in the middle of an
+//! append or of a checkpoint leaves, and checks that every recovery gives exactly the state of
+//! one aggregator that applied the same events without ever stopping, even when the newest
+//! checkpoint then proves corrupt.
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeDelta};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use prost::Message;
+use tempfile::TempDir;
+
+use super::*;
+use crate::aggregate::{Admission, Applied};
+use crate::event::{EventKind, EventParser, RawEvent, RawKind, RawTime, TOTALS_CAMPAIGN};
+use crate::journal;
+use crate::proto::storage::{JournalRecord, KafkaOffset, StoredEvent};
+
+/// A short course, so that histories of a few dozen events complete it.
+const CHAPTER_COUNT: u8 = 3;
+/// The campaign texts of the generated events; the empty one is counted as `direct`.
+const CAMPAIGNS: [&str; 4] = ["gendarmerie", "la-poste", "", "pole-emploi"];
+/// One campaign is registered; with room for three, events of the fourth one seen are refused,
+/// so that refusals take part in the comparison too.
+const REGISTERED: &str = "gendarmerie";
+const MAX_CAMPAIGNS: usize = 3;
+const SOURCES: [&str; 2] = ["openclassrooms", "gendform3"];
+const LEARNERS: u8 = 5;
+const VISITORS: u8 = 4;
+/// Event ids are drawn from a small pool, so that some ids are reused with another content.
+const EVENT_IDS: u8 = 30;
+/// Events fall within this many days, at any minute, so that the time zone moves some of them
+/// to the next day.
+const DAYS: i64 = 5;
+
+fn settings() -> AggregatorSettings {
+    AggregatorSettings {
+        time_zone: chrono_tz::Europe::Paris,
+        chapter_count: CHAPTER_COUNT,
+        max_campaigns: MAX_CAMPAIGNS,
+    }
+}
+
+fn registered() -> Vec<String> {
+    vec![REGISTERED.to_owned()]
+}
+
+/// Durable state in `directory`, with segments small enough that a few records fill one, so
+/// that histories span several segments and pruning removes some.
+fn storage(directory: &Path) -> Storage {
+    Storage {
+        journal_dir: directory.join("journal"),
+        checkpoint_dir: directory.join("checkpoints"),
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 400,
+    }
+}
+
+/// A fresh directory for one test case. On /dev/shm when there is one: a case syncs files and
+/// directories dozens of times, which costs milliseconds each on a disk and nothing in memory,
+/// and syncing changes nothing these tests look at (their crashes drop the process's state, not
+/// the page cache).
+fn scratch_directory() -> TempDir {
+    let shared_memory = Path::new("/dev/shm");
+    if shared_memory.is_dir() {
+        TempDir::new_in(shared_memory)
+    } else {
+        TempDir::new()
+    }
+    .expect("a temporary directory")
+}
+
+/// One event of a generated history, before parsing.
+#[derive(Debug, Clone)]
+struct EventSpec {
+    id: u8,
+    kind: EventKind,
+    chapter: u8,
+    campaign: usize,
+    source: usize,
+    learner: u8,
+    visitor: Option<u8>,
+    minutes: i64,
+}
+
+fn event_spec() -> impl Strategy<Value = EventSpec> {
+    (
+        0..EVENT_IDS,
+        proptest::sample::select(EventKind::ALL.to_vec()),
+        1..=CHAPTER_COUNT,
+        0..CAMPAIGNS.len(),
+        0..SOURCES.len(),
+        0..LEARNERS,
+        proptest::option::of(0..VISITORS),
+        0..DAYS * 24 * 60,
+    )
+        .prop_map(
+            |(id, kind, chapter, campaign, source, learner, visitor, minutes)| EventSpec {
+                id,
+                kind,
+                chapter,
+                campaign,
+                source,
+                learner,
+                visitor,
+                minutes,
+            },
+        )
+}
+
+/// Parses `spec` with the real parser, so that learners are pseudonymised and contents
+/// fingerprinted as in the service.
+fn parse(parser: &EventParser, spec: &EventSpec) -> Event {
+    let first_day = DateTime::parse_from_rfc3339("2021-01-04T00:00:00Z")
+        .expect("a valid instant")
+        .to_utc();
+    let event_id = format!("event-{}", spec.id);
+    let is_click = spec.kind == EventKind::LinkClicked;
+    let learner_id = if is_click {
+        String::new()
+    } else {
+        format!("learner-{}", spec.learner)
+    };
+    let visitor_id = match spec.visitor {
+        Some(visitor) if is_click => format!("visitor-{visitor}"),
+        _ => String::new(),
+    };
+    let raw = RawEvent {
+        event_id: &event_id,
+        kind: RawKind::Known(spec.kind),
+        campaign: CAMPAIGNS[spec.campaign],
+        source: SOURCES[spec.source],
+        learner_id: &learner_id,
+        visitor_id: &visitor_id,
+        occurred_at: RawTime::At(first_day + TimeDelta::minutes(spec.minutes)),
+        chapter: (spec.kind == EventKind::ChapterCompleted).then_some(i64::from(spec.chapter)),
+    };
+    parser
+        .parse(&raw, first_day + TimeDelta::days(DAYS + 1))
+        .expect("generated events are valid")
+}
+
+/// What happens after a group of events is committed.
+#[derive(Debug, Clone)]
+enum AfterGroup {
+    Continue,
+    Checkpoint,
+    /// The process dies; it restarts and recovers.
+    Crash,
+    /// The process dies while appending a record that was never acknowledged: these bytes of
+    /// it reached the end of the journal.
+    CrashDuringAppend(Vec<u8>),
+    /// The process dies while writing a checkpoint: the journal was rotated for it, and part of
+    /// it reached the temporary file that is renamed into place once complete.
+    CrashDuringCheckpoint,
+}
+
+fn after_group() -> impl Strategy<Value = AfterGroup> {
+    prop_oneof![
+        4 => Just(AfterGroup::Continue),
+        2 => Just(AfterGroup::Checkpoint),
+        1 => Just(AfterGroup::Crash),
+        1 => vec(any::<u8>(), 1..40).prop_map(AfterGroup::CrashDuringAppend),
+        1 => Just(AfterGroup::CrashDuringCheckpoint),
+    ]
+}
+
+/// The process that keeps its state durable, and what its recoveries must find.
+struct Process {
+    storage: Storage,
+    recovered: Recovered,
+    /// Positions of the checkpoints written, oldest first, each once.
+    checkpoints: Vec<u64>,
+    /// The number of events of each record appended, by position.
+    record_events: Vec<u64>,
+}
+
+impl Process {
+    fn start(storage: Storage) -> Process {
+        let recovered =
+            recover(&storage, settings(), registered()).expect("a new storage recovers");
+        Process {
+            storage,
+            recovered,
+            checkpoints: Vec::new(),
+            record_events: Vec::new(),
+        }
+    }
+
+    /// Commits one group as the pipeline's writer does: admits every event, appends the
+    /// admitted ones as one record, then applies them. Returns each event's outcome.
+    fn commit(&mut self, group: &[Event]) -> Vec<Applied> {
+        let aggregator = &mut self.recovered.aggregator;
+        let mut admission = Admission::default();
+        let outcomes: Vec<Applied> = group
+            .iter()
+            .map(|event| aggregator.admit(event, &mut admission))
+            .collect();
+        let admitted: Vec<&Event> = group
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == Applied::Accepted)
+            .map(|(event, _)| event)
+            .collect();
+        if admitted.is_empty() {
+            return outcomes;
+        }
+        let record = JournalRecord {
+            events: admitted
+                .iter()
+                .map(|event| StoredEvent::from(*event))
+                .collect(),
+        };
+        self.recovered
+            .journal
+            .append(&record)
+            .expect("the journal appends");
+        self.record_events.push(admitted.len() as u64);
+        for event in admitted {
+            assert_eq!(
+                self.recovered.aggregator.apply(event),
+                Applied::Accepted,
+                "an admitted event is accepted when applied"
+            );
+        }
+        outcomes
+    }
+
+    /// Checkpoints as the pipeline's writer does: at a fresh segment, then prunes checkpoints
+    /// and the journal segments no kept checkpoint needs.
+    fn checkpoint(&mut self) {
+        let position = self
+            .recovered
+            .journal
+            .rotate()
+            .expect("the journal rotates");
+        let state = self.recovered.aggregator.checkpoint(position, Vec::new());
+        checkpoint::write(&self.storage.checkpoint_dir, &state).expect("the checkpoint writes");
+        if let Some(oldest_kept) =
+            checkpoint::prune(&self.storage.checkpoint_dir).expect("pruning works")
+        {
+            journal::remove_segments_before(&self.storage.journal_dir, oldest_kept)
+                .expect("removing segments works");
+        }
+        if self.checkpoints.last() != Some(&position) {
+            self.checkpoints.push(position);
+        }
+    }
+
+    /// Rotates the journal for a checkpoint and writes half of it to its temporary file, as a
+    /// checkpoint interrupted by a crash leaves them.
+    fn start_checkpoint(&mut self) {
+        let position = self
+            .recovered
+            .journal
+            .rotate()
+            .expect("the journal rotates");
+        let encoded = self
+            .recovered
+            .aggregator
+            .checkpoint(position, Vec::new())
+            .encode_to_vec();
+        std::fs::create_dir_all(&self.storage.checkpoint_dir).expect("the directory creates");
+        std::fs::write(
+            self.storage
+                .checkpoint_dir
+                .join(format!("{position:020}.ckpt.tmp")),
+            &encoded[..encoded.len() / 2],
+        )
+        .expect("the temporary file writes");
+    }
+
+    /// Kills the process (dropping everything it holds in memory, which closes the journal as
+    /// a crash would), leaves `torn` at the end of the journal, restarts and recovers, and checks
+    /// what recovery says it did.
+    fn crash_and_recover(self, torn: &[u8]) -> Process {
+        let Process {
+            storage,
+            recovered,
+            checkpoints,
+            record_events,
+        } = self;
+        let position = recovered.journal.position();
+        drop(recovered);
+        if !torn.is_empty() {
+            append_to_last_segment(&storage.journal_dir, torn);
+        }
+        let recovered = recover(&storage, settings(), registered())
+            .expect("the storage of a crashed process recovers");
+        let restarted = Process {
+            storage,
+            recovered,
+            checkpoints,
+            record_events,
+        };
+        restarted.check_report(restarted.checkpoints.last().copied(), 0, torn.len());
+        assert_eq!(restarted.recovered.journal.position(), position);
+        restarted
+    }
+
+    /// Checks that the last recovery started from the checkpoint at `from` (none: the start of
+    /// the journal), rejected `rejected` newer ones, replayed every record after it and cut
+    /// `torn_bytes`.
+    fn check_report(&self, from: Option<u64>, rejected: usize, torn_bytes: usize) {
+        let report = &self.recovered.report;
+        let first_replayed = usize::try_from(from.unwrap_or(0)).expect("small");
+        let replayed = &self.record_events[first_replayed..];
+        assert_eq!(report.checkpoint_position, from);
+        assert_eq!(report.checkpoints_rejected.len(), rejected);
+        assert_eq!(report.records_replayed, replayed.len() as u64);
+        assert_eq!(report.events_replayed, replayed.iter().sum::<u64>());
+        assert_eq!(report.torn_bytes, torn_bytes as u64);
+    }
+}
+
+/// Appends `bytes` to the journal segment with the highest first position.
+fn append_to_last_segment(journal_dir: &Path, bytes: &[u8]) {
+    let last = std::fs::read_dir(journal_dir)
+        .expect("the journal directory lists")
+        .map(|entry| entry.expect("a directory entry reads").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "wal"))
+        .max()
+        .expect("the journal has a segment");
+    let mut contents = std::fs::read(&last).expect("the segment reads");
+    contents.extend_from_slice(bytes);
+    std::fs::write(&last, contents).expect("the segment writes");
+}
+
+/// Flips a byte in the middle of the checkpoint at `position`.
+fn corrupt_checkpoint(checkpoint_dir: &Path, position: u64) {
+    let path = checkpoint_dir.join(format!("{position:020}.ckpt"));
+    let mut bytes = std::fs::read(&path).expect("the checkpoint reads");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&path, bytes).expect("the checkpoint writes");
+}
+
+/// Checks that two aggregators hold the same campaigns, in the same order, with the same
+/// counters and timelines, the same totals and the same sizes.
+fn assert_same_state(expected: &Aggregator, actual: &Aggregator) {
+    let expected_ids: Vec<&str> = expected.campaign_ids().collect();
+    let actual_ids: Vec<&str> = actual.campaign_ids().collect();
+    assert_eq!(actual_ids, expected_ids, "the campaigns");
+    for campaign in expected_ids.iter().copied().chain([TOTALS_CAMPAIGN]) {
+        assert_eq!(
+            actual.campaign(campaign),
+            expected.campaign(campaign),
+            "the counters and timeline of {campaign:?}"
+        );
+    }
+    assert_eq!(actual.holdings(), expected.holdings(), "the holdings");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn recovery_gives_the_state_of_an_aggregator_that_never_stopped(
+        specs in vec(event_spec(), 1..30),
+        picks in vec(any::<Index>(), 0..60),
+        steps in vec((1..6usize, after_group()), 1..16),
+    ) {
+        let parser = EventParser::new(CHAPTER_COUNT, [0x5A; 32]);
+        let events: Vec<Event> = specs.iter().map(|spec| parse(&parser, spec)).collect();
+        // Picking with repetition from the events gives resends of the same event as well as
+        // another order than the one generated.
+        let history: Vec<Event> = picks
+            .iter()
+            .map(|pick| events[pick.index(events.len())].clone())
+            .collect();
+        let directory = scratch_directory();
+        let mut never_stopped = Aggregator::new(settings(), registered());
+        let mut process = Process::start(storage(directory.path()));
+
+        let mut rest = history.as_slice();
+        let mut steps = steps.into_iter();
+        while !rest.is_empty() {
+            // When the steps run out, the rest of the history is one last group.
+            let (size, after) = steps.next().unwrap_or((rest.len(), AfterGroup::Continue));
+            let (group, later) = rest.split_at(size.min(rest.len()));
+            rest = later;
+            let expected: Vec<Applied> =
+                group.iter().map(|event| never_stopped.apply(event)).collect();
+            prop_assert_eq!(process.commit(group), expected);
+            match after {
+                AfterGroup::Continue => {}
+                AfterGroup::Checkpoint => process.checkpoint(),
+                AfterGroup::Crash => process = process.crash_and_recover(&[]),
+                AfterGroup::CrashDuringAppend(torn) => process = process.crash_and_recover(&torn),
+                AfterGroup::CrashDuringCheckpoint => {
+                    process.start_checkpoint();
+                    process = process.crash_and_recover(&[]);
+                }
+            }
+            assert_same_state(&never_stopped, &process.recovered.aggregator);
+        }
+        process = process.crash_and_recover(&[]);
+        assert_same_state(&never_stopped, &process.recovered.aggregator);
+
+        // With the newest checkpoint unusable, recovery starts from the one before (or from the
+        // start of the journal) and replays the longer journal since: same state.
+        if let Some(&newest) = process.checkpoints.last() {
+            corrupt_checkpoint(&process.storage.checkpoint_dir, newest);
+            let older = process.checkpoints.iter().rev().nth(1).copied();
+            process.recovered = recover(&process.storage, settings(), registered())
+                .expect("recovery falls back to the older checkpoint");
+            process.check_report(older, 1, 0);
+            assert_same_state(&never_stopped, &process.recovered.aggregator);
+        }
+    }
+}
+
+#[test]
+fn recovering_an_empty_storage_gives_the_registered_campaigns_at_zero() {
+    let directory = scratch_directory();
+
+    let recovered =
+        recover(&storage(directory.path()), settings(), registered()).expect("recovery works");
+
+    assert_same_state(
+        &Aggregator::new(settings(), registered()),
+        &recovered.aggregator,
+    );
+    assert_eq!(recovered.journal.position(), 0);
+    assert_eq!(recovered.kafka_offsets, Vec::new());
+    assert_eq!(
+        RecoveryReport {
+            duration: Duration::ZERO,
+            ..recovered.report
+        },
+        RecoveryReport::default()
+    );
+}
+
+#[test]
+fn recovery_hands_back_the_kafka_offsets_of_the_checkpoint() {
+    let directory = scratch_directory();
+    let storage = storage(directory.path());
+    let offsets = vec![KafkaOffset {
+        topic: "learner-events".to_owned(),
+        partition: 2,
+        next_offset: 77,
+    }];
+    let state = Aggregator::new(settings(), registered()).checkpoint(0, offsets.clone());
+    checkpoint::write(&storage.checkpoint_dir, &state).expect("the checkpoint writes");
+
+    let recovered = recover(&storage, settings(), registered()).expect("recovery works");
+
+    assert_eq!(recovered.kafka_offsets, offsets);
+    assert_eq!(recovered.report.checkpoint_position, Some(0));
+}
+
+#[test]
+fn recovery_refuses_a_checkpoint_taken_with_another_chapter_count() {
+    let directory = scratch_directory();
+    let storage = storage(directory.path());
+    let twelve_chapters = AggregatorSettings {
+        chapter_count: 12,
+        ..settings()
+    };
+    let state = Aggregator::new(twelve_chapters, registered()).checkpoint(0, Vec::new());
+    checkpoint::write(&storage.checkpoint_dir, &state).expect("the checkpoint writes");
+
+    let error = recover(&storage, settings(), registered()).expect_err("recovery must fail");
+
+    assert_eq!(
+        format!("{error:#}"),
+        "cannot restore the checkpoint: the checkpoint was taken with chapter_count 12, not 3: \
+         chapters cannot be renumbered"
+    );
+}
+
+#[test]
+fn recovery_refuses_a_journal_record_with_a_malformed_event() {
+    let directory = scratch_directory();
+    let storage = storage(directory.path());
+    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    let no_action = StoredEvent {
+        id0: 1,
+        campaign: REGISTERED.to_owned(),
+        ..StoredEvent::default()
+    };
+    recovered
+        .journal
+        .append(&JournalRecord {
+            events: vec![no_action],
+        })
+        .expect("the journal appends");
+    drop(recovered);
+
+    let error = recover(&storage, settings(), registered()).expect_err("recovery must fail");
+
+    assert_eq!(
+        format!("{error:#}"),
+        "journal record 0: stored event is malformed: an unknown action"
+    );
+}
+
+#[test]
+fn recovery_fails_loudly_when_no_valid_checkpoint_covers_the_removed_journal() {
+    // Both kept checkpoints unusable, and the journal before the older one removed: the state
+    // cannot be rebuilt, and starting empty would silently lose every acknowledged event.
+    let directory = scratch_directory();
+    let parser = EventParser::new(CHAPTER_COUNT, [0x5A; 32]);
+    let mut process = Process::start(storage(directory.path()));
+    for learner in 0..3 {
+        let spec = EventSpec {
+            id: learner,
+            kind: EventKind::Enrolled,
+            chapter: 1,
+            campaign: 0,
+            source: 0,
+            learner,
+            visitor: None,
+            minutes: 0,
+        };
+        process.commit(&[parse(&parser, &spec)]);
+        process.checkpoint();
+    }
+    assert_eq!(process.checkpoints, [1, 2, 3]);
+    for position in [2, 3] {
+        corrupt_checkpoint(&process.storage.checkpoint_dir, position);
+    }
+    let storage = process.storage.clone();
+    drop(process);
+
+    let error = recover(&storage, settings(), registered()).expect_err("recovery must fail");
+
+    assert_eq!(
+        format!("{error:#}"),
+        "the journal starts at record 2 but the state needs it from record 0: records were \
+         removed that no valid checkpoint covers"
+    );
+}
