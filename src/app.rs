@@ -44,6 +44,7 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct App {
     settings: Settings,
+    registry: Registry,
     grpc: TcpListener,
     http: TcpListener,
 }
@@ -51,6 +52,13 @@ pub struct App {
 /// Validates `settings` and binds the gRPC and HTTP listeners (port 0 picks a free port).
 pub async fn bind(settings: Settings) -> anyhow::Result<App> {
     settings.validate()?;
+    let registry = Registry::load(settings.campaigns_path())?;
+    anyhow::ensure!(
+        registry.campaigns.len() <= settings.max_campaigns,
+        "invalid max_campaigns {}: the registry alone has {} campaigns",
+        settings.max_campaigns,
+        registry.campaigns.len()
+    );
     let grpc = TcpListener::bind(settings.grpc_addr)
         .await
         .with_context(|| {
@@ -69,6 +77,7 @@ pub async fn bind(settings: Settings) -> anyhow::Result<App> {
         })?;
     Ok(App {
         settings,
+        registry,
         grpc,
         http,
     })
@@ -90,6 +99,7 @@ impl App {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         let App {
             settings,
+            registry,
             grpc,
             http,
         } = self;
@@ -98,14 +108,7 @@ impl App {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
         let key = pseudonym::load_or_create(settings.pseudonym_key()?, &settings.data_dir)?;
-        let registry = Registry::load(settings.campaigns_path())?;
         let time_zone = settings.time_zone()?;
-        anyhow::ensure!(
-            registry.campaigns.len() <= settings.max_campaigns,
-            "invalid max_campaigns {}: the registry alone has {} campaigns",
-            settings.max_campaigns,
-            registry.campaigns.len()
-        );
 
         let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
         let (ingest, writer) = pipeline::start(
@@ -154,8 +157,15 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("cannot build gRPC reflection")?;
-        let ingest_service = IngestServiceServer::new(ingest::grpc::IngestApi::new(intake.clone()))
-            .max_decoding_message_size(settings.max_request_bytes);
+        let ingest_service = IngestServiceServer::new(ingest::grpc::IngestApi::new(
+            intake.clone(),
+            settings.max_request_bytes,
+        ))
+        .max_decoding_message_size(
+            settings
+                .max_request_bytes
+                .saturating_mul(ingest::grpc::DECODE_LIMIT_FACTOR),
+        );
         let counter_service = CounterServiceServer::new(query::grpc::CounterApi::new(
             figures.clone(),
             settings.watch_interval,
@@ -253,7 +263,6 @@ impl App {
             seconds = report.duration.as_secs_f64(),
             "state recovered"
         );
-        readiness.set(State::Ready);
         health.set_service_status("", ServingStatus::Serving).await;
         health
             .set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>()
@@ -261,6 +270,7 @@ impl App {
         health
             .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
             .await;
+        readiness.set(State::Ready);
         tracing::info!(
             grpc = %grpc_addr,
             http = %http_addr,

@@ -42,7 +42,10 @@ fn main() -> ExitCode {
         Command::Serve(flags) => match Settings::load(&flags) {
             Ok(settings) => {
                 telemetry::init_logging(settings.log_format);
-                runtime.block_on(async { app::bind(settings).await?.run(shutdown::signal()).await })
+                runtime.block_on(async {
+                    let shutdown = shutdown::listen()?;
+                    app::bind(settings).await?.run(shutdown).await
+                })
             }
             Err(error) => {
                 eprintln!("suivi: {error:#}");

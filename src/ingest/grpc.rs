@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::event::RawEvent;
@@ -13,20 +14,40 @@ use crate::ingest::{BatchRefusal, BatchResult, Intake};
 use crate::pipeline::Refusal;
 use crate::proto;
 use crate::proto::ingest_service_server::IngestService;
-use crate::telemetry::Transport;
+use crate::telemetry::{self, Transport};
 
 /// The gRPC ingest service.
 #[derive(Debug, Clone)]
 pub struct IngestApi {
     intake: Arc<Intake>,
+    max_request_bytes: usize,
 }
 
+/// How far past `max_request_bytes` tonic still decodes a message, so that suivi itself refuses
+/// it with RESOURCE_EXHAUSTED and the limit's name; beyond this tonic refuses it (OUT_OF_RANGE).
+pub const DECODE_LIMIT_FACTOR: usize = 2;
+
 impl IngestApi {
-    pub fn new(intake: Arc<Intake>) -> IngestApi {
-        IngestApi { intake }
+    /// The service; tonic's decoding limit must be `max_request_bytes * DECODE_LIMIT_FACTOR`.
+    pub fn new(intake: Arc<Intake>, max_request_bytes: usize) -> IngestApi {
+        IngestApi {
+            intake,
+            max_request_bytes,
+        }
     }
 
-    async fn answer(&self, events: &[proto::LearnerEvent]) -> Result<BatchResult, Status> {
+    async fn answer(
+        &self,
+        encoded_bytes: usize,
+        events: &[proto::LearnerEvent],
+    ) -> Result<BatchResult, Status> {
+        if encoded_bytes > self.max_request_bytes {
+            telemetry::record_refused(Transport::Grpc, "request_too_large", events.len());
+            return Err(Status::resource_exhausted(format!(
+                "the request is {encoded_bytes} bytes, over the limit of {} bytes per request (max_request_bytes)",
+                self.max_request_bytes
+            )));
+        }
         self.intake
             .check_size(Transport::Grpc, events.len())
             .map_err(status)?;
@@ -49,7 +70,8 @@ impl IngestService for IngestApi {
         &self,
         request: Request<proto::IngestRequest>,
     ) -> Result<Response<proto::IngestResponse>, Status> {
-        let result = self.answer(&request.into_inner().events).await?;
+        let request = request.into_inner();
+        let result = self.answer(request.encoded_len(), &request.events).await?;
         Ok(Response::new(proto::IngestResponse {
             accepted: result.accepted,
             duplicates: result.duplicates,
@@ -70,7 +92,7 @@ impl IngestService for IngestApi {
             let api = api.clone();
             async move {
                 let request = request?;
-                let result = api.answer(&request.events).await?;
+                let result = api.answer(request.encoded_len(), &request.events).await?;
                 Ok(proto::IngestStreamResponse {
                     accepted: result.accepted,
                     duplicates: result.duplicates,

@@ -1,1 +1,18 @@
-fn main() {}
+//! suivi's one integration-test binary: every test starts the real service in-process (see
+//! `helpers`) on ports of its own, with a data directory of its own, and talks to it only through
+//! real gRPC and HTTP clients, or runs the real `suivi` binary. Metrics are process-global, so
+//! tests assert that they rise, never their absolute values.
+
+#![allow(clippy::unwrap_used)]
+
+mod config;
+mod fuzz;
+mod health;
+mod helpers;
+mod ingest;
+mod limits;
+mod metrics;
+mod query;
+mod shutdown;
+mod snapshots;
+mod watch;

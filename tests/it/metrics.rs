@@ -1,0 +1,273 @@
+//! `GET /metrics`: the counters of what came in, by transport and reason, in a text format that
+//! Prometheus' own checker (`promtool check metrics`) accepts. The recorder is process-global and
+//! tests run in parallel, so values are checked to rise by at least what each test did.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Kind, TestApp, event, json_batch, spawn_app};
+
+/// Metric samples by series, labels sorted: `name{a="x",b="y"}`.
+type Samples = BTreeMap<String, f64>;
+
+fn parse(text: &str) -> Samples {
+    text.lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("a sample line: {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("a numeric sample: {line:?}"));
+            (series_key(series), value)
+        })
+        .collect()
+}
+
+/// `name{labels}` with its labels in name order, so that label order does not matter.
+fn series_key(series: &str) -> String {
+    match series.split_once('{') {
+        None => series.to_owned(),
+        Some((name, labels)) => {
+            let labels = labels.strip_suffix('}').expect("labels end with }");
+            let mut labels: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+            labels.sort_unstable();
+            format!("{name}{{{}}}", labels.join(","))
+        }
+    }
+}
+
+async fn scrape(app: &TestApp) -> (String, Samples) {
+    let response = app.get_response("/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain") && content_type.contains("version=0.0.4"),
+        "the Prometheus text format: {content_type}"
+    );
+    let text = response.text().await.expect("a text body");
+    let samples = parse(&text);
+    (text, samples)
+}
+
+#[track_caller]
+fn assert_rose(before: &Samples, after: &Samples, series: &str, by: f64) {
+    let key = series_key(series);
+    let after_value = after
+        .get(&key)
+        .unwrap_or_else(|| panic!("/metrics has {series}; it has {:#?}", after.keys()));
+    let before_value = before.get(&key).copied().unwrap_or(0.0);
+    assert!(
+        after_value - before_value >= by,
+        "{series} rose by {} (from {before_value} to {after_value}), at least {by} expected",
+        after_value - before_value
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_events_by_transport_and_reason() {
+    let mut app = spawn_app().await;
+    let (_, before) = scrape(&app).await;
+
+    let enrol = |id: &str, learner: &str| {
+        event(id, Kind::Enrolled)
+            .campaign("gendarmerie")
+            .learner(learner)
+    };
+    let response = app
+        .ingest(&[
+            enrol("mx-1", "u1"),
+            enrol("mx-2", "u2"),
+            enrol("", "u3"),
+            enrol("mx-1", "u1"),
+            // The id of mx-2 for another learner: a duplicate that conflicts.
+            enrol("mx-2", "u9"),
+        ])
+        .await;
+    assert_eq!((response.accepted, response.duplicates), (2, 2));
+    let mut elements = json_batch(&[
+        enrol("mx-3", "u3"),
+        event("mx-4", Kind::ChapterCompleted)
+            .campaign("gendarmerie")
+            .learner("u4")
+            .chapter(99),
+    ]);
+    elements.as_array_mut().expect("an array").push(json!(42));
+    let (status, answer) = app.post_events(&elements).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["accepted"], json!(1), "{answer}");
+    let (status, _) = app.post_raw_events("not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.totals_json().await["enrolled"], json!(3));
+
+    let (text, after) = scrape(&app).await;
+    for (series, by) in [
+        (r#"suivi_events_received_total{transport="grpc"}"#, 5.0),
+        (r#"suivi_events_accepted_total{transport="grpc"}"#, 2.0),
+        (r#"suivi_events_duplicate_total{transport="grpc"}"#, 2.0),
+        (r#"suivi_events_conflicting_total{transport="grpc"}"#, 1.0),
+        (
+            r#"suivi_events_rejected_total{transport="grpc",reason="missing_event_id"}"#,
+            1.0,
+        ),
+        (r#"suivi_events_received_total{transport="http"}"#, 3.0),
+        (r#"suivi_events_accepted_total{transport="http"}"#, 1.0),
+        (
+            r#"suivi_events_rejected_total{reason="chapter_out_of_range",transport="http"}"#,
+            1.0,
+        ),
+        (
+            r#"suivi_events_rejected_total{transport="http",reason="invalid_event"}"#,
+            1.0,
+        ),
+        (
+            r#"suivi_ingest_requests_refused_total{transport="http",reason="invalid_body"}"#,
+            1.0,
+        ),
+        (r#"suivi_ingest_batch_events_count{transport="grpc"}"#, 1.0),
+        (
+            r#"suivi_ingest_request_duration_seconds_count{transport="http"}"#,
+            1.0,
+        ),
+        (
+            r#"suivi_query_request_duration_seconds_count{transport="http"}"#,
+            1.0,
+        ),
+    ] {
+        assert_rose(&before, &after, series, by);
+    }
+    for gauge in [
+        "suivi_ingest_queue_events",
+        "suivi_campaigns",
+        "suivi_learners",
+        "suivi_campaign_learners",
+        "suivi_event_ids",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {gauge} gauge")),
+            "/metrics describes {gauge}: {text}"
+        );
+    }
+    assert!(
+        text.contains("# HELP suivi_events_accepted_total "),
+        "{text}"
+    );
+    // Low-cardinality labels only (style.md): never an id or a campaign.
+    for series in after.keys().filter(|series| series.starts_with("suivi_")) {
+        let Some((_, labels)) = series.split_once('{') else {
+            continue;
+        };
+        for label in labels.trim_end_matches('}').split(',') {
+            let name = label.split_once('=').map_or(label, |(name, _)| name);
+            assert!(
+                [
+                    "transport",
+                    "kind",
+                    "reason",
+                    "result",
+                    "sink",
+                    "le",
+                    "quantile"
+                ]
+                .contains(&name),
+                "{series} has the label {name}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_final_snapshot_is_counted() {
+    let before = parse(
+        &suivi::telemetry::metrics_handle()
+            .expect("the recorder")
+            .render(),
+    );
+    let mut app = spawn_app().await;
+    let response = app
+        .ingest(&[event("mf-1", Kind::Enrolled).learner("u1")])
+        .await;
+    assert_eq!(response.accepted, 1);
+    app.stop().await;
+    // The recorder outlives the service: read it in-process.
+    let after = parse(
+        &suivi::telemetry::metrics_handle()
+            .expect("the recorder")
+            .render(),
+    );
+    assert_rose(
+        &before,
+        &after,
+        r#"suivi_snapshots_total{sink="file"}"#,
+        1.0,
+    );
+    assert_rose(
+        &before,
+        &after,
+        r#"suivi_snapshot_duration_seconds_count{sink="file"}"#,
+        1.0,
+    );
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_metrics() {
+    let mut app = spawn_app().await;
+    // Touch every family: ingest over both transports, rejections, a refusal and a query.
+    let response = app
+        .ingest(&[
+            event("mp-1", Kind::Enrolled).learner("u1"),
+            event("", Kind::Enrolled).learner("u1"),
+        ])
+        .await;
+    assert_eq!(response.accepted, 1);
+    let (status, _) = app
+        .post_events(&json_batch(&[event("mp-2", Kind::LinkClicked)]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.post_raw_events("{").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app.get("/v1/totals").await;
+    assert_eq!(status, StatusCode::OK);
+    let (text, _) = scrape(&app).await;
+
+    let mut promtool = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+            "promtool is not installed: run scripts/test, which installs it (Debian's prometheus \
+             package); this test never passes without it"
+        ),
+        Err(error) => panic!("cannot run promtool: {error}"),
+    };
+    promtool
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(text.as_bytes())
+        .expect("promtool reads the metrics");
+    let output = promtool.wait_with_output().expect("promtool finishes");
+    assert!(
+        output.status.success(),
+        "promtool check metrics refuses /metrics ({}):\n{}{}\n--- metrics ---\n{text}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    app.stop().await;
+}
