@@ -46,6 +46,8 @@ pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// The default journal growth that triggers a checkpoint before the interval.
 pub const DEFAULT_CHECKPOINT_JOURNAL_BYTES: u64 = 1024 * 1024 * 1024;
+/// The default most campaigns whose business figures are exported as metrics.
+pub const DEFAULT_MAX_CAMPAIGN_METRICS: usize = 200;
 /// The default least time between two pushes of one campaign to a watcher.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -102,6 +104,9 @@ pub struct Settings {
     pub checkpoint_journal_bytes: u64,
     /// The size at which a journal segment is closed and a new one started.
     pub journal_segment_bytes: u64,
+    /// The most registered campaigns whose figures (clicks, enrolled, started, certified) are
+    /// exported as per-campaign metrics; the label's cardinality stays bounded.
+    pub max_campaign_metrics: usize,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -168,6 +173,7 @@ impl Default for Settings {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             checkpoint_journal_bytes: DEFAULT_CHECKPOINT_JOURNAL_BYTES,
             journal_segment_bytes: crate::journal::DEFAULT_SEGMENT_BYTES,
+            max_campaign_metrics: DEFAULT_MAX_CAMPAIGN_METRICS,
             log_format: LogFormat::Text,
         }
     }
@@ -267,6 +273,11 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal_segment_bytes: Option<u64>,
+    /// The most registered campaigns exported as per-campaign metrics
+    /// [env: SUIVI_MAX_CAMPAIGN_METRICS] [default: 200]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_campaign_metrics: Option<usize>,
     /// Log format [env: SUIVI_LOG_FORMAT] [default: text]; the level comes from RUST_LOG
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
