@@ -7,7 +7,7 @@
 //! earliest day that reached it (directly or by implication), so events may come in any order,
 //! any number of times, and the result is the same.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono_tz::Tz;
 use hashbrown::{HashMap, HashSet, HashTable};
@@ -108,7 +108,64 @@ struct CampaignState {
     timeline: BTreeMap<Day, DayCounts>,
     /// Set by the aggregator when a counter changed since the last drain.
     changed: bool,
-    changed_days: BTreeSet<Day>,
+    /// Days whose counts changed since the last drain, possibly repeated.
+    changed_days: Vec<Day>,
+}
+
+/// The timeline of one campaign being edited, with the record of the days edited.
+struct DayEdits<'a> {
+    timeline: &'a mut BTreeMap<Day, DayCounts>,
+    changed_days: &'a mut Vec<Day>,
+}
+
+/// Compacts the changed-days record past this length, so that a long replay between two drains
+/// keeps it small.
+const CHANGED_DAYS_COMPACT_LEN: usize = 4096;
+
+impl DayEdits<'_> {
+    fn bump(&mut self, day: Day, column: Column, up: bool) {
+        let counts = self.timeline.entry(day).or_default();
+        let cell = counts.column(column);
+        if up {
+            *cell += 1;
+        } else {
+            // A day is only ever decremented for a learner it was incremented for.
+            *cell = cell.saturating_sub(1);
+            if *counts == DayCounts::default() {
+                self.timeline.remove(&day);
+            }
+        }
+        if self.changed_days.last() != Some(&day) {
+            self.changed_days.push(day);
+            if self.changed_days.len() > CHANGED_DAYS_COMPACT_LEN {
+                self.changed_days.sort_unstable();
+                self.changed_days.dedup();
+            }
+        }
+    }
+}
+
+/// Dates a stage by the earliest day that reached it, keeping counters and timeline in step.
+fn first_reached(
+    slot: &mut Option<Day>,
+    day: Day,
+    column: Column,
+    counts: &mut Counts,
+    days: &mut DayEdits<'_>,
+) -> bool {
+    match *slot {
+        None => {
+            *counts.column(column) += 1;
+            days.bump(day, column, true);
+        }
+        Some(earlier) if day < earlier => {
+            days.bump(earlier, column, false);
+            days.bump(day, column, true);
+        }
+        Some(_) => return false,
+    }
+    *slot = Some(day);
+    true
 }
 
 /// How far one learner went in one campaign, each stage dated by the earliest event reaching it.
@@ -246,7 +303,7 @@ impl CampaignState {
             },
             timeline: BTreeMap::new(),
             changed: false,
-            changed_days: BTreeSet::new(),
+            changed_days: Vec::new(),
         }
     }
 
@@ -269,10 +326,22 @@ impl CampaignState {
 
     /// Moves `learner` to `stage` on `day`, with every stage it implies.
     fn reach(&mut self, learner: LearnerKey, stage: Stage, day: Day, all_chapters: u32) -> bool {
-        let mut progress = self.learners.get(&learner).copied().unwrap_or_default();
-        let mut changed = self.first_reached(&mut progress.enrolled, day, Column::Enrolled);
+        let CampaignState {
+            learners,
+            counts,
+            timeline,
+            changed_days,
+            ..
+        } = self;
+        let mut days = DayEdits {
+            timeline,
+            changed_days,
+        };
+        // A new learner always changes (it enrolls), so the entry never stays empty.
+        let progress = learners.entry(learner).or_default();
+        let mut changed = first_reached(&mut progress.enrolled, day, Column::Enrolled, counts, &mut days);
         if stage != Stage::Enrolled {
-            changed |= self.first_reached(&mut progress.started, day, Column::Started);
+            changed |= first_reached(&mut progress.started, day, Column::Started, counts, &mut days);
         }
         let chapters = match stage {
             Stage::ChapterCompleted(chapter) => 1u32 << (chapter - 1),
@@ -282,7 +351,7 @@ impl CampaignState {
         let new_chapters = chapters & !progress.chapters;
         if new_chapters != 0 {
             progress.chapters |= new_chapters;
-            for (bit, count) in self.counts.chapters_completed.iter_mut().enumerate() {
+            for (bit, count) in counts.chapters_completed.iter_mut().enumerate() {
                 if new_chapters & (1 << bit) != 0 {
                     *count += 1;
                 }
@@ -290,49 +359,25 @@ impl CampaignState {
             changed = true;
         }
         if stage == Stage::Certified {
-            changed |= self.first_reached(&mut progress.certified, day, Column::Certified);
-        }
-        if changed {
-            self.learners.insert(learner, progress);
+            changed |= first_reached(&mut progress.certified, day, Column::Certified, counts, &mut days);
         }
         changed
     }
 
-    /// Dates a stage by the earliest day that reached it, keeping counters and timeline in step.
-    fn first_reached(&mut self, slot: &mut Option<Day>, day: Day, column: Column) -> bool {
-        match *slot {
-            None => {
-                *self.counts.column(column) += 1;
-                self.bump(day, column, true);
-            }
-            Some(earlier) if day < earlier => {
-                self.bump(earlier, column, false);
-                self.bump(day, column, true);
-            }
-            Some(_) => return false,
-        }
-        *slot = Some(day);
-        true
-    }
-
     fn bump(&mut self, day: Day, column: Column, up: bool) {
-        let counts = self.timeline.entry(day).or_default();
-        let cell = counts.column(column);
-        if up {
-            *cell += 1;
-        } else {
-            // A day is only ever decremented for a learner it was incremented for.
-            *cell = cell.saturating_sub(1);
-            if *counts == DayCounts::default() {
-                self.timeline.remove(&day);
-            }
+        DayEdits {
+            timeline: &mut self.timeline,
+            changed_days: &mut self.changed_days,
         }
-        self.changed_days.insert(day);
+        .bump(day, column, up);
     }
 
     fn take_change(&mut self) -> CampaignChange {
         self.changed = false;
-        let days = std::mem::take(&mut self.changed_days)
+        let mut changed_days = std::mem::take(&mut self.changed_days);
+        changed_days.sort_unstable();
+        changed_days.dedup();
+        let days = changed_days
             .into_iter()
             .map(|day| (day, self.timeline.get(&day).copied().unwrap_or_default()))
             .collect();

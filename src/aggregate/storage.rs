@@ -2,7 +2,7 @@
 //! only events that will be accepted are written), and converting the whole state to and from a
 //! checkpoint. Like the rest of `aggregate`, it does no IO.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use hashbrown::{HashMap, HashSet, HashTable};
 
@@ -208,7 +208,7 @@ impl CampaignState {
                 },
             );
         }
-        campaign.changed_days = timeline.keys().copied().collect::<BTreeSet<Day>>();
+        campaign.changed_days = timeline.keys().copied().collect();
         campaign.timeline = timeline;
         Ok(campaign)
     }
