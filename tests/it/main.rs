@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod config;
+mod crash;
 mod fuzz;
 mod health;
 mod helpers;
