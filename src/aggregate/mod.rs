@@ -339,9 +339,21 @@ impl CampaignState {
         };
         // A new learner always changes (it enrolls), so the entry never stays empty.
         let progress = learners.entry(learner).or_default();
-        let mut changed = first_reached(&mut progress.enrolled, day, Column::Enrolled, counts, &mut days);
+        let mut changed = first_reached(
+            &mut progress.enrolled,
+            day,
+            Column::Enrolled,
+            counts,
+            &mut days,
+        );
         if stage != Stage::Enrolled {
-            changed |= first_reached(&mut progress.started, day, Column::Started, counts, &mut days);
+            changed |= first_reached(
+                &mut progress.started,
+                day,
+                Column::Started,
+                counts,
+                &mut days,
+            );
         }
         let chapters = match stage {
             Stage::ChapterCompleted(chapter) => 1u32 << (chapter - 1),
@@ -359,7 +371,13 @@ impl CampaignState {
             changed = true;
         }
         if stage == Stage::Certified {
-            changed |= first_reached(&mut progress.certified, day, Column::Certified, counts, &mut days);
+            changed |= first_reached(
+                &mut progress.certified,
+                day,
+                Column::Certified,
+                counts,
+                &mut days,
+            );
         }
         changed
     }
