@@ -164,6 +164,7 @@ pub fn start(
         capacity: settings.queue_events,
         queue_timeout: settings.queue_timeout,
     };
+    let room = ingest.room.clone();
     let (recovered_sender, recovered) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("suivi-writer".to_owned())
@@ -181,6 +182,8 @@ pub fn start(
                 }
             };
             let mut writer = WriterState {
+                room,
+                capacity: settings.queue_events,
                 aggregator: recovered.aggregator,
                 journal: recovered.journal,
                 kafka_offsets: recovered.kafka_offsets,
@@ -201,6 +204,9 @@ pub fn start(
 }
 
 struct WriterState {
+    /// The queue's room, to report how full it is once a group is answered.
+    room: Arc<Semaphore>,
+    capacity: usize,
     aggregator: Aggregator,
     journal: Journal,
     kafka_offsets: Vec<KafkaOffset>,
@@ -234,6 +240,8 @@ impl WriterState {
             }
             if !group.is_empty() {
                 self.commit(&mut group);
+                // The answered submissions gave their room back.
+                telemetry::record_queue(self.capacity - self.room.available_permits());
             }
             if let Err(error) = self.journal.sync_if_due() {
                 tracing::error!(error = %error, "journal sync failed");
