@@ -4,9 +4,10 @@
 //! [`RejectReason`] with a stable code. Learner and visitor ids are pseudonymised here, before
 //! anything keeps them. Past this module nothing re-checks an event and nothing sees wire types.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
@@ -29,7 +30,7 @@ const MAX_SOURCE_BYTES: usize = 64;
 const MAX_LEARNER_ID_BYTES: usize = 128;
 const MAX_VISITOR_ID_BYTES: usize = 128;
 /// How far in the future an event may be dated, for clocks that run a little ahead.
-const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+const MAX_CLOCK_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
 
 /// A learner event that passed every rule: what the rest of suivi works with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,7 +315,9 @@ impl EventParser {
             RawTime::Missing => return Err(RejectReason::MissingOccurredAt),
             RawTime::Invalid(text) => return Err(RejectReason::InvalidOccurredAt(text.to_owned())),
         };
-        if occurred_at > now + MAX_CLOCK_SKEW {
+        // Compared in microseconds: chrono's checked date arithmetic costs more than the rest of
+        // the rule, for every event.
+        if occurred_at.timestamp_micros() > now.timestamp_micros() + MAX_CLOCK_SKEW_MICROS {
             return Err(RejectReason::OccurredAtInFuture { occurred_at, now });
         }
         if occurred_at < self.earliest {
@@ -373,13 +376,32 @@ impl EventParser {
     /// A keyed BLAKE3 hash, with the domain and a length prefix so that no two (source, id)
     /// pairs feed the same bytes.
     fn keyed_hash(&self, domain: &[u8], source: &str, id: &str) -> [u32; 3] {
-        let mut hasher = blake3::Hasher::new_keyed(&self.pseudonym_key);
-        hasher.update(domain);
-        hasher.update(&(source.len() as u64).to_le_bytes());
-        hasher.update(source.as_bytes());
-        hasher.update(id.as_bytes());
-        words(hasher.finalize().as_bytes())
+        let source_len = (source.len() as u64).to_le_bytes();
+        let parts = [domain, &source_len, source.as_bytes(), id.as_bytes()];
+        words(
+            with_concatenated(&parts, |bytes| {
+                blake3::keyed_hash(&self.pseudonym_key, bytes)
+            })
+            .as_bytes(),
+        )
     }
+}
+
+/// Calls `hash` with `parts` laid end to end, on the stack when they fit (they always do for
+/// length-checked fields), so that hashing an event allocates nothing.
+fn with_concatenated<R>(parts: &[&[u8]], hash: impl FnOnce(&[u8]) -> R) -> R {
+    const STACK_BYTES: usize = 512;
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    if total > STACK_BYTES {
+        return hash(&parts.concat());
+    }
+    let mut buffer = [0u8; STACK_BYTES];
+    let mut end = 0;
+    for part in parts {
+        buffer[end..end + part.len()].copy_from_slice(part);
+        end += part.len();
+    }
+    hash(&buffer[..end])
 }
 
 /// The fingerprint by which an event id is remembered. Stable across versions and restarts.
@@ -403,24 +425,44 @@ fn content_fingerprint(
     raw: &RawEvent<'_>,
     occurred_at: DateTime<Utc>,
 ) -> u32 {
-    let mut bytes = Vec::with_capacity(64 + campaign.len() + raw.learner_id.len());
-    for part in [
+    let fields = [
         kind.as_str(),
         campaign,
         source,
         raw.learner_id,
         raw.visitor_id,
-    ] {
-        bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(part.as_bytes());
-    }
-    bytes.extend_from_slice(&occurred_at.timestamp_micros().to_le_bytes());
-    bytes.extend_from_slice(&raw.chapter.unwrap_or(0).to_le_bytes());
-    xxh3_64(&bytes) as u32
+    ];
+    let lengths = fields.map(|field| (field.len() as u32).to_le_bytes());
+    let micros = occurred_at.timestamp_micros().to_le_bytes();
+    let chapter = raw.chapter.unwrap_or(0).to_le_bytes();
+    let parts: [&[u8]; 12] = [
+        &lengths[0],
+        fields[0].as_bytes(),
+        &lengths[1],
+        fields[1].as_bytes(),
+        &lengths[2],
+        fields[2].as_bytes(),
+        &lengths[3],
+        fields[3].as_bytes(),
+        &lengths[4],
+        fields[4].as_bytes(),
+        &micros,
+        &chapter,
+    ];
+    with_concatenated(&parts, xxh3_64) as u32
 }
 
-fn normalise(text: &str) -> String {
-    text.trim().to_lowercase()
+/// Trims and lower-cases, allocating only when the text has capitals.
+fn normalise(text: &str) -> Cow<'_, str> {
+    let trimmed = text.trim();
+    if trimmed
+        .bytes()
+        .all(|byte| byte.is_ascii() && !byte.is_ascii_uppercase())
+    {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
+    }
 }
 
 fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), RejectReason> {
@@ -535,7 +577,7 @@ pub fn campaign_id(text: &str) -> String {
     if campaign.is_empty() {
         DIRECT_CAMPAIGN.to_owned()
     } else {
-        campaign
+        campaign.into_owned()
     }
 }
 
