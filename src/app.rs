@@ -1,6 +1,7 @@
 //! Wiring: builds each stage from the settings, connects them, and owns their lifetimes. It holds
 //! no logic of its own. Start-up: bind the listeners ([`bind`]), then [`App::run`] loads the
-//! registry and key, starts the writer thread, the servers and the snapshot task, and reports
+//! registry and key, starts the writer thread, the servers, the snapshot task (file and
+//! PostgreSQL sinks) and the half-quarterly reports when `reports_dir` is set; then it reports
 //! ready. Shutdown, in data-flow order: stop intake (not ready, refuse new events), let the
 //! servers finish what they hold (within `shutdown_grace`), drain the writer, write the final
 //! snapshot, return.
@@ -32,8 +33,11 @@ use crate::query::http::QueryState;
 use crate::query::{Readiness, State};
 use crate::recovery::Storage;
 use crate::registry::Registry;
-use crate::snapshot::{self, Sink};
-use crate::{ingest, pipeline, pseudonym, query, telemetry};
+use crate::report::http::ReportState;
+use crate::report::schedule::ScheduleSettings;
+use crate::report::store::Store;
+use crate::snapshot::{self, Sink, SinkHealth};
+use crate::{ingest, pipeline, pseudonym, query, report, telemetry};
 
 /// How often the writer is woken to sync or checkpoint when no events arrive.
 const WRITER_TICK_INTERVAL: Duration = Duration::from_millis(50);
@@ -189,13 +193,21 @@ impl App {
             }
         });
 
-        let router = ingest::http::routes(intake.clone(), settings.max_request_bytes).merge(
-            query::http::routes(QueryState {
+        let sink_health = Arc::new(SinkHealth::default());
+        // Reports read the downstream store, never the live figures.
+        let report_store = Arc::new(Store::from_settings(&settings, None)?);
+        let router = ingest::http::routes(intake.clone(), settings.max_request_bytes)
+            .merge(query::http::routes(QueryState {
                 figures: figures.clone(),
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
-            }),
-        );
+                max_campaign_metrics: settings.max_campaign_metrics,
+                sinks: sink_health.clone(),
+            }))
+            .merge(report::http::routes(ReportState {
+                store: report_store.clone(),
+                time_zone,
+            }));
         let http_listener = http.tap_io(|stream| {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(error = %error, "cannot set TCP_NODELAY");
@@ -216,13 +228,37 @@ impl App {
             settings.data_dir.join("snapshots"),
             time_zone,
         )?)];
+        if let Some(url) = &settings.postgres_url {
+            sinks.push(Sink::Postgres(Box::new(
+                snapshot::postgres::PostgresSink::new(url)?,
+            )));
+        }
         sinks.shrink_to_fit();
+        for sink in &sinks {
+            telemetry::register_sink(sink.name());
+        }
         let snapshots = tokio::spawn(snapshot::run(
             figures.clone(),
             sinks,
-            settings.snapshot_interval,
+            snapshot::Schedule {
+                interval: settings.snapshot_interval,
+                retry_max: settings.snapshot_retry_max,
+            },
+            sink_health,
             stop_snapshots.clone(),
         ));
+        let scheduled_reports = settings.reports_dir.clone().map(|directory| {
+            tokio::spawn(report::schedule::run(
+                ScheduleSettings {
+                    store: report_store,
+                    directory,
+                    time_zone,
+                    lang: settings.report_lang,
+                    settle: settings.snapshot_interval.saturating_mul(2),
+                },
+                stop_snapshots.clone(),
+            ))
+        });
         let upkeep_metrics = metrics.clone();
         let upkeep_stop = stop_snapshots.clone();
         tokio::spawn(async move {
@@ -304,6 +340,11 @@ impl App {
             .context("the writer thread failed")?;
         stop_snapshots.cancel();
         snapshots.await.context("the snapshot task failed")?;
+        if let Some(scheduled_reports) = scheduled_reports {
+            scheduled_reports
+                .await
+                .context("the report schedule failed")?;
+        }
         tracing::info!("suivi stopped");
         Ok(())
     }

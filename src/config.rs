@@ -1,7 +1,7 @@
 //! Configuration: one typed [`Settings`] struct, loaded once from a TOML file, `SUIVI_…`
 //! environment variables and command-line flags, in rising priority, and validated before
 //! anything binds. A wrong value stops suivi with a message that names the setting. Secrets
-//! (the pseudonymisation key) never reach Debug output or logs.
+//! (the pseudonymisation key, the PostgreSQL URL) never reach Debug output or logs.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::event::MAX_CHAPTER_COUNT;
+use crate::report::Lang;
 
 /// The default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
@@ -50,6 +51,8 @@ pub const DEFAULT_CHECKPOINT_JOURNAL_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_CAMPAIGN_METRICS: usize = 200;
 /// The default least time between two pushes of one campaign to a watcher.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// The default longest wait between two attempts on a failing snapshot sink.
+pub const DEFAULT_SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Every setting of `suivi serve`. Each is a TOML key, a `SUIVI_<KEY>` environment variable
 /// and a `--<key>` flag.
@@ -82,6 +85,17 @@ pub struct Settings {
     /// How often changed counters are written to the snapshot sinks.
     #[serde(with = "humantime_serde")]
     pub snapshot_interval: Duration,
+    /// The longest wait between two attempts on a failing snapshot sink (the backoff doubles
+    /// from `snapshot_interval` up to this).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_retry_max: Duration,
+    /// The PostgreSQL database snapshots also go to (and reports are read from), as a URL such
+    /// as `postgres://user:password@host:5432/database`; PostgreSQL is off when unset. A secret.
+    pub postgres_url: Option<Secret>,
+    /// Where every campaign's report is written at the end of each half-quarter; off when unset.
+    pub reports_dir: Option<PathBuf>,
+    /// The language of scheduled reports: `fr` or `en`.
+    pub report_lang: Lang,
     /// How long shutdown waits for in-flight work before giving up.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -165,6 +179,10 @@ impl Default for Settings {
             ingest_queue_events: DEFAULT_INGEST_QUEUE_EVENTS,
             ingest_queue_timeout: DEFAULT_INGEST_QUEUE_TIMEOUT,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            snapshot_retry_max: DEFAULT_SNAPSHOT_RETRY_MAX,
+            postgres_url: None,
+            reports_dir: None,
+            report_lang: Lang::Fr,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             watch_interval: DEFAULT_WATCH_INTERVAL,
             pseudonym_key: None,
@@ -236,6 +254,25 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_interval: Option<String>,
+    /// The longest wait between two attempts on a failing snapshot sink
+    /// [env: SUIVI_SNAPSHOT_RETRY_MAX] [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_retry_max: Option<String>,
+    /// PostgreSQL to write snapshots to and read reports from, e.g.
+    /// postgres://user:password@host:5432/db [env: SUIVI_POSTGRES_URL] [default: off]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<String>,
+    /// Where every campaign's report is written at the end of each half-quarter
+    /// [env: SUIVI_REPORTS_DIR] [default: off]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reports_dir: Option<PathBuf>,
+    /// The language of scheduled reports [env: SUIVI_REPORT_LANG] [default: fr]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_lang: Option<Lang>,
     /// How long shutdown waits for in-flight work [env: SUIVI_SHUTDOWN_GRACE] [default: 20s]
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -348,6 +385,7 @@ impl Settings {
         }
         for (name, value) in [
             ("snapshot_interval", self.snapshot_interval),
+            ("snapshot_retry_max", self.snapshot_retry_max),
             ("watch_interval", self.watch_interval),
             ("fsync_interval", self.fsync_interval),
             ("checkpoint_interval", self.checkpoint_interval),
@@ -363,6 +401,18 @@ impl Settings {
             );
         }
         self.pseudonym_key()?;
+        if let Some(url) = &self.postgres_url {
+            crate::snapshot::postgres::parse_url(url)?;
+        }
+        if let Some(directory) = &self.reports_dir
+            && directory.exists()
+            && !directory.is_dir()
+        {
+            bail!(
+                "invalid reports_dir {}: it is not a directory",
+                directory.display()
+            );
+        }
         Ok(())
     }
 
@@ -443,4 +493,26 @@ fn describe(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_postgres_url_is_a_secret() {
+        let settings = Settings {
+            postgres_url: Some(Secret::new("postgres://suivi:hunter2@db:5432/suivi")),
+            ..Settings::default()
+        };
+        settings.validate().expect("valid settings");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let invalid = Settings {
+            postgres_url: Some(Secret::new("postgres://suivi:hunter2@db:port/suivi")),
+            ..Settings::default()
+        };
+        let error = format!("{:#}", invalid.validate().expect_err("an invalid URL"));
+        assert!(error.contains("invalid postgres_url"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }

@@ -1,7 +1,8 @@
 //! suivi: exact per-campaign learner funnels for a national online course. Learner events come in
 //! over gRPC and HTTP (`ingest`), are validated once (`event`), folded into in-memory counters by
 //! a single writer (`pipeline`, `aggregate`), published for queries (`figures`, `query`), and
-//! written to downstream reporting (`snapshot`). `app` wires it all; `main.rs` is a thin CLI.
+//! written to downstream reporting (`snapshot`: files, PostgreSQL), from which partner reports are
+//! made (`report`). `app` wires it all; `main.rs` is a thin CLI.
 
 pub mod aggregate;
 pub mod app;
@@ -19,6 +20,7 @@ pub mod pseudonym;
 pub mod query;
 pub mod recovery;
 pub mod registry;
+pub mod report;
 pub mod shutdown;
 pub mod simulate;
 pub mod snapshot;

@@ -1,4 +1,5 @@
-//! The `suivi` command: `serve` runs the service, `simulate` sends a simulated programme to it.
+//! The `suivi` command: `serve` runs the service, `simulate` sends a simulated programme to it,
+//! `report` makes partners' reports from the downstream store.
 //! It parses the command line, loads and validates settings, starts logging, and hands over to
 //! the library; it holds no logic of its own.
 
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use suivi::config::{Settings, SettingsFlags};
-use suivi::{app, shutdown, simulate, telemetry};
+use suivi::{app, report, shutdown, simulate, telemetry};
 
 /// suivi counts, for each partner's tracking campaign of a national online course, how many
 /// people clicked, enrolled, started, completed each chapter and were certified, exactly and
@@ -27,6 +28,11 @@ enum Command {
     /// Generate a realistic programme (the registry's partners, clicks, enrolments, chapters,
     /// certificates, reproducing the published figures) and send it to a running suivi.
     Simulate(simulate::SimulateArgs),
+    /// Make a partner's report (or every partner's) for a period — a half-quarter such as
+    /// 2021-Q1-1 or a date range — from the downstream store (the snapshot files of data_dir, or
+    /// PostgreSQL when postgres_url is set), as printable HTML with charts, CSV or JSON, in French
+    /// or English. Needs no running suivi.
+    Report(Box<report::ReportArgs>),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,10 @@ fn main() -> ExitCode {
         Command::Simulate(args) => {
             telemetry::init_logging(suivi::config::LogFormat::Text);
             runtime.block_on(simulate::run(args))
+        }
+        Command::Report(args) => {
+            telemetry::init_logging(suivi::config::LogFormat::Text);
+            runtime.block_on(report::run(*args))
         }
     };
     match result {

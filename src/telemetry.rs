@@ -1,7 +1,20 @@
 //! Logs and metrics. Every metric suivi exports is named here, with its help text, so this file
-//! is the specification of `/metrics`: counters end in `_total`, durations are in seconds, labels
-//! have few values (transport, result, reason, sink; never a learner, an event id or a
-//! campaign). Other modules record through the helpers below and never spell a metric name.
+//! is the specification of `/metrics`: counters end in `_total`, durations are in seconds, sizes
+//! in bytes, ratios are `_ratio` from 0 to 1, and labels have few values (transport, reason,
+//! cause, sink, chapter; never a learner, a visitor or an event id). Other modules record
+//! through the helpers below and never spell a metric name.
+//!
+//! Two kinds of metrics live here. Operational ones (ingest, journal, checkpoints, snapshots)
+//! go through the process-wide `metrics` recorder as they happen. The business figures (each
+//! registered campaign's funnel and the programme's, the readiness gauge) are not recorded at
+//! all: [`render_figures`] writes them from the read model at scrape time, so they are always
+//! the published figures of the service being scraped, cost nothing on the write path, and
+//! vanish with it. They are the only series with a `campaign` label (and `name`, on
+//! `suivi_campaign_info`), and only for *registered* campaigns, at most `max_campaign_metrics`
+//! of them (by id order): the registry is the operator's, so the label's values are bounded
+//! by configuration, never by what senders write in events. Campaigns left out by the cap are
+//! counted in `suivi_campaign_metrics_omitted_campaigns`; unregistered campaigns are in the
+//! programme totals and the query API, never in labels.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,6 +27,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::aggregate::Holdings;
 use crate::config::LogFormat;
 use crate::event::RejectReason;
+use crate::figures::{CampaignCounters, Figures};
 use crate::pipeline::Refusal;
 use crate::recovery::RecoveryReport;
 
@@ -77,6 +91,50 @@ pub const CAMPAIGN_LEARNERS: &str = "suivi_campaign_learners";
 /// Event ids remembered for deduplication.
 pub const EVENT_IDS: &str = "suivi_event_ids";
 
+// Written at scrape time by `render_figures`, from the read model of the service scraped.
+
+/// 1 when suivi has recovered its state and takes traffic (as `/readyz` answers 200), else 0.
+pub const READY: &str = "suivi_ready";
+/// The programme's distinct link clicks.
+pub const PROGRAMME_CLICKS: &str = "suivi_programme_clicks";
+/// The programme's distinct visitors who clicked a link.
+pub const PROGRAMME_UNIQUE_VISITORS: &str = "suivi_programme_unique_visitors";
+/// The programme's distinct learners who enrolled.
+pub const PROGRAMME_ENROLLED: &str = "suivi_programme_enrolled_learners";
+/// The programme's distinct learners who started the course.
+pub const PROGRAMME_STARTED: &str = "suivi_programme_started_learners";
+/// The programme's distinct learners who completed each chapter, by `chapter` (1, 2, …).
+pub const PROGRAMME_CHAPTER_COMPLETED: &str = "suivi_programme_chapter_completed_learners";
+/// The programme's distinct learners who were certified.
+pub const PROGRAMME_CERTIFIED: &str = "suivi_programme_certified_learners";
+/// How many people the programme means to certify (1% of the population), when registered.
+pub const PROGRAMME_TARGET: &str = "suivi_programme_target_learners";
+/// Certified over the programme's target, when it has one.
+pub const PROGRAMME_PROGRESS: &str = "suivi_programme_progress_ratio";
+/// 1 per exported campaign, with its partner's `name`, for joins in dashboards.
+pub const CAMPAIGN_INFO: &str = "suivi_campaign_info";
+/// Distinct link clicks, by registered `campaign`.
+pub const CAMPAIGN_CLICKS: &str = "suivi_campaign_clicks";
+/// Distinct visitors who clicked the link, by registered `campaign`.
+pub const CAMPAIGN_UNIQUE_VISITORS: &str = "suivi_campaign_unique_visitors";
+/// Distinct learners who enrolled, by registered `campaign`.
+pub const CAMPAIGN_ENROLLED: &str = "suivi_campaign_enrolled_learners";
+/// Distinct learners who started the course, by registered `campaign`.
+pub const CAMPAIGN_STARTED: &str = "suivi_campaign_started_learners";
+/// Distinct learners who were certified, by registered `campaign`.
+pub const CAMPAIGN_CERTIFIED: &str = "suivi_campaign_certified_learners";
+/// The number of people the partner committed to train, by registered `campaign` that has one.
+pub const CAMPAIGN_TARGET: &str = "suivi_campaign_target_learners";
+/// Certified over the partner's target, by registered `campaign` that has one.
+pub const CAMPAIGN_PROGRESS: &str = "suivi_campaign_progress_ratio";
+/// Registered campaigns left out of the per-campaign series by `max_campaign_metrics`.
+pub const CAMPAIGN_METRICS_OMITTED: &str = "suivi_campaign_metrics_omitted_campaigns";
+
+/// The `cause` of a journal append that failed on a full disk.
+pub const JOURNAL_CAUSE_DISK_FULL: &str = "disk_full";
+/// The `cause` of a journal append that failed for any other reason.
+pub const JOURNAL_CAUSE_UNWRITABLE: &str = "unwritable";
+
 /// Where an event came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -98,9 +156,12 @@ impl Transport {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written (stderr closed) is dropped: the default would report it
+    // with eprintln!, which panics on that same closed stderr and takes the service down.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     // A second initialisation (tests start many services in one process) keeps the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -130,6 +191,7 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     let handle = recorder.handle();
     if metrics::set_global_recorder(recorder).is_ok() {
         describe();
+        register_failure_series();
     }
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
@@ -262,6 +324,23 @@ fn describe() {
     );
 }
 
+/// Failure counters exist at zero from the start: a rate or an alert over a series that appears
+/// only with its first failure would miss that failure.
+fn register_failure_series() {
+    for cause in [JOURNAL_CAUSE_DISK_FULL, JOURNAL_CAUSE_UNWRITABLE] {
+        counter!(JOURNAL_FAILURES, "cause" => cause).increment(0);
+    }
+    counter!(CHECKPOINTS).increment(0);
+    counter!(CHECKPOINT_FAILURES).increment(0);
+}
+
+/// Makes the snapshot counters of `sink` exist at zero before its first snapshot, for the same
+/// reason as the failure counters.
+pub fn register_sink(sink: &'static str) {
+    counter!(SNAPSHOTS, "sink" => sink).increment(0);
+    counter!(SNAPSHOT_FAILURES, "sink" => sink).increment(0);
+}
+
 /// The tally of one ingest request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BatchTally {
@@ -340,8 +419,8 @@ pub fn record_journal_append(bytes: u64, fsync: Duration) {
 /// Records a failed journal append, by the refusal it caused.
 pub fn record_journal_failure(refusal: Refusal) {
     let cause = match refusal {
-        Refusal::DiskFull => "disk_full",
-        _ => "unwritable",
+        Refusal::DiskFull => JOURNAL_CAUSE_DISK_FULL,
+        _ => JOURNAL_CAUSE_UNWRITABLE,
     };
     counter!(JOURNAL_FAILURES, "cause" => cause).increment(1);
 }
@@ -365,4 +444,201 @@ pub fn record_recovery(report: &RecoveryReport) {
     gauge!(RECOVERY_EVENTS).set(report.events_replayed as f64);
     counter!(JOURNAL_TORN_BYTES).increment(report.torn_bytes);
     counter!(CHECKPOINTS_REJECTED).increment(report.checkpoints_rejected.len() as u64);
+}
+
+/// Appends the scrape-time metrics to `out` (the recorder's rendering): the readiness gauge, the
+/// programme's figures, and the figures of the first `max_campaign_metrics` registered
+/// campaigns by id, in the Prometheus text format.
+pub fn render_figures(
+    out: &mut String,
+    figures: &Figures,
+    ready: bool,
+    max_campaign_metrics: usize,
+) {
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    gauge_family(
+        out,
+        READY,
+        "1 when suivi has recovered its state and takes traffic, else 0.",
+        [(None, u64::from(ready).to_string())],
+    );
+
+    let totals = figures.totals();
+    let programme = [
+        (
+            PROGRAMME_CLICKS,
+            "The programme's distinct link clicks.",
+            totals.clicks,
+        ),
+        (
+            PROGRAMME_UNIQUE_VISITORS,
+            "The programme's distinct visitors who clicked a link.",
+            totals.unique_visitors,
+        ),
+        (
+            PROGRAMME_ENROLLED,
+            "The programme's distinct learners who enrolled.",
+            totals.enrolled,
+        ),
+        (
+            PROGRAMME_STARTED,
+            "The programme's distinct learners who started the course.",
+            totals.started,
+        ),
+        (
+            PROGRAMME_CERTIFIED,
+            "The programme's distinct learners who were certified.",
+            totals.certified,
+        ),
+    ];
+    for (name, help, value) in programme {
+        gauge_family(out, name, help, [(None, value.to_string())]);
+    }
+    gauge_family(
+        out,
+        PROGRAMME_CHAPTER_COMPLETED,
+        "The programme's distinct learners who completed each chapter.",
+        totals
+            .chapters_completed
+            .iter()
+            .enumerate()
+            .map(|(index, learners)| {
+                (
+                    Some(format!("chapter=\"{}\"", index + 1)),
+                    learners.to_string(),
+                )
+            }),
+    );
+    if let Some(target) = totals.target {
+        gauge_family(
+            out,
+            PROGRAMME_TARGET,
+            "How many people the programme means to certify.",
+            [(None, target.to_string())],
+        );
+    }
+    if let Some(progress) = totals.progress {
+        gauge_family(
+            out,
+            PROGRAMME_PROGRESS,
+            "The programme's certified learners over its target.",
+            [(None, progress.to_string())],
+        );
+    }
+
+    let mut registered: Vec<CampaignCounters> = figures
+        .campaigns()
+        .into_iter()
+        .filter(|campaign| campaign.registered)
+        .collect();
+    let omitted = registered.len().saturating_sub(max_campaign_metrics);
+    registered.truncate(max_campaign_metrics);
+    let label = |campaign: &CampaignCounters| {
+        format!("campaign=\"{}\"", escape_label_value(&campaign.campaign))
+    };
+    gauge_family(
+        out,
+        CAMPAIGN_INFO,
+        "1 per exported campaign, with its partner's name.",
+        registered.iter().map(|campaign| {
+            (
+                Some(format!(
+                    "{},name=\"{}\"",
+                    label(campaign),
+                    escape_label_value(&campaign.name)
+                )),
+                "1".to_owned(),
+            )
+        }),
+    );
+    let per_campaign: [(&str, &str, CampaignValue); 7] = [
+        (
+            CAMPAIGN_CLICKS,
+            "Distinct link clicks, by registered campaign.",
+            |c| Some(c.clicks.to_string()),
+        ),
+        (
+            CAMPAIGN_UNIQUE_VISITORS,
+            "Distinct visitors who clicked the link, by registered campaign.",
+            |c| Some(c.unique_visitors.to_string()),
+        ),
+        (
+            CAMPAIGN_ENROLLED,
+            "Distinct learners who enrolled, by registered campaign.",
+            |c| Some(c.enrolled.to_string()),
+        ),
+        (
+            CAMPAIGN_STARTED,
+            "Distinct learners who started the course, by registered campaign.",
+            |c| Some(c.started.to_string()),
+        ),
+        (
+            CAMPAIGN_CERTIFIED,
+            "Distinct learners who were certified, by registered campaign.",
+            |c| Some(c.certified.to_string()),
+        ),
+        (
+            CAMPAIGN_TARGET,
+            "People the partner committed to train, by registered campaign with a target.",
+            |c| c.target.map(|target| target.to_string()),
+        ),
+        (
+            CAMPAIGN_PROGRESS,
+            "Certified learners over the partner's target, by registered campaign with a target.",
+            |c| c.progress.map(|progress| progress.to_string()),
+        ),
+    ];
+    for (name, help, value) in per_campaign {
+        gauge_family(
+            out,
+            name,
+            help,
+            registered
+                .iter()
+                .filter_map(|campaign| Some((Some(label(campaign)), value(campaign)?))),
+        );
+    }
+    gauge_family(
+        out,
+        CAMPAIGN_METRICS_OMITTED,
+        "Registered campaigns left out of the per-campaign series by max_campaign_metrics.",
+        [(None, omitted.to_string())],
+    );
+}
+
+/// One per-campaign figure, as the sample's text; `None` leaves the campaign out of the family.
+type CampaignValue = fn(&CampaignCounters) -> Option<String>;
+
+/// Writes one gauge family; a family without samples is left out whole, as Prometheus expects.
+fn gauge_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Option<String>, String)>,
+) {
+    use std::fmt::Write as _;
+
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return;
+    }
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (labels, value) in samples {
+        let _ = match labels {
+            Some(labels) => writeln!(out, "{name}{{{labels}}} {value}"),
+            None => writeln!(out, "{name} {value}"),
+        };
+    }
+    out.push('\n');
+}
+
+/// A label value as the text format wants it: backslash, double quote and line feed escaped.
+fn escape_label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -17,6 +17,7 @@ use crate::event::{TOTALS_CAMPAIGN, campaign_id};
 use crate::figures::{CampaignCounters, DayCounters, Figures};
 use crate::http::ApiError;
 use crate::query::{Readiness, State as Life, day_bound};
+use crate::snapshot::SinkHealth;
 use crate::telemetry::{self, Transport};
 
 /// What the query routes read.
@@ -25,6 +26,10 @@ pub struct QueryState {
     pub figures: Arc<Figures>,
     pub metrics: PrometheusHandle,
     pub readiness: Arc<Readiness>,
+    /// How each snapshot sink is doing, shown by `/readyz`.
+    pub sinks: Arc<SinkHealth>,
+    /// The most registered campaigns exported as per-campaign series on `/metrics`.
+    pub max_campaign_metrics: usize,
 }
 
 /// The query and operational routes.
@@ -127,13 +132,22 @@ fn not_found(campaign: &str) -> ApiError {
     )
 }
 
+/// The recorded metrics, then the figures of this service read at scrape time (see
+/// `telemetry::render_figures`).
 async fn metrics(State(state): State<QueryState>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    telemetry::render_figures(
+        &mut text,
+        &state.figures,
+        state.readiness.get() == Life::Ready,
+        state.max_campaign_metrics,
+    );
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
 }
 
@@ -148,5 +162,13 @@ async fn readyz(State(state): State<QueryState>) -> (StatusCode, Json<serde_json
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "status": life.as_str() })))
+    // A failing sink does not make suivi unready: ingestion does not depend on it.
+    let sinks = state.sinks.describe();
+    if sinks.is_empty() {
+        return (status, Json(json!({ "status": life.as_str() })));
+    }
+    (
+        status,
+        Json(json!({ "status": life.as_str(), "sinks": sinks })),
+    )
 }

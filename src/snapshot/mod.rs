@@ -1,17 +1,28 @@
 //! Snapshots to downstream reporting: every `snapshot_interval`, and once more at shutdown, what
 //! changed in [`Figures`] since the last snapshot (the counters of each changed campaign, the
-//! totals, and the changed days of each timeline) goes to every configured sink. A sink that
-//! fails keeps its snapshot pending, merged with later changes, and is retried at the next tick,
-//! so nothing is skipped; the failure shows in metrics and logs. Sinks are a closed set
-//! ([`Sink`]); the file sink is the first, PostgreSQL and Kafka come later.
+//! totals, and the changed days of each timeline) goes to every configured sink. Sinks are a
+//! closed set ([`Sink`]): JSON Lines files and PostgreSQL, each written by a task of its own, so
+//! one sink's outage or slowness never delays another. A sink that fails keeps its snapshot pending, merged with
+//! later changes, and is retried with exponential backoff (one interval, then two, four, … up to
+//! `snapshot_retry_max`), so nothing is skipped and it catches up by itself; the failure shows in
+//! metrics, logs and [`SinkHealth`] (the `sinks` of `/readyz`). Ingestion never waits for a sink.
+//!
+//! The contract every sink relies on: a snapshot holds the newest value of everything it names,
+//! and the first snapshot a sink is given for a campaign in a process holds that campaign's
+//! whole timeline (the figures are rebuilt from the checkpoint and the journal at start, and
+//! pending changes are only ever merged, never dropped), so a sink may treat that first write as
+//! a full restatement of the campaign.
 
 pub mod file;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::day::Day;
@@ -29,6 +40,36 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub enum Sink {
     File(file::FileSink),
+    Postgres(Box<postgres::PostgresSink>),
+}
+
+/// When snapshots are taken and failed ones retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// How often changes are taken and written.
+    pub interval: Duration,
+    /// The longest wait between two attempts on a failing sink (never shorter than `interval`).
+    pub retry_max: Duration,
+}
+
+/// How each sink is doing, for `/readyz` and operators: shared between [`run`] and the readiness
+/// route.
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    sinks: Mutex<BTreeMap<&'static str, SinkStatus>>,
+}
+
+/// One sink's state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SinkStatus {
+    /// When the first of the current run of failed attempts started; `None` while it works.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// The last error, as logged.
+    pub last_error: Option<String>,
+    /// When a snapshot was last written to it.
+    pub last_written: Option<DateTime<Utc>>,
 }
 
 impl Sink {
@@ -36,37 +77,146 @@ impl Sink {
     pub fn name(&self) -> &'static str {
         match self {
             Sink::File(_) => "file",
+            Sink::Postgres(_) => "postgres",
         }
     }
 
-    /// Writes one snapshot, all of it or (on error) none of it.
-    fn write(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+    /// Writes one snapshot, all of it or (on error) none of it, and gives the sink back. The file
+    /// sink's blocking IO runs on a blocking thread; `Err` means that thread panicked and the
+    /// sink is lost.
+    async fn write(
+        self,
+        snapshot: Arc<Snapshot>,
+    ) -> Result<(Sink, anyhow::Result<()>), tokio::task::JoinError> {
         match self {
-            Sink::File(sink) => sink.write(snapshot),
+            Sink::File(mut sink) => {
+                tokio::task::spawn_blocking(move || {
+                    let written = sink.write(&snapshot);
+                    (Sink::File(sink), written)
+                })
+                .await
+            }
+            Sink::Postgres(mut sink) => {
+                let written = sink.write(&snapshot).await;
+                Ok((Sink::Postgres(sink), written))
+            }
         }
     }
 }
 
-struct PendingSink {
-    sink: Sink,
-    /// Changes not yet written to this sink, oldest merged with newest.
-    pending: Option<Changes>,
+impl SinkHealth {
+    /// Each sink's state in a few words: `ok`, or `failing since <time> (<n> attempts): <error>`.
+    pub fn describe(&self) -> BTreeMap<&'static str, String> {
+        self.sinks
+            .lock()
+            .iter()
+            .map(|(name, status)| {
+                let text = match status.failing_since {
+                    None => "ok".to_owned(),
+                    Some(since) => format!(
+                        "failing since {} ({} attempts): {}",
+                        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        status.failures,
+                        status.last_error.as_deref().unwrap_or_default()
+                    ),
+                };
+                (*name, text)
+            })
+            .collect()
+    }
+
+    /// The state of the sink named `name`, if there is one.
+    pub fn status(&self, name: &str) -> Option<SinkStatus> {
+        self.sinks.lock().get(name).cloned()
+    }
+
+    fn register(&self, name: &'static str) {
+        self.sinks.lock().entry(name).or_default();
+    }
+
+    fn written(&self, name: &'static str, at: DateTime<Utc>) {
+        let mut sinks = self.sinks.lock();
+        let status = sinks.entry(name).or_default();
+        *status = SinkStatus {
+            last_written: Some(at),
+            ..SinkStatus::default()
+        };
+    }
+
+    fn failed(&self, name: &'static str, at: DateTime<Utc>, error: &str) {
+        let mut sinks = self.sinks.lock();
+        let status = sinks.entry(name).or_default();
+        status.failing_since.get_or_insert(at);
+        status.failures += 1;
+        status.last_error = Some(error.to_owned());
+    }
+
+    fn lost(&self, name: &'static str) {
+        let mut sinks = self.sinks.lock();
+        let status = sinks.entry(name).or_default();
+        status.failing_since.get_or_insert_with(Utc::now);
+        status.last_error = Some("the sink panicked; no more snapshots go to it".to_owned());
+    }
 }
 
-/// Writes snapshots every `interval` until `shutdown`, then writes a final one and returns.
+/// Where the snapshot loop leaves each sink's changes: merged while the sink is busy or backing
+/// off, so it holds at most one value per campaign and day.
+#[derive(Debug, Default)]
+struct Mailbox {
+    snapshot: Mutex<Option<Snapshot>>,
+    wake: Notify,
+}
+
+impl Mailbox {
+    fn put(&self, snapshot: Snapshot) {
+        let mut held = self.snapshot.lock();
+        *held = Some(match held.take() {
+            Some(older) => merge_snapshots(older, snapshot),
+            None => snapshot,
+        });
+        drop(held);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Option<Snapshot> {
+        self.snapshot.lock().take()
+    }
+}
+
+/// `newer` over `older`, as of the newer one's time.
+fn merge_snapshots(older: Snapshot, newer: Snapshot) -> Snapshot {
+    Snapshot {
+        taken_at: newer.taken_at,
+        changes: merge(older.changes, newer.changes),
+    }
+}
+
+/// Takes the changes every `schedule.interval` until `shutdown`, and hands them to each sink's
+/// own task; at shutdown takes them once more, lets every sink make a final attempt (backoff or
+/// not) and returns when all are done.
 pub async fn run(
     figures: Arc<Figures>,
     sinks: Vec<Sink>,
-    interval: Duration,
+    schedule: Schedule,
+    health: Arc<SinkHealth>,
     shutdown: CancellationToken,
 ) {
-    let mut sinks: Vec<PendingSink> = sinks
-        .into_iter()
-        .map(|sink| PendingSink {
+    let last_call = CancellationToken::new();
+    let mut mailboxes = Vec::with_capacity(sinks.len());
+    let mut tasks = Vec::with_capacity(sinks.len());
+    for sink in sinks {
+        health.register(sink.name());
+        let mailbox = Arc::new(Mailbox::default());
+        mailboxes.push(Arc::clone(&mailbox));
+        tasks.push(tokio::spawn(write_loop(
             sink,
-            pending: None,
-        })
-        .collect();
+            mailbox,
+            schedule,
+            Arc::clone(&health),
+            last_call.clone(),
+        )));
+    }
+    let interval = schedule.interval;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -74,57 +224,134 @@ pub async fn run(
             _ = ticks.tick() => false,
             () = shutdown.cancelled() => true,
         };
-        sinks = flush(&figures, sinks).await;
+        let changes = figures.take_changes();
+        if !changes.campaigns.is_empty() {
+            let snapshot = Snapshot {
+                // To the microsecond, as PostgreSQL keeps it, so every sink holds the same time.
+                taken_at: Utc::now().trunc_subsecs(6),
+                changes,
+            };
+            for mailbox in &mailboxes {
+                mailbox.put(snapshot.clone());
+            }
+        }
         if last {
+            last_call.cancel();
+            for task in tasks {
+                if let Err(error) = task.await {
+                    tracing::error!(error = %error, "a snapshot sink's task failed");
+                }
+            }
             return;
         }
     }
 }
 
-/// Takes the figures' changes and writes them to every sink, off the async threads.
-async fn flush(figures: &Figures, mut sinks: Vec<PendingSink>) -> Vec<PendingSink> {
-    let changes = figures.take_changes();
-    let taken_at = Utc::now();
-    if !changes.campaigns.is_empty() {
-        for sink in &mut sinks {
-            sink.pending = Some(match sink.pending.take() {
-                Some(older) => merge(older, changes.clone()),
-                None => changes.clone(),
-            });
-        }
-    }
-    let written = tokio::task::spawn_blocking(move || {
-        for pending in &mut sinks {
-            let Some(changes) = pending.pending.take() else {
-                continue;
-            };
-            let snapshot = Snapshot { taken_at, changes };
-            let started = Instant::now();
-            match pending.sink.write(&snapshot) {
-                Ok(()) => telemetry::record_snapshot(pending.sink.name(), started.elapsed(), true),
-                Err(error) => {
-                    telemetry::record_snapshot(pending.sink.name(), started.elapsed(), false);
-                    tracing::warn!(
-                        sink = pending.sink.name(),
-                        error = format!("{error:#}"),
-                        "snapshot failed; retrying at the next interval"
-                    );
-                    pending.pending = Some(snapshot.changes);
+/// One sink's life: waits for changes, writes them, and on failure keeps them (merged with
+/// whatever comes next) and retries after a backoff, until the last call.
+async fn write_loop(
+    mut sink: Sink,
+    mailbox: Arc<Mailbox>,
+    schedule: Schedule,
+    health: Arc<SinkHealth>,
+    last_call: CancellationToken,
+) {
+    let name = sink.name();
+    // A snapshot that failed to be written, merged with whatever came since. Retried alone, it
+    // keeps its time, so a retry after a commit whose answer was lost changes nothing.
+    let mut pending: Option<Snapshot> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let mut last = last_call.is_cancelled();
+        if !last {
+            if pending.is_some() {
+                // Backing off: retry after the delay, with whatever came meanwhile.
+                let delay = backoff(schedule, failures);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = last_call.cancelled() => last = true,
+                }
+            } else {
+                tokio::select! {
+                    () = mailbox.wake.notified() => {}
+                    () = last_call.cancelled() => last = true,
                 }
             }
         }
-        sinks
-    })
-    .await;
-    match written {
-        Ok(sinks) => sinks,
-        Err(error) => {
-            // Only a panic in a sink gets here; the sinks are lost with it, so stop snapshots
-            // loudly rather than pretend.
-            tracing::error!(error = %error, "snapshot task failed; no more snapshots will be written");
-            Vec::new()
+        if let Some(newer) = mailbox.take() {
+            pending = Some(match pending.take() {
+                Some(older) => merge_snapshots(older, newer),
+                None => newer,
+            });
+        }
+        if let Some(snapshot) = pending.take() {
+            let snapshot = Arc::new(snapshot);
+            let started = Instant::now();
+            let written = match sink.write(Arc::clone(&snapshot)).await {
+                Ok((returned, written)) => {
+                    sink = returned;
+                    written
+                }
+                Err(error) => {
+                    // Only a panic in a sink gets here; the sink is lost with it, so stop
+                    // writing to it loudly rather than pretend.
+                    tracing::error!(sink = name, error = %error, "snapshot sink failed; no more snapshots will be written to it");
+                    health.lost(name);
+                    return;
+                }
+            };
+            telemetry::record_snapshot(name, started.elapsed(), written.is_ok());
+            match written {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            sink = name,
+                            failed_attempts = failures,
+                            "snapshot sink recovered; pending changes written"
+                        );
+                    }
+                    failures = 0;
+                    health.written(name, snapshot.taken_at);
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let error = format!("{error:#}");
+                    tracing::warn!(
+                        sink = name,
+                        error = error.as_str(),
+                        failed_attempts = failures,
+                        retry_in = ?backoff(schedule, failures),
+                        "snapshot failed; its changes stay pending and are retried"
+                    );
+                    health.failed(name, Utc::now(), &error);
+                    // The write is over, so this is the only reference left.
+                    pending =
+                        Some(Arc::try_unwrap(snapshot).unwrap_or_else(|shared| (*shared).clone()));
+                }
+            }
+        }
+        if last {
+            if pending.is_some() {
+                // Not lost: the next start rebuilds the figures from the journal and writes
+                // them whole to every sink.
+                tracing::warn!(
+                    sink = name,
+                    "the final snapshot could not be written; the next start writes it in full"
+                );
+            }
+            return;
         }
     }
+}
+
+/// The wait after the `failures`-th failed attempt in a row: the interval, doubled after each
+/// further failure, at most `retry_max` (and never less than the interval).
+fn backoff(schedule: Schedule, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    schedule
+        .interval
+        .saturating_mul(1 << doublings)
+        .min(schedule.retry_max.max(schedule.interval))
 }
 
 /// Merges `newer` changes over `older` ones: the newest value of each campaign and day wins.
@@ -150,5 +377,28 @@ fn merge(older: Changes, newer: Changes) -> Changes {
             .into_iter()
             .map(|(campaign, days)| (campaign, days.into_values().collect()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let schedule = Schedule {
+            interval: Duration::from_secs(10),
+            retry_max: Duration::from_secs(60),
+        };
+        let delays: Vec<u64> = (1..=6)
+            .map(|failures| backoff(schedule, failures).as_secs())
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 60, 60, 60]);
+        let short = Schedule {
+            interval: Duration::from_secs(10),
+            retry_max: Duration::from_secs(1),
+        };
+        assert_eq!(backoff(short, 5), Duration::from_secs(10));
+        assert_eq!(backoff(schedule, u32::MAX), Duration::from_secs(60));
     }
 }

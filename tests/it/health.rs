@@ -26,7 +26,10 @@ async fn healthz_and_readyz_answer_once_started() {
     );
     assert_eq!(
         app.get("/readyz").await,
-        (StatusCode::OK, json!({"status": "ready"}))
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "sinks": {"file": "ok"}})
+        )
     );
     let (status, _) = app.get_text("/no-such-route").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

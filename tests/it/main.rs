@@ -7,13 +7,16 @@
 
 mod config;
 mod crash;
+mod deploy;
 mod fuzz;
 mod health;
 mod helpers;
 mod ingest;
 mod limits;
 mod metrics;
+mod postgres;
 mod query;
+mod report;
 mod shutdown;
 mod snapshots;
 mod watch;

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Kind, TestApp, event, json_batch, spawn_app};
+use crate::helpers::{Kind, TestApp, event, json_batch, spawn_app, spawn_app_with};
 
 /// Metric samples by series, labels sorted: `name{a="x",b="y"}`.
 type Samples = BTreeMap<String, f64>;
@@ -162,24 +162,31 @@ async fn metrics_count_events_by_transport_and_reason() {
         text.contains("# HELP suivi_events_accepted_total "),
         "{text}"
     );
-    // Low-cardinality labels only (style.md): never an id or a campaign.
+    // Low-cardinality labels only (style.md): never an id. A campaign (and its partner's name)
+    // only on the per-campaign business gauges, bounded by the registry and
+    // max_campaign_metrics (telemetry.rs).
     for series in after.keys().filter(|series| series.starts_with("suivi_")) {
-        let Some((_, labels)) = series.split_once('{') else {
+        let Some((family, labels)) = series.split_once('{') else {
             continue;
         };
         for label in labels.trim_end_matches('}').split(',') {
             let name = label.split_once('=').map_or(label, |(name, _)| name);
+            let per_campaign = family.starts_with("suivi_campaign_") && name == "campaign"
+                || family == "suivi_campaign_info" && name == "name";
             assert!(
-                [
-                    "transport",
-                    "kind",
-                    "reason",
-                    "result",
-                    "sink",
-                    "le",
-                    "quantile"
-                ]
-                .contains(&name),
+                per_campaign
+                    || [
+                        "transport",
+                        "kind",
+                        "reason",
+                        "result",
+                        "sink",
+                        "cause",
+                        "chapter",
+                        "le",
+                        "quantile"
+                    ]
+                    .contains(&name),
                 "{series} has the label {name}"
             );
         }
@@ -268,6 +275,67 @@ async fn promtool_accepts_the_metrics() {
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn per_campaign_metrics_cover_registered_campaigns_up_to_the_cap() {
+    let mut app = spawn_app_with(|settings| settings.max_campaign_metrics = 2).await;
+    let response = app
+        .ingest(&[
+            event("mc-1", Kind::Enrolled)
+                .campaign("gendarmerie")
+                .learner("u1"),
+            event("mc-2", Kind::Enrolled)
+                .campaign("not-registered")
+                .learner("u2"),
+        ])
+        .await;
+    assert_eq!(response.accepted, 2);
+    let (_, campaigns) = app.get("/v1/campaigns").await;
+    let mut registered: Vec<&str> = campaigns["campaigns"]
+        .as_array()
+        .expect("campaigns")
+        .iter()
+        .filter(|campaign| campaign["registered"] == json!(true))
+        .map(|campaign| campaign["campaign"].as_str().expect("an id"))
+        .collect();
+    registered.sort_unstable();
+    assert!(registered.len() > 2, "{registered:?}");
+
+    let (_, samples) = scrape(&app).await;
+    // Scrape-time figures are this service's own, so their values are exact.
+    let exported: Vec<String> = samples
+        .keys()
+        .filter_map(|series| series.strip_prefix("suivi_campaign_enrolled_learners{"))
+        .map(|labels| labels.trim_end_matches('}').to_owned())
+        .collect();
+    let expected: Vec<String> = registered[..2]
+        .iter()
+        .map(|campaign| format!("campaign=\"{campaign}\""))
+        .collect();
+    assert_eq!(
+        exported, expected,
+        "the first two registered campaigns, by id"
+    );
+    #[allow(clippy::cast_precision_loss)] // A few dozen campaigns.
+    let omitted = (registered.len() - 2) as f64;
+    assert_eq!(
+        samples.get("suivi_campaign_metrics_omitted_campaigns"),
+        Some(&omitted)
+    );
+    assert_eq!(
+        samples.get("suivi_programme_enrolled_learners"),
+        Some(&2.0),
+        "the programme counts every campaign, registered or not"
+    );
+    assert_eq!(samples.get("suivi_ready"), Some(&1.0));
+    assert!(
+        !samples
+            .keys()
+            .any(|series| series.contains("not-registered")),
+        "no unregistered campaign in a label"
     );
     app.stop().await;
 }

@@ -256,7 +256,11 @@ async fn the_snapshot_task_writes_each_interval_only_what_changed_and_a_final_sn
     let running = tokio::spawn(snapshot::run(
         figures.clone(),
         vec![Sink::File(sink)],
-        interval,
+        snapshot::Schedule {
+            interval,
+            retry_max: interval,
+        },
+        Arc::default(),
         stop.clone(),
     ));
     let records = || read_snapshot_dir(&snapshot_dir);

@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# suivi's container image: built with the Rust image, run on Debian slim as an unprivileged user.
+# protoc is vendored by build.rs (crates.io), so the build needs no system package. Build from the
+# repository root:  docker build -t suivi .  (deploy/README.md says how to run it).
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
+WORKDIR /build
+# benches/ and tests/ are copied too: Cargo.toml declares targets there, and cargo refuses a
+# manifest whose targets are missing, even to build only the binary.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/build/target \
+    cargo build --release --locked --bin suivi \
+    && install -D -m 0755 target/release/suivi /out/suivi
+
+FROM debian:${DEBIAN_RELEASE}-slim
+# A fixed numeric uid, so that Kubernetes' runAsNonRoot can check it (deploy/kubernetes uses it).
+RUN groupadd --system --gid 10001 suivi \
+    && useradd --system --uid 10001 --gid suivi --home-dir /var/lib/suivi --shell /usr/sbin/nologin suivi \
+    && install -d -o suivi -g suivi -m 0750 /var/lib/suivi
+COPY --from=build /out/suivi /usr/local/bin/suivi
+# Listen on every interface inside the container; keep the data in the volume. Any other setting
+# comes the same way (SUIVI_<KEY>, see README.md).
+ENV SUIVI_GRPC_ADDR=0.0.0.0:50051 \
+    SUIVI_HTTP_ADDR=0.0.0.0:8080 \
+    SUIVI_DATA_DIR=/var/lib/suivi \
+    SUIVI_LOG_FORMAT=json
+USER 10001:10001
+VOLUME ["/var/lib/suivi"]
+# gRPC (ingest and queries), HTTP (JSON API, /metrics, /healthz, /readyz).
+EXPOSE 50051 8080
+# suivi stops gracefully on SIGTERM (docker stop), within shutdown_grace.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/suivi"]
+CMD ["serve"]

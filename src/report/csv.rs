@@ -1,0 +1,210 @@
+//! Reports as CSV (RFC 4180, UTF-8, comma-separated, `\r\n` line ends): one row per figure of
+//! each report, so one file holds one campaign or all of them and opens as a table in any
+//! spreadsheet. Columns: `campaign, period, from, to, metric, label, value, programme_value,
+//! as_of`. `metric` is a stable machine name (`enrolled_in_period`, `chapter_03_completed`, …),
+//! `label` the same in the report's language; values are plain numbers (rates as fractions, a
+//! point for decimals), empty where a figure cannot be given; `as_of` is the snapshot a figure
+//! comes from when it is not dated by day (unique visitors, chapters).
+
+use std::fmt::Write;
+
+use crate::report::lang::Lang;
+use crate::report::{Flow, Funnel, Report, ReportFigures};
+
+/// The header row.
+pub const HEADER: &str = "campaign,period,from,to,metric,label,value,programme_value,as_of";
+
+/// Every row of every report, after the header.
+pub fn render(reports: &[Report], lang: Lang) -> String {
+    let mut out = String::new();
+    out.push_str(HEADER);
+    out.push_str("\r\n");
+    for report in reports {
+        let period = report
+            .period
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}..{}", report.period.from, report.period.to));
+        for row in rows(report, lang) {
+            let fields = [
+                report.campaign.clone(),
+                period.clone(),
+                report.period.from.to_string(),
+                report.period.to.to_string(),
+                row.metric,
+                row.label,
+                row.value,
+                row.programme_value,
+                row.as_of,
+            ];
+            let line: Vec<String> = fields.iter().map(|field| quote(field)).collect();
+            out.push_str(&line.join(","));
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+struct Row {
+    metric: String,
+    label: String,
+    value: String,
+    programme_value: String,
+    as_of: String,
+}
+
+fn rows(report: &Report, lang: Lang) -> Vec<Row> {
+    let words = lang.words();
+    let (campaign, programme) = (&report.figures, &report.programme);
+    let mut rows = Vec::new();
+    let mut row = |metric: String, label: String, value: String, programme_value: String| {
+        rows.push(Row {
+            metric,
+            label,
+            value,
+            programme_value,
+            as_of: String::new(),
+        });
+    };
+    let flows: [(&str, &str, FlowCount); 4] = [
+        ("clicks", words.clicks, |flow| flow.clicks),
+        ("enrolled", words.enrolled, |flow| flow.enrolled),
+        ("started", words.started, |flow| flow.started),
+        ("certified", words.certified, |flow| flow.certified),
+    ];
+    for (metric, label, get) in flows {
+        let pick = |figures: &ReportFigures, which: Which| -> String {
+            match which {
+                Which::InPeriod => get(&figures.in_period).to_string(),
+                Which::InPrevious => get(&figures.in_previous_period).to_string(),
+                Which::Change => (i128::from(get(&figures.in_period))
+                    - i128::from(get(&figures.in_previous_period)))
+                .to_string(),
+                Which::AtEnd => get(&figures.at_period_end).to_string(),
+            }
+        };
+        for (suffix, qualifier, which) in [
+            ("in_period", words.period, Which::InPeriod),
+            (
+                "in_previous_period",
+                words.previous_period,
+                Which::InPrevious,
+            ),
+            ("change", words.change, Which::Change),
+            ("at_period_end", words.at_period_end, Which::AtEnd),
+        ] {
+            row(
+                format!("{metric}_{suffix}"),
+                format!("{label} ({})", qualifier.to_lowercase()),
+                pick(campaign, which),
+                pick(programme, which),
+            );
+        }
+    }
+    let optional = |value: Option<f64>| value.map(rate).unwrap_or_default();
+    row(
+        "completion_rate_at_period_end".to_owned(),
+        words.completion_rate.to_owned(),
+        optional(campaign.completion_rate),
+        optional(programme.completion_rate),
+    );
+    row(
+        "target".to_owned(),
+        words.target.to_owned(),
+        campaign.target.map(|t| t.to_string()).unwrap_or_default(),
+        programme.target.map(|t| t.to_string()).unwrap_or_default(),
+    );
+    row(
+        "progress_at_period_end".to_owned(),
+        words.progress.to_owned(),
+        optional(campaign.progress),
+        optional(programme.progress),
+    );
+    let as_of = |funnel: &Option<Funnel>| {
+        funnel
+            .as_ref()
+            .map(|funnel| {
+                funnel
+                    .as_of
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            })
+            .unwrap_or_default()
+    };
+    let from_funnel = |funnel: &Option<Funnel>, get: &dyn Fn(&Funnel) -> Option<u64>| {
+        funnel
+            .as_ref()
+            .and_then(get)
+            .map(|value| value.to_string())
+            .unwrap_or_default()
+    };
+    let snapshot_as_of = as_of(&campaign.funnel);
+    rows.push(Row {
+        metric: "unique_visitors".to_owned(),
+        label: words.unique_visitors.to_owned(),
+        value: from_funnel(&campaign.funnel, &|f| Some(f.unique_visitors)),
+        programme_value: from_funnel(&programme.funnel, &|f| Some(f.unique_visitors)),
+        as_of: snapshot_as_of.clone(),
+    });
+    let chapters = campaign
+        .funnel
+        .as_ref()
+        .map_or(0, |funnel| funnel.chapters_completed.len());
+    for chapter in 0..chapters {
+        rows.push(Row {
+            metric: format!("chapter_{:02}_completed", chapter + 1),
+            label: format!("{} {}", words.chapter, chapter + 1),
+            value: from_funnel(&campaign.funnel, &|f| {
+                f.chapters_completed.get(chapter).copied()
+            }),
+            programme_value: from_funnel(&programme.funnel, &|f| {
+                f.chapters_completed.get(chapter).copied()
+            }),
+            as_of: snapshot_as_of.clone(),
+        });
+    }
+    rows
+}
+
+/// One count of a [`Flow`].
+type FlowCount = fn(&Flow) -> u64;
+
+#[derive(Clone, Copy)]
+enum Which {
+    InPeriod,
+    InPrevious,
+    Change,
+    AtEnd,
+}
+
+/// A rate as a plain decimal fraction, six places at most.
+fn rate(value: f64) -> String {
+    let mut text = String::new();
+    let _ = write!(text, "{value:.6}");
+    let trimmed = text.trim_end_matches('0').trim_end_matches('.');
+    trimmed.to_owned()
+}
+
+/// A field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn quote(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_rates() {
+        assert_eq!(quote("plain"), "plain");
+        assert_eq!(quote("a, b"), "\"a, b\"");
+        assert_eq!(quote("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(rate(0.861_538_461), "0.861538");
+        assert_eq!(rate(0.5), "0.5");
+        assert_eq!(rate(1.0), "1");
+        assert_eq!(rate(0.0), "0");
+    }
+}

@@ -1,0 +1,645 @@
+//! The PostgreSQL sink: snapshots as rows a reporting person can query directly, in the schema
+//! `suivi`, which suivi creates and migrates itself ([`migrate`]: a versioned list applied in one
+//! transaction under an advisory lock, so running it twice, or from two processes at once, is a
+//! no-op). The tables:
+//!
+//! - `suivi.campaign_counters` — the current counters, one row per campaign; the programme
+//!   totals are the row of campaign `*` (also the view `suivi.programme_totals`);
+//! - `suivi.campaign_days` — the daily timeline: per campaign (and `*`) and calendar day, the
+//!   clicks and the learners who first enrolled, started, were certified that day (also the view
+//!   `suivi.programme_days`); days with nothing are absent;
+//! - `suivi.snapshots` — one row per snapshot written, by `taken_at`;
+//! - `suivi.snapshot_counters` — per snapshot, the counters of each campaign that changed in it,
+//!   so the counters of any campaign as of any time are those of its latest row at or before it.
+//!
+//! Each snapshot is one transaction of idempotent statements: absolute values upserted (never
+//! increments), history rows keyed by the snapshot's time, so writing a snapshot again after a
+//! failure whose commit did or did not land changes nothing, and an older snapshot never
+//! overwrites a row a newer one wrote (rows carry the `snapshot_at` that wrote them; one suivi
+//! process writes to a database at a time, and never sends an older snapshot after a newer one).
+//! The first
+//! snapshot of a campaign in a process is its whole timeline (see [`crate::snapshot`]), so days
+//! that were not in it are deleted then: a day emptied while PostgreSQL was out of reach does not
+//! linger. The sink holds one connection, opened (and the schema migrated) on first use and again
+//! after any failure; it never blocks ingestion, and the snapshot task retries it with backoff.
+//! The connection URL is a secret: it never reaches Debug output, logs or error messages.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio_postgres::{Client, Config, NoTls, Row};
+
+use crate::config::Secret;
+use crate::figures::CampaignCounters;
+use crate::snapshot::Snapshot;
+
+/// How long opening a connection may take when the URL does not say (`connect_timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one snapshot's transaction may take before it is abandoned (and retried later on a
+/// new connection): a server that hangs must not hold the snapshot task, or shutdown, for long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The `pg_advisory_xact_lock` key that serialises migrations ("suivi" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x7375_6976_6900_0001;
+
+/// The columns of a campaign's counters in `campaign_counters` and `snapshot_counters`, in the
+/// order [`counters_from_row`] reads them by name.
+pub const COUNTER_COLUMNS: &str = "campaign, name, registered, clicks, unique_visitors, enrolled, \
+     started, chapters_completed, certified, completion_rate, target, progress, as_of";
+
+/// One step of the schema, applied once.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. Never edit one that has shipped: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "counters, daily timeline and snapshot history",
+    sql: r"
+CREATE TABLE suivi.campaign_counters (
+    campaign text PRIMARY KEY,
+    name text NOT NULL,
+    registered boolean NOT NULL,
+    clicks bigint NOT NULL,
+    unique_visitors bigint NOT NULL,
+    enrolled bigint NOT NULL,
+    started bigint NOT NULL,
+    chapters_completed bigint[] NOT NULL,
+    certified bigint NOT NULL,
+    completion_rate double precision NOT NULL,
+    target bigint,
+    progress double precision,
+    as_of timestamptz NOT NULL,
+    snapshot_at timestamptz NOT NULL
+);
+COMMENT ON TABLE suivi.campaign_counters IS
+    'Current counters per campaign (distinct learners per stage); campaign * is the programme totals.';
+COMMENT ON COLUMN suivi.campaign_counters.chapters_completed IS
+    'Learners who completed chapter i, at index i (1-based).';
+COMMENT ON COLUMN suivi.campaign_counters.as_of IS 'When these counters last changed in suivi.';
+COMMENT ON COLUMN suivi.campaign_counters.snapshot_at IS 'The snapshot that wrote this row.';
+
+CREATE TABLE suivi.campaign_days (
+    campaign text NOT NULL,
+    day date NOT NULL,
+    clicks bigint NOT NULL,
+    enrolled bigint NOT NULL,
+    started bigint NOT NULL,
+    certified bigint NOT NULL,
+    snapshot_at timestamptz NOT NULL,
+    PRIMARY KEY (campaign, day)
+);
+COMMENT ON TABLE suivi.campaign_days IS
+    'Daily timeline: per campaign and day (when events happened, in suivi''s time zone), the clicks and the learners who first reached each stage that day. Days with nothing are absent. Summed over days, each column gives the campaign''s counter.';
+
+CREATE TABLE suivi.snapshots (
+    taken_at timestamptz PRIMARY KEY,
+    campaigns integer NOT NULL,
+    days integer NOT NULL
+);
+COMMENT ON TABLE suivi.snapshots IS
+    'One row per snapshot written: when it was taken, how many campaigns and days changed in it.';
+
+CREATE TABLE suivi.snapshot_counters (
+    campaign text NOT NULL,
+    taken_at timestamptz NOT NULL REFERENCES suivi.snapshots ON DELETE CASCADE,
+    name text NOT NULL,
+    registered boolean NOT NULL,
+    clicks bigint NOT NULL,
+    unique_visitors bigint NOT NULL,
+    enrolled bigint NOT NULL,
+    started bigint NOT NULL,
+    chapters_completed bigint[] NOT NULL,
+    certified bigint NOT NULL,
+    completion_rate double precision NOT NULL,
+    target bigint,
+    progress double precision,
+    as_of timestamptz NOT NULL,
+    PRIMARY KEY (campaign, taken_at)
+);
+CREATE INDEX snapshot_counters_taken_at ON suivi.snapshot_counters (taken_at);
+COMMENT ON TABLE suivi.snapshot_counters IS
+    'Per snapshot, the counters of each campaign that changed in it: a campaign''s counters as of time T are those of its latest row taken at or before T.';
+
+CREATE VIEW suivi.programme_totals AS
+    SELECT clicks, unique_visitors, enrolled, started, chapters_completed, certified,
+           completion_rate, target, progress, as_of, snapshot_at
+    FROM suivi.campaign_counters WHERE campaign = '*';
+CREATE VIEW suivi.programme_days AS
+    SELECT day, clicks, enrolled, started, certified
+    FROM suivi.campaign_days WHERE campaign = '*';
+",
+}];
+
+/// Writes snapshots to PostgreSQL.
+pub struct PostgresSink {
+    config: Config,
+    client: Option<Client>,
+    /// Campaigns whose whole timeline this sink has written (see the module's doc).
+    reconciled: HashSet<String>,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config holds the password: show only that there is one.
+        f.debug_struct("PostgresSink")
+            .field("connected", &self.client.is_some())
+            .field("reconciled", &self.reconciled.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresSink {
+    /// A sink for the database at `url`; it connects on its first write.
+    pub fn new(url: &Secret) -> anyhow::Result<PostgresSink> {
+        Ok(PostgresSink {
+            config: parse_url(url)?,
+            client: None,
+            reconciled: HashSet::new(),
+        })
+    }
+
+    /// Writes one snapshot in one transaction, or nothing of it.
+    pub async fn write(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, self.write_once(snapshot)).await;
+        let written = match written {
+            Ok(written) => written,
+            Err(_elapsed) => Err(anyhow::anyhow!(
+                "the snapshot transaction took more than {WRITE_TIMEOUT:?}"
+            )),
+        };
+        if written.is_err() {
+            // Whatever broke, the next attempt starts from a fresh connection; dropping the
+            // client closes this one, and an open transaction on it is rolled back.
+            self.client = None;
+        }
+        written
+    }
+
+    async fn write_once(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let rows = SnapshotRows::new(snapshot, &self.reconciled)?;
+        let client = self.client().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .context("cannot begin the snapshot transaction")?;
+        let taken_at = snapshot.taken_at;
+        transaction
+            .execute(
+                "INSERT INTO suivi.snapshots (taken_at, campaigns, days) VALUES ($1, $2, $3) \
+                 ON CONFLICT (taken_at) DO NOTHING",
+                &[&taken_at, &rows.num_campaigns, &rows.num_days],
+            )
+            .await
+            .context("cannot record the snapshot")?;
+        let c = &rows.counters;
+        let counters: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+            &c.campaign,
+            &c.name,
+            &c.registered,
+            &c.clicks,
+            &c.unique_visitors,
+            &c.enrolled,
+            &c.started,
+            &c.chapters_completed,
+            &c.certified,
+            &c.completion_rate,
+            &c.target,
+            &c.progress,
+            &c.as_of,
+            &taken_at,
+        ];
+        transaction
+            .execute(UPSERT_COUNTERS, &counters)
+            .await
+            .context("cannot write campaign_counters")?;
+        transaction
+            .execute(INSERT_SNAPSHOT_COUNTERS, &counters)
+            .await
+            .context("cannot write snapshot_counters")?;
+        let d = &rows.days;
+        transaction
+            .execute(
+                UPSERT_DAYS,
+                &[
+                    &d.campaign,
+                    &d.day,
+                    &d.clicks,
+                    &d.enrolled,
+                    &d.started,
+                    &d.certified,
+                    &taken_at,
+                ],
+            )
+            .await
+            .context("cannot write campaign_days")?;
+        transaction
+            .execute(
+                "DELETE FROM suivi.campaign_days AS d \
+                 USING unnest($1::text[], $2::date[]) AS e(campaign, day) \
+                 WHERE d.campaign = e.campaign AND d.day = e.day AND d.snapshot_at <= $3",
+                &[&rows.emptied_campaign, &rows.emptied_day, &taken_at],
+            )
+            .await
+            .context("cannot delete emptied days")?;
+        if !rows.first_written.is_empty() {
+            // This snapshot holds these campaigns' whole timelines and has just stamped every
+            // one of their days: a day it did not stamp is no longer in the timeline.
+            transaction
+                .execute(
+                    "DELETE FROM suivi.campaign_days \
+                     WHERE campaign = ANY($1::text[]) AND snapshot_at < $2",
+                    &[&rows.first_written, &taken_at],
+                )
+                .await
+                .context("cannot delete days no longer in the timeline")?;
+        }
+        transaction
+            .commit()
+            .await
+            .context("cannot commit the snapshot")?;
+        self.reconciled.extend(rows.first_written);
+        Ok(())
+    }
+
+    /// The open connection, or a new one (with the schema migrated).
+    async fn client(&mut self) -> anyhow::Result<&mut Client> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            let mut client = connect(&self.config).await?;
+            let applied = migrate(&mut client).await?;
+            tracing::info!(
+                migrations_applied = ?applied,
+                "connected to PostgreSQL for snapshots"
+            );
+            self.client = Some(client);
+        }
+        // Set just above when it was not.
+        self.client
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no PostgreSQL connection"))
+    }
+}
+
+/// Parses a PostgreSQL URL (`postgres://user@host:port/database?…`) or key=value string, adding
+/// suivi's connect timeout and application name when it sets none. Errors never repeat the URL.
+pub fn parse_url(url: &Secret) -> anyhow::Result<Config> {
+    let mut config = Config::from_str(url.expose()).map_err(|error| {
+        anyhow::anyhow!(
+            "invalid postgres_url: {}",
+            redact(&error.to_string(), url.expose())
+        )
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("suivi");
+    }
+    Ok(config)
+}
+
+/// Opens a connection, and drives it on a task of its own until the client is dropped or the
+/// server goes away.
+pub async fn connect(config: &Config) -> anyhow::Result<Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|error| {
+        anyhow::anyhow!(
+            "cannot connect to PostgreSQL at {}: {error}",
+            describe_target(config)
+        )
+    })?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %error, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates or updates suivi's schema: applies, in one transaction under an advisory lock, every
+/// migration not yet recorded in `suivi.schema_migrations`, and returns their versions (empty
+/// when the schema was up to date). Refuses a schema newer than this suivi knows.
+pub async fn migrate(client: &mut Client) -> anyhow::Result<Vec<i32>> {
+    let transaction = client
+        .transaction()
+        .await
+        .context("cannot begin the migration")?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .context("cannot take the migration lock")?;
+    transaction
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS suivi; \
+             CREATE TABLE IF NOT EXISTS suivi.schema_migrations ( \
+                 version integer PRIMARY KEY, \
+                 name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .context("cannot create the migrations table")?;
+    let done: HashSet<i32> = transaction
+        .query("SELECT version FROM suivi.schema_migrations", &[])
+        .await
+        .context("cannot read the migrations table")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map_or(0, |migration| migration.version);
+    if let Some(newer) = done
+        .iter()
+        .copied()
+        .filter(|version| *version > known)
+        .max()
+    {
+        bail!(
+            "the database's suivi schema is at version {newer}, newer than this suivi knows ({known})"
+        );
+    }
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS {
+        if done.contains(&migration.version) {
+            continue;
+        }
+        transaction
+            .batch_execute(migration.sql)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot apply migration {} ({})",
+                    migration.version, migration.name
+                )
+            })?;
+        transaction
+            .execute(
+                "INSERT INTO suivi.schema_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .context("cannot record a migration")?;
+        applied.push(migration.version);
+    }
+    transaction
+        .commit()
+        .await
+        .context("cannot commit the migration")?;
+    Ok(applied)
+}
+
+/// Reads a campaign's counters from a row holding [`COUNTER_COLUMNS`].
+pub fn counters_from_row(row: &Row) -> anyhow::Result<CampaignCounters> {
+    let count = |column: &str| -> anyhow::Result<u64> {
+        let value: i64 = row.try_get(column)?;
+        u64::try_from(value).with_context(|| format!("negative {column} {value}"))
+    };
+    let chapters: Vec<i64> = row.try_get("chapters_completed")?;
+    let target: Option<i64> = row.try_get("target")?;
+    Ok(CampaignCounters {
+        campaign: row.try_get("campaign")?,
+        name: row.try_get("name")?,
+        clicks: count("clicks")?,
+        unique_visitors: count("unique_visitors")?,
+        enrolled: count("enrolled")?,
+        started: count("started")?,
+        chapters_completed: chapters
+            .into_iter()
+            .map(|completed| u64::try_from(completed).context("negative chapter count"))
+            .collect::<anyhow::Result<_>>()?,
+        certified: count("certified")?,
+        completion_rate: row.try_get("completion_rate")?,
+        target: target.map(u64::try_from).transpose()?,
+        progress: row.try_get("progress")?,
+        as_of: row.try_get("as_of")?,
+        registered: row.try_get("registered")?,
+    })
+}
+
+const UPSERT_COUNTERS: &str = "
+INSERT INTO suivi.campaign_counters (campaign, name, registered, clicks, unique_visitors,
+    enrolled, started, chapters_completed, certified, completion_rate, target, progress, as_of,
+    snapshot_at)
+SELECT c.campaign, c.name, c.registered, c.clicks, c.unique_visitors, c.enrolled, c.started,
+    c.chapters::bigint[], c.certified, c.completion_rate, c.target, c.progress, c.as_of, $14
+FROM unnest($1::text[], $2::text[], $3::bool[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
+    $8::text[], $9::int8[], $10::float8[], $11::int8[], $12::float8[], $13::timestamptz[])
+    AS c(campaign, name, registered, clicks, unique_visitors, enrolled, started, chapters,
+         certified, completion_rate, target, progress, as_of)
+ON CONFLICT (campaign) DO UPDATE SET
+    name = excluded.name, registered = excluded.registered, clicks = excluded.clicks,
+    unique_visitors = excluded.unique_visitors, enrolled = excluded.enrolled,
+    started = excluded.started, chapters_completed = excluded.chapters_completed,
+    certified = excluded.certified, completion_rate = excluded.completion_rate,
+    target = excluded.target, progress = excluded.progress, as_of = excluded.as_of,
+    snapshot_at = excluded.snapshot_at
+WHERE suivi.campaign_counters.snapshot_at <= excluded.snapshot_at";
+
+const INSERT_SNAPSHOT_COUNTERS: &str = "
+INSERT INTO suivi.snapshot_counters (taken_at, campaign, name, registered, clicks,
+    unique_visitors, enrolled, started, chapters_completed, certified, completion_rate, target,
+    progress, as_of)
+SELECT $14, c.campaign, c.name, c.registered, c.clicks, c.unique_visitors, c.enrolled, c.started,
+    c.chapters::bigint[], c.certified, c.completion_rate, c.target, c.progress, c.as_of
+FROM unnest($1::text[], $2::text[], $3::bool[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
+    $8::text[], $9::int8[], $10::float8[], $11::int8[], $12::float8[], $13::timestamptz[])
+    AS c(campaign, name, registered, clicks, unique_visitors, enrolled, started, chapters,
+         certified, completion_rate, target, progress, as_of)
+ON CONFLICT (campaign, taken_at) DO NOTHING";
+
+const UPSERT_DAYS: &str = "
+INSERT INTO suivi.campaign_days (campaign, day, clicks, enrolled, started, certified, snapshot_at)
+SELECT d.campaign, d.day, d.clicks, d.enrolled, d.started, d.certified, $7
+FROM unnest($1::text[], $2::date[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+    AS d(campaign, day, clicks, enrolled, started, certified)
+ON CONFLICT (campaign, day) DO UPDATE SET
+    clicks = excluded.clicks, enrolled = excluded.enrolled, started = excluded.started,
+    certified = excluded.certified, snapshot_at = excluded.snapshot_at
+WHERE suivi.campaign_days.snapshot_at <= excluded.snapshot_at";
+
+/// A snapshot as column arrays, one statement per table however many rows.
+struct SnapshotRows {
+    num_campaigns: i32,
+    num_days: i32,
+    counters: CounterColumns,
+    days: DayColumns,
+    emptied_campaign: Vec<String>,
+    emptied_day: Vec<NaiveDate>,
+    /// Campaigns written for the first time by this sink.
+    first_written: Vec<String>,
+}
+
+#[derive(Default)]
+struct CounterColumns {
+    campaign: Vec<String>,
+    name: Vec<String>,
+    registered: Vec<bool>,
+    clicks: Vec<i64>,
+    unique_visitors: Vec<i64>,
+    enrolled: Vec<i64>,
+    started: Vec<i64>,
+    /// As array literals (`{1,2,3}`): unnest would flatten a two-dimensional array.
+    chapters_completed: Vec<String>,
+    certified: Vec<i64>,
+    completion_rate: Vec<f64>,
+    target: Vec<Option<i64>>,
+    progress: Vec<Option<f64>>,
+    as_of: Vec<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct DayColumns {
+    campaign: Vec<String>,
+    day: Vec<NaiveDate>,
+    clicks: Vec<i64>,
+    enrolled: Vec<i64>,
+    started: Vec<i64>,
+    certified: Vec<i64>,
+}
+
+impl SnapshotRows {
+    fn new(snapshot: &Snapshot, reconciled: &HashSet<String>) -> anyhow::Result<SnapshotRows> {
+        let mut counters = CounterColumns::default();
+        let mut first_written = Vec::new();
+        for campaign in &snapshot.changes.campaigns {
+            let c = &mut counters;
+            c.campaign.push(campaign.campaign.clone());
+            c.name.push(campaign.name.clone());
+            c.registered.push(campaign.registered);
+            c.clicks.push(signed(campaign.clicks)?);
+            c.unique_visitors.push(signed(campaign.unique_visitors)?);
+            c.enrolled.push(signed(campaign.enrolled)?);
+            c.started.push(signed(campaign.started)?);
+            let chapters: Vec<String> = campaign
+                .chapters_completed
+                .iter()
+                .map(u64::to_string)
+                .collect();
+            c.chapters_completed
+                .push(format!("{{{}}}", chapters.join(",")));
+            c.certified.push(signed(campaign.certified)?);
+            c.completion_rate.push(campaign.completion_rate);
+            c.target.push(campaign.target.map(signed).transpose()?);
+            c.progress.push(campaign.progress);
+            c.as_of.push(campaign.as_of);
+            if !reconciled.contains(&campaign.campaign) {
+                first_written.push(campaign.campaign.clone());
+            }
+        }
+        let mut days = DayColumns::default();
+        let mut emptied_campaign = Vec::new();
+        let mut emptied_day = Vec::new();
+        for (campaign, changed) in &snapshot.changes.days {
+            for day in changed {
+                if day.clicks == 0 && day.enrolled == 0 && day.started == 0 && day.certified == 0 {
+                    emptied_campaign.push(campaign.clone());
+                    emptied_day.push(day.day.date());
+                    continue;
+                }
+                days.campaign.push(campaign.clone());
+                days.day.push(day.day.date());
+                days.clicks.push(signed(day.clicks)?);
+                days.enrolled.push(signed(day.enrolled)?);
+                days.started.push(signed(day.started)?);
+                days.certified.push(signed(day.certified)?);
+            }
+        }
+        Ok(SnapshotRows {
+            num_campaigns: i32::try_from(counters.campaign.len()).unwrap_or(i32::MAX),
+            num_days: i32::try_from(days.day.len() + emptied_day.len()).unwrap_or(i32::MAX),
+            counters,
+            days,
+            emptied_campaign,
+            emptied_day,
+            first_written,
+        })
+    }
+}
+
+fn signed(count: u64) -> anyhow::Result<i64> {
+    i64::try_from(count).with_context(|| format!("count {count} does not fit a bigint"))
+}
+
+/// Where a config points, without its password: `user@host:port/database`.
+fn describe_target(config: &Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or_default(),
+        config.get_dbname().unwrap_or_default()
+    )
+}
+
+/// `text` with every occurrence of `secret` (and of its password, if it is a URL with one)
+/// replaced.
+fn redact(text: &str, secret: &str) -> String {
+    let mut redacted = text.replace(secret, "[redacted]");
+    if let Some(password) = url_password(secret)
+        && !password.is_empty()
+    {
+        redacted = redacted.replace(password, "[redacted]");
+    }
+    redacted
+}
+
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let credentials = rest.split_once('@')?.0;
+    Some(credentials.split_once(':')?.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_is_refused_without_repeating_it() {
+        for url in [
+            "postgres://suivi:hunter2@db:notaport/suivi",
+            "host=db password=hunter2 port=x",
+        ] {
+            let error = format!(
+                "{:#}",
+                parse_url(&Secret::new(url)).expect_err("an invalid URL")
+            );
+            assert!(error.starts_with("invalid postgres_url"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_good_url_gets_a_connect_timeout_and_a_name() {
+        let config =
+            parse_url(&Secret::new("postgres://suivi:hunter2@db:5433/reports")).expect("a URL");
+        assert_eq!(config.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(config.get_application_name(), Some("suivi"));
+        assert_eq!(describe_target(&config), "suivi@db:5433/reports");
+        let sink = PostgresSink {
+            config,
+            client: None,
+            reconciled: HashSet::new(),
+        };
+        assert!(!format!("{sink:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(usize::try_from(migration.version).ok(), Some(index + 1));
+        }
+    }
+}
