@@ -170,11 +170,15 @@ impl App {
                 .max_request_bytes
                 .saturating_mul(ingest::grpc::DECODE_LIMIT_FACTOR),
         );
-        let counter_service = CounterServiceServer::new(query::grpc::CounterApi::new(
-            figures.clone(),
-            settings.watch_interval,
-            stop_serving.clone(),
-        ));
+        let query_readiness = readiness.clone();
+        let counter_service = CounterServiceServer::with_interceptor(
+            query::grpc::CounterApi::new(
+                figures.clone(),
+                settings.watch_interval,
+                stop_serving.clone(),
+            ),
+            move |request| query::grpc::require_ready(&query_readiness, request),
+        );
         let incoming = TcpListenerStream::new(grpc).map(|stream| {
             // Small answers must not wait for Nagle's algorithm.
             stream.and_then(|stream| stream.set_nodelay(true).map(|()| stream))
@@ -233,7 +237,6 @@ impl App {
                 snapshot::postgres::PostgresSink::new(url)?,
             )));
         }
-        sinks.shrink_to_fit();
         for sink in &sinks {
             telemetry::register_sink(sink.name());
         }

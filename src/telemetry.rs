@@ -446,7 +446,7 @@ pub fn record_recovery(report: &RecoveryReport) {
     counter!(CHECKPOINTS_REJECTED).increment(report.checkpoints_rejected.len() as u64);
 }
 
-/// Appends the scrape-time metrics to `out` (the recorder's rendering): the readiness gauge, the
+/// Appends the scrape-time metrics to `out` (the recorder's rendering): the readiness gauge, and once ready the
 /// programme's figures, and the figures of the first `max_campaign_metrics` registered
 /// campaigns by id, in the Prometheus text format.
 pub fn render_figures(
@@ -464,6 +464,11 @@ pub fn render_figures(
         "1 when suivi has recovered its state and takes traffic, else 0.",
         [(None, u64::from(ready).to_string())],
     );
+    // Before recovery the figures are still empty: exporting them would draw a false drop to
+    // zero on every dashboard after each restart. A gap in the series is the truth.
+    if !ready {
+        return;
+    }
 
     let totals = figures.totals();
     let programme = [

@@ -17,7 +17,7 @@ use crate::event::{TOTALS_CAMPAIGN, campaign_id};
 use crate::figures::{CampaignCounters, DayCounters, Figures};
 use crate::proto;
 use crate::proto::counter_service_server::CounterService;
-use crate::query::day_bound;
+use crate::query::{Readiness, State, day_bound};
 use crate::telemetry::{self, Transport};
 
 /// Counters sent to one watcher without being read, before it waits.
@@ -127,6 +127,19 @@ impl CounterService for CounterApi {
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(watch(self.clone(), wanted, sender));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Lets queries through once the state is recovered; until then answers UNAVAILABLE rather
+/// than figures still being rebuilt.
+#[allow(clippy::result_large_err)] // tonic's interceptor signature.
+pub fn require_ready<T>(readiness: &Readiness, request: Request<T>) -> Result<Request<T>, Status> {
+    match readiness.get() {
+        State::Ready => Ok(request),
+        life => Err(Status::unavailable(format!(
+            "suivi is {} (see gRPC health): its figures are not served meanwhile",
+            life.as_str()
+        ))),
     }
 }
 

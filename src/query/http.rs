@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::Request;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,7 +34,8 @@ pub struct QueryState {
     pub max_campaign_metrics: usize,
 }
 
-/// The query and operational routes.
+/// The query and operational routes. Queries answer 503 until the state is recovered, rather
+/// than figures that are still being rebuilt.
 pub fn routes(state: QueryState) -> Router {
     Router::new()
         .route("/v1/campaigns", get(list_campaigns))
@@ -40,10 +43,29 @@ pub fn routes(state: QueryState) -> Router {
         .route("/v1/campaigns/{campaign}/timeline", get(campaign_timeline))
         .route("/v1/totals", get(get_totals))
         .route("/v1/totals/timeline", get(totals_timeline))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+async fn require_ready(State(state): State<QueryState>, request: Request, next: Next) -> Response {
+    match state.readiness.get() {
+        Life::Ready => next.run(request).await,
+        life => ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!(
+                    "suivi is {} (see /readyz): its figures are not served meanwhile",
+                    life.as_str()
+                ),
+            )
+        }
+        .into_response(),
+    }
 }
 
 #[derive(Serialize)]
@@ -171,4 +193,56 @@ async fn readyz(State(state): State<QueryState>) -> (StatusCode, Json<serde_json
         status,
         Json(json!({ "status": life.as_str(), "sinks": sinks })),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::State as Life;
+    use crate::registry::Registry;
+
+    /// While the state is being recovered the figures are incomplete: queries must say so
+    /// instead of answering zeros, and `/healthz` must still answer.
+    #[tokio::test]
+    async fn queries_wait_for_the_state_to_be_recovered() {
+        let registry = Registry::load(None).expect("the embedded registry parses");
+        let readiness = Arc::new(Readiness::default());
+        let state = QueryState {
+            figures: Arc::new(Figures::new(&registry, 12, chrono::Utc::now())),
+            metrics: telemetry::metrics_handle().expect("the recorder installs"),
+            readiness: readiness.clone(),
+            sinks: Arc::new(SinkHealth::default()),
+            max_campaign_metrics: 10,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let address = listener.local_addr().expect("a bound address");
+        let server = tokio::spawn(axum::serve(listener, routes(state)).into_future());
+        let get = |path: &'static str| async move {
+            let response = reqwest::get(format!("http://{address}{path}"))
+                .await
+                .expect("the route answers");
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.expect("a JSON body");
+            (status, body)
+        };
+
+        let (status, body) = get("/v1/totals").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["code"], "not_ready");
+        assert_eq!(
+            get("/v1/campaigns/gendarmerie").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get("/healthz").await.0, StatusCode::OK);
+        assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+
+        readiness.set(Life::Ready);
+        let (status, body) = get("/v1/totals").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["campaign"], "*");
+        assert_eq!(get("/readyz").await.0, StatusCode::OK);
+        server.abort();
+    }
 }
