@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use chrono_tz::Tz;
 use criterion::{Criterion, SamplingMode, Throughput};
 use prost::Message;
 use rand::distr::Distribution;
@@ -24,22 +23,23 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::value::RawValue;
 
-use suivi::aggregate::{Aggregator, AggregatorSettings, Applied};
-use suivi::config::{DEFAULT_CHAPTER_COUNT, DEFAULT_MAX_CAMPAIGNS, DEFAULT_TIME_ZONE};
+use suivi::aggregate::{Aggregator, Applied};
+use suivi::config::DEFAULT_CHAPTER_COUNT;
 use suivi::day::Day;
 use suivi::event::{Event, EventKind, EventParser, JsonEvent, RawEvent, RawKind, RawTime};
 use suivi::proto;
 use suivi::registry::Registry;
 
-/// Events per ingest batch, as a client would send them.
-const BATCH_EVENTS: usize = 1_000;
+mod common;
+use common::{
+    BATCH_EVENTS, CERTIFY_RATE, SEED, START_RATE, VISITOR_RATE, campaign_spread, parser,
+    registered, settings, status_kib,
+};
+
 /// Learners of the programme whose history the aggregation benchmarks replay.
 const AGGREGATE_LEARNERS: usize = 200_000;
 /// Learners of the memory measurement, unless `SUIVI_BENCH_LEARNERS` says otherwise.
 const MEMORY_LEARNERS: usize = 1_000_000;
-/// Every generator starts from this seed, so that every run measures the same events.
-const SEED: u64 = 2021;
-const PSEUDONYM_KEY: [u8; 32] = [7; 32];
 
 /// The share of each kind in the parsing mix, in percent: the shape of a live stream, where
 /// clicks and chapter completions dominate.
@@ -51,19 +51,8 @@ const PARSE_MIX: [(EventKind, u32); 5] = [
     (EventKind::Certified, 6),
 ];
 
-/// Learners who come through no partner's link, as a weight beside the partners' targets.
-const DIRECT_WEIGHT: u64 = 100_000;
-/// The weight of a partner that published no target.
-const UNTARGETED_WEIGHT: u64 = 1_500;
-/// Enrolled learners who start the course.
-const START_RATE: f64 = 0.9;
-/// Learners who start and go on to complete every chapter and be certified (the programme
-/// published 60%).
-const CERTIFY_RATE: f64 = 0.6;
 /// Clicks on a link that are followed by no enrolment, per enrolled learner: 1 or 2.
 const MAX_ANONYMOUS_CLICKS: u32 = 2;
-/// Clicks that carry an anonymous browser id.
-const VISITOR_RATE: f64 = 0.8;
 
 /// Sizes of the aggregator's hash-table entries, read from src/aggregate/mod.rs: an event id
 /// is `[u32; 4]`; a learner's `Progress` is three `Option<Day>` and a `u32`, 12 bytes with
@@ -135,7 +124,6 @@ impl Programme {
             learner_prefix: "oc-",
             opens: start,
         }];
-        let mut weights = vec![DIRECT_WEIGHT];
         for campaign in &registry.campaigns {
             let (source, learner_prefix) = match campaign.platform.as_deref() {
                 Some("gendform3") => ("gendform3", "gf3-"),
@@ -151,14 +139,13 @@ impl Programme {
                 learner_prefix,
                 opens,
             });
-            weights.push(campaign.target.unwrap_or(UNTARGETED_WEIGHT));
         }
         Programme {
             campaigns,
-            spread: WeightedIndex::new(&weights).expect("campaign weights are positive"),
+            spread: campaign_spread(&registry),
             // The programme's published progress is as of 4 February 2021.
             closes: utc(2021, 2, 4),
-            registered: registry.campaigns.iter().map(|c| c.id.clone()).collect(),
+            registered: registered(&registry),
         }
     }
 
@@ -345,20 +332,6 @@ fn uuid(rng: &mut ChaCha8Rng) -> String {
 /// in the future.
 fn parse_now() -> DateTime<Utc> {
     utc(2021, 6, 1)
-}
-
-fn parser() -> EventParser {
-    EventParser::new(DEFAULT_CHAPTER_COUNT, PSEUDONYM_KEY)
-}
-
-fn settings() -> AggregatorSettings {
-    AggregatorSettings {
-        time_zone: DEFAULT_TIME_ZONE
-            .parse::<Tz>()
-            .expect("the default time zone is a valid IANA name"),
-        chapter_count: DEFAULT_CHAPTER_COUNT,
-        max_campaigns: DEFAULT_MAX_CAMPAIGNS,
-    }
 }
 
 fn parse(parser: &EventParser, wire: &WireEvent) -> Event {
@@ -712,7 +685,7 @@ fn memory_case(case: &str, learners: usize) {
     let settings = settings();
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let mut wire = Vec::new();
-    let rss_before = rss_kib("VmRSS");
+    let rss_before = status_kib("VmRSS");
     let started = Instant::now();
     let mut aggregator = Aggregator::new(settings, programme.registered.iter().cloned());
     for learner in 0..learners {
@@ -751,7 +724,7 @@ fn memory_case(case: &str, learners: usize) {
         }
     }
     let elapsed = started.elapsed();
-    let rss_after = rss_kib("VmRSS");
+    let rss_after = status_kib("VmRSS");
     let holdings = aggregator.holdings();
     println!(
         "memory case={case} learners={learners} campaigns={} programme_learners={} campaign_learners={} event_ids={} rss_before_kib={rss_before} rss_after_kib={rss_after} rss_peak_kib={} estimate_bytes={} build_ms={}",
@@ -759,21 +732,10 @@ fn memory_case(case: &str, learners: usize) {
         holdings.learners,
         holdings.campaign_learners,
         holdings.event_ids,
-        rss_kib("VmHWM"),
+        status_kib("VmHWM"),
         layout_estimate(&aggregator),
         elapsed.as_millis(),
     );
-}
-
-/// A field of /proc/self/status, in KiB: `VmRSS` (resident now) or `VmHWM` (resident at most).
-fn rss_kib(field: &str) -> u64 {
-    let status =
-        std::fs::read_to_string("/proc/self/status").expect("/proc/self/status is readable");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("/proc/self/status has no {field} in kB"))
 }
 
 /// The bytes the aggregator's hash tables take by hashbrown's layout, for the record counts it

@@ -43,7 +43,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use chrono_tz::Tz;
 use criterion::{Criterion, SamplingMode, Throughput};
 use prost::Message;
 use rand::distr::Distribution;
@@ -55,14 +54,14 @@ use redb::{Database, Durability, TableDefinition};
 use tempfile::TempDir;
 use tokio::task::JoinSet;
 
-use suivi::aggregate::{Admission, Aggregator, AggregatorSettings, Applied, Holdings};
+use suivi::aggregate::{Admission, Aggregator, Applied, Holdings};
 use suivi::checkpoint;
 use suivi::config::{
     DEFAULT_CHAPTER_COUNT, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_JOURNAL_BYTES,
-    DEFAULT_FSYNC_INTERVAL, DEFAULT_INGEST_QUEUE_EVENTS, DEFAULT_MAX_CAMPAIGNS, DEFAULT_TIME_ZONE,
+    DEFAULT_FSYNC_INTERVAL, DEFAULT_INGEST_QUEUE_EVENTS,
 };
 use suivi::event::{
-    Action, DIRECT_CAMPAIGN, Event, EventId, EventParser, LearnerKey, RawEvent, Stage, VisitorKey,
+    Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, RawEvent, Stage, VisitorKey,
 };
 use suivi::figures::Figures;
 use suivi::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal};
@@ -72,13 +71,14 @@ use suivi::recovery::{self, Storage};
 use suivi::registry::Registry;
 use suivi::simulate;
 
-/// Every generator starts from this seed, so that every run measures the same events.
-const SEED: u64 = 2021;
-const PSEUDONYM_KEY: [u8; 32] = [7; 32];
+mod common;
+use common::{
+    BATCH_EVENTS, CERTIFY_RATE, SEED, START_RATE, VISITOR_RATE, campaign_spread, parser,
+    registered, settings, status_kib,
+};
+
 /// The simulated programme of the ingest benchmarks: 1 = the published one.
 const SIMULATION_SCALE: f64 = 1.0;
-/// Events per ingest batch, as `suivi simulate` sends them.
-const BATCH_EVENTS: usize = 1_000;
 /// Concurrent submitters, as the streams of `suivi simulate`.
 const SUBMITTERS: usize = 4;
 /// Events per journal group in the journal-against-redb comparison.
@@ -123,20 +123,6 @@ fn main() {
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers.
-
-fn settings() -> AggregatorSettings {
-    AggregatorSettings {
-        time_zone: DEFAULT_TIME_ZONE
-            .parse::<Tz>()
-            .expect("the default time zone is a valid IANA name"),
-        chapter_count: DEFAULT_CHAPTER_COUNT,
-        max_campaigns: DEFAULT_MAX_CAMPAIGNS,
-    }
-}
-
-fn registered(registry: &Registry) -> Vec<String> {
-    registry.campaigns.iter().map(|c| c.id.clone()).collect()
-}
 
 /// Where the benchmark's files go: `SUIVI_BENCH_DIR`, else cargo's `target/tmp`.
 fn bench_base() -> PathBuf {
@@ -215,14 +201,7 @@ fn rss_bytes() -> u64 {
 
 /// A field of /proc/self/status, in bytes: `VmRSS` (resident now) or `VmHWM` (at most).
 fn status_bytes(field: &str) -> u64 {
-    let status =
-        std::fs::read_to_string("/proc/self/status").expect("/proc/self/status is readable");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("/proc/self/status has no {field} in kB"));
-    kib * 1024
+    status_kib(field) * 1024
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -287,7 +266,7 @@ fn print_rates(rates: &BTreeMap<String, Vec<f64>>) {
 fn simulated_events(registry: &Registry) -> Vec<Event> {
     let started = Instant::now();
     let wire = simulate::generate(registry, SEED, SIMULATION_SCALE, DEFAULT_CHAPTER_COUNT);
-    let parser = EventParser::new(DEFAULT_CHAPTER_COUNT, PSEUDONYM_KEY);
+    let parser = parser();
     let now = Utc::now();
     let events: Vec<Event> = wire
         .iter()
@@ -816,7 +795,7 @@ enum Shape {
 }
 
 /// Learners spread over the registry's campaigns and direct traffic, by the same weights as
-/// the core benchmarks: a partner's target, 1,500 without one, 100,000 for direct traffic.
+/// the core benchmarks ([`campaign_spread`]).
 struct Population {
     campaigns: Vec<String>,
     spread: WeightedIndex<u64>,
@@ -841,14 +820,10 @@ fn key_words(value: u64, salt: u32) -> [u32; 3] {
 impl Population {
     fn new(registry: &Registry, shape: Shape) -> Population {
         let mut campaigns = vec![DIRECT_CAMPAIGN.to_owned()];
-        let mut weights = vec![100_000];
-        for campaign in &registry.campaigns {
-            campaigns.push(campaign.id.clone());
-            weights.push(campaign.target.unwrap_or(1_500));
-        }
+        campaigns.extend(registered(registry));
         Population {
             campaigns,
-            spread: WeightedIndex::new(&weights).expect("campaign weights are positive"),
+            spread: campaign_spread(registry),
             start: Utc
                 .with_ymd_and_hms(2020, 9, 1, 6, 0, 0)
                 .single()
@@ -892,7 +867,7 @@ impl Population {
         }
         let visitor = |rng: &mut ChaCha8Rng| {
             let id: u64 = rng.random();
-            rng.random_bool(0.8)
+            rng.random_bool(VISITOR_RATE)
                 .then(|| VisitorKey(key_words(id, 0x0b0b)))
         };
         let click = Action::Click {
@@ -907,12 +882,12 @@ impl Population {
             event(rng, click, day);
         }
         event(rng, progress(Stage::Enrolled), enrolled_day);
-        if !rng.random_bool(0.9) {
+        if !rng.random_bool(START_RATE) {
             return;
         }
         let mut day = enrolled_day + rng.random_range(0..3);
         event(rng, progress(Stage::Started), day);
-        let certified = rng.random_bool(0.6);
+        let certified = rng.random_bool(CERTIFY_RATE);
         let chapters = if certified {
             DEFAULT_CHAPTER_COUNT
         } else {
