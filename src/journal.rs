@@ -65,6 +65,8 @@ pub struct OpenReport {
     pub events_replayed: u64,
     /// Bytes of torn tail cut off the last segment.
     pub torn_bytes: u64,
+    /// Whether an intact record followed the bad one and was cut with it (see [`Journal::open`]).
+    pub intact_record_cut: bool,
     pub segments: usize,
 }
 
@@ -146,6 +148,20 @@ impl Journal {
                 file.set_len(bad)?;
                 file.sync_all()?;
                 report.torn_bytes = scan.length - bad;
+                report.intact_record_cut = scan.intact_after_bad.is_some();
+                if let Some(later) = scan.intact_after_bad {
+                    // A torn append leaves nothing intact after it when every record is synced
+                    // before the next is written (fsync = always). An intact record after the bad
+                    // one means either fsync = interval lost an unsynced window (accepted), or
+                    // the disk corrupted an acknowledged record: say so loudly either way.
+                    tracing::error!(
+                        segment = %path.display(),
+                        bad_at = bad,
+                        intact_record_at = later,
+                        "an intact record follows the bad one: records after it are cut too; \
+                         unless fsync = interval was in use, acknowledged events may be lost"
+                    );
+                }
                 tracing::warn!(
                     segment = %path.display(),
                     cut_bytes = report.torn_bytes,
@@ -347,6 +363,8 @@ struct Scan {
     next_position: u64,
     /// The byte offset of the first bad record, if any.
     bad_at: Option<u64>,
+    /// The byte offset of an intact record framed for the position after the bad one, if any.
+    intact_after_bad: Option<u64>,
     length: u64,
 }
 
@@ -388,10 +406,30 @@ fn scan_segment(
         offset += end;
         position += 1;
     };
+    let intact_after_bad = bad_at.and_then(|bad| find_intact_record(&bytes, bad + 1, position + 1));
     Ok(Scan {
         next_position: position,
         bad_at: bad_at.map(|at| at as u64),
+        intact_after_bad: intact_after_bad.map(|at| at as u64),
         length: bytes.len() as u64,
+    })
+}
+
+/// The first offset from `from` where an intact record framed for `position` starts.
+fn find_intact_record(bytes: &[u8], from: usize, position: u64) -> Option<usize> {
+    let wanted = position.to_le_bytes();
+    (from..bytes.len().saturating_sub(HEADER_BYTES - 1)).find(|&offset| {
+        let header = &bytes[offset..offset + HEADER_BYTES];
+        if header[8..16] != wanted {
+            return false;
+        }
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let end = offset + HEADER_BYTES + length as usize;
+        length <= MAX_RECORD_BYTES
+            && end <= bytes.len()
+            && crc32c::crc32c_append(crc32c::crc32c(&wanted), &bytes[offset + HEADER_BYTES..end])
+                == checksum
     })
 }
 

@@ -149,6 +149,7 @@ fn reopening_replays_every_record_in_order_with_its_position() {
             // Records 0 to 9 hold 1, 2, 3, 1, 2, 3, 1, 2, 3, 1 events.
             events_replayed: 19,
             torn_bytes: 0,
+            intact_record_cut: false,
             segments: 1,
         }
     );
@@ -366,6 +367,10 @@ fn check_torn_tail(damage: impl FnOnce(&Path), surviving: u64, torn_bytes: u64) 
     let kept = &records[..usize::try_from(surviving).expect("small")];
     assert_eq!(opened.replayed, numbered(kept, 0));
     assert_eq!(opened.report.torn_bytes, torn_bytes);
+    assert!(
+        !opened.report.intact_record_cut,
+        "a torn tail leaves nothing intact after it"
+    );
     assert_eq!(opened.journal.position(), surviving);
     assert_eq!(
         file_length(&last_segment),
@@ -440,6 +445,25 @@ fn a_flipped_byte_in_the_last_record_cuts_it_off() {
         4,
         uniform_record_bytes(),
     );
+}
+
+#[test]
+fn a_bad_record_followed_by_an_intact_one_is_cut_with_it_and_reported() {
+    // Corruption of an acknowledged record, not a torn append: the records after it are cut
+    // too (they cannot be replayed past a gap), and the report says intact data was cut.
+    let directory = TempDir::new().expect("a temporary directory");
+    let max_segment_bytes = 2 * uniform_record_bytes() + 1;
+    let records: Vec<JournalRecord> = (0..5).map(uniform_record).collect();
+    journal_with(directory.path(), max_segment_bytes, &records);
+    let last_segment = segment_path(directory.path(), 3);
+    flip_byte(&last_segment, uniform_record_bytes() - 1);
+
+    let opened = open(directory.path(), max_segment_bytes, 0).expect("the journal reopens");
+
+    assert_eq!(opened.replayed, numbered(&records[..3], 0));
+    assert_eq!(opened.report.torn_bytes, 2 * uniform_record_bytes());
+    assert!(opened.report.intact_record_cut);
+    assert_eq!(opened.journal.position(), 3);
 }
 
 #[test]
