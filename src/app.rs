@@ -263,27 +263,12 @@ impl App {
             ))
         });
         let upkeep_metrics = metrics.clone();
-        let upkeep_stop = stop_snapshots.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => upkeep_metrics.run_upkeep(),
-                    () = upkeep_stop.cancelled() => return,
-                }
-            }
+        spawn_every(METRICS_UPKEEP_INTERVAL, stop_snapshots.clone(), move || {
+            upkeep_metrics.run_upkeep();
         });
-
         let tick_ingest = ingest.clone();
-        let tick_stop = stop_snapshots.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(WRITER_TICK_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => tick_ingest.tick(),
-                    () = tick_stop.cancelled() => return,
-                }
-            }
+        spawn_every(WRITER_TICK_INTERVAL, stop_snapshots.clone(), move || {
+            tick_ingest.tick();
         });
 
         let pipeline::Writer { recovered, thread } = writer;
@@ -351,4 +336,17 @@ impl App {
         tracing::info!("suivi stopped");
         Ok(())
     }
+}
+
+/// Runs `task` every `interval` until `stop` is cancelled.
+fn spawn_every(interval: Duration, stop: CancellationToken, task: impl Fn() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => task(),
+                () = stop.cancelled() => return,
+            }
+        }
+    });
 }
