@@ -6,8 +6,12 @@
 //! The counters are a function of the *set* of distinct events: a learner keeps, per stage, the
 //! earliest day that reached it (directly or by implication), so events may come in any order,
 //! any number of times, and the result is the same.
+//!
+//! Campaigns can also be released ([`Aggregator::release`]): forgotten with their event ids, as
+//! if their events had never been applied, when the Kafka partition that feeds them goes to
+//! another instance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono_tz::Tz;
 use hashbrown::{HashMap, HashSet, HashTable};
@@ -29,9 +33,23 @@ pub struct AggregatorSettings {
     pub time_zone: Tz,
     /// The course's chapters, 1 to `MAX_CHAPTER_COUNT`.
     pub chapter_count: u8,
-    /// The most campaigns held; events that would open one more are rejected.
+    /// The most campaigns held; events that would open one more are rejected. At most
+    /// [`CAMPAIGN_SLOTS`] (65,536), which configuration validates: each remembered event id keeps
+    /// its campaign's slot in 16 bits. A larger value holds [`CAMPAIGN_SLOTS`] campaigns.
     pub max_campaigns: usize,
 }
+
+/// The most campaigns an [`Aggregator`] can hold at once, the largest valid
+/// [`AggregatorSettings::max_campaigns`]: a campaign's slot is a 16-bit number, kept with each of
+/// its remembered event ids. Released campaigns leave their slot to later ones.
+pub const CAMPAIGN_SLOTS: usize = 1 << 16;
+
+/// A campaign's place in [`Aggregator`]'s campaigns, stable while the campaign is held.
+type Slot = u16;
+
+/// The part of a `seen` entry's last word that holds the high 16 bits of the content fingerprint;
+/// the low 16 bits hold the campaign's slot.
+const SEEN_CONTENT_MASK: u32 = 0xFFFF_0000;
 
 /// The funnel of one campaign, or of the whole programme.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +95,7 @@ pub struct CampaignChange {
 /// The sizes of what the aggregator holds, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Holdings {
+    /// Campaigns held (released ones are not).
     pub campaigns: usize,
     /// Distinct learners over the whole programme.
     pub learners: usize,
@@ -89,18 +108,28 @@ pub struct Holdings {
 #[derive(Debug)]
 pub struct Aggregator {
     settings: AggregatorSettings,
-    /// Every accepted event: 96 bits of id fingerprint, then 32 bits of content fingerprint.
+    /// Every accepted event of a held campaign: three words of id fingerprint, then one word
+    /// whose high 16 bits are those of the content fingerprint and whose low 16 bits are the
+    /// campaign's slot (see [`seen_entry`]). Only 16 bits of content are compared to tell a
+    /// conflicting reuse of an id from a resend, which only feeds a metric: one conflict in
+    /// 65,536 is counted as a plain duplicate. Whether the id is a duplicate is exact (96 bits).
     seen: HashTable<[u32; 4]>,
-    index: HashMap<String, usize>,
+    /// The slot of every campaign held.
+    index: HashMap<String, Slot>,
+    /// Campaigns by slot. A vacant slot (its campaign released) holds an empty state with an
+    /// empty id; it stays, so that slot numbers are stable, until a new campaign takes it.
     campaigns: Vec<CampaignState>,
+    /// The vacant slots, taken lowest first, so that slots do not depend on restarts.
+    vacant: BTreeSet<Slot>,
     totals: CampaignState,
-    /// Indexes of campaigns changed since the last drain, each once.
-    changed: Vec<usize>,
+    /// Slots of campaigns changed since the last drain, each once.
+    changed: Vec<Slot>,
 }
 
 /// One campaign's state: every learner's progress, the visitors, the counters and the timeline.
 #[derive(Debug)]
 struct CampaignState {
+    /// The campaign id; empty for a vacant slot (the direct campaign's id is `direct`).
     id: String,
     learners: HashMap<LearnerKey, Progress>,
     visitors: HashSet<VisitorKey>,
@@ -188,7 +217,9 @@ enum Column {
 
 impl Aggregator {
     /// An empty aggregator that already holds the `registered` campaigns, so that they are never
-    /// refused for lack of room.
+    /// refused for lack of room (`max_campaigns` does not limit them). Registered campaigns past
+    /// the first [`CAMPAIGN_SLOTS`] are not held: there is no slot for them, and their events
+    /// are rejected like those of any campaign too many.
     pub fn new(
         settings: AggregatorSettings,
         registered: impl IntoIterator<Item = String>,
@@ -198,12 +229,15 @@ impl Aggregator {
             seen: HashTable::new(),
             index: HashMap::new(),
             campaigns: Vec::new(),
+            vacant: BTreeSet::new(),
             totals: CampaignState::new(TOTALS_CAMPAIGN.to_owned(), chapter_count),
             changed: Vec::new(),
             settings,
         };
         for campaign in registered {
-            aggregator.open_campaign(campaign);
+            if !aggregator.index.contains_key(campaign.as_str()) {
+                aggregator.open_campaign(campaign);
+            }
         }
         aggregator
     }
@@ -213,30 +247,37 @@ impl Aggregator {
         let hash = seen_hash(&event.id.0);
         if let Some(seen) = self.seen.find(hash, |seen| seen[..3] == event.id.0) {
             return Applied::Duplicate {
-                conflict: seen[3] != event.content,
+                conflict: content_conflicts(seen[3], event.content),
             };
         }
-        let index = match self.index.get(event.campaign.as_str()) {
-            Some(index) => *index,
-            None if self.campaigns.len() >= self.settings.max_campaigns => {
-                return Applied::Rejected(RejectReason::TooManyCampaigns {
-                    campaign: event.campaign.clone(),
-                    limit: self.settings.max_campaigns,
-                });
+        let slot = match self.index.get(event.campaign.as_str()) {
+            Some(slot) => *slot,
+            None => {
+                let opened = if self.index.len() < self.campaign_limit() {
+                    self.open_campaign(event.campaign.clone())
+                } else {
+                    None
+                };
+                // Below the limit there is always a slot: fewer than CAMPAIGN_SLOTS are held.
+                let Some(slot) = opened else {
+                    return Applied::Rejected(RejectReason::TooManyCampaigns {
+                        campaign: event.campaign.clone(),
+                        limit: self.campaign_limit(),
+                    });
+                };
+                slot
             }
-            None => self.open_campaign(event.campaign.clone()),
         };
-        let EventId([a, b, c]) = event.id;
         self.seen
-            .insert_unique(hash, [a, b, c, event.content], |seen| {
+            .insert_unique(hash, seen_entry(event.id, event.content, slot), |seen| {
                 seen_hash(&[seen[0], seen[1], seen[2]])
             });
         let day = Day::of(event.occurred_at, self.settings.time_zone);
         let all_chapters = all_chapters(self.settings.chapter_count);
-        let campaign = &mut self.campaigns[index];
+        let campaign = &mut self.campaigns[usize::from(slot)];
         if campaign.apply(event.action, day, all_chapters) && !campaign.changed {
             campaign.changed = true;
-            self.changed.push(index);
+            self.changed.push(slot);
         }
         if self.totals.apply(event.action, day, all_chapters) {
             self.totals.changed = true;
@@ -249,7 +290,7 @@ impl Aggregator {
         let mut changes: Vec<CampaignChange> = self
             .changed
             .drain(..)
-            .map(|index| self.campaigns[index].take_change())
+            .map(|slot| self.campaigns[usize::from(slot)].take_change())
             .collect();
         if self.totals.changed {
             changes.push(self.totals.take_change());
@@ -260,7 +301,7 @@ impl Aggregator {
     /// The sizes of what is held.
     pub fn holdings(&self) -> Holdings {
         Holdings {
-            campaigns: self.campaigns.len(),
+            campaigns: self.index.len(),
             learners: self.totals.learners.len(),
             campaign_learners: self.campaigns.iter().map(|c| c.learners.len()).sum(),
             event_ids: self.seen.len(),
@@ -272,22 +313,159 @@ impl Aggregator {
         let state = if campaign == TOTALS_CAMPAIGN {
             &self.totals
         } else {
-            &self.campaigns[*self.index.get(campaign)?]
+            &self.campaigns[usize::from(*self.index.get(campaign)?)]
         };
         Some((&state.counts, &state.timeline))
     }
 
-    /// The ids of every campaign held, in the order they were opened.
+    /// The ids of every campaign held, in slot order: the order they were opened, except that a
+    /// campaign opened after a release takes the lowest slot the release left vacant.
     pub fn campaign_ids(&self) -> impl Iterator<Item = &str> {
-        self.campaigns.iter().map(|c| c.id.as_str())
+        self.campaigns
+            .iter()
+            .map(|c| c.id.as_str())
+            .filter(|id| !id.is_empty())
     }
 
-    fn open_campaign(&mut self, campaign: String) -> usize {
-        let index = self.campaigns.len();
-        self.index.insert(campaign.clone(), index);
-        self.campaigns
-            .push(CampaignState::new(campaign, self.settings.chapter_count));
-        index
+    /// Forgets every held campaign of `campaigns` exactly as if none of its events had ever been
+    /// applied, and returns those released, in the order given (campaigns not held are ignored):
+    /// the campaign is no longer held, its event ids are forgotten (the same events are accepted
+    /// again later, and then reopen it from zero), its unpublished changes are dropped, and the
+    /// totals are recomputed from the campaigns left. Unless the released campaigns held nothing,
+    /// the totals are then marked changed, with every day whose value changed, so that a reader
+    /// applying [`Aggregator::drain_changes`] keeps the right timeline. For a Kafka rebalance:
+    /// the partition's new owner rebuilds these campaigns from its beginning.
+    ///
+    /// It takes time in proportion to everything held (all remembered ids, every campaign's
+    /// learners), unless the released campaigns held nothing.
+    pub fn release(&mut self, campaigns: &[String]) -> Vec<String> {
+        let mut released = Vec::new();
+        // By slot: whether it was released now.
+        let mut is_released = vec![false; self.campaigns.len()];
+        let mut held_anything = false;
+        for campaign in campaigns {
+            let Some(slot) = self.index.remove(campaign.as_str()) else {
+                continue;
+            };
+            let state = std::mem::replace(
+                &mut self.campaigns[usize::from(slot)],
+                CampaignState::vacant(),
+            );
+            held_anything |= state.holds_something();
+            is_released[usize::from(slot)] = true;
+            self.vacant.insert(slot);
+            released.push(campaign.clone());
+        }
+        if released.is_empty() {
+            return released;
+        }
+        self.changed.retain(|slot| !is_released[usize::from(*slot)]);
+        // Every accepted event left a click or a learner in its campaign, and a slot's ids go
+        // when it is vacated: a campaign that held nothing has no remembered id, and took no
+        // part in the totals.
+        if held_anything {
+            self.seen.retain(|seen| {
+                // A slot past the campaigns cannot be released; keep the entry rather than panic.
+                !is_released
+                    .get(usize::from(seen_slot(seen)))
+                    .copied()
+                    .unwrap_or(false)
+            });
+            self.recompute_totals();
+        }
+        released
+    }
+
+    /// The most campaigns held at once.
+    fn campaign_limit(&self) -> usize {
+        self.settings.max_campaigns.min(CAMPAIGN_SLOTS)
+    }
+
+    /// Holds `campaign` from now, in the lowest vacant slot or a new one; `None`, holding
+    /// nothing, when all [`CAMPAIGN_SLOTS`] are taken.
+    fn open_campaign(&mut self, campaign: String) -> Option<Slot> {
+        let state = CampaignState::new(campaign.clone(), self.settings.chapter_count);
+        let slot = match self.vacant.pop_first() {
+            Some(slot) => {
+                self.campaigns[usize::from(slot)] = state;
+                slot
+            }
+            None => {
+                let slot = Slot::try_from(self.campaigns.len()).ok()?;
+                self.campaigns.push(state);
+                slot
+            }
+        };
+        self.index.insert(campaign, slot);
+        Some(slot)
+    }
+
+    /// Recomputes the totals from the campaigns held, marks them changed and records every day
+    /// whose value changed (besides the days already recorded since the last drain).
+    ///
+    /// This gives exactly the totals that applying the held campaigns' events would give. A
+    /// campaign's `reach` keeps for each learner: enrolled, the earliest day of any of its events
+    /// (every stage implies enrolled); started, the earliest day of any event but enrolled;
+    /// certified, the earliest day of a certified event; chapters, the OR of the chapters each
+    /// event implies (its own, or all of them for certified). Each is an earliest day or an OR
+    /// over the learner's events in the campaign, which are commutative, associative and
+    /// idempotent, so the earliest day and the OR over the campaigns are what `reach` gives the
+    /// totals from all those events, in any order. The totals timeline counts each learner on
+    /// each of its stage days (as `first_reached` leaves it); clicks count events, so they and
+    /// their days add up; visitors are a set, so they are the union.
+    fn recompute_totals(&mut self) {
+        let totals = &mut self.totals;
+        let old_timeline = std::mem::take(&mut totals.timeline);
+        // Cleared, not replaced: the tables keep their room.
+        totals.learners.clear();
+        totals.visitors.clear();
+        totals.counts = Counts {
+            chapters_completed: vec![0; usize::from(self.settings.chapter_count)],
+            ..Counts::default()
+        };
+        for campaign in &self.campaigns {
+            totals.counts.clicks += campaign.counts.clicks;
+            totals.visitors.extend(campaign.visitors.iter().copied());
+            for (day, counts) in &campaign.timeline {
+                if counts.clicks != 0 {
+                    totals.timeline.entry(*day).or_default().clicks += counts.clicks;
+                }
+            }
+            for (learner, progress) in &campaign.learners {
+                totals
+                    .learners
+                    .entry(*learner)
+                    .and_modify(|merged| merged.merge(progress))
+                    .or_insert(*progress);
+            }
+        }
+        totals.counts.unique_visitors = totals.visitors.len() as u64;
+        for progress in totals.learners.values() {
+            totals.counts.count_learner(progress);
+            for (day, column) in [
+                (progress.enrolled, Column::Enrolled),
+                (progress.started, Column::Started),
+                (progress.certified, Column::Certified),
+            ] {
+                if let Some(day) = day {
+                    *totals.timeline.entry(day).or_default().column(column) += 1;
+                }
+            }
+        }
+        let new_timeline = &totals.timeline;
+        let changed_days = old_timeline
+            .iter()
+            .filter(|(day, counts)| new_timeline.get(*day) != Some(*counts))
+            .chain(
+                new_timeline
+                    .iter()
+                    .filter(|(day, counts)| old_timeline.get(*day) != Some(*counts)),
+            )
+            .map(|(day, _)| *day);
+        totals.changed_days.extend(changed_days);
+        totals.changed_days.sort_unstable();
+        totals.changed_days.dedup();
+        totals.changed = true;
     }
 }
 
@@ -305,6 +483,24 @@ impl CampaignState {
             changed: false,
             changed_days: Vec::new(),
         }
+    }
+
+    /// The state of a vacant slot: no id, nothing held.
+    fn vacant() -> CampaignState {
+        CampaignState {
+            id: String::new(),
+            learners: HashMap::new(),
+            visitors: HashSet::new(),
+            counts: Counts::default(),
+            timeline: BTreeMap::new(),
+            changed: false,
+            changed_days: Vec::new(),
+        }
+    }
+
+    /// Whether an accepted event left anything: a learner, a visitor or a click.
+    fn holds_something(&self) -> bool {
+        !self.learners.is_empty() || !self.visitors.is_empty() || self.counts.clicks != 0
     }
 
     /// Folds one new event in; says whether any counter changed.
@@ -407,7 +603,31 @@ impl CampaignState {
     }
 }
 
+impl Progress {
+    /// Adds what `other` reached: each stage at the earlier day of the two, chapters of both.
+    fn merge(&mut self, other: &Progress) {
+        let earliest = |a: Option<Day>, b: Option<Day>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.enrolled = earliest(self.enrolled, other.enrolled);
+        self.started = earliest(self.started, other.started);
+        self.certified = earliest(self.certified, other.certified);
+        self.chapters |= other.chapters;
+    }
+}
+
 impl Counts {
+    /// Adds one learner's progress to the counts.
+    fn count_learner(&mut self, progress: &Progress) {
+        self.enrolled += u64::from(progress.enrolled.is_some());
+        self.started += u64::from(progress.started.is_some());
+        self.certified += u64::from(progress.certified.is_some());
+        for (bit, count) in self.chapters_completed.iter_mut().enumerate() {
+            *count += u64::from(progress.chapters & (1 << bit) != 0);
+        }
+    }
+
     fn column(&mut self, column: Column) -> &mut u64 {
         match column {
             Column::Clicks => &mut self.clicks,
@@ -432,6 +652,24 @@ impl DayCounts {
 /// The fingerprint is already uniformly distributed: its first 64 bits are the hash.
 fn seen_hash(id: &[u32; 3]) -> u64 {
     u64::from(id[0]) | (u64::from(id[1]) << 32)
+}
+
+/// The `seen` entry of an event: its id fingerprint, then the high 16 bits of its content
+/// fingerprint with its campaign's slot in the low 16 bits.
+fn seen_entry(EventId([a, b, c]): EventId, content: u32, slot: Slot) -> [u32; 4] {
+    [a, b, c, (content & SEEN_CONTENT_MASK) | u32::from(slot)]
+}
+
+/// The campaign slot of a `seen` entry.
+fn seen_slot(seen: &[u32; 4]) -> Slot {
+    // The low 16 bits, which always fit.
+    (seen[3] & !SEEN_CONTENT_MASK) as Slot
+}
+
+/// Whether `content` differs from a remembered content (a `seen` entry's last word, or a whole
+/// fingerprint) in the 16 bits that are remembered.
+fn content_conflicts(remembered: u32, content: u32) -> bool {
+    (remembered ^ content) & SEEN_CONTENT_MASK != 0
 }
 
 fn all_chapters(chapter_count: u8) -> u32 {

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use hashbrown::{HashMap, HashSet, HashTable};
 
 use super::{
-    Aggregator, AggregatorSettings, Applied, CampaignState, Counts, DayCounts, Progress, seen_hash,
+    Aggregator, AggregatorSettings, Applied, CAMPAIGN_SLOTS, CampaignState, DayCounts, Progress,
+    Slot, content_conflicts, seen_hash,
 };
 use crate::day::Day;
 use crate::event::{Event, LearnerKey, RejectReason, TOTALS_CAMPAIGN, VisitorKey};
@@ -28,21 +29,22 @@ impl Aggregator {
         let id = event.id.0;
         if let Some(seen) = self.seen.find(seen_hash(&id), |seen| seen[..3] == id) {
             return Applied::Duplicate {
-                conflict: seen[3] != event.content,
+                conflict: content_conflicts(seen[3], event.content),
             };
         }
         if let Some(content) = group.ids.get(&id) {
             return Applied::Duplicate {
-                conflict: *content != event.content,
+                conflict: content_conflicts(*content, event.content),
             };
         }
         if !self.index.contains_key(event.campaign.as_str())
             && !group.new_campaigns.contains(&event.campaign)
         {
-            if self.campaigns.len() + group.new_campaigns.len() >= self.settings.max_campaigns {
+            // Campaigns held, not slots: released campaigns leave room.
+            if self.index.len() + group.new_campaigns.len() >= self.campaign_limit() {
                 return Applied::Rejected(RejectReason::TooManyCampaigns {
                     campaign: event.campaign.clone(),
-                    limit: self.settings.max_campaigns,
+                    limit: self.campaign_limit(),
                 });
             }
             group.new_campaigns.insert(event.campaign.clone());
@@ -51,7 +53,9 @@ impl Aggregator {
         Applied::Accepted
     }
 
-    /// The whole state, as of `journal_position`, with the Kafka offsets it includes.
+    /// The whole state, as of `journal_position`, with the Kafka offsets it includes. Campaigns
+    /// are stored in slot order, a vacant slot as a campaign with an empty id and nothing else,
+    /// so that the slots kept in `seen` stay right.
     pub fn checkpoint(&self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
         let mut seen = Vec::with_capacity(self.seen.len() * 4);
         for words in &self.seen {
@@ -67,8 +71,11 @@ impl Aggregator {
         }
     }
 
-    /// Rebuilds an aggregator from `checkpoint`. Every campaign is marked changed, so the next
-    /// [`Aggregator::drain_changes`] publishes the whole state.
+    /// Rebuilds an aggregator from `checkpoint`, each campaign in its slot and vacant slots
+    /// vacant, then holds the `registered` campaigns it lacks (in the lowest vacant slots, as
+    /// [`Aggregator::new`] does). Every campaign that holds something (a learner, a visitor or a
+    /// click) and the totals are marked changed, so the next [`Aggregator::drain_changes`]
+    /// publishes the whole state without zeros for the campaigns never fed.
     pub fn restore(
         settings: AggregatorSettings,
         registered: impl IntoIterator<Item = String>,
@@ -79,6 +86,11 @@ impl Aggregator {
             "the checkpoint was taken with chapter_count {}, not {}: chapters cannot be renumbered",
             checkpoint.chapter_count,
             settings.chapter_count
+        );
+        anyhow::ensure!(
+            checkpoint.campaigns.len() <= CAMPAIGN_SLOTS,
+            "the checkpoint has {} campaign slots, more than the {CAMPAIGN_SLOTS} possible",
+            checkpoint.campaigns.len()
         );
         let chapter_count = settings.chapter_count;
         let mut aggregator = Aggregator::new(settings, std::iter::empty());
@@ -92,11 +104,31 @@ impl Aggregator {
             );
         }
         aggregator.seen = seen;
-        for stored in &checkpoint.campaigns {
-            let index = aggregator.open_campaign(stored.campaign.clone());
-            aggregator.campaigns[index] = CampaignState::restore(stored, chapter_count)?;
-            aggregator.campaigns[index].changed = true;
-            aggregator.changed.push(index);
+        for (slot, stored) in (0..=Slot::MAX).zip(&checkpoint.campaigns) {
+            if stored.campaign.is_empty() {
+                // No campaign has an empty id (no campaign given means `direct`): a vacant slot.
+                anyhow::ensure!(
+                    *stored == StoredCampaign::default(),
+                    "vacant campaign slot {slot} holds something"
+                );
+                aggregator.campaigns.push(CampaignState::vacant());
+                aggregator.vacant.insert(slot);
+                continue;
+            }
+            let mut campaign = CampaignState::restore(stored, chapter_count)?;
+            anyhow::ensure!(
+                aggregator
+                    .index
+                    .insert(stored.campaign.clone(), slot)
+                    .is_none(),
+                "campaign {:?} is stored twice",
+                stored.campaign
+            );
+            if campaign.holds_something() {
+                campaign.changed = true;
+                aggregator.changed.push(slot);
+            }
+            aggregator.campaigns.push(campaign);
         }
         for campaign in registered {
             if !aggregator.index.contains_key(campaign.as_str()) {
@@ -211,17 +243,5 @@ impl CampaignState {
         campaign.changed_days = timeline.keys().copied().collect();
         campaign.timeline = timeline;
         Ok(campaign)
-    }
-}
-
-impl Counts {
-    /// Adds one learner's progress to the counts.
-    fn count_learner(&mut self, progress: &Progress) {
-        self.enrolled += u64::from(progress.enrolled.is_some());
-        self.started += u64::from(progress.started.is_some());
-        self.certified += u64::from(progress.certified.is_some());
-        for (bit, count) in self.chapters_completed.iter_mut().enumerate() {
-            *count += u64::from(progress.chapters & (1 << bit) != 0);
-        }
     }
 }
