@@ -507,6 +507,7 @@ fn writer_work_without_io(
                 .iter()
                 .map(|event| StoredEvent::from(*event))
                 .collect(),
+            positions: Vec::new(),
         };
         let payload = record.encode_to_vec();
         bytes += payload.len() + usize::from(crc32c::crc32c(&payload) == 0);
@@ -588,6 +589,7 @@ fn journal_records(events: &[Event]) -> Vec<JournalRecord> {
         .take(PREPARED_GROUPS)
         .map(|chunk| JournalRecord {
             events: chunk.iter().map(StoredEvent::from).collect(),
+            positions: Vec::new(),
         })
         .collect()
 }
@@ -1125,6 +1127,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
     for chunk in events.chunks(GROUP_EVENTS) {
         let record = JournalRecord {
             events: chunk.iter().map(StoredEvent::from).collect(),
+            positions: Vec::new(),
         };
         journal.append(&record).expect("the journal appends");
         journal.sync_if_due().expect("the journal syncs");

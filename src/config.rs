@@ -3,6 +3,7 @@
 //! anything binds. A wrong value stops suivi with a message that names the setting. Secrets
 //! (the pseudonymisation key, the PostgreSQL URL) never reach Debug output or logs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,17 @@ pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// The default longest wait between two attempts on a failing snapshot sink.
 pub const DEFAULT_SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// The most campaigns one instance can hold (the aggregate numbers them in 16 bits).
+pub const MAX_CAMPAIGNS: usize = crate::aggregate::CAMPAIGN_SLOTS;
+/// The default topic learner events are consumed from.
+pub const DEFAULT_KAFKA_TOPIC: &str = "learner-events";
+/// The default consumer group.
+pub const DEFAULT_KAFKA_GROUP: &str = "suivi";
+/// The default dead-letter topic, `{topic}` standing for the topic of the message.
+pub const DEFAULT_KAFKA_DEAD_LETTER_TOPIC: &str = "{topic}.dlq";
+/// The default most messages in one batch read from Kafka.
+pub const DEFAULT_KAFKA_BATCH_EVENTS: usize = 5000;
+
 /// Every setting of `suivi serve`. Each is a TOML key, a `SUIVI_<KEY>` environment variable
 /// and a `--<key>` flag.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +104,20 @@ pub struct Settings {
     /// The PostgreSQL database snapshots also go to (and reports are read from), as a URL such
     /// as `postgres://user:password@host:5432/database`; PostgreSQL is off when unset. A secret.
     pub postgres_url: Option<Secret>,
+    /// Kafka's bootstrap servers (`host:port,host:port`); Kafka is off when unset.
+    pub kafka_brokers: Option<String>,
+    /// The topics learner events are consumed from, comma-separated.
+    pub kafka_topics: String,
+    /// The consumer group.
+    pub kafka_group: String,
+    /// Where a message that is not a valid event goes; `{topic}` is its topic.
+    pub kafka_dead_letter_topic: String,
+    /// The most messages read into one batch for the aggregate.
+    pub kafka_batch_events: usize,
+    /// More librdkafka client properties for the consumer and the dead-letter producer, such as
+    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
+    /// `ssl.ca.location`. Secrets: never logged.
+    pub kafka_options: BTreeMap<String, Secret>,
     /// Where every campaign's report is written at the end of each half-quarter; off when unset.
     pub reports_dir: Option<PathBuf>,
     /// The language of scheduled reports: `fr` or `en`.
@@ -181,6 +207,12 @@ impl Default for Settings {
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
             snapshot_retry_max: DEFAULT_SNAPSHOT_RETRY_MAX,
             postgres_url: None,
+            kafka_brokers: None,
+            kafka_topics: DEFAULT_KAFKA_TOPIC.to_owned(),
+            kafka_group: DEFAULT_KAFKA_GROUP.to_owned(),
+            kafka_dead_letter_topic: DEFAULT_KAFKA_DEAD_LETTER_TOPIC.to_owned(),
+            kafka_batch_events: DEFAULT_KAFKA_BATCH_EVENTS,
+            kafka_options: BTreeMap::new(),
             reports_dir: None,
             report_lang: Lang::Fr,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -264,6 +296,28 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres_url: Option<String>,
+    /// Kafka bootstrap servers, host:port,host:port [env: SUIVI_KAFKA_BROKERS] [default: off]
+    #[arg(long, value_name = "HOSTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+    /// Topics consumed, comma-separated [env: SUIVI_KAFKA_TOPICS] [default: learner-events]
+    #[arg(long, value_name = "TOPICS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_topics: Option<String>,
+    /// The Kafka consumer group [env: SUIVI_KAFKA_GROUP] [default: suivi]
+    #[arg(long, value_name = "GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_group: Option<String>,
+    /// Where invalid messages go, {topic} being their topic [env: SUIVI_KAFKA_DEAD_LETTER_TOPIC]
+    /// [default: {topic}.dlq]
+    #[arg(long, value_name = "TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_dead_letter_topic: Option<String>,
+    /// The most messages in one batch read from Kafka [env: SUIVI_KAFKA_BATCH_EVENTS]
+    /// [default: 5000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_batch_events: Option<usize>,
     /// Where every campaign's report is written at the end of each half-quarter
     /// [env: SUIVI_REPORTS_DIR] [default: off]
     #[arg(long, value_name = "DIR")]
@@ -365,6 +419,7 @@ impl Settings {
             ("max_request_bytes", self.max_request_bytes),
             ("max_campaigns", self.max_campaigns),
             ("ingest_queue_events", self.ingest_queue_events),
+            ("kafka_batch_events", self.kafka_batch_events),
         ] {
             if value == 0 {
                 bail!("invalid {name} 0: it must be at least 1");
@@ -376,11 +431,40 @@ impl Settings {
                 self.journal_segment_bytes
             );
         }
-        if self.ingest_queue_events < self.max_batch_events {
+        if self.max_campaigns > MAX_CAMPAIGNS {
             bail!(
-                "invalid ingest_queue_events {}: it must hold at least one full batch (max_batch_events {})",
+                "invalid max_campaigns {}: suivi holds at most {MAX_CAMPAIGNS} campaigns",
+                self.max_campaigns
+            );
+        }
+        if self.kafka_brokers.is_some() {
+            if self.kafka_topics().is_empty() {
+                bail!(
+                    "invalid kafka_topics {:?}: name at least one topic",
+                    self.kafka_topics
+                );
+            }
+            if self.kafka_group.trim().is_empty() {
+                bail!("invalid kafka_group: it must not be empty");
+            }
+            if self.kafka_dead_letter_topic.trim().is_empty() {
+                bail!("invalid kafka_dead_letter_topic: it must not be empty");
+            }
+            for topic in self.kafka_topics() {
+                if self.kafka_dead_letter_topic(&topic) == topic {
+                    bail!(
+                        "invalid kafka_dead_letter_topic {:?}: dead letters of {topic} would go back to {topic}",
+                        self.kafka_dead_letter_topic
+                    );
+                }
+            }
+        }
+        if self.ingest_queue_events < self.max_batch_events.max(self.kafka_batch_events) {
+            bail!(
+                "invalid ingest_queue_events {}: it must hold at least one full batch (max_batch_events {}, kafka_batch_events {})",
                 self.ingest_queue_events,
-                self.max_batch_events
+                self.max_batch_events,
+                self.kafka_batch_events
             );
         }
         for (name, value) in [
@@ -440,6 +524,23 @@ impl Settings {
             Fsync::Always => crate::journal::FsyncPolicy::Always,
             Fsync::Interval => crate::journal::FsyncPolicy::Interval(self.fsync_interval),
         }
+    }
+
+    /// The Kafka topics consumed.
+    pub fn kafka_topics(&self) -> Vec<String> {
+        self.kafka_topics
+            .split(',')
+            .map(str::trim)
+            .filter(|topic| !topic.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The dead-letter topic of `topic`.
+    pub fn kafka_dead_letter_topic(&self, topic: &str) -> String {
+        self.kafka_dead_letter_topic
+            .trim()
+            .replace("{topic}", topic)
     }
 
     /// The campaign registry path, if one is configured.

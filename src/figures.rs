@@ -140,6 +140,35 @@ impl Figures {
         self.version.send_replace(version);
     }
 
+    /// Forgets `campaigns`, released to another instance with their Kafka partition: a
+    /// registered one goes back to zero, another one goes away. Neither is snapshotted from here
+    /// again until it changes here, so this instance never overwrites downstream what the new
+    /// owner writes.
+    pub fn remove(&self, campaigns: &[String], now: DateTime<Utc>) {
+        if campaigns.is_empty() {
+            return;
+        }
+        let version = *self.version.borrow() + 1;
+        for campaign in campaigns {
+            let registered = match self.campaigns.get_mut(campaign.as_str()) {
+                Some(mut published) if published.info.is_some() => {
+                    let info = published.info.take();
+                    *published = Published {
+                        info,
+                        version,
+                        ..self.empty(None, now)
+                    };
+                    true
+                }
+                _ => false,
+            };
+            if !registered {
+                self.campaigns.remove(campaign.as_str());
+            }
+        }
+        self.version.send_replace(version);
+    }
+
     /// The counters of `campaign`, if it is registered or was ever seen.
     pub fn campaign(&self, campaign: &str) -> Option<CampaignCounters> {
         if campaign == TOTALS_CAMPAIGN {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::aggregate::{Admission, Aggregator, AggregatorSettings, Applied};
 use crate::checkpoint;
@@ -34,6 +34,7 @@ use crate::figures::Figures;
 use crate::journal::{self, AppendError, Journal};
 use crate::proto::storage::{JournalRecord, KafkaOffset, StoredEvent};
 use crate::recovery::{self, RecoveryReport, Storage};
+use crate::sources::{Partition, Range, Release, Sources};
 use crate::telemetry;
 
 /// Submissions queued at most, whatever their size; the event bound is the one that matters.
@@ -61,6 +62,8 @@ pub struct Ingest {
     room: Arc<Semaphore>,
     capacity: usize,
     queue_timeout: Duration,
+    /// The Kafka positions of the last checkpoint written, to commit to the group.
+    checkpointed: watch::Receiver<Vec<KafkaOffset>>,
 }
 
 /// Why a whole submission was not processed. Nothing of a refused submission is counted.
@@ -78,6 +81,23 @@ pub enum Refusal {
         "suivi's journal cannot be written (see its logs): events cannot be made durable; retry later"
     )]
     StorageUnwritable,
+    /// A Kafka batch that does not continue from where its partition is (a batch before it was
+    /// refused, or the partition is not assigned here): read it again from the position.
+    #[error("the Kafka batch does not continue from its partition's position; read it again")]
+    OutOfSequence,
+}
+
+impl Refusal {
+    /// The metric label of this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Overloaded(_) => "overloaded",
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::DiskFull => "disk_full",
+            Refusal::StorageUnwritable => "storage_unwritable",
+            Refusal::OutOfSequence => "out_of_sequence",
+        }
+    }
 }
 
 /// What happened to each event of a submission, in submission order.
@@ -92,10 +112,38 @@ pub struct Writer {
     pub thread: JoinHandle<anyhow::Result<()>>,
 }
 
+/// A batch read from Kafka: the range of each partition it covers, and for each event the index
+/// in `ranges` of the partition it was read from.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaBatch {
+    pub ranges: Vec<Range>,
+    pub sources: Vec<u32>,
+}
+
+/// The answer to a queued submission, once it is durable, applied and published (or refused).
+pub type Answer = oneshot::Receiver<Result<Outcomes, Refusal>>;
+
 /// What the writer thread is told.
 #[derive(Debug)]
 enum Message {
     Submit(Submission),
+    /// Kafka partitions assigned to this instance: answers the position of each. `exclusive`
+    /// on the first assignment after start: partitions held from before and not assigned now
+    /// went to another instance meanwhile, and are released first.
+    Assign {
+        partitions: Vec<Partition>,
+        exclusive: bool,
+        reply: oneshot::Sender<Vec<i64>>,
+    },
+    /// Checkpoint now; answers the Kafka positions of the newest checkpoint written.
+    Checkpoint {
+        reply: oneshot::Sender<Vec<KafkaOffset>>,
+    },
+    /// Kafka partitions taken away: release the campaigns they alone fed, checkpoint, answer.
+    Release {
+        partitions: Vec<Partition>,
+        reply: oneshot::Sender<Release>,
+    },
     /// Time passed: sync or checkpoint if due.
     Tick,
     /// Apply what is queued, checkpoint, then stop.
@@ -105,6 +153,7 @@ enum Message {
 #[derive(Debug)]
 struct Submission {
     events: Vec<Event>,
+    kafka: Option<KafkaBatch>,
     reply: oneshot::Sender<Result<Outcomes, Refusal>>,
     /// Room in the queue, given back once the submission is answered.
     _room: OwnedSemaphorePermit,
@@ -116,18 +165,107 @@ impl Ingest {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let room = self.room(events.len(), self.queue_timeout).await?;
+        let answer = self.send(events, None, room).await?;
+        answer.await.map_err(|_dropped| Refusal::ShuttingDown)?
+    }
+
+    /// Queues a batch read from Kafka once there is room for it, waiting at most `wait`; the
+    /// answer comes once it is durable. `events` are taken only once there is room: refused as
+    /// overloaded, the caller still has them. For the Kafka consumer's own thread: this blocks.
+    pub fn queue_kafka(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        events: &mut Vec<Event>,
+        batch: KafkaBatch,
+        wait: Duration,
+    ) -> Result<Answer, Refusal> {
+        runtime.block_on(async {
+            let room = self.room(events.len().max(1), wait).await?;
+            self.send(std::mem::take(events), Some(batch), room).await
+        })
+    }
+
+    /// Tells the writer that `partitions` are assigned here, and answers their positions; when
+    /// `exclusive`, partitions held from before and not among them are released first. Blocks.
+    pub fn assign(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        partitions: Vec<Partition>,
+        exclusive: bool,
+    ) -> Result<Vec<i64>, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.control(
+            runtime,
+            Message::Assign {
+                partitions,
+                exclusive,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    /// Has the writer checkpoint now, and answers the Kafka positions of the newest checkpoint
+    /// written (to commit to the group at shutdown). Blocks.
+    pub fn checkpoint_now(
+        &self,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Vec<KafkaOffset>, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.control(runtime, Message::Checkpoint { reply }, answer)
+    }
+
+    fn control<T>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        message: Message,
+        answer: oneshot::Receiver<T>,
+    ) -> Result<T, Refusal> {
+        runtime.block_on(async {
+            self.queue
+                .send(message)
+                .await
+                .map_err(|_closed| Refusal::ShuttingDown)?;
+            answer.await.map_err(|_dropped| Refusal::ShuttingDown)
+        })
+    }
+
+    /// Tells the writer that `partitions` are no longer assigned here, and waits until the
+    /// campaigns they alone fed are released and the state is checkpointed. Blocks.
+    pub fn release(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        partitions: Vec<Partition>,
+    ) -> Result<Release, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.control(runtime, Message::Release { partitions, reply }, answer)
+    }
+
+    /// Waits at most `wait` for room for `events` events in the queue.
+    async fn room(&self, events: usize, wait: Duration) -> Result<OwnedSemaphorePermit, Refusal> {
         // Config validation keeps batches at most the queue's capacity, so a permit always exists.
-        let wanted = u32::try_from(events.len().min(self.capacity)).unwrap_or(u32::MAX);
+        let wanted = u32::try_from(events.min(self.capacity)).unwrap_or(u32::MAX);
         let acquire = self.room.clone().acquire_many_owned(wanted);
-        let room = match tokio::time::timeout(self.queue_timeout, acquire).await {
+        let room = match tokio::time::timeout(wait, acquire).await {
             Ok(Ok(room)) => room,
             Ok(Err(_closed)) => return Err(Refusal::ShuttingDown),
-            Err(_elapsed) => return Err(Refusal::Overloaded(self.queue_timeout)),
+            Err(_elapsed) => return Err(Refusal::Overloaded(wait)),
         };
         telemetry::record_queue(self.capacity - self.room.available_permits());
+        Ok(room)
+    }
+
+    async fn send(
+        &self,
+        events: Vec<Event>,
+        kafka: Option<KafkaBatch>,
+        room: OwnedSemaphorePermit,
+    ) -> Result<Answer, Refusal> {
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             events,
+            kafka,
             reply,
             _room: room,
         };
@@ -135,7 +273,12 @@ impl Ingest {
             .send(Message::Submit(submission))
             .await
             .map_err(|_closed| Refusal::ShuttingDown)?;
-        answer.await.map_err(|_dropped| Refusal::ShuttingDown)?
+        Ok(answer)
+    }
+
+    /// The Kafka positions of the newest checkpoint written: what may be committed to the group.
+    pub fn checkpointed(&self) -> watch::Receiver<Vec<KafkaOffset>> {
+        self.checkpointed.clone()
     }
 
     /// Lets the writer sync or checkpoint when due; skipped when the queue is full.
@@ -158,11 +301,13 @@ pub fn start(
     figures: Arc<Figures>,
 ) -> std::io::Result<(Ingest, Writer)> {
     let (queue, receiver) = mpsc::channel(QUEUE_SUBMISSIONS);
+    let (checkpointed_sender, checkpointed) = watch::channel(Vec::new());
     let ingest = Ingest {
         queue,
         room: Arc::new(Semaphore::new(settings.queue_events)),
         capacity: settings.queue_events,
         queue_timeout: settings.queue_timeout,
+        checkpointed,
     };
     let room = ingest.room.clone();
     let (recovered_sender, recovered) = oneshot::channel();
@@ -186,7 +331,8 @@ pub fn start(
                 capacity: settings.queue_events,
                 aggregator: recovered.aggregator,
                 journal: recovered.journal,
-                kafka_offsets: recovered.kafka_offsets,
+                sources: recovered.sources,
+                checkpointed: Arc::new(checkpointed_sender),
                 figures,
                 storage: settings.storage,
                 checkpoint_interval: settings.checkpoint_interval,
@@ -209,7 +355,8 @@ struct WriterState {
     capacity: usize,
     aggregator: Aggregator,
     journal: Journal,
-    kafka_offsets: Vec<KafkaOffset>,
+    sources: Sources,
+    checkpointed: Arc<watch::Sender<Vec<KafkaOffset>>>,
     figures: Arc<Figures>,
     storage: Storage,
     checkpoint_interval: Duration,
@@ -225,16 +372,20 @@ impl WriterState {
         let mut group = Vec::with_capacity(MAX_GROUP_SUBMISSIONS);
         let mut stopping = false;
         while !stopping {
+            let mut control = None;
             match queue.blocking_recv() {
                 Some(Message::Submit(first)) => group.push(first),
                 Some(Message::Tick) => {}
                 Some(Message::Stop) | None => stopping = true,
+                Some(message) => control = Some(message),
             }
-            while group.len() < MAX_GROUP_SUBMISSIONS || stopping {
+            // A control message is handled after the submissions queued before it, alone.
+            while control.is_none() && (group.len() < MAX_GROUP_SUBMISSIONS || stopping) {
                 match queue.try_recv() {
                     Ok(Message::Submit(next)) => group.push(next),
                     Ok(Message::Tick) => {}
                     Ok(Message::Stop) => stopping = true,
+                    Ok(message) => control = Some(message),
                     Err(_) => break,
                 }
             }
@@ -242,6 +393,34 @@ impl WriterState {
                 self.commit(&mut group);
                 // The answered submissions gave their room back.
                 telemetry::record_queue(self.capacity - self.room.available_permits());
+            }
+            match control {
+                Some(Message::Assign {
+                    partitions,
+                    exclusive,
+                    reply,
+                }) => {
+                    if exclusive {
+                        let stale: Vec<Partition> = self
+                            .sources
+                            .held()
+                            .into_iter()
+                            .filter(|held| !partitions.contains(held))
+                            .collect();
+                        if !stale.is_empty() {
+                            self.release(&stale);
+                        }
+                    }
+                    let _ = reply.send(self.sources.assign(&partitions));
+                }
+                Some(Message::Checkpoint { reply }) => {
+                    self.checkpoint(true);
+                    let _ = reply.send(self.checkpointed.borrow().clone());
+                }
+                Some(Message::Release { partitions, reply }) => {
+                    let _ = reply.send(self.release(&partitions));
+                }
+                _ => {}
             }
             if let Err(error) = self.journal.sync_if_due() {
                 tracing::error!(error = %error, "journal sync failed");
@@ -259,6 +438,7 @@ impl WriterState {
 
     /// Makes a group durable, applies it, publishes it and answers it.
     fn commit(&mut self, group: &mut Vec<Submission>) {
+        self.refuse_out_of_sequence(group);
         let mut admission = Admission::default();
         let decisions: Vec<Outcomes> = group
             .iter()
@@ -270,24 +450,54 @@ impl WriterState {
                     .collect()
             })
             .collect();
-        let admitted: Vec<&Event> = group
-            .iter()
-            .zip(&decisions)
-            .flat_map(|(submission, outcomes)| {
-                submission
-                    .events
-                    .iter()
-                    .zip(outcomes)
-                    .filter(|(_, outcome)| **outcome == Applied::Accepted)
-                    .map(|(event, _)| event)
-            })
-            .collect();
-        if !admitted.is_empty() {
+        // The group's partitions, each with its position once the group is counted.
+        let mut positions: Vec<KafkaOffset> = Vec::new();
+        let mut admitted: Vec<(&Event, u32)> = Vec::new();
+        for (submission, outcomes) in group.iter().zip(&decisions) {
+            // Each range's index in `positions`, plus one (0 is gRPC/HTTP).
+            let mut range_sources = Vec::new();
+            if let Some(kafka) = &submission.kafka {
+                for range in &kafka.ranges {
+                    let found = positions.iter().position(|position| {
+                        position.partition == range.partition.partition
+                            && position.topic == range.partition.topic
+                    });
+                    let index = found.unwrap_or_else(|| {
+                        positions.push(KafkaOffset {
+                            topic: range.partition.topic.clone(),
+                            partition: range.partition.partition,
+                            ..KafkaOffset::default()
+                        });
+                        positions.len() - 1
+                    });
+                    positions[index].next_offset = range.to;
+                    range_sources.push(u32::try_from(index + 1).unwrap_or(u32::MAX));
+                }
+            }
+            for (position, (event, outcome)) in submission.events.iter().zip(outcomes).enumerate() {
+                if *outcome == Applied::Accepted {
+                    let source = submission.kafka.as_ref().map_or(0, |kafka| {
+                        kafka
+                            .sources
+                            .get(position)
+                            .and_then(|range| range_sources.get(*range as usize))
+                            .copied()
+                            .unwrap_or(0)
+                    });
+                    admitted.push((event, source));
+                }
+            }
+        }
+        if !admitted.is_empty() || !positions.is_empty() {
             let record = JournalRecord {
                 events: admitted
                     .iter()
-                    .map(|event| StoredEvent::from(*event))
+                    .map(|(event, source)| StoredEvent {
+                        source: *source,
+                        ..StoredEvent::from(*event)
+                    })
                     .collect(),
+                positions,
             };
             match self.journal.append(&record) {
                 Ok(appended) => {
@@ -310,9 +520,18 @@ impl WriterState {
                     return;
                 }
             }
-            for event in admitted {
+            self.sources.advance(&record.positions);
+            for (event, source) in admitted {
                 // Admission said accepted, and applying in the same order agrees.
                 self.aggregator.apply(event);
+                let partition = source
+                    .checked_sub(1)
+                    .and_then(|index| record.positions.get(index as usize))
+                    .map(|position| Partition {
+                        topic: position.topic.clone(),
+                        partition: position.partition,
+                    });
+                self.note_source(&event.campaign, partition.as_ref());
             }
         }
         self.publish();
@@ -320,6 +539,77 @@ impl WriterState {
             // A client that went away no longer needs its answer; its events are counted.
             let _ = submission.reply.send(Ok(outcomes));
         }
+    }
+
+    /// Answers, and takes out of the group, every Kafka batch that does not continue from its
+    /// partitions' positions (counting the batches before it in the group).
+    fn refuse_out_of_sequence(&mut self, group: &mut Vec<Submission>) {
+        if group.iter().all(|submission| submission.kafka.is_none()) {
+            return;
+        }
+        let mut ahead: Vec<(Partition, i64)> = Vec::new();
+        let mut kept = Vec::with_capacity(group.len());
+        for submission in group.drain(..) {
+            let Some(kafka) = &submission.kafka else {
+                kept.push(submission);
+                continue;
+            };
+            let in_sequence = kafka.ranges.iter().all(|range| {
+                match ahead
+                    .iter()
+                    .find(|(partition, _)| *partition == range.partition)
+                {
+                    Some((_, position)) => *position == range.from,
+                    None => self.sources.check(std::slice::from_ref(range)).is_ok(),
+                }
+            });
+            if in_sequence {
+                for range in &kafka.ranges {
+                    match ahead
+                        .iter_mut()
+                        .find(|(partition, _)| *partition == range.partition)
+                    {
+                        Some((_, position)) => *position = range.to,
+                        None => ahead.push((range.partition.clone(), range.to)),
+                    }
+                }
+                kept.push(submission);
+            } else {
+                let _ = submission.reply.send(Err(Refusal::OutOfSequence));
+            }
+        }
+        *group = kept;
+    }
+
+    /// Notes the source of a counted event, and says so when a campaign gains a second source.
+    fn note_source(&mut self, campaign: &str, partition: Option<&Partition>) {
+        if self.sources.note(campaign, partition) {
+            telemetry::record_campaign_with_several_sources();
+            tracing::warn!(
+                campaign,
+                "campaign fed by more than one source (Kafka partitions, or Kafka and gRPC/HTTP): \
+                 it stays on this instance when its partition is reassigned; key Kafka messages \
+                 by campaign"
+            );
+        }
+    }
+
+    /// Lets Kafka partitions go: releases the campaigns they alone fed, publishes, and
+    /// checkpoints so that the release is durable before another instance counts them.
+    fn release(&mut self, partitions: &[Partition]) -> Release {
+        let release = self.sources.release(partitions);
+        let released = self.aggregator.release(&release.campaigns);
+        self.figures.remove(&released, Utc::now());
+        telemetry::record_campaigns_released(released.len());
+        self.publish();
+        tracing::info!(
+            partitions = ?partitions,
+            released = released.len(),
+            kept = ?release.kept,
+            "Kafka partitions released"
+        );
+        self.checkpoint(true);
+        release
     }
 
     fn publish(&mut self) {
@@ -356,9 +646,10 @@ impl WriterState {
             }
         };
         let started = Instant::now();
-        let state = self
-            .aggregator
-            .checkpoint(position, self.kafka_offsets.clone());
+        let mut state = self.aggregator.checkpoint(position, self.sources.offsets());
+        state.direct_campaigns = self.sources.direct_campaigns();
+        let offsets = state.kafka_offsets.clone();
+        let checkpointed = self.checkpointed.clone();
         let encode_time = started.elapsed();
         self.last_checkpoint = Instant::now();
         self.journal_bytes_since_checkpoint = 0;
@@ -380,6 +671,7 @@ impl WriterState {
             match written {
                 Ok((path, bytes, removed)) => {
                     telemetry::record_checkpoint(elapsed, bytes, true);
+                    checkpointed.send_replace(offsets);
                     tracing::info!(
                         checkpoint = %path.display(),
                         bytes,

@@ -11,7 +11,7 @@ use crate::aggregate::{Aggregator, AggregatorSettings};
 use crate::checkpoint;
 use crate::event::Event;
 use crate::journal::{FsyncPolicy, Journal};
-use crate::proto::storage::KafkaOffset;
+use crate::sources::{Partition, Sources};
 
 /// Where the durable state lives and how the journal is written.
 #[derive(Debug, Clone)]
@@ -27,7 +27,8 @@ pub struct Storage {
 pub struct Recovered {
     pub aggregator: Aggregator,
     pub journal: Journal,
-    pub kafka_offsets: Vec<KafkaOffset>,
+    /// The Kafka partition positions and campaign sources, as of the journal's end.
+    pub sources: Sources,
     pub report: RecoveryReport,
 }
 
@@ -72,14 +73,14 @@ pub fn recover(
             "checkpoint unusable; falling back to an older one"
         );
     }
-    let (mut aggregator, from, kafka_offsets) = match &checkpoint {
+    let (mut aggregator, from, mut sources) = match &checkpoint {
         Some(checkpoint) => (
             Aggregator::restore(settings, registered, checkpoint)
                 .context("cannot restore the checkpoint")?,
             checkpoint.journal_position,
-            checkpoint.kafka_offsets.clone(),
+            Sources::restore(&checkpoint.kafka_offsets, &checkpoint.direct_campaigns),
         ),
-        None => (Aggregator::new(settings, registered), 0, Vec::new()),
+        None => (Aggregator::new(settings, registered), 0, Sources::default()),
     };
     report.checkpoint_position = checkpoint
         .as_ref()
@@ -91,10 +92,19 @@ pub fn recover(
         storage.segment_bytes,
         from,
         |position, record| {
+            sources.advance(&record.positions);
             for stored in record.events {
+                let partition = (stored.source as usize)
+                    .checked_sub(1)
+                    .and_then(|index| record.positions.get(index))
+                    .map(|offset| Partition {
+                        topic: offset.topic.clone(),
+                        partition: offset.partition,
+                    });
                 match Event::try_from(stored) {
                     Ok(event) => {
                         aggregator.apply(&event);
+                        sources.note(&event.campaign, partition.as_ref());
                     }
                     Err(error) => {
                         malformed.get_or_insert((position, error));
@@ -113,7 +123,7 @@ pub fn recover(
     Ok(Recovered {
         aggregator,
         journal,
-        kafka_offsets,
+        sources,
         report,
     })
 }

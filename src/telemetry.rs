@@ -135,11 +135,35 @@ pub const JOURNAL_CAUSE_DISK_FULL: &str = "disk_full";
 /// The `cause` of a journal append that failed for any other reason.
 pub const JOURNAL_CAUSE_UNWRITABLE: &str = "unwritable";
 
+/// Kafka messages consumed, by topic and partition.
+pub const KAFKA_MESSAGES: &str = "suivi_kafka_messages_total";
+/// How far each assigned partition's position is behind its end.
+pub const KAFKA_LAG: &str = "suivi_kafka_lag_messages";
+/// Kafka partitions assigned to this instance.
+pub const KAFKA_ASSIGNED: &str = "suivi_kafka_assigned_partitions";
+/// Messages sent to the dead-letter topic, by reason (a rejection code).
+pub const KAFKA_DEAD_LETTERS: &str = "suivi_kafka_dead_letters_total";
+/// Failed attempts to write to the dead-letter topic (the partition is paused and retried).
+pub const KAFKA_DEAD_LETTER_FAILURES: &str = "suivi_kafka_dead_letter_failures_total";
+/// Consumer group rebalances, by what they did here (assign or revoke).
+pub const KAFKA_REBALANCES: &str = "suivi_kafka_rebalances_total";
+/// Time consumption was paused (aggregation behind, disk full, dead-letter topic unwritable).
+pub const KAFKA_PAUSED_SECONDS: &str = "suivi_kafka_paused_seconds_total";
+/// Batches read from Kafka that suivi refused and read again, by reason.
+pub const KAFKA_BATCHES_RETRIED: &str = "suivi_kafka_batches_retried_total";
+/// Offset commits to the consumer group that failed.
+pub const KAFKA_COMMIT_FAILURES: &str = "suivi_kafka_commit_failures_total";
+/// Campaigns that became fed by more than one source (partitions, or Kafka and gRPC/HTTP).
+pub const CAMPAIGNS_SEVERAL_SOURCES: &str = "suivi_campaigns_with_several_sources_total";
+/// Campaigns released to another instance with their Kafka partition.
+pub const CAMPAIGNS_RELEASED: &str = "suivi_campaigns_released_total";
+
 /// Where an event came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Grpc,
     Http,
+    Kafka,
 }
 
 impl Transport {
@@ -148,6 +172,7 @@ impl Transport {
         match self {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
+            Transport::Kafka => "kafka",
         }
     }
 }
@@ -307,6 +332,61 @@ fn describe() {
         "Events replayed from the journal by the last recovery."
     );
     describe_gauge!(CAMPAIGNS, Unit::Count, "Campaigns held.");
+    describe_counter!(
+        KAFKA_MESSAGES,
+        Unit::Count,
+        "Kafka messages consumed, by topic and partition."
+    );
+    describe_gauge!(
+        KAFKA_LAG,
+        Unit::Count,
+        "Messages between each assigned partition's position and its end."
+    );
+    describe_gauge!(
+        KAFKA_ASSIGNED,
+        Unit::Count,
+        "Kafka partitions assigned to this instance."
+    );
+    describe_counter!(
+        KAFKA_DEAD_LETTERS,
+        Unit::Count,
+        "Kafka messages sent to the dead-letter topic, by reason."
+    );
+    describe_counter!(
+        KAFKA_DEAD_LETTER_FAILURES,
+        Unit::Count,
+        "Failed writes to the dead-letter topic (retried, never dropped)."
+    );
+    describe_counter!(
+        KAFKA_REBALANCES,
+        Unit::Count,
+        "Consumer group rebalances, by kind (assign, revoke)."
+    );
+    describe_counter!(
+        KAFKA_PAUSED_SECONDS,
+        Unit::Seconds,
+        "Time Kafka consumption was paused, by cause."
+    );
+    describe_counter!(
+        KAFKA_BATCHES_RETRIED,
+        Unit::Count,
+        "Kafka batches refused and read again, by reason."
+    );
+    describe_counter!(
+        KAFKA_COMMIT_FAILURES,
+        Unit::Count,
+        "Failed offset commits to the consumer group."
+    );
+    describe_counter!(
+        CAMPAIGNS_SEVERAL_SOURCES,
+        Unit::Count,
+        "Campaigns that became fed by more than one Kafka partition, or by Kafka and gRPC/HTTP."
+    );
+    describe_counter!(
+        CAMPAIGNS_RELEASED,
+        Unit::Count,
+        "Campaigns released to another instance with their Kafka partition."
+    );
     describe_gauge!(
         LEARNERS,
         Unit::Count,
@@ -332,6 +412,84 @@ fn register_failure_series() {
     }
     counter!(CHECKPOINTS).increment(0);
     counter!(CHECKPOINT_FAILURES).increment(0);
+    counter!(CAMPAIGNS_SEVERAL_SOURCES).increment(0);
+}
+
+/// Makes the Kafka failure counters exist at zero once Kafka is on.
+pub fn register_kafka() {
+    counter!(KAFKA_DEAD_LETTER_FAILURES).increment(0);
+    counter!(KAFKA_COMMIT_FAILURES).increment(0);
+    for kind in ["assign", "revoke"] {
+        counter!(KAFKA_REBALANCES, "kind" => kind).increment(0);
+    }
+    for cause in PAUSE_CAUSES {
+        counter!(KAFKA_PAUSED_SECONDS, "cause" => cause).increment(0);
+    }
+    gauge!(KAFKA_ASSIGNED).set(0.0);
+}
+
+/// Why Kafka consumption pauses: the aggregate is behind, the journal cannot be written, or the
+/// dead-letter topic cannot be written.
+pub const PAUSE_CAUSES: [&str; 3] = ["backpressure", "storage", "dead_letter"];
+
+/// Records the messages consumed from one partition.
+pub fn record_kafka_messages(topic: &str, partition: i32, messages: u64) {
+    counter!(KAFKA_MESSAGES, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .increment(messages);
+}
+
+/// Records the lag of one assigned partition.
+#[allow(clippy::cast_precision_loss)] // Lags stay far below 2^52.
+pub fn record_kafka_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!(KAFKA_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(lag.max(0) as f64);
+}
+
+/// Forgets the lag series of a partition no longer assigned here.
+pub fn forget_kafka_lag(topic: &str, partition: i32) {
+    gauge!(KAFKA_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string()).set(0.0);
+}
+
+/// Records the partitions assigned here after a rebalance of `kind` (assign or revoke).
+#[allow(clippy::cast_precision_loss)] // Partition counts are small.
+pub fn record_kafka_rebalance(kind: &'static str, assigned: usize) {
+    counter!(KAFKA_REBALANCES, "kind" => kind).increment(1);
+    gauge!(KAFKA_ASSIGNED).set(assigned as f64);
+}
+
+/// Records one message sent to the dead-letter topic.
+pub fn record_dead_letter(reason: &'static str) {
+    counter!(KAFKA_DEAD_LETTERS, "reason" => reason).increment(1);
+}
+
+/// Records a failed write to the dead-letter topic.
+pub fn record_dead_letter_failure() {
+    counter!(KAFKA_DEAD_LETTER_FAILURES).increment(1);
+}
+
+/// Records the whole time Kafka consumption was paused for `cause` (one of [`PAUSE_CAUSES`]).
+pub fn record_kafka_paused(cause: &'static str, total: Duration) {
+    counter!(KAFKA_PAUSED_SECONDS, "cause" => cause).absolute(total.as_secs());
+}
+
+/// Records a Kafka batch refused and read again.
+pub fn record_kafka_retry(reason: &'static str) {
+    counter!(KAFKA_BATCHES_RETRIED, "reason" => reason).increment(1);
+}
+
+/// Records a failed offset commit.
+pub fn record_kafka_commit_failure() {
+    counter!(KAFKA_COMMIT_FAILURES).increment(1);
+}
+
+/// Records a campaign that gained a second source.
+pub fn record_campaign_with_several_sources() {
+    counter!(CAMPAIGNS_SEVERAL_SOURCES).increment(1);
+}
+
+/// Records campaigns released to another instance.
+pub fn record_campaigns_released(campaigns: usize) {
+    counter!(CAMPAIGNS_RELEASED).increment(campaigns as u64);
 }
 
 /// Makes the snapshot counters of `sink` exist at zero before its first snapshot, for the same

@@ -68,6 +68,8 @@ impl Aggregator {
             totals: Some(self.totals.stored()),
             kafka_offsets,
             chapter_count: u32::from(self.settings.chapter_count),
+            // The writer's to fill: the aggregate does not know where events came from.
+            direct_campaigns: Vec::new(),
         }
     }
 

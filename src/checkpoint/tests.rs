@@ -36,8 +36,10 @@ fn checkpoint_at(journal_position: u64) -> Checkpoint {
             topic: "learner-events".to_owned(),
             partition: 3,
             next_offset: 1234,
+            campaigns: vec!["gendarmerie".to_owned()],
         }],
         chapter_count: 3,
+        direct_campaigns: vec!["direct".to_owned()],
     }
 }
 

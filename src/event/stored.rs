@@ -42,6 +42,8 @@ impl From<&Event> for StoredEvent {
             key2,
             occurred_at_micros: event.occurred_at.timestamp_micros(),
             chapter,
+            // Set by the writer for an event read from Kafka.
+            source: 0,
         }
     }
 }

@@ -126,5 +126,7 @@ fn status(refusal: BatchRefusal) -> Status {
         BatchRefusal::Pipeline(Refusal::DiskFull | Refusal::StorageUnwritable) => {
             Status::resource_exhausted(message)
         }
+        // Only Kafka batches are sequenced.
+        BatchRefusal::Pipeline(Refusal::OutOfSequence) => Status::internal(message),
     }
 }

@@ -127,5 +127,9 @@ fn api_error(refusal: BatchRefusal) -> ApiError {
                 message,
             )
         },
+        // Only Kafka batches are sequenced.
+        BatchRefusal::Pipeline(Refusal::OutOfSequence) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        }
     }
 }

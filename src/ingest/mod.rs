@@ -49,10 +49,7 @@ impl BatchRefusal {
     pub fn reason(&self) -> &'static str {
         match self {
             BatchRefusal::TooManyEvents { .. } => "batch_too_large",
-            BatchRefusal::Pipeline(Refusal::Overloaded(_)) => "overloaded",
-            BatchRefusal::Pipeline(Refusal::ShuttingDown) => "shutting_down",
-            BatchRefusal::Pipeline(Refusal::DiskFull) => "disk_full",
-            BatchRefusal::Pipeline(Refusal::StorageUnwritable) => "storage_unwritable",
+            BatchRefusal::Pipeline(refusal) => refusal.reason(),
         }
     }
 }

@@ -33,6 +33,7 @@ fn sized_record(number: u32, events: u32) -> JournalRecord {
                 ..StoredEvent::default()
             })
             .collect(),
+        positions: Vec::new(),
     }
 }
 

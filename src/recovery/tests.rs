@@ -215,6 +215,7 @@ impl Process {
                 .iter()
                 .map(|event| StoredEvent::from(*event))
                 .collect(),
+            positions: Vec::new(),
         };
         self.recovered
             .journal
@@ -427,7 +428,7 @@ fn recovering_an_empty_storage_gives_the_registered_campaigns_at_zero() {
         &recovered.aggregator,
     );
     assert_eq!(recovered.journal.position(), 0);
-    assert_eq!(recovered.kafka_offsets, Vec::new());
+    assert_eq!(recovered.sources.offsets(), Vec::new());
     assert_eq!(
         RecoveryReport {
             duration: Duration::ZERO,
@@ -438,21 +439,68 @@ fn recovering_an_empty_storage_gives_the_registered_campaigns_at_zero() {
 }
 
 #[test]
-fn recovery_hands_back_the_kafka_offsets_of_the_checkpoint() {
+fn recovery_brings_kafka_positions_to_the_journal_end_with_the_campaigns_each_partition_fed() {
     let directory = scratch_directory();
     let storage = storage(directory.path());
-    let offsets = vec![KafkaOffset {
+    let offset = |partition: i32, next_offset: i64, campaigns: &[&str]| KafkaOffset {
         topic: "learner-events".to_owned(),
-        partition: 2,
-        next_offset: 77,
-    }];
-    let state = Aggregator::new(settings(), registered()).checkpoint(0, offsets.clone());
+        partition,
+        next_offset,
+        campaigns: campaigns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let mut state = Aggregator::new(settings(), registered())
+        .checkpoint(0, vec![offset(1, 10, &[]), offset(2, 77, &["inria"])]);
+    state.direct_campaigns = vec!["pole-emploi".to_owned()];
     checkpoint::write(&storage.checkpoint_dir, &state).expect("the checkpoint writes");
+    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    // After the checkpoint: a group read from partition 1 up to offset 25.
+    let spec = EventSpec {
+        id: 1,
+        kind: EventKind::Enrolled,
+        chapter: 1,
+        campaign: CAMPAIGNS
+            .iter()
+            .position(|c| *c == REGISTERED)
+            .expect("registered"),
+        source: 0,
+        learner: 1,
+        visitor: None,
+        minutes: 0,
+    };
+    let event = parse(&EventParser::new(CHAPTER_COUNT, [3; 32]), &spec);
+    recovered
+        .journal
+        .append(&JournalRecord {
+            events: vec![StoredEvent {
+                source: 1,
+                ..StoredEvent::from(&event)
+            }],
+            positions: vec![offset(1, 25, &[])],
+        })
+        .expect("the journal appends");
+    drop(recovered);
 
-    let recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
 
-    assert_eq!(recovered.kafka_offsets, offsets);
-    assert_eq!(recovered.report.checkpoint_position, Some(0));
+    assert_eq!(
+        recovered.sources.offsets(),
+        vec![offset(1, 25, &[REGISTERED]), offset(2, 77, &["inria"])]
+    );
+    assert_eq!(
+        recovered.sources.direct_campaigns(),
+        vec!["pole-emploi".to_owned()]
+    );
+    assert_eq!(
+        recovered.sources.release(&[suivi_partition(1)]).campaigns,
+        vec![REGISTERED.to_owned()]
+    );
+}
+
+fn suivi_partition(number: i32) -> crate::sources::Partition {
+    crate::sources::Partition {
+        topic: "learner-events".to_owned(),
+        partition: number,
+    }
 }
 
 #[test]
@@ -489,6 +537,7 @@ fn recovery_refuses_a_journal_record_with_a_malformed_event() {
         .journal
         .append(&JournalRecord {
             events: vec![no_action],
+            positions: Vec::new(),
         })
         .expect("the journal appends");
     drop(recovered);
