@@ -26,6 +26,7 @@ use crate::config::Settings;
 use crate::event::EventParser;
 use crate::figures::Figures;
 use crate::ingest::Intake;
+use crate::kafka::{Kafka, KafkaSettings};
 use crate::pipeline::PipelineSettings;
 use crate::proto::counter_service_server::CounterServiceServer;
 use crate::proto::ingest_service_server::IngestServiceServer;
@@ -287,6 +288,15 @@ impl App {
             seconds = report.duration.as_secs_f64(),
             "state recovered"
         );
+        let kafka = match KafkaSettings::from_settings(&settings) {
+            Some(kafka_settings) => Some(Kafka::start(
+                kafka_settings,
+                ingest.clone(),
+                Arc::new(EventParser::new(settings.chapter_count, key)),
+                tokio::runtime::Handle::current(),
+            )?),
+            None => None,
+        };
         health.set_service_status("", ServingStatus::Serving).await;
         health
             .set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>()
@@ -312,6 +322,10 @@ impl App {
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        if let Some(kafka) = kafka {
+            // Before the pipeline closes: what was read is counted, checkpointed and committed.
+            kafka.stop().await;
+        }
         ingest.close().await;
         stop_serving.cancel();
         if tokio::time::timeout(settings.shutdown_grace, servers.wait())

@@ -14,6 +14,7 @@ pub mod figures;
 pub mod http;
 pub mod ingest;
 pub mod journal;
+pub mod kafka;
 pub mod pipeline;
 pub mod proto;
 pub mod pseudonym;
