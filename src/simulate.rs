@@ -26,6 +26,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
+pub mod kafka;
+
 use crate::event::MAX_CHAPTER_COUNT;
 use crate::proto::{self, ingest_service_client::IngestServiceClient};
 use crate::registry::Registry;
@@ -62,6 +64,17 @@ pub struct SimulateArgs {
     /// Send events in a seeded random order instead of per-learner order
     #[arg(long)]
     pub shuffle: bool,
+    /// Produce the events into Kafka (these bootstrap servers, host:port,...) instead of sending
+    /// them over gRPC; one event per message, keyed by campaign
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// The topic to produce into, with --kafka
+    #[arg(long, default_value = crate::config::DEFAULT_KAFKA_TOPIC)]
+    pub topic: String,
+    /// With --kafka, produce protobuf LearnerEvents (content-type application/x-protobuf)
+    /// instead of JSON
+    #[arg(long)]
+    pub protobuf: bool,
 }
 
 /// How many learners each campaign gets, and so the exact figures suivi will count once every
@@ -177,6 +190,35 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         simulation.shuffle();
     }
     eprintln!("{}", simulation.plan());
+    if let Some(brokers) = &args.kafka {
+        let settings = kafka::ProduceSettings {
+            brokers: brokers.clone(),
+            topic: args.topic.clone(),
+            protobuf: args.protobuf,
+        };
+        eprintln!(
+            "generated {} events in {:.1} s; producing them to {} on {} as {}",
+            simulation.num_events(),
+            generating.elapsed().as_secs_f64(),
+            settings.topic,
+            settings.brokers,
+            if settings.protobuf {
+                "protobuf"
+            } else {
+                "JSON"
+            }
+        );
+        let report = kafka::produce(&simulation, &settings).await?;
+        let seconds = report.elapsed.as_secs_f64();
+        println!(
+            "produced {} events in {:.2} s ({:.0} events/s), every one acknowledged",
+            report.events,
+            seconds,
+            report.events as f64 / seconds.max(1e-9)
+        );
+        println!("expected: {}", simulation.plan().expected_figures());
+        return Ok(());
+    }
     eprintln!(
         "generated {} events in {:.1} s; sending them to {} on {} streams, {} events a batch",
         simulation.num_events(),
