@@ -387,11 +387,11 @@ fn crash_test_env() -> [(&'static str, &'static str); 2] {
 }
 
 /// A running `suivi serve` child process. Dropping it kills the process, so that no test leaves
-/// one behind, even when it fails.
-struct Suivi {
+/// one behind, even when it fails. The Kafka tests run it too.
+pub(crate) struct Suivi {
     child: Child,
     grpc_addr: SocketAddr,
-    http_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
     log: Arc<Mutex<String>>,
     http: reqwest::Client,
 }
@@ -400,7 +400,7 @@ impl Suivi {
     /// Starts `suivi serve` on ports of 127.0.0.1 it picks itself, with its data in `data_dir`
     /// and the settings of `env`, and waits until it logs that it is ready (its addresses are
     /// read from that JSON log line).
-    fn start(data_dir: &Path, env: &[(&str, &str)]) -> Suivi {
+    pub(crate) fn start(data_dir: &Path, env: &[(&str, &str)]) -> Suivi {
         let mut command = Command::new(env!("CARGO_BIN_EXE_suivi"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("SUIVI_") {
@@ -471,12 +471,12 @@ impl Suivi {
     }
 
     /// Its log so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("the log lock").clone()
     }
 
     /// Kills it with SIGKILL (what `Child::kill` sends) and returns its log.
-    fn kill(mut self) -> String {
+    pub(crate) fn kill(mut self) -> String {
         self.child.kill().expect("suivi can be killed");
         let status = self.child.wait().expect("suivi can be waited for");
         assert_eq!(
@@ -492,7 +492,7 @@ impl Suivi {
     /// Stops it with SIGTERM and returns how it ended. The runtime's tasks run meanwhile: a gRPC
     /// channel of the test must answer suivi's goodbye for suivi to stop without waiting for its
     /// shutdown grace.
-    async fn terminate(mut self) -> ExitStatus {
+    pub(crate) async fn terminate(mut self) -> ExitStatus {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -517,7 +517,7 @@ impl Suivi {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let response = self
             .http
             .get(format!("http://{}{path}", self.http_addr))

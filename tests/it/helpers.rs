@@ -210,13 +210,19 @@ impl TestApp {
 
     /// Stops suivi (unless it is stopped already) and starts it again, with the test settings,
     /// on the same data directory.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops suivi (unless it is stopped already) and starts it again on the same data
+    /// directory, with the test settings as changed by `tweak`.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         if self.running.is_some() {
             self.stop().await;
         }
         let placeholder = tempfile::tempdir().expect("a temporary dir");
         let data_dir = std::mem::replace(&mut self.data_dir, placeholder);
-        spawn_app_in(data_dir, |_| {}).await
+        spawn_app_in(data_dir, tweak).await
     }
 
     async fn wait_until_ready(&self) {

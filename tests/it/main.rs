@@ -12,6 +12,7 @@ mod fuzz;
 mod health;
 mod helpers;
 mod ingest;
+mod kafka;
 mod limits;
 mod metrics;
 mod postgres;

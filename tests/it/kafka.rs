@@ -1,0 +1,731 @@
+//! The Kafka source against a real Kafka-protocol broker: librdkafka's mock cluster, in this
+//! test process, on ports of 127.0.0.1 it picks itself. A real rdkafka producer writes simulated
+//! learner events (JSON and protobuf, keyed by campaign) and garbage; suivi consumes them, in
+//! process or as the real binary. Every test checks suivi's counters against a reference suivi
+//! that got the same events once over gRPC: each event counted once, whatever happened between.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Message};
+use serde_json::Value;
+use suivi::config::{DEFAULT_CHAPTER_COUNT, Settings};
+use suivi::proto;
+use suivi::registry::Registry;
+use suivi::simulate::kafka::message;
+
+use crate::crash::Suivi;
+use crate::helpers::{TestApp, secret, spawn_app, spawn_app_with, within};
+
+const TOPIC: &str = "learner-events";
+const DEAD_LETTER_TOPIC: &str = "learner-events.dlq";
+/// How long a test waits for suivi to have consumed what was produced.
+const CONSUME_PATIENCE: Duration = Duration::from_secs(90);
+
+type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+/// A mock cluster of `brokers` brokers with the events topic (`partitions` partitions) and its
+/// dead-letter topic.
+fn cluster(brokers: i32, partitions: i32) -> Cluster {
+    let cluster = MockCluster::new(brokers).expect("the mock cluster starts");
+    cluster
+        .create_topic(TOPIC, partitions, 1)
+        .expect("the events topic");
+    cluster
+        .create_topic(DEAD_LETTER_TOPIC, 1, 1)
+        .expect("the dead-letter topic");
+    cluster
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("a producer")
+}
+
+/// What a test produces: key, payload, and whether it is protobuf.
+struct Produced {
+    key: String,
+    payload: Option<Vec<u8>>,
+    protobuf: bool,
+}
+
+/// The simulated events as messages, every other one as protobuf.
+fn messages(events: &[proto::LearnerEvent]) -> Vec<Produced> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let protobuf = index % 2 == 1;
+            let (key, payload) = message(event, protobuf);
+            Produced {
+                key,
+                payload: Some(payload),
+                protobuf,
+            }
+        })
+        .collect()
+}
+
+/// Messages that are not valid events, each with the rejection code suivi must give it.
+fn garbage() -> Vec<(Produced, &'static str)> {
+    let json = |text: &str| Produced {
+        key: "gendarmerie".to_owned(),
+        payload: Some(text.as_bytes().to_vec()),
+        protobuf: false,
+    };
+    vec![
+        (json("this is not JSON"), "invalid_event"),
+        (
+            Produced {
+                key: "gendarmerie".to_owned(),
+                payload: Some(vec![0xff, 0xff, 0xff, 0x01]),
+                protobuf: true,
+            },
+            "invalid_event",
+        ),
+        (
+            json(
+                r#"{"event_id":"g3","kind":"enrolled","campaign":"gendarmerie","source":"gendform3","occurred_at":"2021-03-01T10:00:00Z"}"#,
+            ),
+            "missing_learner_id",
+        ),
+        (
+            json(
+                r#"{"event_id":"g4","kind":"chapter_completed","campaign":"gendarmerie","source":"gendform3","learner_id":"x","chapter":99,"occurred_at":"2021-03-01T10:00:00Z"}"#,
+            ),
+            "chapter_out_of_range",
+        ),
+        (
+            Produced {
+                key: "gendarmerie".to_owned(),
+                payload: None,
+                protobuf: false,
+            },
+            "invalid_event",
+        ),
+    ]
+}
+
+/// Produces `messages` and waits for every acknowledgement; answers where each went.
+async fn produce(producer: &FutureProducer, messages: &[Produced]) -> Vec<(i32, i64)> {
+    let mut placed = Vec::with_capacity(messages.len());
+    for chunk in messages.chunks(5000) {
+        let deliveries = chunk.iter().map(|produced| {
+            let mut record: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(TOPIC).key(&produced.key);
+            if let Some(payload) = &produced.payload {
+                record = record.payload(payload);
+            }
+            if produced.protobuf {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some("application/x-protobuf"),
+                }));
+            }
+            producer.send(record, Duration::from_secs(120))
+        });
+        for delivery in futures::future::join_all(deliveries).await {
+            let delivered = delivery.unwrap_or_else(|(error, _)| panic!("produced: {error}"));
+            placed.push((delivered.partition, delivered.offset));
+        }
+    }
+    placed
+}
+
+/// The simulated programme of `seed` at `scale`.
+fn simulated(seed: u64, scale: f64) -> Vec<proto::LearnerEvent> {
+    let registry = Registry::load(None).expect("the embedded registry");
+    suivi::simulate::generate(&registry, seed, scale, DEFAULT_CHAPTER_COUNT)
+}
+
+/// Kafka on, from `bootstrap`, in group `group`.
+fn with_kafka(settings: &mut Settings, bootstrap: &str, group: &str) {
+    settings.kafka_brokers = Some(bootstrap.to_owned());
+    settings.kafka_group = group.to_owned();
+    settings.checkpoint_interval = Duration::from_millis(500);
+    // Dead letters fail fast when the dead-letter topic is out of reach.
+    settings
+        .kafka_options
+        .insert("message.timeout.ms".to_owned(), secret("2000"));
+}
+
+/// Every campaign's counters and the totals, without the times they changed.
+#[derive(Debug, Clone, PartialEq)]
+struct Counters {
+    campaigns: BTreeMap<String, Value>,
+    totals: Value,
+}
+
+fn strip(mut counters: Value) -> Value {
+    if let Some(object) = counters.as_object_mut() {
+        object.remove("as_of");
+    }
+    counters
+}
+
+fn counters_of(list: &Value, totals: Value) -> Counters {
+    let campaigns = list["campaigns"]
+        .as_array()
+        .expect("a campaign list")
+        .iter()
+        .map(|counters| {
+            (
+                counters["campaign"].as_str().expect("an id").to_owned(),
+                strip(counters.clone()),
+            )
+        })
+        .collect();
+    Counters {
+        campaigns,
+        totals: strip(totals),
+    }
+}
+
+async fn app_counters(app: &TestApp) -> Counters {
+    let (_, list) = app.get("/v1/campaigns").await;
+    counters_of(&list, app.totals_json().await)
+}
+
+async fn process_counters(suivi: &Suivi) -> Counters {
+    counters_of(
+        &suivi.get("/v1/campaigns").await,
+        suivi.get("/v1/totals").await,
+    )
+}
+
+/// What a suivi that got `events` once over gRPC counts.
+async fn reference(events: &[proto::LearnerEvent]) -> Counters {
+    let mut app = spawn_app().await;
+    let mut client = app.ingest_client().await;
+    for batch in events.chunks(2000) {
+        let answer = client
+            .ingest(proto::IngestRequest {
+                events: batch.to_vec(),
+            })
+            .await
+            .expect("the reference takes the events")
+            .into_inner();
+        assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
+    }
+    let counters = app_counters(&app).await;
+    app.stop().await;
+    counters
+}
+
+/// Whether a campaign's counters hold anything.
+fn holds_something(counters: &Value) -> bool {
+    counters["clicks"].as_u64() != Some(0) || counters["enrolled"].as_u64() != Some(0)
+}
+
+/// The campaigns whose counters differ, for a failure message.
+fn differences(got: &Counters, expected: &Counters) -> String {
+    let mut lines = Vec::new();
+    for (campaign, counters) in &expected.campaigns {
+        if got.campaigns.get(campaign) != Some(counters) {
+            lines.push(format!(
+                "{campaign}: got {:?}, expected {counters}",
+                got.campaigns.get(campaign).map(Value::to_string)
+            ));
+        }
+    }
+    if got.totals != expected.totals {
+        lines.push(format!(
+            "totals: got {}, expected {}",
+            got.totals, expected.totals
+        ));
+    }
+    lines.truncate(6);
+    lines.join("\n")
+}
+
+/// Waits until `read` gives `expected`, or fails saying what differs.
+async fn until_counted<F, Fut>(mut read: F, expected: &Counters, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Counters>,
+{
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let got = read().await;
+        if got == *expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the counters are not those of the events produced after {CONSUME_PATIENCE:?}:\n{}",
+            differences(&got, expected)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `condition` holds of the totals, or fails.
+async fn until_totals(app: &TestApp, what: &str, condition: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let totals = app.totals_json().await;
+        if condition(&totals) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: totals {totals}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One dead letter: its headers and payload.
+#[derive(Debug)]
+struct Letter {
+    headers: BTreeMap<String, String>,
+    payload: Option<Vec<u8>>,
+}
+
+/// Every message of the dead-letter topic, read until it has `at_least` or patience runs out.
+fn dead_letters(bootstrap: &str, at_least: usize) -> Vec<Letter> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "dead-letter-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(DEAD_LETTER_TOPIC, 0, Offset::Beginning)
+        .expect("a partition");
+    consumer.assign(&assignment).expect("assigned");
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|header| {
+                                (
+                                    header.key.to_owned(),
+                                    String::from_utf8_lossy(header.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                letters.push(Letter {
+                    headers,
+                    payload: message.payload().map(<[u8]>::to_vec),
+                });
+                quiet_since = Instant::now();
+            }
+            Some(Err(error)) => panic!("reading the dead-letter topic: {error}"),
+            None if letters.len() >= at_least && quiet_since.elapsed() > Duration::from_secs(2) => {
+                break;
+            }
+            None => {}
+        }
+    }
+    letters
+}
+
+/// The group's committed offsets for the events topic's partitions.
+fn committed(bootstrap: &str, group: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("a consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(TOPIC, partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("the committed offsets");
+    (0..partitions)
+        .map(|partition| {
+            committed
+                .find_partition(TOPIC, partition)
+                .and_then(|element| element.offset().to_raw())
+                .unwrap_or(-1)
+        })
+        .collect()
+}
+
+/// The high watermark of each partition of the events topic.
+fn ends(bootstrap: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("a consumer");
+    (0..partitions)
+        .map(|partition| {
+            consumer
+                .fetch_watermarks(TOPIC, partition, Duration::from_secs(10))
+                .expect("the watermarks")
+                .1
+        })
+        .collect()
+}
+
+async fn metric_text(app: &TestApp) -> String {
+    app.get_text("/metrics").await.1
+}
+
+/// The value of the series `series` (name and labels, as exported), or 0.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_protobuf_and_garbage_are_counted_exactly_and_dead_lettered() {
+    let cluster = cluster(1, 4);
+    let bootstrap = cluster.bootstrap_servers();
+    let events = simulated(11, 0.003);
+    let expected = reference(&events).await;
+    let producer = producer(&bootstrap);
+
+    let mut produced = messages(&events);
+    // Sent twice: the second copies are duplicates and change nothing.
+    produced.extend(messages(&events[..500]));
+    let (garbage, codes): (Vec<Produced>, Vec<&str>) = garbage().into_iter().unzip();
+    let half = produced.len() / 2;
+    produce(&producer, &produced[..half]).await;
+    let garbage_placed = produce(&producer, &garbage).await;
+    produce(&producer, &produced[half..]).await;
+
+    let mut app = spawn_app_with(|settings| with_kafka(settings, &bootstrap, "suivi")).await;
+    until_counted(
+        || app_counters(&app),
+        &expected,
+        "JSON and protobuf over Kafka",
+    )
+    .await;
+
+    let letters = dead_letters(&bootstrap, garbage.len());
+    assert_eq!(letters.len(), garbage.len(), "{letters:?}");
+    let by_offset: BTreeMap<(String, String), &Letter> = letters
+        .iter()
+        .map(|letter| {
+            (
+                (
+                    letter.headers["suivi-original-partition"].clone(),
+                    letter.headers["suivi-original-offset"].clone(),
+                ),
+                letter,
+            )
+        })
+        .collect();
+    for ((produced, code), (partition, offset)) in garbage.iter().zip(&codes).zip(&garbage_placed) {
+        let letter = by_offset
+            .get(&(partition.to_string(), offset.to_string()))
+            .unwrap_or_else(|| panic!("no dead letter for {partition}/{offset}: {letters:?}"));
+        assert_eq!(letter.headers["suivi-error-code"], *code, "{letter:?}");
+        assert!(!letter.headers["suivi-error-message"].is_empty());
+        assert_eq!(letter.headers["suivi-original-topic"], TOPIC);
+        assert_eq!(letter.payload, produced.payload, "the message as it came");
+        if produced.protobuf {
+            assert_eq!(letter.headers["content-type"], "application/x-protobuf");
+        }
+    }
+
+    let text = metric_text(&app).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"suivi_kafka_dead_letters_total{reason="invalid_event"}"#
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"suivi_kafka_dead_letters_total{reason="missing_learner_id"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "suivi_kafka_assigned_partitions"), 4.0);
+    let consumed: f64 = (0..4)
+        .map(|partition| {
+            metric(
+                &text,
+                &format!(
+                    r#"suivi_kafka_messages_total{{topic="{TOPIC}",partition="{partition}"}}"#
+                ),
+            )
+        })
+        .sum();
+    assert_eq!(consumed, (produced.len() + garbage.len()) as f64);
+    assert_eq!(
+        metric(&text, r#"suivi_events_duplicate_total{transport="kafka"}"#),
+        500.0
+    );
+
+    // Stopped, suivi checkpoints and commits the end of every partition to its group.
+    let accepted = metric(&text, r#"suivi_events_accepted_total{transport="kafka"}"#);
+    app.stop().await;
+    assert_eq!(committed(&bootstrap, "suivi", 4), ends(&bootstrap, 4));
+
+    // Restarted, it resumes from its checkpoint: nothing is read again, nothing dead-lettered twice.
+    let mut app = app
+        .restart_with(|settings| with_kafka(settings, &bootstrap, "suivi"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(app_counters(&app).await, expected);
+    // The metrics are the test process's: they still hold the first run's figures.
+    let text = metric_text(&app).await;
+    assert_eq!(
+        metric(&text, r#"suivi_events_accepted_total{transport="kafka"}"#),
+        accepted
+    );
+    assert_eq!(dead_letters(&bootstrap, garbage.len()).len(), garbage.len());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_injected_errors_and_an_unwritable_dead_letter_topic_lose_nothing() {
+    let cluster = cluster(1, 3);
+    let bootstrap = cluster.bootstrap_servers();
+    let events = simulated(12, 0.003);
+    let expected = reference(&events).await;
+    let producer = producer(&bootstrap);
+    let produced = messages(&events);
+    let (first, rest) = produced.split_at(produced.len() / 3);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    produce(&producer, first).await;
+
+    let mut app = spawn_app_with(|settings| with_kafka(settings, &bootstrap, "suivi")).await;
+    until_totals(&app, "the first third is being counted", |totals| {
+        totals["enrolled"].as_u64() > Some(0)
+    })
+    .await;
+
+    // The broker goes down mid-stream and comes back; meanwhile the producer retries.
+    cluster.broker_down(1).expect("the broker goes down");
+    let producing = {
+        let producer = producer.clone();
+        let second: Vec<Produced> = second
+            .iter()
+            .map(|p| Produced {
+                key: p.key.clone(),
+                payload: p.payload.clone(),
+                protobuf: p.protobuf,
+            })
+            .collect();
+        tokio::spawn(async move { produce(&producer, &second).await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.broker_up(1).expect("the broker comes back");
+    within(CONSUME_PATIENCE, producing)
+        .await
+        .expect("the second third is produced once the broker is back")
+        .expect("the producing task");
+
+    // Fetches and commits fail now and then.
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        ],
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 3],
+    );
+
+    // The dead-letter topic has no leader: dead letters cannot be written for a while.
+    cluster
+        .partition_leader(DEAD_LETTER_TOPIC, 0, None)
+        .expect("the dead-letter partition loses its leader");
+    let (garbage, _codes): (Vec<Produced>, Vec<&str>) = garbage().into_iter().unzip();
+    let garbage_placed = produce(&producer, &garbage).await;
+    produce(&producer, third).await;
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    while metric(
+        &metric_text(&app).await,
+        "suivi_kafka_dead_letter_failures_total",
+    ) == 0.0
+    {
+        assert!(Instant::now() < deadline, "no dead-letter failure seen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Meanwhile a partition with garbage waits: not everything is counted yet.
+    assert_ne!(app_counters(&app).await, expected);
+    cluster
+        .partition_leader(DEAD_LETTER_TOPIC, 0, Some(1))
+        .expect("the dead-letter partition has a leader again");
+
+    until_counted(|| app_counters(&app), &expected, "after the faults").await;
+    let letters = dead_letters(&bootstrap, garbage.len());
+    let origins: BTreeSet<(String, String)> = letters
+        .iter()
+        .map(|letter| {
+            (
+                letter.headers["suivi-original-partition"].clone(),
+                letter.headers["suivi-original-offset"].clone(),
+            )
+        })
+        .collect();
+    let expected_origins: BTreeSet<(String, String)> = garbage_placed
+        .iter()
+        .map(|(partition, offset)| (partition.to_string(), offset.to_string()))
+        .collect();
+    assert_eq!(
+        origins, expected_origins,
+        "every garbage message dead-lettered"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suivi_killed_with_sigkill_mid_topic_resumes_and_counts_each_event_once() {
+    let cluster = cluster(1, 4);
+    let bootstrap = cluster.bootstrap_servers();
+    let events = simulated(13, 0.02);
+    let expected = reference(&events).await;
+    produce(&producer(&bootstrap), &messages(&events)).await;
+
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    // A killed member holds its partitions until its session times out: make that short.
+    let config_dir = tempfile::tempdir().expect("a config dir");
+    let config = config_dir.path().join("suivi.toml");
+    std::fs::write(
+        &config,
+        "[kafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+    )
+    .expect("the config file");
+    let config = config.to_str().expect("a UTF-8 path");
+    let env = [
+        ("SUIVI_CONFIG", config),
+        ("SUIVI_KAFKA_BROKERS", bootstrap.as_str()),
+        ("SUIVI_CHECKPOINT_INTERVAL", "300ms"),
+        ("SUIVI_KAFKA_BATCH_EVENTS", "500"),
+    ];
+    let total = events.len() as u64;
+    for round in 0..3 {
+        let suivi = Suivi::start(data_dir.path(), &env);
+        // Killed once it has counted some, but not all, of the events.
+        let deadline = Instant::now() + CONSUME_PATIENCE;
+        loop {
+            let counted =
+                metric_of_process(&suivi, r#"suivi_events_received_total{transport="kafka"}"#)
+                    .await;
+            if counted > 0.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: nothing consumed: {}",
+                suivi.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * (round + 1))).await;
+        let log = suivi.kill();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    let suivi = Suivi::start(data_dir.path(), &env);
+    until_counted(
+        || process_counters(&suivi),
+        &expected,
+        "after three SIGKILLs",
+    )
+    .await;
+    let accepted =
+        metric_of_process(&suivi, r#"suivi_events_accepted_total{transport="kafka"}"#).await;
+    assert!(
+        accepted < total as f64,
+        "the restart resumed, it did not start over"
+    );
+    let status = suivi.terminate().await;
+    assert!(status.success(), "{status}");
+}
+
+async fn metric_of_process(suivi: &Suivi, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", suivi.http_addr))
+        .await
+        .expect("GET /metrics answers")
+        .text()
+        .await
+        .expect("a body");
+    metric(&text, series)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_joins_and_leaves_and_the_combined_counters_stay_exact() {
+    let cluster = cluster(1, 6);
+    let bootstrap = cluster.bootstrap_servers();
+    let events = simulated(14, 0.004);
+    let expected = reference(&events).await;
+    let producer = producer(&bootstrap);
+    let produced = messages(&events);
+    let (first, second) = produced.split_at(produced.len() / 2);
+    produce(&producer, first).await;
+
+    let mut one = spawn_app_with(|settings| with_kafka(settings, &bootstrap, "suivi")).await;
+    until_totals(&one, "the first instance counts", |totals| {
+        totals["enrolled"].as_u64() > Some(0)
+    })
+    .await;
+    let mut two = spawn_app_with(|settings| with_kafka(settings, &bootstrap, "suivi")).await;
+    produce(&producer, second).await;
+
+    // Each campaign is counted by one instance only, and exactly.
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let (a, b) = (app_counters(&one).await, app_counters(&two).await);
+        let mut combined = BTreeMap::new();
+        let mut twice = Vec::new();
+        for (campaign, expected_counters) in &expected.campaigns {
+            let in_a = a.campaigns.get(campaign).filter(|c| holds_something(c));
+            let in_b = b.campaigns.get(campaign).filter(|c| holds_something(c));
+            if in_a.is_some() && in_b.is_some() {
+                twice.push(campaign.clone());
+            }
+            let counters = in_a.or(in_b).unwrap_or(expected_counters);
+            combined.insert(campaign.clone(), counters.clone());
+        }
+        let split = metric(&metric_text(&two).await, "suivi_kafka_assigned_partitions") > 0.0
+            && metric(&metric_text(&one).await, "suivi_kafka_assigned_partitions") > 0.0;
+        let got = Counters {
+            campaigns: combined,
+            totals: expected.totals.clone(),
+        };
+        if split && twice.is_empty() && got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two instances: split {split}, counted twice {twice:?}:\n{}",
+            differences(&got, &expected)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The second leaves: the first takes its partitions back and counts everything alone.
+    two.stop().await;
+    until_counted(
+        || app_counters(&one),
+        &expected,
+        "after the second instance left",
+    )
+    .await;
+    one.stop().await;
+}
