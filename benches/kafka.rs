@@ -5,8 +5,9 @@
 //! writes them (JSON by default, protobuf with `SUIVI_BENCH_KAFKA_PROTOBUF=1`), keyed by
 //! campaign. Then, round after round, alternating:
 //!
-//! - **bare**: a plain rdkafka `BaseConsumer` in a fresh group reads every message and touches
-//!   its payload, nothing more: what librdkafka alone reads from this topic on this machine;
+//! - **bare**: a plain rdkafka `BaseConsumer`, every partition assigned from its beginning, reads
+//!   every message and touches its payload, nothing more: what librdkafka alone reads from this
+//!   topic on this machine;
 //! - **suivi**: the real service (`app::bind` + `run`, in this process) with Kafka on, in a fresh
 //!   group and a fresh data directory on the real disk (`fsync = always`), consumes the topic:
 //!   every message decoded, validated, journaled, fsynced, aggregated and published. Its time
@@ -89,7 +90,7 @@ fn main() {
     let mut bare_rates = Vec::new();
     let mut suivi_rates = Vec::new();
     for round in 0..rounds {
-        let bare = bare_read(&bootstrap, &format!("bare-{round}"), total);
+        let bare = bare_read(&bootstrap, &format!("bare-{round}"), partitions, total);
         // The metrics are this process's: the rounds before counted `total` messages each.
         let counted = runtime.block_on(suivi_consume(
             &bootstrap,
@@ -138,8 +139,7 @@ fn median(values: &[f64]) -> f64 {
 async fn fill(bootstrap: &str, events: &[suivi::proto::LearnerEvent], protobuf: bool) -> usize {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
+        .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("a producer");
@@ -168,8 +168,9 @@ async fn fill(bootstrap: &str, events: &[suivi::proto::LearnerEvent], protobuf: 
     bytes
 }
 
-/// A bare consumer reading the whole topic: the time from its first message to its last.
-fn bare_read(bootstrap: &str, group: &str, total: usize) -> Duration {
+/// A bare consumer reading the whole topic (every partition assigned from its beginning): the
+/// time from its first message to its last.
+fn bare_read(bootstrap: &str, group: &str, partitions: i32, total: usize) -> Duration {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -178,7 +179,13 @@ fn bare_read(bootstrap: &str, group: &str, total: usize) -> Duration {
         .set("queued.max.messages.kbytes", "16384")
         .create()
         .expect("a consumer");
-    consumer.subscribe(&[TOPIC]).expect("subscribed");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(TOPIC, partition, rdkafka::Offset::Beginning)
+            .expect("a partition");
+    }
+    consumer.assign(&assignment).expect("assigned");
     let mut read = 0;
     let mut checksum = 0u64;
     let mut first = None;

@@ -154,10 +154,15 @@ fn with_kafka(settings: &mut Settings, bootstrap: &str, group: &str) {
     settings.kafka_brokers = Some(bootstrap.to_owned());
     settings.kafka_group = group.to_owned();
     settings.checkpoint_interval = Duration::from_millis(500);
-    // Dead letters fail fast when the dead-letter topic is out of reach.
-    settings
-        .kafka_options
-        .insert("message.timeout.ms".to_owned(), secret("2000"));
+    // Dead letters fail fast when the dead-letter topic is out of reach, and group members notice
+    // a join or a leave within a second.
+    for (key, value) in [
+        ("message.timeout.ms", "2000"),
+        ("heartbeat.interval.ms", "300"),
+        ("session.timeout.ms", "6000"),
+    ] {
+        settings.kafka_options.insert(key.to_owned(), secret(value));
+    }
 }
 
 /// Every campaign's counters and the totals, without the times they changed.
@@ -728,4 +733,99 @@ async fn a_second_instance_joins_and_leaves_and_the_combined_counters_stay_exact
     )
     .await;
     one.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suivi_serve_counts_a_topic_filled_by_suivi_simulate_kafka_to_the_plan() {
+    // The mock broker keeps at most 5 MB per partition: a small programme, spread over 4.
+    let cluster = cluster(1, 4);
+    let bootstrap = cluster.bootstrap_servers();
+    let (seed, scale) = (21, 0.01);
+    for protobuf in [false, true] {
+        // Twice the same programme, once as JSON and once as protobuf: all the second are
+        // duplicates.
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_suivi"));
+        command.args([
+            "simulate",
+            "--kafka",
+            &bootstrap,
+            "--seed",
+            &seed.to_string(),
+            "--scale",
+            &scale.to_string(),
+        ]);
+        if protobuf {
+            command.arg("--protobuf");
+        }
+        let output = command.output().expect("suivi simulate runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "suivi simulate --kafka: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("every one acknowledged"), "{stdout}");
+    }
+
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    let suivi = Suivi::start(
+        data_dir.path(),
+        &[("SUIVI_KAFKA_BROKERS", bootstrap.as_str())],
+    );
+    let registry = Registry::load(None).expect("the embedded registry");
+    let plan = suivi::simulate::Plan::new(&registry, seed, scale);
+    let gendarmerie = plan
+        .campaign("gendarmerie")
+        .expect("the Gendarmerie is planned");
+    let expected = (
+        plan.started,
+        plan.certified,
+        gendarmerie.enrolled,
+        gendarmerie.certified,
+    );
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let totals = suivi.get("/v1/totals").await;
+        let campaign = suivi.get("/v1/campaigns/gendarmerie").await;
+        let got = (
+            totals["started"].as_u64().unwrap_or(0),
+            totals["certified"].as_u64().unwrap_or(0),
+            campaign["enrolled"].as_u64().unwrap_or(0),
+            campaign["certified"].as_u64().unwrap_or(0),
+        );
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "got (started, certified, gendarmerie enrolled, gendarmerie certified) {got:?}, \
+             planned {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every event came twice: once read, the second copies were all duplicates.
+    let events = suivi::simulate::Simulation::new(&registry, seed, scale, DEFAULT_CHAPTER_COUNT)
+        .num_events() as f64;
+    loop {
+        let accepted =
+            metric_of_process(&suivi, r#"suivi_events_accepted_total{transport="kafka"}"#).await;
+        let duplicates =
+            metric_of_process(&suivi, r#"suivi_events_duplicate_total{transport="kafka"}"#).await;
+        if accepted + duplicates >= 2.0 * events {
+            assert_eq!((accepted, duplicates), (events, events));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{accepted} accepted and {duplicates} duplicates of twice {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let totals = suivi.get("/v1/totals").await;
+    assert_eq!(
+        (totals["started"].as_u64(), totals["certified"].as_u64()),
+        (Some(plan.started), Some(plan.certified))
+    );
+    let status = suivi.terminate().await;
+    assert!(status.success(), "{status}");
 }
