@@ -601,6 +601,67 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_gives_the_defaults() {
+        let text = include_str!("../config/suivi.example.toml");
+        let example: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .expect("the example file parses");
+        assert_eq!(
+            serde_json::to_value(&example).expect("settings serialize"),
+            serde_json::to_value(Settings::default()).expect("settings serialize")
+        );
+    }
+
+    #[test]
+    fn kafka_settings_are_checked_and_kafka_options_are_secrets() {
+        let mut settings = Settings {
+            kafka_brokers: Some("127.0.0.1:9092".to_owned()),
+            kafka_topics: " learner-events, partner-events ,".to_owned(),
+            ..Settings::default()
+        };
+        settings
+            .kafka_options
+            .insert("sasl.password".to_owned(), Secret::new("hunter2"));
+        settings.validate().expect("valid settings");
+        assert_eq!(
+            settings.kafka_topics(),
+            vec!["learner-events".to_owned(), "partner-events".to_owned()]
+        );
+        assert_eq!(
+            settings.kafka_dead_letter_topic("partner-events"),
+            "partner-events.dlq"
+        );
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        for (broken, message) in [
+            (
+                Settings {
+                    kafka_topics: " , ".to_owned(),
+                    ..settings.clone()
+                },
+                "invalid kafka_topics",
+            ),
+            (
+                Settings {
+                    kafka_dead_letter_topic: "{topic}".to_owned(),
+                    ..settings.clone()
+                },
+                "would go back to learner-events",
+            ),
+            (
+                Settings {
+                    max_campaigns: MAX_CAMPAIGNS + 1,
+                    ..settings.clone()
+                },
+                "invalid max_campaigns",
+            ),
+        ] {
+            let error = broken.validate().expect_err("invalid settings").to_string();
+            assert!(error.contains(message), "{error}");
+        }
+    }
+
+    #[test]
     fn the_postgres_url_is_a_secret() {
         let settings = Settings {
             postgres_url: Some(Secret::new("postgres://suivi:hunter2@db:5432/suivi")),
