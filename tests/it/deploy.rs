@@ -693,10 +693,22 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         .find(|document| document["kind"] == json!("StatefulSet"))
         .expect("a StatefulSet");
     let container = statefulset["spec"]["template"]["spec"]["containers"][0].clone();
-    for (origin, env) in [
-        ("Dockerfile", dockerfile_env(&dockerfile())),
-        ("docker-compose.yml", compose_env(suivi)),
-        ("kubernetes/statefulset.yaml", container_env(&container)),
+    // Kafka, where a deployment turns it on, is a broker of the test's own.
+    let compose_kafka = KafkaScene::start().await;
+    let mut compose = compose_env(suivi);
+    assert!(compose.contains_key("SUIVI_KAFKA_BROKERS"), "{compose:?}");
+    compose.insert(
+        "SUIVI_KAFKA_BROKERS".to_owned(),
+        compose_kafka.bootstrap.clone(),
+    );
+    for (origin, env, kafka_on) in [
+        ("Dockerfile", dockerfile_env(&dockerfile()), false),
+        ("docker-compose.yml", compose, true),
+        (
+            "kubernetes/statefulset.yaml",
+            container_env(&container),
+            false,
+        ),
     ] {
         let mut running = RunningSuivi::start(origin, &env);
         let status = check(running.http_addr.port());
@@ -704,7 +716,227 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
             status.success(),
             "the compose healthcheck passes on suivi ({origin})"
         );
+        // Each process has metrics of its own: the Kafka series are there when Kafka is on,
+        // and its partitions get assigned.
+        let deadline = Instant::now() + KAFKA_PATIENCE;
+        loop {
+            let text = reqwest::get(format!("http://{}/metrics", running.http_addr))
+                .await
+                .expect("GET /metrics answers")
+                .text()
+                .await
+                .expect("a body");
+            let assigned = text.lines().find_map(|line| {
+                line.strip_prefix(suivi::telemetry::KAFKA_ASSIGNED)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            });
+            if !kafka_on {
+                assert_eq!(assigned, None, "Kafka is off with {origin}");
+                break;
+            }
+            if assigned.is_some_and(|partitions| partitions > 0.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "suivi ({origin}) got no Kafka partition in {KAFKA_PATIENCE:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         running.stop();
+    }
+    drop(compose_kafka);
+}
+
+#[test]
+fn the_compose_file_runs_kafka_in_kraft_mode_with_the_topics_suivi_reads() {
+    let compose = yaml(&deploy("docker-compose.yml"));
+    let services = compose["services"].as_object().expect("services");
+    let suivi = &services["suivi"];
+    let env = compose_env(suivi);
+
+    // suivi's brokers are the Kafka service, on a listener it advertises under that name.
+    let brokers = env
+        .get("SUIVI_KAFKA_BROKERS")
+        .expect("Kafka is on in compose");
+    let (host, port) = brokers
+        .rsplit_once(':')
+        .expect("one broker, host:port, in compose");
+    let kafka = &services[host];
+    let image = kafka["image"].as_str().expect("an image");
+    let tag = image
+        .strip_prefix("apache/kafka:")
+        .unwrap_or_else(|| panic!("Kafka is the official image: {image}"));
+    assert!(
+        !tag.is_empty() && tag.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "the image is pinned to a version: {image}"
+    );
+    let kafka_env = compose_env(kafka);
+    let roles: BTreeSet<&str> = kafka_env["KAFKA_PROCESS_ROLES"].split(',').collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from(["broker", "controller"]),
+        "one node, KRaft"
+    );
+    assert!(
+        kafka_env.keys().all(|name| !name.contains("ZOOKEEPER")),
+        "{kafka_env:?}"
+    );
+    assert_eq!(
+        base64url_decoded_len(&kafka_env["CLUSTER_ID"]),
+        Some(16),
+        "CLUSTER_ID is a Kafka Uuid (16 bytes, URL-safe base64): {}",
+        kafka_env["CLUSTER_ID"]
+    );
+    // Listeners: name → port, and the advertised ones: name → host:port.
+    let listeners = |var: &str| -> BTreeMap<String, String> {
+        kafka_env[var]
+            .split(',')
+            .map(|listener| {
+                let (name, address) = listener
+                    .split_once("://")
+                    .unwrap_or_else(|| panic!("{var}: NAME://host:port, not {listener}"));
+                (name.to_owned(), address.to_owned())
+            })
+            .collect()
+    };
+    let listening = listeners("KAFKA_LISTENERS");
+    let advertised = listeners("KAFKA_ADVERTISED_LISTENERS");
+    let protocols: BTreeSet<&str> = kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+        .split(',')
+        .filter_map(|pair| pair.split(':').next())
+        .collect();
+    for name in listening.keys() {
+        assert!(protocols.contains(name.as_str()), "{name} has a protocol");
+    }
+    let port_of_listener = |name: &str| -> &str {
+        listening[name]
+            .rsplit(':')
+            .next()
+            .unwrap_or_else(|| panic!("{name} has a port"))
+    };
+    let hostname = kafka["hostname"].as_str().unwrap_or(host);
+    assert_eq!(hostname, host, "the service's name is its host name");
+    let suivi_listener = advertised
+        .iter()
+        .find(|(_, address)| *address == brokers)
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| panic!("Kafka advertises {brokers}: {advertised:?}"));
+    assert_eq!(port_of_listener(&suivi_listener), port);
+    let inter_broker = &kafka_env["KAFKA_INTER_BROKER_LISTENER_NAME"];
+    assert!(advertised.contains_key(inter_broker), "{inter_broker}");
+    let controller = &kafka_env["KAFKA_CONTROLLER_LISTENER_NAMES"];
+    assert!(
+        !advertised.contains_key(controller),
+        "controllers are not advertised"
+    );
+    assert_eq!(
+        kafka_env["KAFKA_CONTROLLER_QUORUM_VOTERS"],
+        format!(
+            "{}@{host}:{}",
+            kafka_env["KAFKA_NODE_ID"],
+            port_of_listener(controller)
+        ),
+        "the node is the quorum's one voter"
+    );
+    // One node: the group offsets topic (the consumer group's) can have but one replica.
+    assert_eq!(kafka_env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"], "1");
+    // The host reaches the other advertised listeners on 127.0.0.1, as the ports publish them.
+    let published = strings(&kafka["ports"]);
+    for (name, address) in &advertised {
+        if *name == suivi_listener || name == inter_broker {
+            continue;
+        }
+        let port = address
+            .strip_prefix("127.0.0.1:")
+            .unwrap_or_else(|| panic!("{name} is for the host, on 127.0.0.1: {address}"));
+        assert_eq!(port_of_listener(name), port);
+        assert!(
+            published.contains(&format!("127.0.0.1:{port}:{port}")),
+            "{published:?} publishes {address}"
+        );
+    }
+    for (name, service) in services {
+        for port in strings(&service["ports"]) {
+            assert!(port.starts_with("127.0.0.1:"), "{name} publishes {port}");
+        }
+    }
+    // Kafka's data is a named volume, where it keeps its logs.
+    let log_dir = &kafka_env["KAFKA_LOG_DIRS"];
+    assert!(
+        strings(&kafka["volumes"]).iter().any(|volume| {
+            volume.split_once(':').is_some_and(|(source, target)| {
+                target == log_dir
+                    && compose["volumes"]
+                        .as_object()
+                        .is_some_and(|volumes| volumes.contains_key(source))
+            })
+        }),
+        "{log_dir} is a named volume"
+    );
+    assert!(
+        !strings(&kafka["healthcheck"]["test"]).is_empty(),
+        "Kafka has a healthcheck, which the topic creation waits for"
+    );
+
+    // The topics suivi reads and writes are created, before suivi starts, on every `up`.
+    let (creator, topics_service) = services
+        .iter()
+        .find(|(_, service)| {
+            strings(&service["command"])
+                .join(" ")
+                .contains("kafka-topics.sh")
+        })
+        .expect("a service creates the topics");
+    assert_eq!(
+        topics_service["depends_on"][host]["condition"],
+        json!("service_healthy")
+    );
+    assert_eq!(
+        suivi["depends_on"][creator]["condition"],
+        json!("service_completed_successfully"),
+        "suivi starts once the topics exist"
+    );
+    let created = created_topics(&strings(&topics_service["command"]).join("\n"));
+    let mut settings = Settings::default();
+    if let Some(topics) = env.get("SUIVI_KAFKA_TOPICS") {
+        settings.kafka_topics.clone_from(topics);
+    }
+    if let Some(template) = env.get("SUIVI_KAFKA_DEAD_LETTER_TOPIC") {
+        settings.kafka_dead_letter_topic.clone_from(template);
+    }
+    let topics = settings.kafka_topics();
+    assert!(!topics.is_empty());
+    for topic in &topics {
+        let dead_letters = settings.kafka_dead_letter_topic(topic);
+        for (name, events) in [(topic, true), (&dead_letters, false)] {
+            let flags = created
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is not created: {created:?}"));
+            let flag = |flag: &str| flags.get(flag).map(String::as_str);
+            assert_eq!(flag("--bootstrap-server"), Some(brokers.as_str()), "{name}");
+            assert_eq!(
+                flag("--if-not-exists"),
+                Some(""),
+                "{name}: the second `up` succeeds too"
+            );
+            assert_eq!(flag("--replication-factor"), Some("1"), "{name}: one node");
+            let partitions: u32 = flag("--partitions")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name} has a partition count: {flags:?}"));
+            assert!(partitions >= 1);
+            if events {
+                assert!(partitions > 1, "{name}: instances can share it");
+                // suivi rebuilds a moved partition's campaigns from its first message.
+                assert_eq!(
+                    flag("--config retention.ms"),
+                    Some("-1"),
+                    "{name} keeps every message"
+                );
+            }
+        }
     }
 }
 
@@ -1331,6 +1563,56 @@ fn container_env(container: &Value) -> BTreeMap<String, String> {
             Some((var["name"].as_str()?.to_owned(), value.to_owned()))
         })
         .collect()
+}
+
+/// The topics a shell script creates with `kafka-topics.sh --create`, each with its flags
+/// (`--flag` → value, "" for a flag without one; `--config key` → value).
+fn created_topics(script: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let script = script.replace("\\\n", " ");
+    let mut created = BTreeMap::new();
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !words.iter().any(|word| word.ends_with("kafka-topics.sh"))
+            || !words.contains(&"--create")
+        {
+            continue;
+        }
+        let mut flags = BTreeMap::new();
+        let mut i = 0;
+        while i < words.len() {
+            let word = words[i];
+            let value = words.get(i + 1).filter(|next| !next.starts_with("--"));
+            if word == "--config" {
+                let (key, value) = value
+                    .and_then(|pair| pair.split_once('='))
+                    .unwrap_or_else(|| panic!("--config key=value: {line}"));
+                flags.insert(format!("--config {key}"), value.to_owned());
+                i += 2;
+            } else if word.starts_with("--") {
+                flags.insert(word.to_owned(), value.map_or("", |v| v).to_owned());
+                i += if value.is_some() { 2 } else { 1 };
+            } else {
+                i += 1;
+            }
+        }
+        let topic = flags
+            .get("--topic")
+            .unwrap_or_else(|| panic!("--create names a --topic: {line}"))
+            .clone();
+        created.insert(topic, flags);
+    }
+    created
+}
+
+/// How many bytes a URL-safe base64 text (padding optional) decodes to; `None` if it is not one.
+fn base64url_decoded_len(text: &str) -> Option<usize> {
+    let text = text.trim_end_matches('=');
+    let valid = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && text.len() % 4 != 1;
+    valid.then_some(text.len() * 6 / 8)
 }
 
 /// A compose service's environment (a map, as the file writes it).
