@@ -50,6 +50,8 @@ const EXPORTED_ONCE_IT_HAPPENS: [(&str, &str); 1] = [(
 )];
 /// How long a test waits for suivi to consume Kafka or for the group to rebalance.
 const KAFKA_PATIENCE: Duration = Duration::from_secs(60);
+/// The ConfigMap that turns Kafka on in the Kubernetes manifests (see deploy/README.md).
+const KUBERNETES_KAFKA_CONFIG_MAP: &str = "suivi-kafka";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_suivi_and_every_dashboard_query_returns_data() {
@@ -326,6 +328,34 @@ fn the_kubernetes_manifests_use_suivis_ports_probes_user_and_data_volume() {
     assert_eq!(port_of(&env["SUIVI_GRPC_ADDR"]), 50051);
     assert_eq!(port_of(&env["SUIVI_HTTP_ADDR"]), 8080);
     assert!(env.keys().all(|name| name.starts_with("SUIVI_")), "{env:?}");
+    // Settings from Secrets and ConfigMaps are all optional: the pod starts without any of them.
+    for var in container["env"].as_array().expect("an env list") {
+        let Some(from) = var["valueFrom"].as_object() else {
+            continue;
+        };
+        let reference = from
+            .get("secretKeyRef")
+            .or_else(|| from.get("configMapKeyRef"))
+            .unwrap_or_else(|| panic!("{var} is a plain value, a Secret's or a ConfigMap's"));
+        assert_eq!(reference["optional"], json!(true), "{var} is optional");
+        assert!(
+            var["name"]
+                .as_str()
+                .is_some_and(|name| name.starts_with("SUIVI_")),
+            "{var}"
+        );
+    }
+    // Kafka is turned on by the ConfigMap's brokers.
+    let from_config_map = config_map_env(container);
+    assert_eq!(
+        from_config_map.get("SUIVI_KAFKA_BROKERS"),
+        Some(&(KUBERNETES_KAFKA_CONFIG_MAP.to_owned(), "brokers".to_owned())),
+        "{from_config_map:?}"
+    );
+    assert!(
+        !env.contains_key("SUIVI_KAFKA_BROKERS"),
+        "Kafka is off by default"
+    );
     let resolve = |port: &Value| -> u64 {
         port.as_u64()
             .unwrap_or_else(|| ports[port.as_str().unwrap_or_else(|| panic!("a port: {port}"))])
@@ -693,7 +723,8 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         .find(|document| document["kind"] == json!("StatefulSet"))
         .expect("a StatefulSet");
     let container = statefulset["spec"]["template"]["spec"]["containers"][0].clone();
-    // Kafka, where a deployment turns it on, is a broker of the test's own.
+    // Kafka, where a deployment turns it on, is a broker of the test's own, one for each: a
+    // member that left a group still holds up the mock cluster's next rebalance for a session.
     let compose_kafka = KafkaScene::start().await;
     let mut compose = compose_env(suivi);
     assert!(compose.contains_key("SUIVI_KAFKA_BROKERS"), "{compose:?}");
@@ -701,6 +732,14 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         "SUIVI_KAFKA_BROKERS".to_owned(),
         compose_kafka.bootstrap.clone(),
     );
+    // The manifests with the ConfigMap that turns Kafka on, holding only the brokers.
+    let kubernetes_kafka = KafkaScene::start().await;
+    let mut kubernetes = container_env(&container);
+    for (name, (config_map, key)) in config_map_env(&container) {
+        if config_map == KUBERNETES_KAFKA_CONFIG_MAP && key == "brokers" {
+            kubernetes.insert(name, kubernetes_kafka.bootstrap.clone());
+        }
+    }
     for (origin, env, kafka_on) in [
         ("Dockerfile", dockerfile_env(&dockerfile()), false),
         ("docker-compose.yml", compose, true),
@@ -708,6 +747,11 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
             "kubernetes/statefulset.yaml",
             container_env(&container),
             false,
+        ),
+        (
+            "kubernetes/statefulset.yaml with the ConfigMap suivi-kafka",
+            kubernetes,
+            true,
         ),
     ] {
         let mut running = RunningSuivi::start(origin, &env);
@@ -747,7 +791,7 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         }
         running.stop();
     }
-    drop(compose_kafka);
+    drop((compose_kafka, kubernetes_kafka));
 }
 
 #[test]
@@ -1561,6 +1605,25 @@ fn container_env(container: &Value) -> BTreeMap<String, String> {
         .filter_map(|var| {
             let value = var["value"].as_str()?;
             Some((var["name"].as_str()?.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// A Kubernetes container's settings taken from ConfigMaps: variable → (ConfigMap, key).
+fn config_map_env(container: &Value) -> BTreeMap<String, (String, String)> {
+    container["env"]
+        .as_array()
+        .expect("an env list")
+        .iter()
+        .filter_map(|var| {
+            let reference = &var["valueFrom"]["configMapKeyRef"];
+            Some((
+                var["name"].as_str()?.to_owned(),
+                (
+                    reference["name"].as_str()?.to_owned(),
+                    reference["key"].as_str()?.to_owned(),
+                ),
+            ))
         })
         .collect()
 }
