@@ -5,8 +5,10 @@
 //! metric the dashboard and the alerts name is one suivi exports; the real `suivi` binary starts
 //! with the environment of the image, of the compose file and of the Kubernetes manifests, and
 //! answers the compose healthcheck; the manifests, the compose file and the Grafana
-//! provisioning agree on ports, probe paths, users, mounts and addresses. (`promtool check` and
-//! `test rules`, and `docker-compose config`, run in scripts/test itself.)
+//! provisioning agree on ports, probe paths, users, mounts and addresses. suivi consumes Kafka
+//! in these tests as the deployments turn it on, from a Kafka-protocol broker of the test's own
+//! (librdkafka's mock cluster). (`promtool check` and `test rules`, and `docker-compose config`,
+//! run in scripts/test itself.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -16,10 +18,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use suivi::config::Settings;
+use suivi::simulate::kafka::message;
 
-use crate::helpers::{Kind, TestApp, event, json_batch, spawn_app_with};
+use crate::helpers::{Kind, TestApp, event, json_batch, secret, spawn_app_with};
 
 /// The campaign the dashboard's `$campaign` stands for in these tests: registered, with a target.
 const CAMPAIGN: &str = "gendarmerie";
@@ -27,18 +34,40 @@ const CAMPAIGN: &str = "gendarmerie";
 const DEFAULT_SHUTDOWN_GRACE: Duration = suivi::config::DEFAULT_SHUTDOWN_GRACE;
 /// Series that Prometheus writes itself for every scrape, which suivi does not export.
 const PROMETHEUS_SERIES: [&str; 1] = ["up"];
+/// Dashboard queries that may have no data from the suivi these tests run, and why. Every other
+/// query must return data. These must still be queries of the dashboard that Prometheus accepts,
+/// and read only families of [`EXPORTED_ONCE_IT_HAPPENS`].
+const MAY_BE_EMPTY: [(&str, &str); 1] = [(
+    "sum by (reason) (increase(suivi_kafka_batches_retried_total[$__rate_interval]))",
+    "a Kafka batch is read again only when the pipeline refuses it (journal unwritable, disk \
+     full, out of sequence): no test here can make the journal fail and still check the rest",
+)];
+/// Metric families suivi exports only from their first occurrence (they are not registered at
+/// zero), which the suivi these tests run never has, and why.
+const EXPORTED_ONCE_IT_HAPPENS: [(&str, &str); 1] = [(
+    suivi::telemetry::KAFKA_BATCHES_RETRIED,
+    "labelled by the reason of the pipeline's refusal, which only a journal failure causes",
+)];
+/// How long a test waits for suivi to consume Kafka or for the group to rebalance.
+const KAFKA_PATIENCE: Duration = Duration::from_secs(60);
+/// The ConfigMap that turns Kafka on in the Kubernetes manifests (see deploy/README.md).
+const KUBERNETES_KAFKA_CONFIG_MAP: &str = "suivi-kafka";
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_suivi_and_every_dashboard_query_returns_data() {
+    let kafka = KafkaScene::start().await;
     let mut app = spawn_app_with(|settings| {
         // Checkpoints and snapshots within the test, so their metrics have data too.
         settings.snapshot_interval = Duration::from_secs(1);
         settings.checkpoint_interval = Duration::from_secs(1);
+        kafka.turn_on(settings);
     })
     .await;
     let prometheus = Prometheus::start(app.http_addr);
     prometheus.wait_until_ready().await;
     feed(&app).await;
+    kafka.wait_until_consumed(&app).await;
+    kafka.rebalance(&app).await;
     // Everything below has data within a few scrapes; this bounds the test when it has not.
     let deadline = Instant::now() + Duration::from_secs(20);
 
@@ -65,11 +94,31 @@ async fn prometheus_scrapes_suivi_and_every_dashboard_query_returns_data() {
 
     // Every query of the dashboard (panels and variables) has data, `$campaign` standing for
     // a real partner. rate() needs two scrapes after each series appears, hence the polling.
+    // The few that may be empty are still queries Prometheus accepts (`query` checks it).
+    let exprs = dashboard_exprs();
+    for (expr, why) in MAY_BE_EMPTY {
+        assert!(
+            exprs.iter().any(|e| e == expr),
+            "MAY_BE_EMPTY names a query the dashboard no longer has ({why}): {expr}"
+        );
+        for name in metric_names(expr) {
+            assert!(
+                EXPORTED_ONCE_IT_HAPPENS
+                    .iter()
+                    .any(|(family, _)| *family == name),
+                "{expr} may be empty, yet reads {name}, which is exported from the start"
+            );
+        }
+    }
     let mut empty = Vec::new();
-    for expr in dashboard_exprs() {
-        let expr = substitute_dashboard_variables(&expr);
-        if let Err(answer) = prometheus.wait_for_data(&expr, deadline).await {
-            empty.push(format!("{expr}\n    → {answer}"));
+    for expr in exprs {
+        let substituted = substitute_dashboard_variables(&expr);
+        if MAY_BE_EMPTY.iter().any(|(allowed, _)| *allowed == expr) {
+            prometheus.query(&substituted).await;
+            continue;
+        }
+        if let Err(answer) = prometheus.wait_for_data(&substituted, deadline).await {
+            empty.push(format!("{substituted}\n    → {answer}"));
         }
     }
     assert!(
@@ -92,16 +141,21 @@ async fn prometheus_scrapes_suivi_and_every_dashboard_query_returns_data() {
 
     app.stop().await;
     drop(prometheus);
+    drop(kafka);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_and_the_alerts_read_is_one_suivi_exports() {
+    let kafka = KafkaScene::start().await;
     let mut app = spawn_app_with(|settings| {
         settings.snapshot_interval = Duration::from_millis(100);
         settings.checkpoint_interval = Duration::from_millis(100);
+        kafka.turn_on(settings);
     })
     .await;
     feed(&app).await;
+    kafka.wait_until_consumed(&app).await;
+    kafka.rebalance(&app).await;
     // Histograms and counters appear once recorded: wait for the checkpoint and snapshot ones.
     let deadline = Instant::now() + Duration::from_secs(10);
     let exported = loop {
@@ -124,6 +178,22 @@ async fn every_metric_the_dashboard_and_the_alerts_read_is_one_suivi_exports() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     app.stop().await;
+    drop(kafka);
+    // The Kafka families, from the start or once consumed, dead-lettered and rebalanced.
+    for family in [
+        suivi::telemetry::KAFKA_MESSAGES,
+        suivi::telemetry::KAFKA_LAG,
+        suivi::telemetry::KAFKA_ASSIGNED,
+        suivi::telemetry::KAFKA_DEAD_LETTERS,
+        suivi::telemetry::KAFKA_DEAD_LETTER_FAILURES,
+        suivi::telemetry::KAFKA_REBALANCES,
+        suivi::telemetry::KAFKA_PAUSED_SECONDS,
+        suivi::telemetry::KAFKA_COMMIT_FAILURES,
+        suivi::telemetry::CAMPAIGNS_RELEASED,
+        suivi::telemetry::CAMPAIGNS_SEVERAL_SOURCES,
+    ] {
+        assert!(exported.contains_key(family), "{family} is not exported");
+    }
 
     let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for expr in dashboard_exprs() {
@@ -158,9 +228,20 @@ async fn every_metric_the_dashboard_and_the_alerts_read_is_one_suivi_exports() {
         used.len() > 30,
         "the dashboard and alerts read many metrics: {used:?}"
     );
+    for (family, why) in EXPORTED_ONCE_IT_HAPPENS {
+        assert!(
+            used.contains_key(family),
+            "EXPORTED_ONCE_IT_HAPPENS names {family} ({why}), which nothing reads any more"
+        );
+    }
     let unknown: Vec<String> = used
         .iter()
-        .filter(|(name, _)| !is_exported(name, &exported))
+        .filter(|(name, _)| {
+            !is_exported(name, &exported)
+                && !EXPORTED_ONCE_IT_HAPPENS
+                    .iter()
+                    .any(|(family, _)| family == name)
+        })
         .map(|(name, users)| format!("{name} (in {users:?})"))
         .collect();
     assert!(
@@ -247,6 +328,34 @@ fn the_kubernetes_manifests_use_suivis_ports_probes_user_and_data_volume() {
     assert_eq!(port_of(&env["SUIVI_GRPC_ADDR"]), 50051);
     assert_eq!(port_of(&env["SUIVI_HTTP_ADDR"]), 8080);
     assert!(env.keys().all(|name| name.starts_with("SUIVI_")), "{env:?}");
+    // Settings from Secrets and ConfigMaps are all optional: the pod starts without any of them.
+    for var in container["env"].as_array().expect("an env list") {
+        let Some(from) = var["valueFrom"].as_object() else {
+            continue;
+        };
+        let reference = from
+            .get("secretKeyRef")
+            .or_else(|| from.get("configMapKeyRef"))
+            .unwrap_or_else(|| panic!("{var} is a plain value, a Secret's or a ConfigMap's"));
+        assert_eq!(reference["optional"], json!(true), "{var} is optional");
+        assert!(
+            var["name"]
+                .as_str()
+                .is_some_and(|name| name.starts_with("SUIVI_")),
+            "{var}"
+        );
+    }
+    // Kafka is turned on by the ConfigMap's brokers.
+    let from_config_map = config_map_env(container);
+    assert_eq!(
+        from_config_map.get("SUIVI_KAFKA_BROKERS"),
+        Some(&(KUBERNETES_KAFKA_CONFIG_MAP.to_owned(), "brokers".to_owned())),
+        "{from_config_map:?}"
+    );
+    assert!(
+        !env.contains_key("SUIVI_KAFKA_BROKERS"),
+        "Kafka is off by default"
+    );
     let resolve = |port: &Value| -> u64 {
         port.as_u64()
             .unwrap_or_else(|| ports[port.as_str().unwrap_or_else(|| panic!("a port: {port}"))])
@@ -614,10 +723,36 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         .find(|document| document["kind"] == json!("StatefulSet"))
         .expect("a StatefulSet");
     let container = statefulset["spec"]["template"]["spec"]["containers"][0].clone();
-    for (origin, env) in [
-        ("Dockerfile", dockerfile_env(&dockerfile())),
-        ("docker-compose.yml", compose_env(suivi)),
-        ("kubernetes/statefulset.yaml", container_env(&container)),
+    // Kafka, where a deployment turns it on, is a broker of the test's own, one for each: a
+    // member that left a group still holds up the mock cluster's next rebalance for a session.
+    let compose_kafka = KafkaScene::start().await;
+    let mut compose = compose_env(suivi);
+    assert!(compose.contains_key("SUIVI_KAFKA_BROKERS"), "{compose:?}");
+    compose.insert(
+        "SUIVI_KAFKA_BROKERS".to_owned(),
+        compose_kafka.bootstrap.clone(),
+    );
+    // The manifests with the ConfigMap that turns Kafka on, holding only the brokers.
+    let kubernetes_kafka = KafkaScene::start().await;
+    let mut kubernetes = container_env(&container);
+    for (name, (config_map, key)) in config_map_env(&container) {
+        if config_map == KUBERNETES_KAFKA_CONFIG_MAP && key == "brokers" {
+            kubernetes.insert(name, kubernetes_kafka.bootstrap.clone());
+        }
+    }
+    for (origin, env, kafka_on) in [
+        ("Dockerfile", dockerfile_env(&dockerfile()), false),
+        ("docker-compose.yml", compose, true),
+        (
+            "kubernetes/statefulset.yaml",
+            container_env(&container),
+            false,
+        ),
+        (
+            "kubernetes/statefulset.yaml with the ConfigMap suivi-kafka",
+            kubernetes,
+            true,
+        ),
     ] {
         let mut running = RunningSuivi::start(origin, &env);
         let status = check(running.http_addr.port());
@@ -625,7 +760,227 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
             status.success(),
             "the compose healthcheck passes on suivi ({origin})"
         );
+        // Each process has metrics of its own: the Kafka series are there when Kafka is on,
+        // and its partitions get assigned.
+        let deadline = Instant::now() + KAFKA_PATIENCE;
+        loop {
+            let text = reqwest::get(format!("http://{}/metrics", running.http_addr))
+                .await
+                .expect("GET /metrics answers")
+                .text()
+                .await
+                .expect("a body");
+            let assigned = text.lines().find_map(|line| {
+                line.strip_prefix(suivi::telemetry::KAFKA_ASSIGNED)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            });
+            if !kafka_on {
+                assert_eq!(assigned, None, "Kafka is off with {origin}");
+                break;
+            }
+            if assigned.is_some_and(|partitions| partitions > 0.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "suivi ({origin}) got no Kafka partition in {KAFKA_PATIENCE:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         running.stop();
+    }
+    drop((compose_kafka, kubernetes_kafka));
+}
+
+#[test]
+fn the_compose_file_runs_kafka_in_kraft_mode_with_the_topics_suivi_reads() {
+    let compose = yaml(&deploy("docker-compose.yml"));
+    let services = compose["services"].as_object().expect("services");
+    let suivi = &services["suivi"];
+    let env = compose_env(suivi);
+
+    // suivi's brokers are the Kafka service, on a listener it advertises under that name.
+    let brokers = env
+        .get("SUIVI_KAFKA_BROKERS")
+        .expect("Kafka is on in compose");
+    let (host, port) = brokers
+        .rsplit_once(':')
+        .expect("one broker, host:port, in compose");
+    let kafka = &services[host];
+    let image = kafka["image"].as_str().expect("an image");
+    let tag = image
+        .strip_prefix("apache/kafka:")
+        .unwrap_or_else(|| panic!("Kafka is the official image: {image}"));
+    assert!(
+        !tag.is_empty() && tag.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "the image is pinned to a version: {image}"
+    );
+    let kafka_env = compose_env(kafka);
+    let roles: BTreeSet<&str> = kafka_env["KAFKA_PROCESS_ROLES"].split(',').collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from(["broker", "controller"]),
+        "one node, KRaft"
+    );
+    assert!(
+        kafka_env.keys().all(|name| !name.contains("ZOOKEEPER")),
+        "{kafka_env:?}"
+    );
+    assert_eq!(
+        base64url_decoded_len(&kafka_env["CLUSTER_ID"]),
+        Some(16),
+        "CLUSTER_ID is a Kafka Uuid (16 bytes, URL-safe base64): {}",
+        kafka_env["CLUSTER_ID"]
+    );
+    // Listeners: name → port, and the advertised ones: name → host:port.
+    let listeners = |var: &str| -> BTreeMap<String, String> {
+        kafka_env[var]
+            .split(',')
+            .map(|listener| {
+                let (name, address) = listener
+                    .split_once("://")
+                    .unwrap_or_else(|| panic!("{var}: NAME://host:port, not {listener}"));
+                (name.to_owned(), address.to_owned())
+            })
+            .collect()
+    };
+    let listening = listeners("KAFKA_LISTENERS");
+    let advertised = listeners("KAFKA_ADVERTISED_LISTENERS");
+    let protocols: BTreeSet<&str> = kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+        .split(',')
+        .filter_map(|pair| pair.split(':').next())
+        .collect();
+    for name in listening.keys() {
+        assert!(protocols.contains(name.as_str()), "{name} has a protocol");
+    }
+    let port_of_listener = |name: &str| -> &str {
+        listening[name]
+            .rsplit(':')
+            .next()
+            .unwrap_or_else(|| panic!("{name} has a port"))
+    };
+    let hostname = kafka["hostname"].as_str().unwrap_or(host);
+    assert_eq!(hostname, host, "the service's name is its host name");
+    let suivi_listener = advertised
+        .iter()
+        .find(|(_, address)| *address == brokers)
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| panic!("Kafka advertises {brokers}: {advertised:?}"));
+    assert_eq!(port_of_listener(&suivi_listener), port);
+    let inter_broker = &kafka_env["KAFKA_INTER_BROKER_LISTENER_NAME"];
+    assert!(advertised.contains_key(inter_broker), "{inter_broker}");
+    let controller = &kafka_env["KAFKA_CONTROLLER_LISTENER_NAMES"];
+    assert!(
+        !advertised.contains_key(controller),
+        "controllers are not advertised"
+    );
+    assert_eq!(
+        kafka_env["KAFKA_CONTROLLER_QUORUM_VOTERS"],
+        format!(
+            "{}@{host}:{}",
+            kafka_env["KAFKA_NODE_ID"],
+            port_of_listener(controller)
+        ),
+        "the node is the quorum's one voter"
+    );
+    // One node: the group offsets topic (the consumer group's) can have but one replica.
+    assert_eq!(kafka_env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"], "1");
+    // The host reaches the other advertised listeners on 127.0.0.1, as the ports publish them.
+    let published = strings(&kafka["ports"]);
+    for (name, address) in &advertised {
+        if *name == suivi_listener || name == inter_broker {
+            continue;
+        }
+        let port = address
+            .strip_prefix("127.0.0.1:")
+            .unwrap_or_else(|| panic!("{name} is for the host, on 127.0.0.1: {address}"));
+        assert_eq!(port_of_listener(name), port);
+        assert!(
+            published.contains(&format!("127.0.0.1:{port}:{port}")),
+            "{published:?} publishes {address}"
+        );
+    }
+    for (name, service) in services {
+        for port in strings(&service["ports"]) {
+            assert!(port.starts_with("127.0.0.1:"), "{name} publishes {port}");
+        }
+    }
+    // Kafka's data is a named volume, where it keeps its logs.
+    let log_dir = &kafka_env["KAFKA_LOG_DIRS"];
+    assert!(
+        strings(&kafka["volumes"]).iter().any(|volume| {
+            volume.split_once(':').is_some_and(|(source, target)| {
+                target == log_dir
+                    && compose["volumes"]
+                        .as_object()
+                        .is_some_and(|volumes| volumes.contains_key(source))
+            })
+        }),
+        "{log_dir} is a named volume"
+    );
+    assert!(
+        !strings(&kafka["healthcheck"]["test"]).is_empty(),
+        "Kafka has a healthcheck, which the topic creation waits for"
+    );
+
+    // The topics suivi reads and writes are created, before suivi starts, on every `up`.
+    let (creator, topics_service) = services
+        .iter()
+        .find(|(_, service)| {
+            strings(&service["command"])
+                .join(" ")
+                .contains("kafka-topics.sh")
+        })
+        .expect("a service creates the topics");
+    assert_eq!(
+        topics_service["depends_on"][host]["condition"],
+        json!("service_healthy")
+    );
+    assert_eq!(
+        suivi["depends_on"][creator]["condition"],
+        json!("service_completed_successfully"),
+        "suivi starts once the topics exist"
+    );
+    let created = created_topics(&strings(&topics_service["command"]).join("\n"));
+    let mut settings = Settings::default();
+    if let Some(topics) = env.get("SUIVI_KAFKA_TOPICS") {
+        settings.kafka_topics.clone_from(topics);
+    }
+    if let Some(template) = env.get("SUIVI_KAFKA_DEAD_LETTER_TOPIC") {
+        settings.kafka_dead_letter_topic.clone_from(template);
+    }
+    let topics = settings.kafka_topics();
+    assert!(!topics.is_empty());
+    for topic in &topics {
+        let dead_letters = settings.kafka_dead_letter_topic(topic);
+        for (name, events) in [(topic, true), (&dead_letters, false)] {
+            let flags = created
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is not created: {created:?}"));
+            let flag = |flag: &str| flags.get(flag).map(String::as_str);
+            assert_eq!(flag("--bootstrap-server"), Some(brokers.as_str()), "{name}");
+            assert_eq!(
+                flag("--if-not-exists"),
+                Some(""),
+                "{name}: the second `up` succeeds too"
+            );
+            assert_eq!(flag("--replication-factor"), Some("1"), "{name}: one node");
+            let partitions: u32 = flag("--partitions")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name} has a partition count: {flags:?}"));
+            assert!(partitions >= 1);
+            if events {
+                assert!(partitions > 1, "{name}: instances can share it");
+                // suivi rebuilds a moved partition's campaigns from its first message.
+                assert_eq!(
+                    flag("--config retention.ms"),
+                    Some("-1"),
+                    "{name} keeps every message"
+                );
+            }
+        }
     }
 }
 
@@ -698,6 +1053,174 @@ async fn feed(app: &TestApp) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = app.get("/v1/totals").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Kafka as the deployments turn it on: a Kafka-protocol broker of the test's own (librdkafka's
+/// mock cluster) with the default events topic and its dead-letter topic, filled with learner
+/// events of a few partners (never [`CAMPAIGN`], whose figures the tests check from gRPC and HTTP
+/// alone) and a message that is no event, to be dead-lettered.
+struct KafkaScene {
+    _cluster: MockCluster<'static, DefaultProducerContext>,
+    bootstrap: String,
+}
+
+impl KafkaScene {
+    /// Partitions of the events topic.
+    const PARTITIONS: i32 = 4;
+    /// The partners whose events are produced; each gets two enrolled learners.
+    const PARTNERS: [&str; 4] = ["pole-emploi", "afd", "dgafp", "academie-corse"];
+
+    async fn start() -> KafkaScene {
+        let cluster = MockCluster::new(1).expect("the mock cluster starts");
+        let topic = suivi::config::DEFAULT_KAFKA_TOPIC;
+        cluster
+            .create_topic(topic, Self::PARTITIONS, 1)
+            .expect("the events topic");
+        cluster
+            .create_topic(&Settings::default().kafka_dead_letter_topic(topic), 1, 1)
+            .expect("the dead-letter topic");
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .create()
+            .expect("a producer");
+        let mut messages = Vec::new();
+        for (index, partner) in Self::PARTNERS.into_iter().enumerate() {
+            assert_ne!(partner, CAMPAIGN);
+            let at = |id: &str, kind: Kind, learner: &str| {
+                event(&format!("dk-{partner}-{id}"), kind)
+                    .campaign(partner)
+                    .learner(learner)
+            };
+            for (number, ev) in [
+                event(&format!("dk-{partner}-click"), Kind::LinkClicked)
+                    .campaign(partner)
+                    .visitor("visitor-k"),
+                at("enrol-1", Kind::Enrolled, "k1"),
+                at("enrol-2", Kind::Enrolled, "k2"),
+                at("start-1", Kind::CourseStarted, "k1"),
+                at("cert-1", Kind::Certified, "k1"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                // JSON and protobuf both.
+                let protobuf = (index + number) % 2 == 1;
+                let (key, payload) = message(&ev.proto(), protobuf);
+                messages.push((key, payload, protobuf));
+            }
+        }
+        messages.push(("pole-emploi".to_owned(), b"not an event".to_vec(), false));
+        for (key, payload, protobuf) in &messages {
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(payload.as_slice());
+            if *protobuf {
+                record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                    rdkafka::message::Header {
+                        key: "content-type",
+                        value: Some("application/x-protobuf"),
+                    },
+                ));
+            }
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|(error, _)| panic!("produced: {error}"));
+        }
+        KafkaScene {
+            _cluster: cluster,
+            bootstrap,
+        }
+    }
+
+    /// Kafka on, with the default topic and group, as the deployments have it; a shorter
+    /// session (the mock cluster waits for it before it rebalances a stable group), heartbeats
+    /// and statistics (lag) more often than by default, to keep the test short.
+    fn turn_on(&self, settings: &mut Settings) {
+        settings.kafka_brokers = Some(self.bootstrap.clone());
+        for (key, value) in [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+            ("statistics.interval.ms", "1000"),
+        ] {
+            settings.kafka_options.insert(key.to_owned(), secret(value));
+        }
+    }
+
+    /// Waits until `app` has counted every partner's events, dead-lettered the garbage, and
+    /// reported its partitions' lag. (Metrics are the process's, shared with other tests when
+    /// they run in one process: the counters say what this `app` consumed.)
+    async fn wait_until_consumed(&self, app: &TestApp) {
+        let deadline = Instant::now() + KAFKA_PATIENCE;
+        loop {
+            let mut waiting = Vec::new();
+            for partner in Self::PARTNERS {
+                let counters = app.campaign_json(partner).await;
+                if counters["enrolled"] != json!(2) {
+                    waiting.push(format!("{partner}: {counters}"));
+                }
+            }
+            let (_, text) = app.get_text("/metrics").await;
+            for family in [
+                suivi::telemetry::KAFKA_DEAD_LETTERS,
+                suivi::telemetry::KAFKA_LAG,
+            ] {
+                if !has_series(&text, family) {
+                    waiting.push(format!("no {family} series"));
+                }
+            }
+            if waiting.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Kafka not consumed after {KAFKA_PATIENCE:?}:\n{}\n{text}",
+                waiting.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A second instance joins the group, takes partitions from `app` (which releases their
+    /// campaigns), and leaves again.
+    async fn rebalance(&self, app: &TestApp) {
+        let revokes = || async {
+            let (_, text) = app.get_text("/metrics").await;
+            let revokes = text.lines().find_map(|line| {
+                line.strip_prefix(suivi::telemetry::KAFKA_REBALANCES)?
+                    .strip_prefix("{kind=\"revoke\"} ")?
+                    .parse::<f64>()
+                    .ok()
+            });
+            (revokes.unwrap_or(0.0), text)
+        };
+        let (before, _) = revokes().await;
+        let mut second = spawn_app_with(|settings| self.turn_on(settings)).await;
+        let deadline = Instant::now() + KAFKA_PATIENCE;
+        loop {
+            // One recorder for the process: `app`'s /metrics shows both instances' series.
+            let (now, text) = revokes().await;
+            if now > before && text.contains(suivi::telemetry::CAMPAIGNS_RELEASED) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no partition revoked after {KAFKA_PATIENCE:?} with a second instance:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        second.stop().await;
+    }
+}
+
+/// Whether a `/metrics` text has a series of the family `name`.
+fn has_series(text: &str, name: &str) -> bool {
+    text.lines().any(|line| {
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    })
 }
 
 /// A Prometheus server of the test's own, killed when dropped.
@@ -1084,6 +1607,75 @@ fn container_env(container: &Value) -> BTreeMap<String, String> {
             Some((var["name"].as_str()?.to_owned(), value.to_owned()))
         })
         .collect()
+}
+
+/// A Kubernetes container's settings taken from ConfigMaps: variable → (ConfigMap, key).
+fn config_map_env(container: &Value) -> BTreeMap<String, (String, String)> {
+    container["env"]
+        .as_array()
+        .expect("an env list")
+        .iter()
+        .filter_map(|var| {
+            let reference = &var["valueFrom"]["configMapKeyRef"];
+            Some((
+                var["name"].as_str()?.to_owned(),
+                (
+                    reference["name"].as_str()?.to_owned(),
+                    reference["key"].as_str()?.to_owned(),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// The topics a shell script creates with `kafka-topics.sh --create`, each with its flags
+/// (`--flag` → value, "" for a flag without one; `--config key` → value).
+fn created_topics(script: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let script = script.replace("\\\n", " ");
+    let mut created = BTreeMap::new();
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !words.iter().any(|word| word.ends_with("kafka-topics.sh"))
+            || !words.contains(&"--create")
+        {
+            continue;
+        }
+        let mut flags = BTreeMap::new();
+        let mut i = 0;
+        while i < words.len() {
+            let word = words[i];
+            let value = words.get(i + 1).filter(|next| !next.starts_with("--"));
+            if word == "--config" {
+                let (key, value) = value
+                    .and_then(|pair| pair.split_once('='))
+                    .unwrap_or_else(|| panic!("--config key=value: {line}"));
+                flags.insert(format!("--config {key}"), value.to_owned());
+                i += 2;
+            } else if word.starts_with("--") {
+                flags.insert(word.to_owned(), value.map_or("", |v| v).to_owned());
+                i += if value.is_some() { 2 } else { 1 };
+            } else {
+                i += 1;
+            }
+        }
+        let topic = flags
+            .get("--topic")
+            .unwrap_or_else(|| panic!("--create names a --topic: {line}"))
+            .clone();
+        created.insert(topic, flags);
+    }
+    created
+}
+
+/// How many bytes a URL-safe base64 text (padding optional) decodes to; `None` if it is not one.
+fn base64url_decoded_len(text: &str) -> Option<usize> {
+    let text = text.trim_end_matches('=');
+    let valid = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && text.len() % 4 != 1;
+    valid.then_some(text.len() * 6 / 8)
 }
 
 /// A compose service's environment (a map, as the file writes it).
