@@ -164,7 +164,8 @@ async fn metrics_count_events_by_transport_and_reason() {
     );
     // Low-cardinality labels only (style.md): never an id. A campaign (and its partner's name)
     // only on the per-campaign business gauges, bounded by the registry and
-    // max_campaign_metrics (telemetry.rs).
+    // max_campaign_metrics (telemetry.rs); a Kafka topic and partition, bounded by the topics
+    // consumed (they appear here when a Kafka test runs in the same process).
     for series in after.keys().filter(|series| series.starts_with("suivi_")) {
         let Some((family, labels)) = series.split_once('{') else {
             continue;
@@ -183,6 +184,8 @@ async fn metrics_count_events_by_transport_and_reason() {
                         "sink",
                         "cause",
                         "chapter",
+                        "topic",
+                        "partition",
                         "le",
                         "quantile"
                     ]
