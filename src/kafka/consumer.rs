@@ -33,8 +33,10 @@ use crate::proto::storage::KafkaOffset;
 use crate::sources::{Partition, Range};
 use crate::telemetry::{self, BatchTally, Transport};
 
-/// How long one poll waits for a message.
+/// How long one poll waits for a message when there is nothing to hand over or to answer.
 const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How long one poll waits when a batch is pending or in flight, so that it goes on promptly.
+const POLL_WAIT_BUSY: Duration = Duration::from_millis(2);
 /// How long a batch waits for more messages before it is handed over.
 const LINGER: Duration = Duration::from_millis(20);
 /// Batches handed over and not answered yet, at most.
@@ -100,8 +102,9 @@ pub fn create(
 /// Consumes until `stop`, then counts and checkpoints what was read, commits, and leaves.
 pub fn run(consumer: &BaseConsumer<Context>, stop: &AtomicBool) {
     let mut checkpointed = consumer.context().flow.lock().ingest.checkpointed();
+    let mut wait = POLL_WAIT;
     while !stop.load(Ordering::Relaxed) {
-        let polled = consumer.poll(POLL_WAIT);
+        let polled = consumer.poll(wait);
         let mut flow = consumer.context().flow.lock();
         match polled {
             Some(Ok(message)) => flow.take(&message),
@@ -112,6 +115,11 @@ pub fn run(consumer: &BaseConsumer<Context>, stop: &AtomicBool) {
         if flow.stopped {
             break;
         }
+        wait = if flow.busy() {
+            POLL_WAIT_BUSY
+        } else {
+            POLL_WAIT
+        };
         drop(flow);
         if checkpointed.has_changed().unwrap_or(false) {
             let offsets = checkpointed.borrow_and_update().clone();
@@ -267,6 +275,12 @@ impl Batch {
 }
 
 impl Flow {
+    /// Whether a batch is pending, stalled or in flight: then polls wait less, so that it is
+    /// handed over and answered promptly.
+    fn busy(&self) -> bool {
+        self.pending.messages() > 0 || self.stalled.is_some() || !self.in_flight.is_empty()
+    }
+
     /// Takes one message into the pending batch.
     fn take(&mut self, message: &BorrowedMessage<'_>) {
         let partition = Partition {
