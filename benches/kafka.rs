@@ -1,9 +1,9 @@
 //! Kafka consume + aggregate, against librdkafka alone reading the same topic in the same run.
 //!
-//! A mock Kafka cluster (librdkafka's, in this process) holds a topic pre-filled with the
-//! simulated programme (`simulate::generate`), one event per message as `suivi simulate --kafka`
-//! writes them (JSON by default, protobuf with `SUIVI_BENCH_KAFKA_PROTOBUF=1`), keyed by
-//! campaign. Then, round after round, alternating:
+//! A Kafka broker holds a topic pre-filled with the simulated programme, produced by `suivi
+//! simulate --kafka`'s own code (`simulate::kafka::produce`): one event per message (JSON by
+//! default, protobuf with `SUIVI_BENCH_KAFKA_PROTOBUF=1`), keyed by campaign. Then, round after
+//! round, alternating:
 //!
 //! - **bare**: a plain rdkafka `BaseConsumer`, every partition assigned from its beginning, reads
 //!   every message and touches its payload, nothing more: what librdkafka alone reads from this
@@ -22,25 +22,28 @@
 //! SUIVI_BENCH_KAFKA_SCALE=0.2 SUIVI_BENCH_KAFKA_ROUNDS=5 cargo bench --bench kafka
 //! ```
 //!
+//! `SUIVI_BENCH_KAFKA_BROKERS` names an outside broker (else librdkafka's mock cluster, in this
+//! process, which only suits small runs: `SUIVI_BENCH_KAFKA_SCALE=0.02`),
 //! `SUIVI_BENCH_KAFKA_SCALE` (default 0.67, about a million events), `SUIVI_BENCH_KAFKA_PARTITIONS`
 //! (default 4), `SUIVI_BENCH_KAFKA_ROUNDS` (default 3), `SUIVI_BENCH_DIR` (default `target/tmp`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 use tokio_util::sync::CancellationToken;
 
 use suivi::config::{DEFAULT_CHAPTER_COUNT, Settings};
 use suivi::registry::Registry;
-use suivi::simulate::kafka::message;
+use suivi::simulate::Simulation;
+use suivi::simulate::kafka::{ProduceSettings, message, produce};
 
-const TOPIC: &str = "learner-events";
+/// The topic's name; with an outside broker, the process id is added so runs never mix.
+const TOPIC: &str = "learner-events-bench";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -64,37 +67,68 @@ fn main() {
     std::fs::create_dir_all(&base).expect("the benchmark directory");
 
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let cluster = MockCluster::new(1).expect("the mock cluster");
-    cluster
-        .create_topic(TOPIC, partitions, 1)
-        .expect("the topic");
-    cluster
-        .create_topic(&format!("{TOPIC}.dlq"), 1, 1)
-        .expect("the dead-letter topic");
-    let bootstrap = cluster.bootstrap_servers();
-
-    let registry = Registry::load(None).expect("the embedded registry");
-    let events = suivi::simulate::generate(&registry, 42, scale, DEFAULT_CHAPTER_COUNT);
-    let total = events.len();
-    let started = Instant::now();
-    let bytes = runtime.block_on(fill(&bootstrap, &events, protobuf));
+    // An outside broker (SUIVI_BENCH_KAFKA_BROKERS), or librdkafka's mock cluster in this
+    // process; the mock keeps at most 5 MB per partition and returns one message set per
+    // partition per fetch, so it only suits small runs.
+    let outside = std::env::var("SUIVI_BENCH_KAFKA_BROKERS").ok();
+    let topic = match outside {
+        Some(_) => format!("{TOPIC}-{}", std::process::id()),
+        None => TOPIC.to_owned(),
+    };
+    let mock = match &outside {
+        Some(_) => None,
+        None => Some(MockCluster::new(1).expect("the mock cluster")),
+    };
+    let bootstrap = match (&outside, &mock) {
+        (Some(brokers), _) => brokers.clone(),
+        (None, Some(mock)) => mock.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster when there is no outside broker"),
+    };
+    runtime.block_on(create_topics(&bootstrap, &topic, partitions, mock.as_ref()));
     println!(
-        "topic {TOPIC}: {total} events as {} ({:.0} bytes each on average), {partitions} partitions; \
+        "broker: {}",
+        if outside.is_some() {
+            bootstrap.as_str()
+        } else {
+            "librdkafka's mock cluster"
+        }
+    );
+    let registry = Registry::load(None).expect("the embedded registry");
+    let simulation = Simulation::new(&registry, 42, scale, DEFAULT_CHAPTER_COUNT);
+    let total = simulation.num_events();
+    let sample: Vec<usize> = simulation
+        .events()
+        .take(10_000)
+        .map(|event| message(&event, protobuf).1.len())
+        .collect();
+    let produced = runtime
+        .block_on(produce(
+            &simulation,
+            &ProduceSettings {
+                brokers: bootstrap.clone(),
+                topic: topic.clone(),
+                protobuf,
+            },
+        ))
+        .expect("the topic is filled");
+    println!(
+        "topic {topic}: {total} events as {} ({:.0} bytes each on average), {partitions} partitions; \
          produced in {:.1} s",
         if protobuf { "protobuf" } else { "JSON" },
-        bytes as f64 / total as f64,
-        started.elapsed().as_secs_f64()
+        sample.iter().sum::<usize>() as f64 / sample.len().max(1) as f64,
+        produced.elapsed.as_secs_f64()
     );
-    drop(events);
+    drop(simulation);
 
     let mut bare_rates = Vec::new();
     let mut suivi_rates = Vec::new();
     for round in 0..rounds {
-        let bare = bare_read(&bootstrap, &format!("bare-{round}"), partitions, total);
+        let bare = bare_read(&bootstrap, &topic, partitions, total);
         // The metrics are this process's: the rounds before counted `total` messages each.
         let counted = runtime.block_on(suivi_consume(
             &bootstrap,
-            &format!("suivi-{round}"),
+            &topic,
+            &format!("suivi-{}-{round}", std::process::id()),
             (round * total, total),
             &base,
         ));
@@ -125,6 +159,37 @@ fn main() {
     );
 }
 
+/// Creates the topic and its dead-letter topic: on the mock directly, else with the admin API.
+async fn create_topics(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    mock: Option<&MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+) {
+    let dead_letters = format!("{topic}.dlq");
+    if let Some(mock) = mock {
+        mock.create_topic(topic, partitions, 1).expect("the topic");
+        mock.create_topic(&dead_letters, 1, 1)
+            .expect("the dead-letter topic");
+        return;
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("an admin client");
+    let topics = [
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dead_letters, 1, TopicReplication::Fixed(1)),
+    ];
+    for created in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("the broker answers CreateTopics")
+    {
+        created.unwrap_or_else(|(name, error)| panic!("cannot create {name}: {error}"));
+    }
+}
+
 fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64().max(1e-9)
 }
@@ -135,45 +200,12 @@ fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-/// Produces every event, keyed by campaign; answers the payload bytes.
-async fn fill(bootstrap: &str, events: &[suivi::proto::LearnerEvent], protobuf: bool) -> usize {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("a producer");
-    let mut bytes = 0;
-    let mut deliveries = futures::stream::iter(events.iter().map(|event| message(event, protobuf)))
-        .map(|(key, payload)| {
-            let producer = &producer;
-            async move {
-                let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(TOPIC)
-                    .key(key.as_str())
-                    .payload(payload.as_slice());
-                if protobuf {
-                    record = record.headers(OwnedHeaders::new().insert(Header {
-                        key: "content-type",
-                        value: Some("application/x-protobuf"),
-                    }));
-                }
-                let delivered = producer.send(record, Duration::from_secs(60)).await;
-                delivered.map(|_| payload.len())
-            }
-        })
-        .buffer_unordered(50_000);
-    while let Some(delivery) = deliveries.next().await {
-        bytes += delivery.unwrap_or_else(|(error, _)| panic!("cannot fill the topic: {error}"));
-    }
-    bytes
-}
-
 /// A bare consumer reading the whole topic (every partition assigned from its beginning): the
 /// time from its first message to its last.
-fn bare_read(bootstrap: &str, group: &str, partitions: i32, total: usize) -> Duration {
+fn bare_read(bootstrap: &str, topic: &str, partitions: i32, total: usize) -> Duration {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
+        .set("group.id", "bare")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "16384")
@@ -182,7 +214,7 @@ fn bare_read(bootstrap: &str, group: &str, partitions: i32, total: usize) -> Dur
     let mut assignment = rdkafka::TopicPartitionList::new();
     for partition in 0..partitions {
         assignment
-            .add_partition_offset(TOPIC, partition, rdkafka::Offset::Beginning)
+            .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
             .expect("a partition");
     }
     consumer.assign(&assignment).expect("assigned");
@@ -211,6 +243,7 @@ fn bare_read(bootstrap: &str, group: &str, partitions: i32, total: usize) -> Dur
 /// suivi consuming the whole topic: the time from its first message counted to its last.
 async fn suivi_consume(
     bootstrap: &str,
+    topic: &str,
     group: &str,
     (before, total): (usize, usize),
     base: &std::path::Path,
@@ -225,6 +258,7 @@ async fn suivi_consume(
         http_addr: loopback,
         data_dir: data_dir.path().to_path_buf(),
         kafka_brokers: Some(bootstrap.to_owned()),
+        kafka_topics: topic.to_owned(),
         kafka_group: group.to_owned(),
         ..Settings::default()
     };
@@ -250,6 +284,18 @@ async fn suivi_consume(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = first.map_or(Duration::ZERO, |first| first.elapsed());
+    if let Ok(response) = client.get(&metrics_url).send().await {
+        let text = response.text().await.unwrap_or_default();
+        for line in text.lines().filter(|line| {
+            line.starts_with("suivi_journal_records_total")
+                || line.starts_with("suivi_journal_fsync_duration_seconds_sum")
+                || line.starts_with("suivi_journal_fsync_duration_seconds_count")
+                || line.starts_with("suivi_ingest_batch_events_sum{transport=\"kafka\"")
+                || line.starts_with("suivi_ingest_batch_events_count{transport=\"kafka\"")
+        }) {
+            println!("  {line}");
+        }
+    }
     stop.cancel();
     running
         .await
