@@ -34,7 +34,7 @@ use crate::figures::Figures;
 use crate::journal::{self, AppendError, Journal};
 use crate::proto::storage::{JournalRecord, KafkaOffset, StoredEvent};
 use crate::recovery::{self, RecoveryReport, Storage};
-use crate::sources::{Partition, Range, Release, Sources};
+use crate::sources::{Partition, Range, Release, Sources, source_of};
 use crate::telemetry;
 
 /// Submissions queued at most, whatever their size; the event bound is the one that matters.
@@ -520,18 +520,11 @@ impl WriterState {
                     return;
                 }
             }
-            self.sources.advance(&record.positions);
+            let partitions = self.sources.advance(&record.positions);
             for (event, source) in admitted {
                 // Admission said accepted, and applying in the same order agrees.
                 self.aggregator.apply(event);
-                let partition = source
-                    .checked_sub(1)
-                    .and_then(|index| record.positions.get(index as usize))
-                    .map(|position| Partition {
-                        topic: position.topic.clone(),
-                        partition: position.partition,
-                    });
-                self.note_source(&event.campaign, partition.as_ref());
+                self.note_source(&event.campaign, source_of(&partitions, source));
             }
         }
         self.publish();

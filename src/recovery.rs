@@ -11,7 +11,7 @@ use crate::aggregate::{Aggregator, AggregatorSettings};
 use crate::checkpoint;
 use crate::event::Event;
 use crate::journal::{FsyncPolicy, Journal};
-use crate::sources::{Partition, Sources};
+use crate::sources::{Sources, source_of};
 
 /// Where the durable state lives and how the journal is written.
 #[derive(Debug, Clone)]
@@ -92,19 +92,13 @@ pub fn recover(
         storage.segment_bytes,
         from,
         |position, record| {
-            sources.advance(&record.positions);
+            let partitions = sources.advance(&record.positions);
             for stored in record.events {
-                let partition = (stored.source as usize)
-                    .checked_sub(1)
-                    .and_then(|index| record.positions.get(index))
-                    .map(|offset| Partition {
-                        topic: offset.topic.clone(),
-                        partition: offset.partition,
-                    });
+                let source = stored.source;
                 match Event::try_from(stored) {
                     Ok(event) => {
                         aggregator.apply(&event);
-                        sources.note(&event.campaign, partition.as_ref());
+                        sources.note(&event.campaign, source_of(&partitions, source));
                     }
                     Err(error) => {
                         malformed.get_or_insert((position, error));

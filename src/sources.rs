@@ -28,6 +28,21 @@ pub struct Partition {
     pub partition: i32,
 }
 
+impl From<&KafkaOffset> for Partition {
+    fn from(offset: &KafkaOffset) -> Partition {
+        Partition {
+            topic: offset.topic.clone(),
+            partition: offset.partition,
+        }
+    }
+}
+
+/// The partition a journaled event's `source` names among its record's `partitions` (as
+/// [`Sources::advance`] gives them); `None` for gRPC/HTTP (source 0).
+pub fn source_of(partitions: &[Partition], source: u32) -> Option<&Partition> {
+    partitions.get((source as usize).checked_sub(1)?)
+}
+
 /// The part of a Kafka batch read from one partition: offsets `from` (the position the batch
 /// continues from) up to `to` (the next offset to read after it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +87,8 @@ impl Sources {
     pub fn restore(offsets: &[KafkaOffset], direct: &[String]) -> Sources {
         let mut sources = Sources::default();
         for offset in offsets {
-            let partition = Partition {
-                topic: offset.topic.clone(),
-                partition: offset.partition,
-            };
             sources.partitions.insert(
-                partition,
+                Partition::from(offset),
                 PartitionState {
                     position: offset.next_offset,
                     campaigns: offset.campaigns.iter().cloned().collect(),
@@ -156,15 +167,20 @@ impl Sources {
         Ok(())
     }
 
-    /// Moves each partition of `positions` to its next offset (a journal record's positions).
-    pub fn advance(&mut self, positions: &[KafkaOffset]) {
-        for offset in positions {
-            let partition = Partition {
-                topic: offset.topic.clone(),
-                partition: offset.partition,
-            };
-            self.partitions.entry(partition).or_default().position = offset.next_offset;
-        }
+    /// Moves each partition of `positions` to its next offset (a journal record's positions);
+    /// answers the record's partitions in order, for its events' sources ([`source_of`]).
+    pub fn advance(&mut self, positions: &[KafkaOffset]) -> Vec<Partition> {
+        positions
+            .iter()
+            .map(|offset| {
+                let partition = Partition::from(offset);
+                self.partitions
+                    .entry(partition.clone())
+                    .or_default()
+                    .position = offset.next_offset;
+                partition
+            })
+            .collect()
     }
 
     /// Notes that `campaign` got an event from `source` (`None` for gRPC/HTTP); says whether the
