@@ -471,7 +471,9 @@ fn parse_benches(criterion: &mut Criterion) {
         b.iter(|| {
             batch
                 .iter()
-                .map(|wire| suivi::event::event_id(black_box(&wire.event_id)))
+                .map(|wire| {
+                    suivi::event::event_id(black_box(wire.source), black_box(&wire.event_id))
+                })
                 .max()
         })
     });

@@ -66,7 +66,7 @@ use suivi::event::{
 use suivi::figures::Figures;
 use suivi::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal};
 use suivi::pipeline::{self, PipelineSettings, Writer};
-use suivi::proto::storage::{JournalRecord, StoredEvent};
+use suivi::proto::storage::{EventIdentity, JournalRecord, StoredEvent};
 use suivi::recovery::{self, Storage};
 use suivi::registry::Registry;
 use suivi::simulate;
@@ -396,12 +396,16 @@ fn ingest_once(
 /// The same events, admitted and applied batch by batch as the writer does, with no IO.
 fn apply_directly(registry: &Registry, batches: &[Vec<Event>]) -> Duration {
     let mut aggregator = Aggregator::new(settings(), registered(registry));
+    // Admission may rewrite an event's campaign: it works on copies, made before the clock runs.
+    let mut batches = batches.to_vec();
     let started = Instant::now();
-    for batch in batches {
+    for batch in &mut batches {
         let mut admission = Admission::default();
         let admitted: Vec<&Event> = batch
-            .iter()
-            .filter(|event| aggregator.admit(event, &mut admission) == Applied::Accepted)
+            .iter_mut()
+            .filter_map(|event| {
+                (aggregator.admit(event, &mut admission) == Applied::Accepted).then_some(&*event)
+            })
             .collect();
         for event in admitted {
             aggregator.apply(event);
@@ -494,20 +498,25 @@ fn writer_work_without_io(
     let mut aggregator = Aggregator::new(settings(), registered(registry));
     let figures = Figures::new(registry, DEFAULT_CHAPTER_COUNT, Utc::now());
     let mut bytes = 0;
+    // Admission may rewrite an event's campaign: it works on copies, made before the clock runs.
+    let mut batches = batches.to_vec();
     let started = Instant::now();
-    for group in batches.chunks(group_batches) {
+    for group in batches.chunks_mut(group_batches) {
         let mut admission = Admission::default();
         let admitted: Vec<&Event> = group
-            .iter()
+            .iter_mut()
             .flatten()
-            .filter(|event| aggregator.admit(event, &mut admission) == Applied::Accepted)
+            .filter_map(|event| {
+                (aggregator.admit(event, &mut admission) == Applied::Accepted).then_some(&*event)
+            })
             .collect();
         let record = JournalRecord {
             events: admitted
                 .iter()
                 .map(|event| StoredEvent::from(*event))
                 .collect(),
-            positions: Vec::new(),
+            event_identity: EventIdentity::SourceAndEventId.into(),
+            ..JournalRecord::default()
         };
         let payload = record.encode_to_vec();
         bytes += payload.len() + usize::from(crc32c::crc32c(&payload) == 0);
@@ -589,7 +598,8 @@ fn journal_records(events: &[Event]) -> Vec<JournalRecord> {
         .take(PREPARED_GROUPS)
         .map(|chunk| JournalRecord {
             events: chunk.iter().map(StoredEvent::from).collect(),
-            positions: Vec::new(),
+            event_identity: EventIdentity::SourceAndEventId.into(),
+            ..JournalRecord::default()
         })
         .collect()
 }
@@ -1127,7 +1137,8 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
     for chunk in events.chunks(GROUP_EVENTS) {
         let record = JournalRecord {
             events: chunk.iter().map(StoredEvent::from).collect(),
-            positions: Vec::new(),
+            event_identity: EventIdentity::SourceAndEventId.into(),
+            ..JournalRecord::default()
         };
         journal.append(&record).expect("the journal appends");
         journal.sync_if_due().expect("the journal syncs");

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
 use crate::aggregate::AggregatorSettings;
-use crate::config::Settings;
+use crate::config::{MAX_CAMPAIGNS, Settings};
 use crate::event::EventParser;
 use crate::figures::Figures;
 use crate::ingest::Intake;
@@ -58,10 +58,12 @@ pub struct App {
 pub async fn bind(settings: Settings) -> anyhow::Result<App> {
     settings.validate()?;
     let registry = Registry::load(settings.campaigns_path())?;
+    // Every registered campaign, `direct`, `unregistered` and max_unregistered_campaigns
+    // others must fit in the campaign slots, so that nothing valid is ever refused.
     anyhow::ensure!(
-        registry.campaigns.len() <= settings.max_campaigns,
-        "invalid max_campaigns {}: the registry alone has {} campaigns",
-        settings.max_campaigns,
+        registry.campaigns.len() + 2 + settings.max_unregistered_campaigns <= MAX_CAMPAIGNS,
+        "invalid max_unregistered_campaigns {}: with the registry's {} campaigns, direct and unregistered, suivi would hold more than {MAX_CAMPAIGNS} campaigns",
+        settings.max_unregistered_campaigns,
         registry.campaigns.len()
     );
     let grpc = TcpListener::bind(settings.grpc_addr)
@@ -127,7 +129,7 @@ impl App {
                 aggregator: AggregatorSettings {
                     time_zone,
                     chapter_count: settings.chapter_count,
-                    max_campaigns: settings.max_campaigns,
+                    max_unregistered_campaigns: settings.max_unregistered_campaigns,
                 },
                 registered: registry
                     .campaigns

@@ -32,8 +32,8 @@ pub const DEFAULT_CHAPTER_COUNT: u8 = 12;
 pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
 /// The default most bytes in one ingest request (gRPC message or HTTP body).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
-/// The default most campaigns held (registered ones included).
-pub const DEFAULT_MAX_CAMPAIGNS: usize = 10_000;
+/// The default most campaigns missing from the registry that get counters of their own.
+pub const DEFAULT_MAX_UNREGISTERED_CAMPAIGNS: usize = 1_000;
 /// The default most events accepted for processing but not yet answered.
 pub const DEFAULT_INGEST_QUEUE_EVENTS: usize = 200_000;
 /// The default wait for room in the ingest queue before answering "overloaded".
@@ -55,8 +55,12 @@ pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// The default longest wait between two attempts on a failing snapshot sink.
 pub const DEFAULT_SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// The most campaigns one instance can hold (the aggregate numbers them in 16 bits).
+/// The most campaigns one instance can hold, registered, unregistered, `direct` and
+/// `unregistered` together (the aggregate numbers them in 16 bits).
 pub const MAX_CAMPAIGNS: usize = crate::aggregate::CAMPAIGN_SLOTS;
+/// The largest `ingest_queue_events`: a group of queued events is journaled as one record, and
+/// the journal refuses records over 1 GiB (a stored event is at most about 200 bytes).
+pub const MAX_INGEST_QUEUE_EVENTS: usize = 2_000_000;
 /// The default topic learner events are consumed from.
 pub const DEFAULT_KAFKA_TOPIC: &str = "learner-events";
 /// The default consumer group.
@@ -87,8 +91,10 @@ pub struct Settings {
     pub max_batch_events: usize,
     /// The most bytes in one ingest request.
     pub max_request_bytes: usize,
-    /// The most campaigns held; events for one more are rejected with too_many_campaigns.
-    pub max_campaigns: usize,
+    /// The most campaigns missing from the registry that get counters of their own; events of
+    /// further ones count under the campaign `unregistered`. Registered campaigns, `direct` and
+    /// `unregistered` are always counted.
+    pub max_unregistered_campaigns: usize,
     /// The most events in the ingest queue (accepted for processing, not yet answered).
     pub ingest_queue_events: usize,
     /// How long a request waits for room in the ingest queue before being told to retry.
@@ -201,7 +207,7 @@ impl Default for Settings {
             chapter_count: DEFAULT_CHAPTER_COUNT,
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_campaigns: DEFAULT_MAX_CAMPAIGNS,
+            max_unregistered_campaigns: DEFAULT_MAX_UNREGISTERED_CAMPAIGNS,
             ingest_queue_events: DEFAULT_INGEST_QUEUE_EVENTS,
             ingest_queue_timeout: DEFAULT_INGEST_QUEUE_TIMEOUT,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
@@ -269,10 +275,11 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_bytes: Option<usize>,
-    /// The most campaigns held [env: SUIVI_MAX_CAMPAIGNS] [default: 10000]
+    /// The most unregistered campaigns counted on their own; more count under `unregistered`
+    /// [env: SUIVI_MAX_UNREGISTERED_CAMPAIGNS] [default: 1000]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_campaigns: Option<usize>,
+    pub max_unregistered_campaigns: Option<usize>,
     /// The most events queued for processing [env: SUIVI_INGEST_QUEUE_EVENTS] [default: 200000]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -417,7 +424,6 @@ impl Settings {
         for (name, value) in [
             ("max_batch_events", self.max_batch_events),
             ("max_request_bytes", self.max_request_bytes),
-            ("max_campaigns", self.max_campaigns),
             ("ingest_queue_events", self.ingest_queue_events),
             ("kafka_batch_events", self.kafka_batch_events),
         ] {
@@ -431,10 +437,18 @@ impl Settings {
                 self.journal_segment_bytes
             );
         }
-        if self.max_campaigns > MAX_CAMPAIGNS {
+        // Room for the reserved campaigns `direct` and `unregistered` (the registry's own
+        // campaigns are checked against what is left once it is loaded).
+        if self.max_unregistered_campaigns > MAX_CAMPAIGNS - 2 {
             bail!(
-                "invalid max_campaigns {}: suivi holds at most {MAX_CAMPAIGNS} campaigns",
-                self.max_campaigns
+                "invalid max_unregistered_campaigns {}: suivi holds at most {MAX_CAMPAIGNS} campaigns in all",
+                self.max_unregistered_campaigns
+            );
+        }
+        if self.ingest_queue_events > MAX_INGEST_QUEUE_EVENTS {
+            bail!(
+                "invalid ingest_queue_events {}: at most {MAX_INGEST_QUEUE_EVENTS} (a queued group is journaled as one record of at most 1 GiB)",
+                self.ingest_queue_events
             );
         }
         if self.kafka_brokers.is_some() {
@@ -650,10 +664,17 @@ mod tests {
             ),
             (
                 Settings {
-                    max_campaigns: MAX_CAMPAIGNS + 1,
+                    max_unregistered_campaigns: MAX_CAMPAIGNS - 1,
                     ..settings.clone()
                 },
-                "invalid max_campaigns",
+                "invalid max_unregistered_campaigns",
+            ),
+            (
+                Settings {
+                    ingest_queue_events: MAX_INGEST_QUEUE_EVENTS + 1,
+                    ..settings.clone()
+                },
+                "invalid ingest_queue_events",
             ),
         ] {
             let error = broken.validate().expect_err("invalid settings").to_string();

@@ -27,8 +27,10 @@ use crate::proto::storage::JournalRecord;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 const HEADER_BYTES: usize = 16;
-/// No record is larger: a group holds at most a few hundred thousand events.
-const MAX_RECORD_BYTES: u32 = 1 << 30;
+/// No record is larger: the writer splits a group whose record would be (a group holds at most
+/// `ingest_queue_events`, bounded by configuration far below this), and [`Journal::append`]
+/// refuses one before writing anything.
+pub const MAX_RECORD_BYTES: u32 = 1 << 30;
 const SEGMENT_SUFFIX: &str = ".wal";
 
 /// When appended records are forced to stable storage.
@@ -85,6 +87,9 @@ pub enum AppendError {
     DiskFull(#[source] io::Error),
     #[error("the journal cannot be written")]
     Unwritable(#[source] io::Error),
+    /// Refused before anything is written: the reader would refuse the record at the next start.
+    #[error("the record is {bytes} bytes, over the journal's limit of {MAX_RECORD_BYTES} bytes")]
+    TooLarge { bytes: usize },
 }
 
 impl Journal {
@@ -212,7 +217,11 @@ impl Journal {
             self.rotate().map_err(classify)?;
         }
         let payload = record.encode_to_vec();
-        let bytes = frame(self.next_position, &payload);
+        let Some(bytes) = frame(self.next_position, &payload) else {
+            return Err(AppendError::TooLarge {
+                bytes: payload.len(),
+            });
+        };
         let mut fsync = Duration::ZERO;
         let written = self
             .file
@@ -343,20 +352,19 @@ fn create_segment(directory: &Path, first: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Frames one record.
-fn frame(position: u64, payload: &[u8]) -> Vec<u8> {
+/// Frames one record; `None` when the payload is over [`MAX_RECORD_BYTES`], which the reader
+/// would refuse.
+fn frame(position: u64, payload: &[u8]) -> Option<Vec<u8>> {
+    let length = u32::try_from(payload.len())
+        .ok()
+        .filter(|length| *length <= MAX_RECORD_BYTES)?;
     let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
     let checksum = crc32c::crc32c_append(crc32c::crc32c(&position.to_le_bytes()), payload);
-    // Records are bounded far below 4 GiB by the request and group limits.
-    bytes.extend_from_slice(
-        &u32::try_from(payload.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes(),
-    );
+    bytes.extend_from_slice(&length.to_le_bytes());
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes.extend_from_slice(&position.to_le_bytes());
     bytes.extend_from_slice(payload);
-    bytes
+    Some(bytes)
 }
 
 struct Scan {

@@ -32,9 +32,9 @@ use crate::checkpoint;
 use crate::event::Event;
 use crate::figures::Figures;
 use crate::journal::{self, AppendError, Journal};
-use crate::proto::storage::{JournalRecord, KafkaOffset, StoredEvent};
+use crate::proto::storage::{EventIdentity, JournalRecord, KafkaOffset, StoredEvent};
 use crate::recovery::{self, RecoveryReport, Storage};
-use crate::sources::{Partition, Range, Release, Sources, source_of};
+use crate::sources::{self, Partition, Range, Release, Sources, source_of};
 use crate::telemetry;
 
 /// Submissions queued at most, whatever their size; the event bound is the one that matters.
@@ -436,101 +436,101 @@ impl WriterState {
         Ok(())
     }
 
-    /// Makes a group durable, applies it, publishes it and answers it.
+    /// Makes a group durable, applies it, publishes it and answers it. A group whose journal
+    /// record would be over the journal's limit is committed in halves, one record each.
     fn commit(&mut self, group: &mut Vec<Submission>) {
         self.refuse_out_of_sequence(group);
+        if group.is_empty() {
+            return;
+        }
         let mut admission = Admission::default();
         let decisions: Vec<Outcomes> = group
-            .iter()
+            .iter_mut()
             .map(|submission| {
                 submission
                     .events
-                    .iter()
+                    .iter_mut()
                     .map(|event| self.aggregator.admit(event, &mut admission))
                     .collect()
             })
             .collect();
-        // The group's partitions, each with its position once the group is counted.
-        let mut positions: Vec<KafkaOffset> = Vec::new();
-        let mut admitted: Vec<(&Event, u32)> = Vec::new();
-        for (submission, outcomes) in group.iter().zip(&decisions) {
-            // Each range's index in `positions`, plus one (0 is gRPC/HTTP).
-            let mut range_sources = Vec::new();
-            if let Some(kafka) = &submission.kafka {
-                for range in &kafka.ranges {
-                    let found = positions.iter().position(|position| {
-                        position.partition == range.partition.partition
-                            && position.topic == range.partition.topic
-                    });
-                    let index = found.unwrap_or_else(|| {
-                        positions.push(KafkaOffset {
-                            topic: range.partition.topic.clone(),
-                            partition: range.partition.partition,
-                            ..KafkaOffset::default()
-                        });
-                        positions.len() - 1
-                    });
-                    positions[index].next_offset = range.to;
-                    range_sources.push(u32::try_from(index + 1).unwrap_or(u32::MAX));
-                }
-            }
-            for (position, (event, outcome)) in submission.events.iter().zip(outcomes).enumerate() {
-                if *outcome == Applied::Accepted {
-                    let source = submission.kafka.as_ref().map_or(0, |kafka| {
-                        kafka
-                            .sources
-                            .get(position)
-                            .and_then(|range| range_sources.get(*range as usize))
-                            .copied()
-                            .unwrap_or(0)
-                    });
-                    admitted.push((event, source));
-                }
-            }
+        let (record, admitted) = journal_record(group, &decisions);
+        if record.events.is_empty() && record.positions.is_empty() {
+            return self.answer(group, decisions);
         }
-        if !admitted.is_empty() || !positions.is_empty() {
-            let record = JournalRecord {
-                events: admitted
-                    .iter()
-                    .map(|(event, source)| StoredEvent {
-                        source: *source,
-                        ..StoredEvent::from(*event)
-                    })
-                    .collect(),
-                positions,
-            };
-            match self.journal.append(&record) {
-                Ok(appended) => {
-                    self.journal_bytes_since_checkpoint += appended.bytes;
-                    telemetry::record_journal_append(appended.bytes, appended.fsync);
-                }
-                Err(error) => {
-                    let refusal = match error {
-                        AppendError::DiskFull(_) => Refusal::DiskFull,
-                        AppendError::Unwritable(_) => Refusal::StorageUnwritable,
-                    };
-                    tracing::error!(
-                        error = format!("{:#}", anyhow::Error::new(error)),
-                        "journal append failed; refusing the group"
-                    );
-                    telemetry::record_journal_failure(refusal);
-                    for submission in group.drain(..) {
-                        let _ = submission.reply.send(Err(refusal));
-                    }
-                    return;
-                }
+        let refusal = match self.append(&record) {
+            Ok(()) => None,
+            Err(NotAppended::TooLarge { .. }) if group.len() > 1 => {
+                // Nothing was written nor applied: commit each half, admitted again, the second
+                // after the first.
+                let mut second = group.split_off(group.len() / 2);
+                self.commit(group);
+                self.commit(&mut second);
+                return;
             }
-            let partitions = self.sources.advance(&record.positions);
-            for (event, source) in admitted {
-                // Admission said accepted, and applying in the same order agrees.
-                self.aggregator.apply(event);
-                self.note_source(&event.campaign, source_of(&partitions, source));
+            Err(NotAppended::TooLarge { bytes }) => {
+                // One submission over the record limit: configuration bounds batches and the
+                // queue far below it, so this is a fault to see in the logs.
+                tracing::error!(
+                    bytes,
+                    "a single submission is over the journal's record limit; refusing it"
+                );
+                telemetry::record_journal_failure(Refusal::StorageUnwritable);
+                Some(Refusal::StorageUnwritable)
             }
+            Err(NotAppended::Refused(refusal)) => Some(refusal),
+        };
+        if let Some(refusal) = refusal {
+            for submission in group.drain(..) {
+                let _ = submission.reply.send(Err(refusal));
+            }
+            return;
         }
+        telemetry::record_events_redirected_to_unregistered(admission.redirected);
+        let partitions = self.sources.advance(&record.positions);
+        for (submission, event, source) in admitted {
+            let event = &group[submission].events[event];
+            // Admission said accepted, and applying in the same order agrees: admission kept
+            // a slot for every campaign it let through.
+            if let Applied::Rejected(reason) = self.aggregator.apply(event) {
+                tracing::error!(error = %reason, "an admitted event was not applied");
+            }
+            self.note_source(&event.campaign, source_of(&partitions, source));
+        }
+        self.answer(group, decisions);
+    }
+
+    /// Publishes what the group changed, then answers each of its submissions.
+    fn answer(&mut self, group: &mut Vec<Submission>, decisions: Vec<Outcomes>) {
         self.publish();
         for (submission, outcomes) in group.drain(..).zip(decisions) {
             // A client that went away no longer needs its answer; its events are counted.
             let _ = submission.reply.send(Ok(outcomes));
+        }
+    }
+
+    /// Appends `record` to the journal (durable under `fsync = "always"`). A failure is logged
+    /// and counted, except a record too large, which nothing was written of.
+    fn append(&mut self, record: &JournalRecord) -> Result<(), NotAppended> {
+        match self.journal.append(record) {
+            Ok(appended) => {
+                self.journal_bytes_since_checkpoint += appended.bytes;
+                telemetry::record_journal_append(appended.bytes, appended.fsync);
+                Ok(())
+            }
+            Err(AppendError::TooLarge { bytes }) => Err(NotAppended::TooLarge { bytes }),
+            Err(error) => {
+                let refusal = match error {
+                    AppendError::DiskFull(_) => Refusal::DiskFull,
+                    _ => Refusal::StorageUnwritable,
+                };
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::new(error)),
+                    "journal append failed"
+                );
+                telemetry::record_journal_failure(refusal);
+                Err(NotAppended::Refused(refusal))
+            }
         }
     }
 
@@ -590,8 +590,24 @@ impl WriterState {
     /// Lets Kafka partitions go: releases the campaigns they alone fed, publishes, and
     /// checkpoints so that the release is durable before another instance counts them.
     fn release(&mut self, partitions: &[Partition]) -> Release {
-        let release = self.sources.release(partitions);
-        let released = self.aggregator.release(&release.campaigns);
+        // The journal is the whole history: the release is a record, so that a recovery from an
+        // older checkpoint forgets these campaigns again. Should it fail, the campaigns are still
+        // let go (another instance counts them now); a recovery before the next checkpoint then
+        // brings them back, and the first assignment after it releases them again.
+        let record = JournalRecord {
+            released: partitions
+                .iter()
+                .map(|partition| KafkaOffset {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    ..KafkaOffset::default()
+                })
+                .collect(),
+            ..JournalRecord::default()
+        };
+        let _ = self.append(&record);
+        let (release, released) =
+            sources::release(&mut self.sources, &mut self.aggregator, partitions);
         self.figures.remove(&released, Utc::now());
         telemetry::record_campaigns_released(released.len());
         self.publish();
@@ -695,6 +711,81 @@ impl WriterState {
             }
         }
     }
+}
+
+/// Why a journal record was not appended.
+#[derive(Debug, Clone, Copy)]
+enum NotAppended {
+    /// Over the journal's record limit; nothing was written.
+    TooLarge { bytes: usize },
+    /// The journal cannot be written now; the failure was logged and counted.
+    Refused(Refusal),
+}
+
+/// The journal record of a group given its admission `decisions`: the accepted events, each with
+/// its source (0 for gRPC/HTTP, else its partition's index in the record's positions, plus one),
+/// and the position of each partition the group read once it is counted. Also answers where each
+/// accepted event is in the group (submission, event, source), in order.
+fn journal_record(
+    group: &[Submission],
+    decisions: &[Outcomes],
+) -> (JournalRecord, Vec<(usize, usize, u32)>) {
+    let mut positions: Vec<KafkaOffset> = Vec::new();
+    let mut admitted = Vec::new();
+    for (submission_index, (submission, outcomes)) in group.iter().zip(decisions).enumerate() {
+        // Each range's index in `positions`, plus one (0 is gRPC/HTTP).
+        let mut range_sources = Vec::new();
+        if let Some(kafka) = &submission.kafka {
+            for range in &kafka.ranges {
+                let found = positions.iter().position(|position| {
+                    position.partition == range.partition.partition
+                        && position.topic == range.partition.topic
+                });
+                let index = found.unwrap_or_else(|| {
+                    positions.push(KafkaOffset {
+                        topic: range.partition.topic.clone(),
+                        partition: range.partition.partition,
+                        ..KafkaOffset::default()
+                    });
+                    positions.len() - 1
+                });
+                positions[index].next_offset = range.to;
+                range_sources.push(u32::try_from(index + 1).unwrap_or(u32::MAX));
+            }
+        }
+        for (event_index, outcome) in outcomes.iter().enumerate() {
+            if *outcome == Applied::Accepted {
+                let source = submission.kafka.as_ref().map_or(0, |kafka| {
+                    kafka
+                        .sources
+                        .get(event_index)
+                        .and_then(|range| range_sources.get(*range as usize))
+                        .copied()
+                        .unwrap_or(0)
+                });
+                admitted.push((submission_index, event_index, source));
+            }
+        }
+    }
+    let events: Vec<StoredEvent> = admitted
+        .iter()
+        .map(|(submission, event, source)| StoredEvent {
+            source: *source,
+            ..StoredEvent::from(&group[*submission].events[*event])
+        })
+        .collect();
+    let record = JournalRecord {
+        event_identity: if events.is_empty() {
+            EventIdentity::Unspecified
+        } else {
+            EventIdentity::SourceAndEventId
+        }
+        .into(),
+        events,
+        positions,
+        released: Vec::new(),
+    };
+    (record, admitted)
 }
 
 #[cfg(test)]

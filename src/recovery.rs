@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::aggregate::{Aggregator, AggregatorSettings};
+use crate::aggregate::{Aggregator, AggregatorSettings, Applied};
 use crate::checkpoint;
 use crate::event::Event;
 use crate::journal::{FsyncPolicy, Journal};
-use crate::sources::{Sources, source_of};
+use crate::proto::storage::{EventIdentity, JournalRecord};
+use crate::sources::{self, Partition, Sources, source_of};
 
 /// Where the durable state lives and how the journal is written.
 #[derive(Debug, Clone)]
@@ -85,30 +86,24 @@ pub fn recover(
     report.checkpoint_position = checkpoint
         .as_ref()
         .map(|checkpoint| checkpoint.journal_position);
-    let mut malformed = None;
+    // The first record that cannot be counted as it was when it was acknowledged.
+    let mut unreplayable: Option<(u64, String)> = None;
     let (journal, opened) = Journal::open(
         &storage.journal_dir,
         storage.fsync,
         storage.segment_bytes,
         from,
         |position, record| {
-            let partitions = sources.advance(&record.positions);
-            for stored in record.events {
-                let source = stored.source;
-                match Event::try_from(stored) {
-                    Ok(event) => {
-                        aggregator.apply(&event);
-                        sources.note(&event.campaign, source_of(&partitions, source));
-                    }
-                    Err(error) => {
-                        malformed.get_or_insert((position, error));
-                    }
-                }
+            if unreplayable.is_some() {
+                return;
+            }
+            if let Err(error) = replay(&mut aggregator, &mut sources, record) {
+                unreplayable = Some((position, error));
             }
         },
     )?;
-    if let Some((position, error)) = malformed {
-        anyhow::bail!("journal record {position}: {error}");
+    if let Some((position, error)) = unreplayable {
+        anyhow::bail!("journal record {position} cannot be replayed: {error}");
     }
     report.records_replayed = opened.records_replayed;
     report.events_replayed = opened.events_replayed;
@@ -120,6 +115,41 @@ pub fn recover(
         sources,
         report,
     })
+}
+
+/// Replays one journal record exactly as the writer committed it: its releases, then its
+/// partition positions and events. Every event is counted where it was counted live: admission
+/// was decided before the record was written, so no limit of this start is consulted. Says why
+/// when the record cannot be replayed (a malformed event, ids of an older suivi, or no campaign
+/// slot left under a grown registry); recovery then stops rather than lose acknowledged events.
+fn replay(
+    aggregator: &mut Aggregator,
+    sources: &mut Sources,
+    record: JournalRecord,
+) -> Result<(), String> {
+    if !record.events.is_empty()
+        && record.event_identity != i32::from(EventIdentity::SourceAndEventId)
+    {
+        return Err(
+            "it was written by an older suivi, which identified events by event_id \
+                    alone, not by (source, event_id); rebuild the state from an empty data_dir"
+                .to_owned(),
+        );
+    }
+    if !record.released.is_empty() {
+        let partitions: Vec<Partition> = record.released.iter().map(Partition::from).collect();
+        sources::release(sources, aggregator, &partitions);
+    }
+    let partitions = sources.advance(&record.positions);
+    for stored in record.events {
+        let source = stored.source;
+        let event = Event::try_from(stored).map_err(|error| error.to_string())?;
+        if let Applied::Rejected(reason) = aggregator.apply(&event) {
+            return Err(reason.to_string());
+        }
+        sources.note(&event.campaign, source_of(&partitions, source));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1263,7 +1263,7 @@ mod tests {
             AggregatorSettings {
                 time_zone: chrono_tz::Europe::Paris,
                 chapter_count: 12,
-                max_campaigns: 10_000,
+                max_unregistered_campaigns: 1_000,
             },
             registry
                 .campaigns

@@ -16,6 +16,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
+use crate::aggregate::Aggregator;
 use crate::proto::storage::KafkaOffset;
 
 /// librdkafka's "from the beginning" offset: the position of a partition nothing was read from.
@@ -236,6 +237,20 @@ impl Sources {
         }
         release
     }
+}
+
+/// Lets `partitions` go in the writer's state: forgets their positions and releases from
+/// `aggregator` the campaigns they alone fed. Answers what [`Sources::release`] found and the
+/// campaigns actually released. The writer and the journal's replay both release through here,
+/// so that a replayed release forgets exactly what the live one did.
+pub fn release(
+    sources: &mut Sources,
+    aggregator: &mut Aggregator,
+    partitions: &[Partition],
+) -> (Release, Vec<String>) {
+    let release = sources.release(partitions);
+    let released = aggregator.release(&release.campaigns);
+    (release, released)
 }
 
 #[cfg(test)]

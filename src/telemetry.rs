@@ -157,6 +157,10 @@ pub const KAFKA_COMMIT_FAILURES: &str = "suivi_kafka_commit_failures_total";
 pub const CAMPAIGNS_SEVERAL_SOURCES: &str = "suivi_campaigns_with_several_sources_total";
 /// Campaigns released to another instance with their Kafka partition.
 pub const CAMPAIGNS_RELEASED: &str = "suivi_campaigns_released_total";
+/// Events of unregistered campaigns counted under `unregistered`, past max_unregistered_campaigns.
+pub const EVENTS_UNREGISTERED: &str = "suivi_events_counted_as_unregistered_total";
+/// Campaigns missing from the registry that have counters of their own.
+pub const UNREGISTERED_CAMPAIGNS: &str = "suivi_unregistered_campaigns";
 
 /// Where an event came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,6 +391,16 @@ fn describe() {
         Unit::Count,
         "Campaigns released to another instance with their Kafka partition."
     );
+    describe_counter!(
+        EVENTS_UNREGISTERED,
+        Unit::Count,
+        "Events of campaigns missing from the registry counted under the campaign unregistered, because max_unregistered_campaigns of them already have counters of their own."
+    );
+    describe_gauge!(
+        UNREGISTERED_CAMPAIGNS,
+        Unit::Count,
+        "Campaigns missing from the registry that have counters of their own (at most max_unregistered_campaigns)."
+    );
     describe_gauge!(
         LEARNERS,
         Unit::Count,
@@ -492,6 +506,11 @@ pub fn record_campaigns_released(campaigns: usize) {
     counter!(CAMPAIGNS_RELEASED).increment(campaigns as u64);
 }
 
+/// Records events counted under `unregistered` for lack of room for their own campaign.
+pub fn record_events_redirected_to_unregistered(events: u64) {
+    counter!(EVENTS_UNREGISTERED).increment(events);
+}
+
 /// Makes the snapshot counters of `sink` exist at zero before its first snapshot, for the same
 /// reason as the failure counters.
 pub fn register_sink(sink: &'static str) {
@@ -550,6 +569,7 @@ pub fn record_queue(events: usize) {
 #[allow(clippy::cast_precision_loss)] // Sizes stay far below 2^52.
 pub fn record_holdings(holdings: Holdings) {
     gauge!(CAMPAIGNS).set(holdings.campaigns as f64);
+    gauge!(UNREGISTERED_CAMPAIGNS).set(holdings.unregistered_campaigns as f64);
     gauge!(LEARNERS).set(holdings.learners as f64);
     gauge!(CAMPAIGN_LEARNERS).set(holdings.campaign_learners as f64);
     gauge!(EVENT_IDS).set(holdings.event_ids as f64);

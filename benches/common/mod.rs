@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 use rand::distr::weighted::WeightedIndex;
 
 use suivi::aggregate::AggregatorSettings;
-use suivi::config::{DEFAULT_CHAPTER_COUNT, DEFAULT_MAX_CAMPAIGNS, DEFAULT_TIME_ZONE};
+use suivi::config::{DEFAULT_CHAPTER_COUNT, DEFAULT_MAX_UNREGISTERED_CAMPAIGNS, DEFAULT_TIME_ZONE};
 use suivi::event::EventParser;
 use suivi::registry::Registry;
 
@@ -35,7 +35,7 @@ pub fn settings() -> AggregatorSettings {
             .parse::<Tz>()
             .expect("the default time zone is a valid IANA name"),
         chapter_count: DEFAULT_CHAPTER_COUNT,
-        max_campaigns: DEFAULT_MAX_CAMPAIGNS,
+        max_unregistered_campaigns: DEFAULT_MAX_UNREGISTERED_CAMPAIGNS,
     }
 }
 

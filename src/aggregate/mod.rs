@@ -23,7 +23,8 @@ pub use storage::Admission;
 
 use crate::day::Day;
 use crate::event::{
-    Action, Event, EventId, LearnerKey, RejectReason, Stage, TOTALS_CAMPAIGN, VisitorKey,
+    Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, RejectReason, Stage, TOTALS_CAMPAIGN,
+    UNREGISTERED_CAMPAIGN, VisitorKey,
 };
 
 /// What the aggregator needs to know of the configuration.
@@ -33,15 +34,17 @@ pub struct AggregatorSettings {
     pub time_zone: Tz,
     /// The course's chapters, 1 to `MAX_CHAPTER_COUNT`.
     pub chapter_count: u8,
-    /// The most campaigns held; events that would open one more are rejected. At most
-    /// [`CAMPAIGN_SLOTS`] (65,536), which configuration validates: each remembered event id keeps
-    /// its campaign's slot in 16 bits. A larger value holds [`CAMPAIGN_SLOTS`] campaigns.
-    pub max_campaigns: usize,
+    /// The most campaigns missing from the registry that get counters of their own; events of
+    /// further ones count under [`UNREGISTERED_CAMPAIGN`]. Registered campaigns, [`DIRECT_CAMPAIGN`]
+    /// and [`UNREGISTERED_CAMPAIGN`] are always held and do not count against it. With them, at
+    /// most [`CAMPAIGN_SLOTS`] (65,536) campaigns are held: each remembered event id keeps its
+    /// campaign's slot in 16 bits.
+    pub max_unregistered_campaigns: usize,
 }
 
-/// The most campaigns an [`Aggregator`] can hold at once, the largest valid
-/// [`AggregatorSettings::max_campaigns`]: a campaign's slot is a 16-bit number, kept with each of
-/// its remembered event ids. Released campaigns leave their slot to later ones.
+/// The most campaigns an [`Aggregator`] can hold at once, registered, reserved and unregistered
+/// together: a campaign's slot is a 16-bit number, kept with each of its remembered event ids.
+/// Released campaigns leave their slot to later ones.
 pub const CAMPAIGN_SLOTS: usize = 1 << 16;
 
 /// A campaign's place in [`Aggregator`]'s campaigns, stable while the campaign is held.
@@ -76,10 +79,14 @@ pub struct DayCounts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     Accepted,
-    /// The event id was seen before; `conflict` when the content differs from the first one.
+    /// The event (by source and id) was seen before; `conflict` when the content differs from
+    /// the first one.
     Duplicate {
         conflict: bool,
     },
+    /// Only from [`Aggregator::apply`] on an event that was never admitted, when all
+    /// [`CAMPAIGN_SLOTS`] are taken (a journal replayed under a registry grown past them).
+    /// Admission never gives it: nothing valid is refused for lack of a campaign slot.
     Rejected(RejectReason),
 }
 
@@ -97,6 +104,8 @@ pub struct CampaignChange {
 pub struct Holdings {
     /// Campaigns held (released ones are not).
     pub campaigns: usize,
+    /// Of those, the campaigns missing from the registry that have counters of their own.
+    pub unregistered_campaigns: usize,
     /// Distinct learners over the whole programme.
     pub learners: usize,
     /// (campaign, learner) records, totals excluded.
@@ -116,6 +125,12 @@ pub struct Aggregator {
     seen: HashTable<[u32; 4]>,
     /// The slot of every campaign held.
     index: HashMap<String, Slot>,
+    /// The campaigns held whatever happens, in the order they are opened: [`DIRECT_CAMPAIGN`],
+    /// [`UNREGISTERED_CAMPAIGN`], then the registered ones in the registry's order. Every other
+    /// campaign held is an unregistered one.
+    always_held: Vec<String>,
+    /// How many of `always_held` are held: all of them, unless slots ran out.
+    always_held_count: usize,
     /// Campaigns by slot. A vacant slot (its campaign released) holds an empty state with an
     /// empty id; it stays, so that slot numbers are stable, until a new campaign takes it.
     campaigns: Vec<CampaignState>,
@@ -216,33 +231,63 @@ enum Column {
 }
 
 impl Aggregator {
-    /// An empty aggregator that already holds the `registered` campaigns, so that they are never
-    /// refused for lack of room (`max_campaigns` does not limit them). Registered campaigns past
-    /// the first [`CAMPAIGN_SLOTS`] are not held: there is no slot for them, and their events
-    /// are rejected like those of any campaign too many.
+    /// An empty aggregator that already holds the `registered` campaigns, [`DIRECT_CAMPAIGN`]
+    /// and [`UNREGISTERED_CAMPAIGN`], so that they are never refused for lack of room. Registered
+    /// campaigns past the first [`CAMPAIGN_SLOTS`] are not held (configuration refuses such a
+    /// registry): their events then count under [`UNREGISTERED_CAMPAIGN`].
     pub fn new(
         settings: AggregatorSettings,
         registered: impl IntoIterator<Item = String>,
     ) -> Aggregator {
-        let chapter_count = settings.chapter_count;
-        let mut aggregator = Aggregator {
-            seen: HashTable::new(),
-            index: HashMap::new(),
-            campaigns: Vec::new(),
-            vacant: BTreeSet::new(),
-            totals: CampaignState::new(TOTALS_CAMPAIGN.to_owned(), chapter_count),
-            changed: Vec::new(),
-            settings,
-        };
-        for campaign in registered {
-            if !aggregator.index.contains_key(campaign.as_str()) {
-                aggregator.open_campaign(campaign);
-            }
-        }
+        let mut aggregator = Aggregator::empty(settings, registered);
+        aggregator.hold_always_held();
         aggregator
     }
 
-    /// Folds one event in.
+    /// An aggregator holding nothing yet, that knows which campaigns it must always hold.
+    fn empty(
+        settings: AggregatorSettings,
+        registered: impl IntoIterator<Item = String>,
+    ) -> Aggregator {
+        let mut always_held = vec![DIRECT_CAMPAIGN.to_owned(), UNREGISTERED_CAMPAIGN.to_owned()];
+        let mut named: HashSet<String> = always_held.iter().cloned().collect();
+        for campaign in registered {
+            if named.insert(campaign.clone()) {
+                always_held.push(campaign);
+            }
+        }
+        Aggregator {
+            seen: HashTable::new(),
+            index: HashMap::new(),
+            always_held,
+            always_held_count: 0,
+            campaigns: Vec::new(),
+            vacant: BTreeSet::new(),
+            totals: CampaignState::new(TOTALS_CAMPAIGN.to_owned(), settings.chapter_count),
+            changed: Vec::new(),
+            settings,
+        }
+    }
+
+    /// Opens, in order, every campaign that must always be held and is not (as far as slots go).
+    fn hold_always_held(&mut self) {
+        let mut held = 0;
+        for position in 0..self.always_held.len() {
+            let campaign = &self.always_held[position];
+            if self.index.contains_key(campaign.as_str())
+                || self.open_campaign(campaign.clone()).is_some()
+            {
+                held += 1;
+            }
+        }
+        self.always_held_count = held;
+    }
+
+    /// Folds one event in, under the campaign it names, opening that campaign when it is not
+    /// held yet. No limit is consulted here: what to hold is decided by [`Aggregator::admit`]
+    /// before an event is journaled, and replaying the journal must count every event it holds
+    /// whatever the settings of this start. Only when all [`CAMPAIGN_SLOTS`] are taken is an
+    /// event rejected (`too_many_campaigns`), which replay reports as a fatal error.
     pub fn apply(&mut self, event: &Event) -> Applied {
         let hash = seen_hash(&event.id.0);
         if let Some(seen) = self.seen.find(hash, |seen| seen[..3] == event.id.0) {
@@ -253,16 +298,10 @@ impl Aggregator {
         let slot = match self.index.get(event.campaign.as_str()) {
             Some(slot) => *slot,
             None => {
-                let opened = if self.index.len() < self.campaign_limit() {
-                    self.open_campaign(event.campaign.clone())
-                } else {
-                    None
-                };
-                // Below the limit there is always a slot: fewer than CAMPAIGN_SLOTS are held.
-                let Some(slot) = opened else {
+                let Some(slot) = self.open_campaign(event.campaign.clone()) else {
                     return Applied::Rejected(RejectReason::TooManyCampaigns {
                         campaign: event.campaign.clone(),
-                        limit: self.campaign_limit(),
+                        limit: CAMPAIGN_SLOTS,
                     });
                 };
                 slot
@@ -302,6 +341,7 @@ impl Aggregator {
     pub fn holdings(&self) -> Holdings {
         Holdings {
             campaigns: self.index.len(),
+            unregistered_campaigns: self.unregistered_held(),
             learners: self.totals.learners.len(),
             campaign_learners: self.campaigns.iter().map(|c| c.learners.len()).sum(),
             event_ids: self.seen.len(),
@@ -373,12 +413,15 @@ impl Aggregator {
             });
             self.recompute_totals();
         }
+        // Registered and reserved campaigns are held again at once, empty: they are always
+        // held, whoever counts their events.
+        self.hold_always_held();
         released
     }
 
-    /// The most campaigns held at once.
-    fn campaign_limit(&self) -> usize {
-        self.settings.max_campaigns.min(CAMPAIGN_SLOTS)
+    /// The campaigns held that are neither registered nor reserved.
+    fn unregistered_held(&self) -> usize {
+        self.index.len() - self.always_held_count
     }
 
     /// Holds `campaign` from now, in the lowest vacant slot or a new one; `None`, holding

@@ -11,21 +11,29 @@ use super::{
     Slot, content_conflicts, seen_hash,
 };
 use crate::day::Day;
-use crate::event::{Event, LearnerKey, RejectReason, TOTALS_CAMPAIGN, VisitorKey};
-use crate::proto::storage::{CampaignState as StoredCampaign, Checkpoint, KafkaOffset};
+use crate::event::{Event, LearnerKey, TOTALS_CAMPAIGN, UNREGISTERED_CAMPAIGN, VisitorKey};
+use crate::proto::storage::{
+    CampaignState as StoredCampaign, Checkpoint, EventIdentity, KafkaOffset,
+};
 
 /// What a group admitted so far: the ids and campaigns it will add when applied.
 #[derive(Debug, Default)]
 pub struct Admission {
     ids: HashMap<[u32; 3], u32>,
     new_campaigns: HashSet<String>,
+    /// Events admitted under [`UNREGISTERED_CAMPAIGN`] because their own campaign had no room.
+    pub redirected: u64,
 }
 
 impl Aggregator {
-    /// Decides, without changing anything, what [`Aggregator::apply`] will do with `event` once
-    /// the events admitted before it in `group` are applied. Only `Accepted` events need to be
-    /// journaled: applying them in the same order gives exactly these outcomes.
-    pub fn admit(&self, event: &Event, group: &mut Admission) -> Applied {
+    /// Decides, without changing the state, what [`Aggregator::apply`] will do with `event` once
+    /// the events admitted before it in `group` are applied: a duplicate, or accepted. An event
+    /// of a campaign that is not held and for which there is no room (past
+    /// `max_unregistered_campaigns`) is accepted under [`UNREGISTERED_CAMPAIGN`]: its campaign is
+    /// rewritten here, before it is journaled, so that replay counts it where it was counted.
+    /// Only `Accepted` events need to be journaled: applying them in the same order gives
+    /// exactly these outcomes. Nothing valid is ever rejected.
+    pub fn admit(&self, event: &mut Event, group: &mut Admission) -> Applied {
         let id = event.id.0;
         if let Some(seen) = self.seen.find(seen_hash(&id), |seen| seen[..3] == id) {
             return Applied::Duplicate {
@@ -40,14 +48,17 @@ impl Aggregator {
         if !self.index.contains_key(event.campaign.as_str())
             && !group.new_campaigns.contains(&event.campaign)
         {
-            // Campaigns held, not slots: released campaigns leave room.
-            if self.index.len() + group.new_campaigns.len() >= self.campaign_limit() {
-                return Applied::Rejected(RejectReason::TooManyCampaigns {
-                    campaign: event.campaign.clone(),
-                    limit: self.campaign_limit(),
-                });
+            // Registered and reserved campaigns are always held, so this one is unregistered.
+            // Campaigns held count, not slots: released campaigns leave room.
+            let has_room = self.unregistered_held() + group.new_campaigns.len()
+                < self.settings.max_unregistered_campaigns
+                && self.index.len() + group.new_campaigns.len() < CAMPAIGN_SLOTS;
+            if has_room {
+                group.new_campaigns.insert(event.campaign.clone());
+            } else {
+                UNREGISTERED_CAMPAIGN.clone_into(&mut event.campaign);
+                group.redirected += 1;
             }
-            group.new_campaigns.insert(event.campaign.clone());
         }
         group.ids.insert(id, event.content);
         Applied::Accepted
@@ -70,12 +81,14 @@ impl Aggregator {
             chapter_count: u32::from(self.settings.chapter_count),
             // The writer's to fill: the aggregate does not know where events came from.
             direct_campaigns: Vec::new(),
+            time_zone: self.settings.time_zone.name().to_owned(),
+            event_identity: EventIdentity::SourceAndEventId.into(),
         }
     }
 
     /// Rebuilds an aggregator from `checkpoint`, each campaign in its slot and vacant slots
-    /// vacant, then holds the `registered` campaigns it lacks (in the lowest vacant slots, as
-    /// [`Aggregator::new`] does). Every campaign that holds something (a learner, a visitor or a
+    /// vacant, then holds the `registered` and reserved campaigns it lacks (in the lowest vacant
+    /// slots, as [`Aggregator::new`] does). Every campaign that holds something (a learner, a visitor or a
     /// click) and the totals are marked changed, so the next [`Aggregator::drain_changes`]
     /// publishes the whole state without zeros for the campaigns never fed.
     pub fn restore(
@@ -89,13 +102,26 @@ impl Aggregator {
             checkpoint.chapter_count,
             settings.chapter_count
         );
+        // Days are computed in the time zone: a checkpoint's days are not re-dated. An older
+        // checkpoint did not record its zone, and is taken as it is.
+        anyhow::ensure!(
+            checkpoint.time_zone.is_empty() || checkpoint.time_zone == settings.time_zone.name(),
+            "the checkpoint was taken with time_zone {}, not {}: its timeline days cannot be re-dated; set time_zone back to {} (or rebuild the state from an empty data_dir)",
+            checkpoint.time_zone,
+            settings.time_zone.name(),
+            checkpoint.time_zone
+        );
+        anyhow::ensure!(
+            checkpoint.event_identity == i32::from(EventIdentity::SourceAndEventId),
+            "the checkpoint was written by an older suivi, which identified events by event_id alone, not by (source, event_id): its remembered ids cannot be converted; rebuild the state from an empty data_dir"
+        );
         anyhow::ensure!(
             checkpoint.campaigns.len() <= CAMPAIGN_SLOTS,
             "the checkpoint has {} campaign slots, more than the {CAMPAIGN_SLOTS} possible",
             checkpoint.campaigns.len()
         );
         let chapter_count = settings.chapter_count;
-        let mut aggregator = Aggregator::new(settings, std::iter::empty());
+        let mut aggregator = Aggregator::empty(settings, registered);
         let mut seen = HashTable::with_capacity(checkpoint.seen.len() / 4);
         for words in checkpoint.seen.chunks_exact(4) {
             let entry = [words[0], words[1], words[2], words[3]];
@@ -132,11 +158,7 @@ impl Aggregator {
             }
             aggregator.campaigns.push(campaign);
         }
-        for campaign in registered {
-            if !aggregator.index.contains_key(campaign.as_str()) {
-                aggregator.open_campaign(campaign);
-            }
-        }
+        aggregator.hold_always_held();
         if let Some(totals) = &checkpoint.totals {
             aggregator.totals = CampaignState::restore(totals, chapter_count)?;
             aggregator.totals.id = TOTALS_CAMPAIGN.to_owned();

@@ -11,7 +11,10 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::*;
-use crate::event::{DIRECT_CAMPAIGN, EventKind, EventParser, RawEvent, RawKind, RawTime, event_id};
+use crate::event::{
+    DIRECT_CAMPAIGN, EventKind, EventParser, RawEvent, RawKind, RawTime, UNREGISTERED_CAMPAIGN,
+    event_id,
+};
 use crate::proto::storage::CampaignState as StoredCampaign;
 
 /// The settings of the examples: a short course of three chapters, so that chapter lists stay
@@ -20,7 +23,7 @@ fn settings() -> AggregatorSettings {
     AggregatorSettings {
         time_zone: chrono_tz::Europe::Paris,
         chapter_count: 3,
-        max_campaigns: 8,
+        max_unregistered_campaigns: 8,
     }
 }
 
@@ -127,9 +130,26 @@ fn render_day(day: Day, counts: &DayCounts) -> String {
 }
 
 /// Every campaign in the order it was opened, then the totals, each followed by its timeline.
+/// The campaigns held, in slot order, but for the reserved ones (`direct`, `unregistered`,
+/// always held) while they hold nothing: the examples read as the events they were given.
+fn shown_campaigns(aggregator: &Aggregator) -> impl Iterator<Item = &str> {
+    aggregator.campaign_ids().filter(|campaign| {
+        let reserved = [DIRECT_CAMPAIGN, UNREGISTERED_CAMPAIGN].contains(campaign);
+        let empty = aggregator
+            .campaign(campaign)
+            .is_some_and(|(counts, timeline)| {
+                timeline.is_empty()
+                    && counts.clicks == 0
+                    && counts.unique_visitors == 0
+                    && counts.enrolled == 0
+            });
+        !(reserved && empty)
+    })
+}
+
 fn render_state(aggregator: &Aggregator) -> Vec<String> {
     let mut lines = Vec::new();
-    for campaign in aggregator.campaign_ids().chain([TOTALS_CAMPAIGN]) {
+    for campaign in shown_campaigns(aggregator).chain([TOTALS_CAMPAIGN]) {
         let (counts, timeline) = aggregator
             .campaign(campaign)
             .expect("every listed campaign is held");
@@ -203,16 +223,20 @@ fn check_with(
         registered.iter().map(|campaign| (*campaign).to_owned()),
     );
     let mut lines = Vec::new();
-    for (id, event) in parse_events(&parser, events) {
-        match aggregator.apply(&event) {
-            Applied::Accepted => {}
+    // Each event admitted then applied, as the writer does.
+    for (id, mut event) in parse_events(&parser, events) {
+        let named = event.campaign.clone();
+        match aggregator.admit(&mut event, &mut Admission::default()) {
+            Applied::Accepted => {
+                assert_eq!(aggregator.apply(&event), Applied::Accepted, "{id}");
+                if event.campaign != named {
+                    lines.push(format!("{id}: {named} counted as {}", event.campaign));
+                }
+            }
             Applied::Duplicate { conflict: false } => lines.push(format!("{id}: duplicate")),
             Applied::Duplicate { conflict: true } => {
                 lines.push(format!("{id}: duplicate, conflict"));
             }
-            Applied::Rejected(RejectReason::TooManyCampaigns { campaign, limit }) => lines.push(
-                format!("{id}: rejected too_many_campaigns: {campaign} over {limit}"),
-            ),
             Applied::Rejected(reason) => lines.push(format!("{id}: rejected {}", reason.code())),
         }
     }
@@ -446,10 +470,10 @@ fn the_same_learner_id_on_two_sources_is_two_learners() {
 }
 
 #[test]
-fn an_event_that_would_open_a_campaign_too_many_is_rejected_and_not_remembered() {
+fn past_max_unregistered_campaigns_events_count_under_unregistered() {
     let aggregator = check_with(
         AggregatorSettings {
-            max_campaigns: 2,
+            max_unregistered_campaigns: 2,
             ..settings()
         },
         &[],
@@ -460,39 +484,45 @@ fn an_event_that_would_open_a_campaign_too_many_is_rejected_and_not_remembered()
         e3 enrolled pole-emploi gf/bob    2020-10-05
         e4 click    -           browser-1 2020-10-05
         e5 started  gendarmerie gf/alice  2020-10-06
+        e6 started  pole-emploi gf/bob    2020-10-06
         ",
         "
-        e3: rejected too_many_campaigns: pole-emploi over 2
-        e3: rejected too_many_campaigns: pole-emploi over 2
-        e4: rejected too_many_campaigns: direct over 2
+        e3: pole-emploi counted as unregistered
+        e3: duplicate
+        e6: pole-emploi counted as unregistered
+        direct: clicks 1, visitors 1, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 1
+        unregistered: clicks 0, visitors 0, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
         gendarmerie: clicks 0, visitors 0, enrolled 1, started 1, chapters [0, 0, 0], certified 0
           2020-10-05: enrolled 1
           2020-10-06: started 1
         la-poste: clicks 1, visitors 1, enrolled 0, started 0, chapters [0, 0, 0], certified 0
           2020-10-05: clicks 1
-        *: clicks 1, visitors 1, enrolled 1, started 1, chapters [0, 0, 0], certified 0
-          2020-10-05: clicks 1, enrolled 1
-          2020-10-06: started 1
+        *: clicks 2, visitors 1, enrolled 2, started 2, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 2, enrolled 2
+          2020-10-06: started 2
         ",
     );
-    // A rejected event was not counted, so its id must not be remembered: the sender may resend
-    // it once there is room (after a restart with a higher max_campaigns).
+    // Nothing was refused: every distinct event is remembered.
     assert_eq!(
         aggregator.holdings(),
         Holdings {
-            campaigns: 2,
-            learners: 1,
-            campaign_learners: 1,
-            event_ids: 3,
+            campaigns: 4,
+            unregistered_campaigns: 2,
+            learners: 2,
+            campaign_learners: 2,
+            event_ids: 6,
         }
     );
 }
 
 #[test]
-fn registered_campaigns_are_held_from_the_start_and_never_refused() {
-    // The registry alone fills max_campaigns: its campaigns still take events, others do not.
+fn registered_campaigns_and_direct_are_counted_whatever_the_unregistered_limit() {
+    // No room at all for unregistered campaigns: registered ones and direct still take events.
     let full = AggregatorSettings {
-        max_campaigns: 2,
+        max_unregistered_campaigns: 0,
         ..settings()
     };
     check_with(
@@ -512,17 +542,67 @@ fn registered_campaigns_are_held_from_the_start_and_never_refused() {
         e1 enrolled la-poste    gf/alice 2020-10-05
         e2 enrolled -           gf/bob   2020-10-05
         e3 enrolled gendarmerie gf/carol 2020-10-06
+        e4 enrolled apec        gf/dave  2020-10-06
         ",
         "
-        e2: rejected too_many_campaigns: direct over 2
+        e4: apec counted as unregistered
+        direct: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+        unregistered: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-06: enrolled 1
         gendarmerie: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
           2020-10-06: enrolled 1
         la-poste: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
           2020-10-05: enrolled 1
-        *: clicks 0, visitors 0, enrolled 2, started 0, chapters [0, 0, 0], certified 0
-          2020-10-05: enrolled 1
-          2020-10-06: enrolled 1
+        *: clicks 0, visitors 0, enrolled 4, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 2
+          2020-10-06: enrolled 2
         ",
+    );
+}
+
+#[test]
+fn replay_counts_what_was_admitted_whatever_the_limits_of_this_start() {
+    // Admitted live with room for two unregistered campaigns, then applied by a replay whose
+    // aggregator has room for none (the limit lowered, or partners added to the registry).
+    let parser = EventParser::new(3, [0x11; 32]);
+    let mut live = Aggregator::new(settings(), []);
+    let mut journaled = Vec::new();
+    for (_, mut event) in parse_events(
+        &parser,
+        "
+        e1 enrolled apec  gf/alice 2020-10-05
+        e2 enrolled cnam  gf/bob   2020-10-05
+        e3 started  apec  gf/alice 2020-10-06
+        ",
+    ) {
+        assert_eq!(
+            live.admit(&mut event, &mut Admission::default()),
+            Applied::Accepted
+        );
+        assert_eq!(live.apply(&event), Applied::Accepted);
+        journaled.push(event);
+    }
+    let mut replayed = Aggregator::new(
+        AggregatorSettings {
+            max_unregistered_campaigns: 0,
+            ..settings()
+        },
+        owned(&["gendarmerie"]),
+    );
+    for event in &journaled {
+        assert_eq!(replayed.apply(event), Applied::Accepted);
+    }
+    for campaign in ["apec", "cnam"] {
+        assert_eq!(
+            replayed.campaign(campaign),
+            live.campaign(campaign),
+            "{campaign}"
+        );
+    }
+    assert_eq!(
+        replayed.campaign(TOTALS_CAMPAIGN),
+        live.campaign(TOTALS_CAMPAIGN)
     );
 }
 
@@ -650,8 +730,8 @@ fn drain_changes_gives_each_changed_campaign_once_then_nothing() {
 // Property tests: invariant 1 of the product design, over random sets of events drawn from a
 // small pool, so that learners, days and campaigns collide often.
 
-/// The campaigns of the generated events; `max_campaigns` is exactly their number, so that the
-/// limit is reached and never exceeded.
+/// The campaigns of the generated events; `max_unregistered_campaigns` is exactly the number of
+/// unregistered ones, so that the limit is reached and never exceeded.
 const CAMPAIGNS: [&str; 4] = ["gendarmerie", "la-poste", "pole-emploi", DIRECT_CAMPAIGN];
 const CHAPTER_COUNT: u8 = 4;
 const SOURCES: u32 = 2;
@@ -664,7 +744,7 @@ fn property_settings() -> AggregatorSettings {
     AggregatorSettings {
         time_zone: chrono_tz::Europe::Paris,
         chapter_count: CHAPTER_COUNT,
-        max_campaigns: CAMPAIGNS.len(),
+        max_unregistered_campaigns: CAMPAIGNS.len() - 1,
     }
 }
 
@@ -672,8 +752,7 @@ fn property_settings() -> AggregatorSettings {
 type State = BTreeMap<String, (Counts, BTreeMap<Day, DayCounts>)>;
 
 fn state(aggregator: &Aggregator) -> State {
-    aggregator
-        .campaign_ids()
+    shown_campaigns(aggregator)
         .chain([TOTALS_CAMPAIGN])
         .map(|campaign| {
             let (counts, timeline) = aggregator
@@ -711,7 +790,7 @@ fn action() -> impl Strategy<Value = Action> {
 /// Paris.
 fn event_at(number: usize, campaign: usize, minute: i64, action: Action) -> Event {
     Event {
-        id: event_id(&format!("event-{number}")),
+        id: event_id("openclassrooms", &format!("event-{number}")),
         content: u32::try_from(number).expect("few events"),
         campaign: CAMPAIGNS[campaign].to_owned(),
         action,
@@ -1094,7 +1173,8 @@ fn a_released_campaign_is_forgotten_and_the_totals_are_those_of_the_others() {
     assert_eq!(
         aggregator.holdings(),
         Holdings {
-            campaigns: 1,
+            campaigns: 3,
+            unregistered_campaigns: 1,
             learners: 2,
             campaign_learners: 2,
             event_ids: 3,
@@ -1144,7 +1224,7 @@ fn a_released_campaigns_pending_changes_are_dropped() {
 #[test]
 fn a_release_makes_room_for_another_campaign_in_the_lowest_vacant_slot() {
     let full = AggregatorSettings {
-        max_campaigns: 3,
+        max_unregistered_campaigns: 3,
         ..settings()
     };
     let parser = EventParser::new(3, [0x11; 32]);
@@ -1159,51 +1239,83 @@ fn a_release_makes_room_for_another_campaign_in_the_lowest_vacant_slot() {
         ",
     );
     let event = |id: &str| {
-        &events
+        events
             .iter()
             .find(|(event_id, _)| event_id == id)
             .expect("the event is in the list")
             .1
+            .clone()
     };
+    // Slots 0 and 1 are direct's and unregistered's.
     let mut aggregator = Aggregator::new(full, []);
     for id in ["e1", "e2", "e3"] {
-        assert_eq!(aggregator.apply(event(id)), Applied::Accepted);
+        assert_eq!(aggregator.apply(&event(id)), Applied::Accepted);
     }
-    let too_many = |campaign: &str| {
-        Applied::Rejected(RejectReason::TooManyCampaigns {
-            campaign: campaign.to_owned(),
-            limit: 3,
-        })
-    };
+    let mut e4 = event("e4");
     assert_eq!(
-        aggregator.admit(event("e4"), &mut Admission::default()),
-        too_many("apec")
+        aggregator.admit(&mut e4, &mut Admission::default()),
+        Applied::Accepted
     );
-    assert_eq!(aggregator.apply(event("e4")), too_many("apec"));
+    assert_eq!(e4.campaign, UNREGISTERED_CAMPAIGN, "no room for apec");
 
-    // Released slots 2 then 0: room for two, which take slot 0 then slot 2.
+    // Released slots 4 then 2: room for two, which take slot 2 then slot 4.
     aggregator.release(&owned(&["pole-emploi", "gendarmerie"]));
-    assert_eq!(aggregator.holdings().campaigns, 1);
+    assert_eq!(aggregator.holdings().unregistered_campaigns, 1);
     let mut group = Admission::default();
-    for (id, applied) in [
-        ("e4", Applied::Accepted),
-        ("e5", Applied::Accepted),
-        ("e1", too_many("gendarmerie")),
-    ] {
-        assert_eq!(aggregator.admit(event(id), &mut group), applied, "{id}");
+    let mut admitted = Vec::new();
+    for id in ["e4", "e5", "e1"] {
+        let mut event = event(id);
+        assert_eq!(aggregator.admit(&mut event, &mut group), Applied::Accepted);
+        admitted.push(event);
     }
-    for (id, applied) in [
-        ("e4", Applied::Accepted),
-        ("e5", Applied::Accepted),
-        ("e1", too_many("gendarmerie")),
-    ] {
-        assert_eq!(aggregator.apply(event(id)), applied, "{id}");
+    assert_eq!(
+        admitted
+            .iter()
+            .map(|event| event.campaign.as_str())
+            .collect::<Vec<_>>(),
+        ["apec", "cnam", UNREGISTERED_CAMPAIGN]
+    );
+    for event in &admitted {
+        assert_eq!(aggregator.apply(event), Applied::Accepted);
     }
     assert_eq!(
         aggregator.campaign_ids().collect::<Vec<_>>(),
-        ["apec", "la-poste", "cnam"]
+        [
+            DIRECT_CAMPAIGN,
+            UNREGISTERED_CAMPAIGN,
+            "apec",
+            "la-poste",
+            "cnam"
+        ]
     );
-    assert_eq!(aggregator.holdings().campaigns, 3);
+    assert_eq!(aggregator.holdings().unregistered_campaigns, 3);
+}
+
+#[test]
+fn registered_and_reserved_campaigns_are_held_again_at_once_after_a_release() {
+    let parser = EventParser::new(3, [0x11; 32]);
+    let mut aggregator = Aggregator::new(settings(), owned(&["gendarmerie"]));
+    apply_accepted(
+        &mut aggregator,
+        &parser,
+        "
+        e1 enrolled gendarmerie gf/alice 2020-10-05
+        e2 enrolled -           gf/bob   2020-10-05
+        ",
+        &[],
+    );
+    aggregator.release(&owned(&["gendarmerie", DIRECT_CAMPAIGN]));
+    assert_eq!(
+        aggregator.campaign_ids().collect::<Vec<_>>(),
+        [DIRECT_CAMPAIGN, UNREGISTERED_CAMPAIGN, "gendarmerie"]
+    );
+    assert_text(
+        &render_state(&aggregator),
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+        *: clicks 0, visitors 0, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+        ",
+    );
 }
 
 #[test]
@@ -1217,7 +1329,7 @@ fn a_reused_id_is_a_conflict_when_the_high_16_bits_of_its_content_differ() {
     let mut aggregator = Aggregator::new(property_settings(), []);
     assert_eq!(aggregator.apply(&first), Applied::Accepted);
     let unseen = Event {
-        id: event_id("unseen"),
+        id: event_id("openclassrooms", "unseen"),
         ..first.clone()
     };
     for (content, conflict) in [
@@ -1234,19 +1346,22 @@ fn a_reused_id_is_a_conflict_when_the_high_16_bits_of_its_content_differ() {
         let duplicate = Applied::Duplicate { conflict };
         assert_eq!(aggregator.apply(&reuse), duplicate, "{content:#x}");
         assert_eq!(
-            aggregator.admit(&reuse, &mut Admission::default()),
+            aggregator.admit(&mut reuse.clone(), &mut Admission::default()),
             duplicate,
             "{content:#x}"
         );
         // Within one group, before it is applied, the same.
         let mut group = Admission::default();
-        assert_eq!(aggregator.admit(&unseen, &mut group), Applied::Accepted);
-        let reuse_in_group = Event {
+        assert_eq!(
+            aggregator.admit(&mut unseen.clone(), &mut group),
+            Applied::Accepted
+        );
+        let mut reuse_in_group = Event {
             content,
             ..unseen.clone()
         };
         assert_eq!(
-            aggregator.admit(&reuse_in_group, &mut group),
+            aggregator.admit(&mut reuse_in_group, &mut group),
             duplicate,
             "{content:#x}"
         );
@@ -1254,40 +1369,46 @@ fn a_reused_id_is_a_conflict_when_the_high_16_bits_of_its_content_differ() {
 }
 
 #[test]
-fn at_most_65536_campaigns_are_held_whatever_max_campaigns_says() {
+fn at_most_65536_campaigns_are_held_whatever_max_unregistered_campaigns_says() {
     let over = AggregatorSettings {
-        max_campaigns: CAMPAIGN_SLOTS + 10,
+        max_unregistered_campaigns: CAMPAIGN_SLOTS + 10,
         ..settings()
     };
     let click = |number: usize, campaign: usize| Event {
-        id: event_id(&format!("event-{number}")),
+        id: event_id("openclassrooms", &format!("event-{number}")),
         content: 0,
         campaign: format!("campaign-{campaign}"),
         action: Action::Click { visitor: None },
         occurred_at: instant("2020-10-05T12:00:00Z"),
     };
     let mut aggregator = Aggregator::new(over.clone(), []);
-    for campaign in 0..CAMPAIGN_SLOTS {
+    // Two slots are direct's and unregistered's.
+    for campaign in 0..CAMPAIGN_SLOTS - 2 {
         assert_eq!(
             aggregator.apply(&click(campaign, campaign)),
             Applied::Accepted
         );
     }
-    let one_more = click(CAMPAIGN_SLOTS, CAMPAIGN_SLOTS);
-    let too_many = Applied::Rejected(RejectReason::TooManyCampaigns {
-        campaign: format!("campaign-{CAMPAIGN_SLOTS}"),
-        limit: CAMPAIGN_SLOTS,
-    });
+    // Admission counts the event under unregistered; a replay that has no slot for it says so.
+    let mut one_more = click(CAMPAIGN_SLOTS, CAMPAIGN_SLOTS);
     assert_eq!(
-        aggregator.admit(&one_more, &mut Admission::default()),
-        too_many
+        aggregator.apply(&one_more),
+        Applied::Rejected(RejectReason::TooManyCampaigns {
+            campaign: format!("campaign-{CAMPAIGN_SLOTS}"),
+            limit: CAMPAIGN_SLOTS,
+        })
     );
-    assert_eq!(aggregator.apply(&one_more), too_many);
+    assert_eq!(
+        aggregator.admit(&mut one_more, &mut Admission::default()),
+        Applied::Accepted
+    );
+    assert_eq!(one_more.campaign, UNREGISTERED_CAMPAIGN);
+    assert_eq!(aggregator.apply(&one_more), Applied::Accepted);
     assert_eq!(aggregator.holdings().campaigns, CAMPAIGN_SLOTS);
-    assert_eq!(aggregator.holdings().event_ids, CAMPAIGN_SLOTS);
+    assert_eq!(aggregator.holdings().event_ids, CAMPAIGN_SLOTS - 1);
 
-    // The last slot's ids are its own: releasing slot 0 keeps them, releasing it forgets them.
-    let last = CAMPAIGN_SLOTS - 1;
+    // The last slot's ids are its own: releasing another keeps them, releasing it forgets them.
+    let last = CAMPAIGN_SLOTS - 3;
     aggregator.release(&[format!("campaign-{last}")]);
     assert_eq!(aggregator.apply(&click(last, last)), Applied::Accepted);
     aggregator.release(&owned(&["campaign-0"]));
@@ -1299,28 +1420,36 @@ fn at_most_65536_campaigns_are_held_whatever_max_campaigns_says() {
         aggregator.apply(&click(1, 1)),
         Applied::Duplicate { conflict: false }
     );
-    // Slot 0 is free again: the campaign too many now fits, in it.
-    assert_eq!(aggregator.apply(&one_more), Applied::Accepted);
+    // campaign-0's slot (2) is free again: a campaign too many now fits, in it.
+    let another = click(CAMPAIGN_SLOTS + 1, CAMPAIGN_SLOTS + 1);
+    assert_eq!(aggregator.apply(&another), Applied::Accepted);
     assert_eq!(
-        aggregator.campaign_ids().next(),
-        Some(format!("campaign-{CAMPAIGN_SLOTS}").as_str())
+        aggregator.campaign_ids().nth(2),
+        Some(format!("campaign-{}", CAMPAIGN_SLOTS + 1).as_str())
     );
 
-    // Registered campaigns past the last slot are not held, and their events are refused.
+    // Registered campaigns past the last slot are not held; admission counts their events
+    // under unregistered.
     let registered = (0..=CAMPAIGN_SLOTS).map(|campaign| format!("campaign-{campaign}"));
-    let mut aggregator = Aggregator::new(over.clone(), registered);
+    let aggregator = Aggregator::new(over.clone(), registered);
     assert_eq!(aggregator.holdings().campaigns, CAMPAIGN_SLOTS);
     assert_eq!(
-        aggregator.campaign(&format!("campaign-{CAMPAIGN_SLOTS}")),
+        aggregator.campaign(&format!("campaign-{}", CAMPAIGN_SLOTS - 2)),
         None
     );
-    assert_eq!(aggregator.apply(&one_more), too_many);
+    let mut past_the_slots = click(CAMPAIGN_SLOTS, CAMPAIGN_SLOTS - 2);
+    assert_eq!(
+        aggregator.admit(&mut past_the_slots, &mut Admission::default()),
+        Applied::Accepted
+    );
+    assert_eq!(past_the_slots.campaign, UNREGISTERED_CAMPAIGN);
 
     // A checkpoint holds at most 65,536 slots.
     let mut checkpoint = Aggregator::new(over.clone(), []).checkpoint(0, Vec::new());
     checkpoint.campaigns = vec![StoredCampaign::default(); CAMPAIGN_SLOTS];
     let restored = Aggregator::restore(over.clone(), [], &checkpoint).expect("every slot fits");
-    assert_eq!(restored.holdings().campaigns, 0);
+    // Only direct and unregistered, in vacant slots.
+    assert_eq!(restored.holdings().campaigns, 2);
     checkpoint.campaigns.push(StoredCampaign::default());
     assert!(Aggregator::restore(over, [], &checkpoint).is_err());
 }
@@ -1350,7 +1479,15 @@ fn a_restore_keeps_vacant_slots_and_publishes_only_campaigns_that_hold_something
         .collect();
     assert_eq!(
         stored,
-        ["registered", "gendarmerie", "la-poste", "", "apec"]
+        [
+            DIRECT_CAMPAIGN,
+            UNREGISTERED_CAMPAIGN,
+            "registered",
+            "gendarmerie",
+            "la-poste",
+            "",
+            "apec"
+        ]
     );
 
     let mut restored = Aggregator::restore(
@@ -1363,6 +1500,8 @@ fn a_restore_keeps_vacant_slots_and_publishes_only_campaigns_that_hold_something
     assert_eq!(
         restored.campaign_ids().collect::<Vec<_>>(),
         [
+            DIRECT_CAMPAIGN,
+            UNREGISTERED_CAMPAIGN,
             "registered",
             "gendarmerie",
             "la-poste",
@@ -1382,10 +1521,10 @@ fn a_restore_keeps_vacant_slots_and_publishes_only_campaigns_that_hold_something
 
     // A vacant slot that holds something, or a campaign in two slots, is refused.
     let mut corrupt = checkpoint.clone();
-    corrupt.campaigns[3].clicks = 1;
+    corrupt.campaigns[5].clicks = 1;
     assert!(Aggregator::restore(settings(), [], &corrupt).is_err());
     let mut corrupt = checkpoint;
-    corrupt.campaigns[4].campaign = "gendarmerie".to_owned();
+    corrupt.campaigns[6].campaign = "gendarmerie".to_owned();
     assert!(Aggregator::restore(settings(), [], &corrupt).is_err());
 }
 
@@ -1405,7 +1544,10 @@ fn release_list() -> impl Strategy<Value = Vec<String>> {
 fn expected_release(list: &[String], events: &[Event]) -> Vec<String> {
     let mut released: Vec<String> = Vec::new();
     for campaign in list {
-        if events.iter().any(|event| event.campaign == *campaign) && !released.contains(campaign) {
+        // The reserved campaigns are always held, fed or not.
+        let held = events.iter().any(|event| event.campaign == *campaign)
+            || [DIRECT_CAMPAIGN, UNREGISTERED_CAMPAIGN].contains(&campaign.as_str());
+        if held && !released.contains(campaign) {
             released.push(campaign.clone());
         }
     }
@@ -1478,11 +1620,13 @@ proptest! {
             .iter()
             .filter(|event| released.contains(&event.campaign))
             .collect();
-        // Admitted as one group, then applied: max_campaigns is full before the release, so
-        // this needs the released campaigns' room as well as their ids.
+        // Admitted as one group, then applied: max_unregistered_campaigns is full before the
+        // release, so this needs the released campaigns' room as well as their ids.
         let mut group = Admission::default();
         for event in &again {
-            prop_assert_eq!(aggregator.admit(event, &mut group), Applied::Accepted);
+            let mut admitted = (*event).clone();
+            prop_assert_eq!(aggregator.admit(&mut admitted, &mut group), Applied::Accepted);
+            prop_assert_eq!(&admitted.campaign, &event.campaign);
         }
         for event in &again {
             prop_assert_eq!(aggregator.apply(event), Applied::Accepted);

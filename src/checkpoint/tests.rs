@@ -40,6 +40,8 @@ fn checkpoint_at(journal_position: u64) -> Checkpoint {
         }],
         chapter_count: 3,
         direct_campaigns: vec!["direct".to_owned()],
+        time_zone: "Europe/Paris".to_owned(),
+        event_identity: crate::proto::storage::EventIdentity::SourceAndEventId.into(),
     }
 }
 

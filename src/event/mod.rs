@@ -19,6 +19,9 @@ pub use stored::MalformedStoredEvent;
 
 /// The campaign id of events that came without one.
 pub const DIRECT_CAMPAIGN: &str = "direct";
+/// The campaign under which events of unregistered campaigns count once
+/// `max_unregistered_campaigns` of them have counters of their own.
+pub const UNREGISTERED_CAMPAIGN: &str = "unregistered";
 /// The campaign id under which programme totals are published.
 pub const TOTALS_CAMPAIGN: &str = "*";
 /// The most chapters a course may have: a learner's chapters are a 32-bit set.
@@ -140,6 +143,14 @@ pub enum RejectReason {
     #[error("campaign {0:?} is reserved for the programme totals: use another campaign id")]
     ReservedCampaign(String),
     #[error(
+        "campaign contains the character {character:?} at byte {at}: control and bidirectional-override characters are not allowed in a campaign id"
+    )]
+    CampaignCharacter { character: char, at: usize },
+    #[error(
+        "source contains the character {character:?} at byte {at}: control and bidirectional-override characters are not allowed in a source"
+    )]
+    SourceCharacter { character: char, at: usize },
+    #[error(
         "source is missing: name the platform that emitted the event (openclassrooms, gendform3, ...)"
     )]
     MissingSource,
@@ -162,20 +173,23 @@ pub enum RejectReason {
     ChapterOutOfRange { chapter: i64, chapter_count: u8 },
     #[error("event is not a valid JSON event object: {0}")]
     InvalidEvent(String),
+    /// Only when a journal is replayed under a registry that no longer leaves a slot for a
+    /// campaign it holds (admission never refuses a valid event).
     #[error(
-        "campaign {campaign:?} would be campaign number {limit} + 1: suivi holds at most {limit} campaigns (max_campaigns)"
+        "campaign {campaign:?} would be campaign number {limit} + 1: suivi holds at most {limit} campaigns"
     )]
     TooManyCampaigns { campaign: String, limit: usize },
 }
 
 impl RejectReason {
     /// Every code a rejection can carry, for documentation and metric pre-registration.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 15] = [
         "missing_event_id",
         "field_too_long",
         "invalid_kind",
         "invalid_campaign",
         "missing_source",
+        "invalid_source",
         "missing_learner_id",
         "missing_occurred_at",
         "invalid_occurred_at",
@@ -193,8 +207,11 @@ impl RejectReason {
             RejectReason::MissingEventId => "missing_event_id",
             RejectReason::FieldTooLong { .. } => "field_too_long",
             RejectReason::MissingKind | RejectReason::UnknownKind(_) => "invalid_kind",
-            RejectReason::ReservedCampaign(_) => "invalid_campaign",
+            RejectReason::ReservedCampaign(_) | RejectReason::CampaignCharacter { .. } => {
+                "invalid_campaign"
+            }
             RejectReason::MissingSource => "missing_source",
+            RejectReason::SourceCharacter { .. } => "invalid_source",
             RejectReason::MissingLearnerId(_) => "missing_learner_id",
             RejectReason::MissingOccurredAt => "missing_occurred_at",
             RejectReason::InvalidOccurredAt(_) => "invalid_occurred_at",
@@ -295,10 +312,15 @@ impl EventParser {
         let kind = match raw.kind {
             RawKind::Known(kind) => kind,
             RawKind::Missing => return Err(RejectReason::MissingKind),
-            RawKind::Unknown(name) => return Err(RejectReason::UnknownKind(name.to_owned())),
+            RawKind::Unknown(name) => {
+                return Err(RejectReason::UnknownKind(excerpt(name, MAX_QUOTED_BYTES)));
+            }
         };
         let campaign = campaign_id(raw.campaign);
         check_len("campaign", &campaign, MAX_CAMPAIGN_BYTES)?;
+        if let Some((at, character)) = forbidden_character(&campaign) {
+            return Err(RejectReason::CampaignCharacter { character, at });
+        }
         // A campaign named like the totals would be published over them and could not be queried.
         if campaign == TOTALS_CAMPAIGN {
             return Err(RejectReason::ReservedCampaign(campaign));
@@ -308,12 +330,20 @@ impl EventParser {
             return Err(RejectReason::MissingSource);
         }
         check_len("source", &source, MAX_SOURCE_BYTES)?;
+        if let Some((at, character)) = forbidden_character(&source) {
+            return Err(RejectReason::SourceCharacter { character, at });
+        }
         check_len("learner_id", raw.learner_id, MAX_LEARNER_ID_BYTES)?;
         check_len("visitor_id", raw.visitor_id, MAX_VISITOR_ID_BYTES)?;
         let occurred_at = match raw.occurred_at {
             RawTime::At(at) => at,
             RawTime::Missing => return Err(RejectReason::MissingOccurredAt),
-            RawTime::Invalid(text) => return Err(RejectReason::InvalidOccurredAt(text.to_owned())),
+            RawTime::Invalid(text) => {
+                return Err(RejectReason::InvalidOccurredAt(excerpt(
+                    text,
+                    MAX_QUOTED_BYTES,
+                )));
+            }
         };
         // Compared in microseconds: chrono's checked date arithmetic costs more than the rest of
         // the rule, for every event.
@@ -344,7 +374,7 @@ impl EventParser {
             }
         };
         Ok(Event {
-            id: event_id(raw.event_id),
+            id: event_id(&source, raw.event_id),
             content: content_fingerprint(kind, &campaign, &source, raw, occurred_at),
             campaign,
             action,
@@ -404,9 +434,47 @@ fn with_concatenated<R>(parts: &[&[u8]], hash: impl FnOnce(&[u8]) -> R) -> R {
     hash(&buffer[..end])
 }
 
-/// The fingerprint by which an event id is remembered. Stable across versions and restarts.
-pub fn event_id(id: &str) -> EventId {
-    EventId(words(&xxh3_128(id.as_bytes()).to_le_bytes()))
+/// The fingerprint by which an event is remembered: of its (normalised) source and its id, since
+/// an id names one event only within its source (two LMSs may both number their events 1, 2, 3).
+/// Length-prefixed, so that no two (source, id) pairs hash the same bytes. Stable across versions
+/// and restarts.
+pub fn event_id(source: &str, id: &str) -> EventId {
+    let source_len = (source.len() as u64).to_le_bytes();
+    let parts = [&source_len[..], source.as_bytes(), id.as_bytes()];
+    EventId(words(&with_concatenated(&parts, xxh3_128).to_le_bytes()))
+}
+
+/// The most bytes of a sender's value quoted back in a rejection message: enough to recognise
+/// it, never enough to let one bad value make the answer (or a log line) large.
+pub const MAX_QUOTED_BYTES: usize = 64;
+/// The most bytes of a decoder's error message (which may quote the value) in a rejection.
+pub const MAX_DETAIL_BYTES: usize = 256;
+
+/// `text` cut to at most `max_bytes` (on a character boundary), saying how long it was when it
+/// was cut.
+pub fn excerpt(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
+
+/// The first character of `text` that has no place in an identifier shown to people and written
+/// to downstream stores: a control character (C0, DEL, C1: NUL breaks PostgreSQL text, line
+/// breaks break CSV rows and logs), or an invisible direction mark or override that makes an id
+/// read as another (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069).
+fn forbidden_character(text: &str) -> Option<(usize, char)> {
+    text.char_indices().find(|(_, character)| {
+        character.is_control()
+            || matches!(
+                character,
+                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            )
+    })
 }
 
 fn words(bytes: &[u8]) -> [u32; 3] {
@@ -540,7 +608,9 @@ impl<'a> JsonEvent<'a> {
                 "expected a JSON object with the event's fields".to_owned(),
             ));
         }
-        serde_json::from_str(json).map_err(|error| RejectReason::InvalidEvent(error.to_string()))
+        serde_json::from_str(json).map_err(|error| {
+            RejectReason::InvalidEvent(excerpt(&error.to_string(), MAX_DETAIL_BYTES))
+        })
     }
 
     /// Borrows this object as a raw event.

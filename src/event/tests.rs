@@ -590,6 +590,7 @@ fn every_code_the_parser_gives_is_listed_and_explained() {
         event(json!({"kind": "graduated"})),
         event(json!({"campaign": "*"})),
         event(json!({"source": ""})),
+        event(json!({"source": "lms\u{0}"})),
         event(json!({"learner_id": ""})),
         event(json!({"occurred_at": ""})),
         event(json!({"occurred_at": "yesterday"})),
@@ -772,6 +773,73 @@ fn the_same_event_parses_the_same_over_json_and_protobuf() {
         .parse(&RawEvent::from(&proto), now())
         .expect("the protobuf event is valid");
     assert_eq!(parse_json_ok(&parser(), &json), from_proto);
-    assert_eq!(from_proto.id, event_id("event-1"));
-    assert_ne!(from_proto.id, event_id("event-2"));
+    assert_eq!(from_proto.id, event_id("gendform3", "event-1"));
+    assert_ne!(from_proto.id, event_id("gendform3", "event-2"));
+}
+
+#[test]
+fn an_event_is_identified_by_its_source_and_its_id() {
+    let parser = parser();
+    let id = |changes: Value| parse_json_ok(&parser, &event(changes)).id;
+    let gendform = id(json!({"event_id": "lms-0001", "source": "gendform3"}));
+    // Two platforms that both number their events 1, 2, 3 do not cancel each other.
+    assert_ne!(
+        gendform,
+        id(json!({"event_id": "lms-0001", "source": "openclassrooms"}))
+    );
+    // Within one source an id names one event, however the source is spelled.
+    assert_eq!(
+        gendform,
+        id(json!({"event_id": "lms-0001", "source": " GendForm3 "}))
+    );
+    // The source and the id are length-prefixed: no two pairs hash the same bytes.
+    assert_ne!(event_id("ab", "c"), event_id("a", "bc"));
+}
+
+#[test]
+fn control_and_direction_characters_are_refused_in_campaign_and_source() {
+    for campaign in [
+        "evil\u{0}x",
+        "line\nbreak",
+        "tab\there",
+        "del\u{7f}",
+        "c1\u{85}x",
+        "gendarmerie\u{202E}eil",
+        "\u{2066}isolate",
+        "mark\u{200F}",
+    ] {
+        check(
+            &event(json!({ "campaign": campaign })),
+            "rejected invalid_campaign",
+        );
+        check(
+            &event(json!({ "source": campaign })),
+            "rejected invalid_source",
+        );
+    }
+    // Accents and other scripts are fine.
+    check(
+        &event(json!({"campaign": "académie-de-créteil"})),
+        "enrolled in académie-de-créteil at 2021-01-25T10:00:00Z",
+    );
+}
+
+#[test]
+fn rejection_messages_quote_at_most_a_short_prefix_of_the_value() {
+    let huge = "k".repeat(5 * 1024 * 1024);
+    for changes in [
+        json!({ "kind": huge }),
+        json!({ "occurred_at": huge }),
+        json!({ "chapter": huge }),
+    ] {
+        let rejected = parse_json(&parser(), &event(changes)).expect_err("rejected");
+        let message = rejected.to_string();
+        assert!(
+            message.len() < 2 * MAX_DETAIL_BYTES,
+            "{} bytes: {}",
+            message.len(),
+            &message[..200]
+        );
+        assert!(message.contains("bytes in all)"), "{message}");
+    }
 }

@@ -33,7 +33,7 @@ fn sized_record(number: u32, events: u32) -> JournalRecord {
                 ..StoredEvent::default()
             })
             .collect(),
-        positions: Vec::new(),
+        ..JournalRecord::default()
     }
 }
 
@@ -472,7 +472,7 @@ fn a_record_with_the_wrong_position_is_cut_off() {
     // A record copied from elsewhere has a valid checksum for its own position, not this one.
     check_torn_tail(
         |segment| {
-            let misplaced = frame(7, &uniform_record(4).encode_to_vec());
+            let misplaced = frame(7, &uniform_record(4).encode_to_vec()).expect("a small record");
             let mut bytes = std::fs::read(segment).expect("the segment reads");
             let start = usize::try_from(uniform_record_bytes()).expect("small");
             bytes.splice(start.., misplaced);
@@ -593,7 +593,7 @@ fn files_that_are_not_segments_are_left_alone() {
 /// failed too: part of a record at the end of the segment, and the length to cut back to
 /// remembered for later.
 fn leave_an_uncut_failed_append(journal: &mut Journal) {
-    let partial = frame(journal.position(), &record(99).encode_to_vec());
+    let partial = frame(journal.position(), &record(99).encode_to_vec()).expect("a small record");
     journal
         .file
         .write_all(&partial[..10])

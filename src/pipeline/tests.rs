@@ -27,7 +27,7 @@ fn aggregator_settings() -> AggregatorSettings {
     AggregatorSettings {
         time_zone: chrono_tz::Europe::Paris,
         chapter_count: CHAPTER_COUNT,
-        max_campaigns: 8,
+        max_unregistered_campaigns: 8,
     }
 }
 

@@ -19,17 +19,20 @@ use super::*;
 use crate::aggregate::{Admission, Applied};
 use crate::event::{EventKind, EventParser, RawEvent, RawKind, RawTime, TOTALS_CAMPAIGN};
 use crate::journal;
-use crate::proto::storage::{JournalRecord, KafkaOffset, StoredEvent};
+use crate::proto::storage::{EventIdentity, JournalRecord, KafkaOffset, StoredEvent};
+use crate::sources::Partition;
 
 /// A short course, so that histories of a few dozen events complete it.
 const CHAPTER_COUNT: u8 = 3;
 /// The campaign texts of the generated events; the empty one is counted as `direct`.
 const CAMPAIGNS: [&str; 4] = ["gendarmerie", "la-poste", "", "pole-emploi"];
-/// One campaign is registered; with room for three, events of the fourth one seen are refused,
-/// so that refusals take part in the comparison too.
+/// One campaign is registered at first; with room for one unregistered campaign, events of the
+/// second one seen count under `unregistered`, so that redirections take part in the comparison.
 const REGISTERED: &str = "gendarmerie";
-const MAX_CAMPAIGNS: usize = 3;
+const MAX_UNREGISTERED: usize = 1;
 const SOURCES: [&str; 2] = ["openclassrooms", "gendform3"];
+/// Kafka partitions events may come from (besides gRPC/HTTP), so that releases take part.
+const PARTITIONS: i32 = 2;
 const LEARNERS: u8 = 5;
 const VISITORS: u8 = 4;
 /// Event ids are drawn from a small pool, so that some ids are reused with another content.
@@ -39,15 +42,44 @@ const EVENT_IDS: u8 = 30;
 const DAYS: i64 = 5;
 
 fn settings() -> AggregatorSettings {
-    AggregatorSettings {
-        time_zone: chrono_tz::Europe::Paris,
-        chapter_count: CHAPTER_COUNT,
-        max_campaigns: MAX_CAMPAIGNS,
-    }
+    Config::first().settings()
 }
 
 fn registered() -> Vec<String> {
-    vec![REGISTERED.to_owned()]
+    Config::first().registered
+}
+
+/// The configuration of one run of the process: a restart may change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Config {
+    registered: Vec<String>,
+    max_unregistered: usize,
+}
+
+impl Config {
+    fn first() -> Config {
+        Config {
+            registered: vec![REGISTERED.to_owned()],
+            max_unregistered: MAX_UNREGISTERED,
+        }
+    }
+
+    /// A partner added to the registry and no room left for unregistered campaigns: fewer
+    /// campaigns have room than had it when the journal was written.
+    fn narrowed() -> Config {
+        Config {
+            registered: vec![REGISTERED.to_owned(), "pole-emploi".to_owned()],
+            max_unregistered: 0,
+        }
+    }
+
+    fn settings(&self) -> AggregatorSettings {
+        AggregatorSettings {
+            time_zone: chrono_tz::Europe::Paris,
+            chapter_count: CHAPTER_COUNT,
+            max_unregistered_campaigns: self.max_unregistered,
+        }
+    }
 }
 
 /// Durable state in `directory`, with segments small enough that a few records fill one, so
@@ -86,6 +118,8 @@ struct EventSpec {
     learner: u8,
     visitor: Option<u8>,
     minutes: i64,
+    /// The Kafka partition it was read from; `None` for gRPC/HTTP.
+    partition: Option<i32>,
 }
 
 fn event_spec() -> impl Strategy<Value = EventSpec> {
@@ -98,17 +132,21 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
         0..LEARNERS,
         proptest::option::of(0..VISITORS),
         0..DAYS * 24 * 60,
+        proptest::option::of(0..PARTITIONS),
     )
         .prop_map(
-            |(id, kind, chapter, campaign, source, learner, visitor, minutes)| EventSpec {
-                id,
-                kind,
-                chapter,
-                campaign,
-                source,
-                learner,
-                visitor,
-                minutes,
+            |(id, kind, chapter, campaign, source, learner, visitor, minutes, partition)| {
+                EventSpec {
+                    id,
+                    kind,
+                    chapter,
+                    campaign,
+                    source,
+                    learner,
+                    visitor,
+                    minutes,
+                    partition,
+                }
             },
         )
 }
@@ -150,8 +188,10 @@ fn parse(parser: &EventParser, spec: &EventSpec) -> Event {
 enum AfterGroup {
     Continue,
     Checkpoint,
-    /// The process dies; it restarts and recovers.
-    Crash,
+    /// The partition is taken away: the campaigns only it fed are released.
+    Release(i32),
+    /// The process dies; it restarts and recovers, with the narrowed configuration when `true`.
+    Crash(bool),
     /// The process dies while appending a record that was never acknowledged: these bytes of
     /// it reached the end of the journal.
     CrashDuringAppend(Vec<u8>),
@@ -164,72 +204,178 @@ fn after_group() -> impl Strategy<Value = AfterGroup> {
     prop_oneof![
         4 => Just(AfterGroup::Continue),
         2 => Just(AfterGroup::Checkpoint),
-        1 => Just(AfterGroup::Crash),
+        1 => (0..PARTITIONS).prop_map(AfterGroup::Release),
+        1 => any::<bool>().prop_map(AfterGroup::Crash),
         1 => vec(any::<u8>(), 1..40).prop_map(AfterGroup::CrashDuringAppend),
         1 => Just(AfterGroup::CrashDuringCheckpoint),
     ]
 }
 
+fn partition(number: i32) -> Partition {
+    Partition {
+        topic: "learner-events".to_owned(),
+        partition: number,
+    }
+}
+
+/// What the writer did, in order: the history an aggregator that never stopped is fed.
+#[derive(Debug, Clone)]
+enum Done {
+    /// Partitions read up to these positions (by a group, counted or not).
+    Read(Vec<KafkaOffset>),
+    /// An event counted, as admitted (under `unregistered` when it had no room), and the
+    /// partition it came from.
+    Counted(Event, Option<i32>),
+    Released(i32),
+}
+
+/// The state of an aggregator that never stopped, started with `config` and fed `history`: the
+/// same operations the writer performs, without any journal, checkpoint or restart.
+fn never_stopped(config: &Config, history: &[Done]) -> (Aggregator, Sources) {
+    let mut aggregator = Aggregator::new(config.settings(), config.registered.clone());
+    let mut sources = Sources::default();
+    for done in history {
+        match done {
+            Done::Read(positions) => {
+                sources.advance(positions);
+            }
+            Done::Counted(event, from) => {
+                assert_eq!(aggregator.apply(event), Applied::Accepted, "{event:?}");
+                sources.note(&event.campaign, from.map(partition).as_ref());
+            }
+            Done::Released(number) => {
+                sources::release(&mut sources, &mut aggregator, &[partition(*number)]);
+            }
+        }
+    }
+    (aggregator, sources)
+}
+
 /// The process that keeps its state durable, and what its recoveries must find.
 struct Process {
     storage: Storage,
+    config: Config,
     recovered: Recovered,
     /// Positions of the checkpoints written, oldest first, each once.
     checkpoints: Vec<u64>,
     /// The number of events of each record appended, by position.
     record_events: Vec<u64>,
+    /// The next offset of each partition.
+    next_offsets: [i64; PARTITIONS as usize],
+    history: Vec<Done>,
 }
 
 impl Process {
     fn start(storage: Storage) -> Process {
-        let recovered =
-            recover(&storage, settings(), registered()).expect("a new storage recovers");
+        let config = Config::first();
+        let recovered = recover(&storage, config.settings(), config.registered.clone())
+            .expect("a new storage recovers");
         Process {
             storage,
+            config,
             recovered,
             checkpoints: Vec::new(),
             record_events: Vec::new(),
+            next_offsets: [0; PARTITIONS as usize],
+            history: Vec::new(),
         }
     }
 
     /// Commits one group as the pipeline's writer does: admits every event, appends the
-    /// admitted ones as one record, then applies them. Returns each event's outcome.
-    fn commit(&mut self, group: &[Event]) -> Vec<Applied> {
+    /// admitted ones (and the partitions' new positions) as one record, then applies them.
+    /// Returns each event's outcome.
+    fn commit(&mut self, group: &[(Event, Option<i32>)]) -> Vec<Applied> {
         let aggregator = &mut self.recovered.aggregator;
         let mut admission = Admission::default();
-        let outcomes: Vec<Applied> = group
-            .iter()
-            .map(|event| aggregator.admit(event, &mut admission))
-            .collect();
-        let admitted: Vec<&Event> = group
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| **outcome == Applied::Accepted)
-            .map(|(event, _)| event)
-            .collect();
-        if admitted.is_empty() {
+        let mut admitted = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut positions: Vec<KafkaOffset> = Vec::new();
+        for (event, from) in group {
+            let mut event = event.clone();
+            let outcome = aggregator.admit(&mut event, &mut admission);
+            // Every message read moves its partition, counted or not.
+            let from = from.map(|number| {
+                let next = &mut self.next_offsets[number as usize];
+                *next += 1;
+                let index = match positions.iter().position(|p| p.partition == number) {
+                    Some(index) => index,
+                    None => {
+                        positions.push(KafkaOffset {
+                            topic: "learner-events".to_owned(),
+                            partition: number,
+                            ..KafkaOffset::default()
+                        });
+                        positions.len() - 1
+                    }
+                };
+                positions[index].next_offset = *next;
+                (number, *next, index)
+            });
+            if outcome == Applied::Accepted {
+                admitted.push((event, from));
+            }
+            outcomes.push(outcome);
+        }
+        if admitted.is_empty() && positions.is_empty() {
             return outcomes;
         }
         let record = JournalRecord {
             events: admitted
                 .iter()
-                .map(|event| StoredEvent::from(*event))
+                .map(|(event, from)| StoredEvent {
+                    source: from.map_or(0, |(_, _, index)| index as u32 + 1),
+                    ..StoredEvent::from(event)
+                })
                 .collect(),
-            positions: Vec::new(),
+            positions: positions.clone(),
+            released: Vec::new(),
+            event_identity: EventIdentity::SourceAndEventId.into(),
         };
         self.recovered
             .journal
             .append(&record)
             .expect("the journal appends");
         self.record_events.push(admitted.len() as u64);
-        for event in admitted {
+        let partitions = self.recovered.sources.advance(&positions);
+        self.history.push(Done::Read(positions));
+        for (event, from) in admitted {
             assert_eq!(
-                self.recovered.aggregator.apply(event),
+                self.recovered.aggregator.apply(&event),
                 Applied::Accepted,
                 "an admitted event is accepted when applied"
             );
+            let source = from.map_or(0, |(_, _, index)| index as u32 + 1);
+            self.recovered
+                .sources
+                .note(&event.campaign, source_of(&partitions, source));
+            self.history
+                .push(Done::Counted(event, from.map(|(number, _, _)| number)));
         }
         outcomes
+    }
+
+    /// Releases a partition as the pipeline's writer does: a journal record, then the release.
+    fn release(&mut self, number: i32) {
+        let record = JournalRecord {
+            released: vec![KafkaOffset {
+                topic: "learner-events".to_owned(),
+                partition: number,
+                ..KafkaOffset::default()
+            }],
+            ..JournalRecord::default()
+        };
+        self.recovered
+            .journal
+            .append(&record)
+            .expect("the journal appends");
+        self.record_events.push(0);
+        let Recovered {
+            aggregator,
+            sources,
+            ..
+        } = &mut self.recovered;
+        sources::release(sources, aggregator, &[partition(number)]);
+        self.history.push(Done::Released(number));
     }
 
     /// Checkpoints as the pipeline's writer does: at a fresh segment, then prunes checkpoints
@@ -240,7 +386,7 @@ impl Process {
             .journal
             .rotate()
             .expect("the journal rotates");
-        let state = self.recovered.aggregator.checkpoint(position, Vec::new());
+        let state = self.state_at(position);
         checkpoint::write(&self.storage.checkpoint_dir, &state).expect("the checkpoint writes");
         if let Some(oldest_kept) =
             checkpoint::prune(&self.storage.checkpoint_dir).expect("pruning works")
@@ -253,6 +399,16 @@ impl Process {
         }
     }
 
+    /// The checkpoint of the whole state, as the writer fills it.
+    fn state_at(&self, position: u64) -> crate::proto::storage::Checkpoint {
+        let mut state = self
+            .recovered
+            .aggregator
+            .checkpoint(position, self.recovered.sources.offsets());
+        state.direct_campaigns = self.recovered.sources.direct_campaigns();
+        state
+    }
+
     /// Rotates the journal for a checkpoint and writes half of it to its temporary file, as a
     /// checkpoint interrupted by a crash leaves them.
     fn start_checkpoint(&mut self) {
@@ -261,11 +417,7 @@ impl Process {
             .journal
             .rotate()
             .expect("the journal rotates");
-        let encoded = self
-            .recovered
-            .aggregator
-            .checkpoint(position, Vec::new())
-            .encode_to_vec();
+        let encoded = self.state_at(position).encode_to_vec();
         std::fs::create_dir_all(&self.storage.checkpoint_dir).expect("the directory creates");
         std::fs::write(
             self.storage
@@ -277,27 +429,33 @@ impl Process {
     }
 
     /// Kills the process (dropping everything it holds in memory, which closes the journal as
-    /// a crash would), leaves `torn` at the end of the journal, restarts and recovers, and checks
-    /// what recovery says it did.
-    fn crash_and_recover(self, torn: &[u8]) -> Process {
+    /// a crash would), leaves `torn` at the end of the journal, restarts with `config` and
+    /// recovers, and checks what recovery says it did.
+    fn crash_and_recover(self, torn: &[u8], config: Config) -> Process {
         let Process {
             storage,
             recovered,
             checkpoints,
             record_events,
+            next_offsets,
+            history,
+            ..
         } = self;
         let position = recovered.journal.position();
         drop(recovered);
         if !torn.is_empty() {
             append_to_last_segment(&storage.journal_dir, torn);
         }
-        let recovered = recover(&storage, settings(), registered())
+        let recovered = recover(&storage, config.settings(), config.registered.clone())
             .expect("the storage of a crashed process recovers");
         let restarted = Process {
             storage,
+            config,
             recovered,
             checkpoints,
             record_events,
+            next_offsets,
+            history,
         };
         restarted.check_report(restarted.checkpoints.last().copied(), 0, torn.len());
         assert_eq!(restarted.recovered.journal.position(), position);
@@ -316,6 +474,18 @@ impl Process {
         assert_eq!(report.records_replayed, replayed.len() as u64);
         assert_eq!(report.events_replayed, replayed.iter().sum::<u64>());
         assert_eq!(report.torn_bytes, torn_bytes as u64);
+    }
+
+    /// Checks that the process holds what an aggregator that never stopped holds, started with
+    /// this run's configuration and fed the same history.
+    fn check_state(&self) {
+        let (aggregator, sources) = never_stopped(&self.config, &self.history);
+        assert_same_state(&aggregator, &self.recovered.aggregator);
+        assert_eq!(self.recovered.sources.offsets(), sources.offsets());
+        assert_eq!(
+            self.recovered.sources.direct_campaigns(),
+            sources.direct_campaigns()
+        );
     }
 }
 
@@ -341,11 +511,14 @@ fn corrupt_checkpoint(checkpoint_dir: &Path, position: u64) {
     std::fs::write(&path, bytes).expect("the checkpoint writes");
 }
 
-/// Checks that two aggregators hold the same campaigns, in the same order, with the same
-/// counters and timelines, the same totals and the same sizes.
+/// Checks that two aggregators hold the same campaigns with the same counters and timelines,
+/// the same totals and the same sizes. Not necessarily in the same slots: a campaign added to
+/// the registry is opened where recovery finds room.
 fn assert_same_state(expected: &Aggregator, actual: &Aggregator) {
-    let expected_ids: Vec<&str> = expected.campaign_ids().collect();
-    let actual_ids: Vec<&str> = actual.campaign_ids().collect();
+    let mut expected_ids: Vec<&str> = expected.campaign_ids().collect();
+    let mut actual_ids: Vec<&str> = actual.campaign_ids().collect();
+    expected_ids.sort_unstable();
+    actual_ids.sort_unstable();
     assert_eq!(actual_ids, expected_ids, "the campaigns");
     for campaign in expected_ids.iter().copied().chain([TOTALS_CAMPAIGN]) {
         assert_eq!(
@@ -367,15 +540,17 @@ proptest! {
         steps in vec((1..6usize, after_group()), 1..16),
     ) {
         let parser = EventParser::new(CHAPTER_COUNT, [0x5A; 32]);
-        let events: Vec<Event> = specs.iter().map(|spec| parse(&parser, spec)).collect();
+        let events: Vec<(Event, Option<i32>)> = specs
+            .iter()
+            .map(|spec| (parse(&parser, spec), spec.partition))
+            .collect();
         // Picking with repetition from the events gives resends of the same event as well as
         // another order than the one generated.
-        let history: Vec<Event> = picks
+        let history: Vec<(Event, Option<i32>)> = picks
             .iter()
             .map(|pick| events[pick.index(events.len())].clone())
             .collect();
         let directory = scratch_directory();
-        let mut never_stopped = Aggregator::new(settings(), registered());
         let mut process = Process::start(storage(directory.path()));
 
         let mut rest = history.as_slice();
@@ -385,33 +560,43 @@ proptest! {
             let (size, after) = steps.next().unwrap_or((rest.len(), AfterGroup::Continue));
             let (group, later) = rest.split_at(size.min(rest.len()));
             rest = later;
-            let expected: Vec<Applied> =
-                group.iter().map(|event| never_stopped.apply(event)).collect();
-            prop_assert_eq!(process.commit(group), expected);
+            // Nothing valid is refused, whatever room campaigns have.
+            for outcome in process.commit(group) {
+                prop_assert!(!matches!(outcome, Applied::Rejected(_)), "{:?}", outcome);
+            }
+            let config = process.config.clone();
             match after {
                 AfterGroup::Continue => {}
                 AfterGroup::Checkpoint => process.checkpoint(),
-                AfterGroup::Crash => process = process.crash_and_recover(&[]),
-                AfterGroup::CrashDuringAppend(torn) => process = process.crash_and_recover(&torn),
+                AfterGroup::Release(number) => process.release(number),
+                AfterGroup::Crash(narrow) => {
+                    let config = if narrow { Config::narrowed() } else { config };
+                    process = process.crash_and_recover(&[], config);
+                }
+                AfterGroup::CrashDuringAppend(torn) => {
+                    process = process.crash_and_recover(&torn, config);
+                }
                 AfterGroup::CrashDuringCheckpoint => {
                     process.start_checkpoint();
-                    process = process.crash_and_recover(&[]);
+                    process = process.crash_and_recover(&[], config);
                 }
             }
-            assert_same_state(&never_stopped, &process.recovered.aggregator);
+            process.check_state();
         }
-        process = process.crash_and_recover(&[]);
-        assert_same_state(&never_stopped, &process.recovered.aggregator);
+        let config = process.config.clone();
+        process = process.crash_and_recover(&[], config.clone());
+        process.check_state();
 
         // With the newest checkpoint unusable, recovery starts from the one before (or from the
         // start of the journal) and replays the longer journal since: same state.
         if let Some(&newest) = process.checkpoints.last() {
             corrupt_checkpoint(&process.storage.checkpoint_dir, newest);
             let older = process.checkpoints.iter().rev().nth(1).copied();
-            process.recovered = recover(&process.storage, settings(), registered())
-                .expect("recovery falls back to the older checkpoint");
+            process.recovered =
+                recover(&process.storage, config.settings(), config.registered.clone())
+                    .expect("recovery falls back to the older checkpoint");
             process.check_report(older, 1, 0);
-            assert_same_state(&never_stopped, &process.recovered.aggregator);
+            process.check_state();
         }
     }
 }
@@ -466,6 +651,7 @@ fn recovery_brings_kafka_positions_to_the_journal_end_with_the_campaigns_each_pa
         learner: 1,
         visitor: None,
         minutes: 0,
+        partition: Some(1),
     };
     let event = parse(&EventParser::new(CHAPTER_COUNT, [3; 32]), &spec);
     recovered
@@ -476,6 +662,8 @@ fn recovery_brings_kafka_positions_to_the_journal_end_with_the_campaigns_each_pa
                 ..StoredEvent::from(&event)
             }],
             positions: vec![offset(1, 25, &[])],
+            released: Vec::new(),
+            event_identity: EventIdentity::SourceAndEventId.into(),
         })
         .expect("the journal appends");
     drop(recovered);
@@ -491,16 +679,9 @@ fn recovery_brings_kafka_positions_to_the_journal_end_with_the_campaigns_each_pa
         vec!["pole-emploi".to_owned()]
     );
     assert_eq!(
-        recovered.sources.release(&[suivi_partition(1)]).campaigns,
+        recovered.sources.release(&[partition(1)]).campaigns,
         vec![REGISTERED.to_owned()]
     );
-}
-
-fn suivi_partition(number: i32) -> crate::sources::Partition {
-    crate::sources::Partition {
-        topic: "learner-events".to_owned(),
-        partition: number,
-    }
 }
 
 #[test]
@@ -537,7 +718,8 @@ fn recovery_refuses_a_journal_record_with_a_malformed_event() {
         .journal
         .append(&JournalRecord {
             events: vec![no_action],
-            positions: Vec::new(),
+            event_identity: EventIdentity::SourceAndEventId.into(),
+            ..JournalRecord::default()
         })
         .expect("the journal appends");
     drop(recovered);
@@ -546,7 +728,7 @@ fn recovery_refuses_a_journal_record_with_a_malformed_event() {
 
     assert_eq!(
         format!("{error:#}"),
-        "journal record 0: stored event is malformed: an unknown action"
+        "journal record 0 cannot be replayed: stored event is malformed: an unknown action"
     );
 }
 
@@ -567,8 +749,9 @@ fn recovery_fails_loudly_when_no_valid_checkpoint_covers_the_removed_journal() {
             learner,
             visitor: None,
             minutes: 0,
+            partition: None,
         };
-        process.commit(&[parse(&parser, &spec)]);
+        process.commit(&[(parse(&parser, &spec), None)]);
         process.checkpoint();
     }
     assert_eq!(process.checkpoints, [1, 2, 3]);

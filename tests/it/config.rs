@@ -268,7 +268,7 @@ fn help_explains_the_commands_and_every_setting() {
         "chapter_count",
         "max_batch_events",
         "max_request_bytes",
-        "max_campaigns",
+        "max_unregistered_campaigns",
         "ingest_queue_events",
         "ingest_queue_timeout",
         "snapshot_interval",

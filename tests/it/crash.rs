@@ -36,7 +36,9 @@ use rand_chacha::ChaCha8Rng;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use suivi::aggregate::{Aggregator, AggregatorSettings};
-use suivi::config::{DEFAULT_CHAPTER_COUNT, DEFAULT_MAX_CAMPAIGNS, Settings, parse_key};
+use suivi::config::{
+    DEFAULT_CHAPTER_COUNT, DEFAULT_MAX_UNREGISTERED_CAMPAIGNS, Settings, parse_key,
+};
 use suivi::event::{Event, EventParser, RawEvent};
 use suivi::figures::Figures;
 use suivi::proto;
@@ -1059,7 +1061,7 @@ impl Model {
             settings: AggregatorSettings {
                 time_zone: Settings::default().time_zone().expect("the default zone"),
                 chapter_count: DEFAULT_CHAPTER_COUNT,
-                max_campaigns: DEFAULT_MAX_CAMPAIGNS,
+                max_unregistered_campaigns: DEFAULT_MAX_UNREGISTERED_CAMPAIGNS,
             },
             events: events.to_vec(),
             parsed,

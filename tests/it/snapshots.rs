@@ -232,7 +232,7 @@ async fn the_snapshot_task_writes_each_interval_only_what_changed_and_a_final_sn
         AggregatorSettings {
             time_zone: chrono_tz::Europe::Paris,
             chapter_count: 12,
-            max_campaigns: 1000,
+            max_unregistered_campaigns: 1000,
         },
         registry
             .campaigns
