@@ -18,6 +18,7 @@ mod metrics;
 mod postgres;
 mod query;
 mod report;
+mod senders;
 mod shutdown;
 mod snapshots;
 mod watch;
