@@ -64,7 +64,7 @@ use suivi::event::{
     Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, RawEvent, Stage, VisitorKey,
 };
 use suivi::figures::Figures;
-use suivi::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal};
+use suivi::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal, MAX_RECORD_BYTES};
 use suivi::pipeline::{self, PipelineSettings, Writer};
 use suivi::proto::storage::{EventIdentity, JournalRecord, StoredEvent};
 use suivi::recovery::{self, Storage};
@@ -296,6 +296,7 @@ fn pipeline_settings(dir: &Path, fsync: FsyncPolicy, registry: &Registry) -> Pip
             checkpoint_dir: dir.join("checkpoints"),
             fsync,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_record_bytes: MAX_RECORD_BYTES,
         },
         aggregator: settings(),
         registered: registered(registry),
@@ -1065,6 +1066,7 @@ fn recovery_report(learners: u64) {
         checkpoint_dir: checkpoint_dir.clone(),
         fsync: FsyncPolicy::Always,
         segment_bytes: DEFAULT_SEGMENT_BYTES,
+        max_record_bytes: MAX_RECORD_BYTES,
     };
     let rss_before_recover = rss_bytes();
     let recovered =
@@ -1185,6 +1187,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
         checkpoint_dir: dir.join("no-checkpoints"),
         fsync: FsyncPolicy::Always,
         segment_bytes: DEFAULT_SEGMENT_BYTES,
+        max_record_bytes: MAX_RECORD_BYTES,
     };
     let replays: Vec<Duration> = (0..2)
         .map(|_| {

@@ -38,7 +38,7 @@ use crate::report::http::ReportState;
 use crate::report::schedule::ScheduleSettings;
 use crate::report::store::Store;
 use crate::snapshot::{self, Sink, SinkHealth};
-use crate::{ingest, pipeline, pseudonym, query, report, telemetry};
+use crate::{ingest, journal, pipeline, pseudonym, query, report, telemetry};
 
 /// How often the writer is woken to sync or checkpoint when no events arrive.
 const WRITER_TICK_INTERVAL: Duration = Duration::from_millis(50);
@@ -125,6 +125,7 @@ impl App {
                     checkpoint_dir: settings.data_dir.join("checkpoints"),
                     fsync: settings.fsync_policy(),
                     segment_bytes: settings.journal_segment_bytes,
+                    max_record_bytes: journal::MAX_RECORD_BYTES,
                 },
                 aggregator: AggregatorSettings {
                     time_zone,

@@ -56,6 +56,9 @@ pub struct Journal {
     /// After a failed append could not be cut off: the length the segment must be cut to before
     /// anything else is written.
     cut_to: Option<u64>,
+    /// The largest record appended: [`MAX_RECORD_BYTES`], or less (see
+    /// [`Journal::limit_record_bytes`]).
+    max_record_bytes: u32,
 }
 
 /// What opening the journal found.
@@ -201,8 +204,15 @@ impl Journal {
             last_sync: Instant::now(),
             unsynced: false,
             cut_to: None,
+            max_record_bytes: MAX_RECORD_BYTES,
         };
         Ok((journal, report))
+    }
+
+    /// Refuses records over `bytes` (at most [`MAX_RECORD_BYTES`], which the reader enforces):
+    /// the writer then splits its group. Smaller limits let tests reach the split.
+    pub fn limit_record_bytes(&mut self, bytes: u32) {
+        self.max_record_bytes = bytes.min(MAX_RECORD_BYTES);
     }
 
     /// The position the next record will have: every record before it is in the journal.
@@ -217,7 +227,8 @@ impl Journal {
             self.rotate().map_err(classify)?;
         }
         let payload = record.encode_to_vec();
-        let Some(bytes) = frame(self.next_position, &payload) else {
+        let fits = u32::try_from(payload.len()).is_ok_and(|len| len <= self.max_record_bytes);
+        let Some(bytes) = frame(self.next_position, &payload).filter(|_| fits) else {
             return Err(AppendError::TooLarge {
                 bytes: payload.len(),
             });

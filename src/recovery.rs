@@ -21,6 +21,9 @@ pub struct Storage {
     pub checkpoint_dir: PathBuf,
     pub fsync: FsyncPolicy,
     pub segment_bytes: u64,
+    /// The largest journal record written ([`crate::journal::MAX_RECORD_BYTES`] but in tests): a
+    /// group over it is journaled in parts.
+    pub max_record_bytes: u32,
 }
 
 /// The state recovered, ready to take events.
@@ -105,6 +108,8 @@ pub fn recover(
     if let Some((position, error)) = unreplayable {
         anyhow::bail!("journal record {position} cannot be replayed: {error}");
     }
+    let mut journal = journal;
+    journal.limit_record_bytes(storage.max_record_bytes);
     report.records_replayed = opened.records_replayed;
     report.events_replayed = opened.events_replayed;
     report.torn_bytes = opened.torn_bytes;

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta};
 use super::*;
 use crate::event::{EventKind, EventParser, RawEvent, RawKind, RawTime};
 use crate::figures::CampaignCounters;
-use crate::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy};
+use crate::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, MAX_RECORD_BYTES};
 use crate::registry::Registry;
 
 // The journal's tests own this helper. One test module cannot reach into another, so the file is
@@ -18,6 +18,7 @@ use crate::registry::Registry;
 #[path = "../journal/tests/small_disk.rs"]
 mod small_disk;
 
+use prost::Message;
 use small_disk::SmallDisk;
 
 const CHAPTER_COUNT: u8 = 3;
@@ -87,6 +88,7 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
         checkpoint_dir: disk.path().join("checkpoints"),
         fsync: FsyncPolicy::Always,
         segment_bytes: DEFAULT_SEGMENT_BYTES,
+        max_record_bytes: MAX_RECORD_BYTES,
     };
     let settings = PipelineSettings {
         storage: storage.clone(),
@@ -163,4 +165,83 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
         .expect("the campaign is recovered");
     assert_eq!(counts.enrolled, 220);
     assert_eq!(recovered.aggregator.holdings().event_ids, 220);
+}
+
+#[tokio::test]
+async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recovers_whole() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    // About 40 events fit in a record: every submission fits, but a group of them does not.
+    let storage = Storage {
+        journal_dir: directory.path().join("journal"),
+        checkpoint_dir: directory.path().join("checkpoints"),
+        fsync: FsyncPolicy::Always,
+        segment_bytes: DEFAULT_SEGMENT_BYTES,
+        max_record_bytes: 4096,
+    };
+    let settings = PipelineSettings {
+        storage: storage.clone(),
+        aggregator: aggregator_settings(),
+        registered: vec![CAMPAIGN.to_owned()],
+        queue_events: 10_000,
+        queue_timeout: Duration::from_secs(10),
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_journal_bytes: u64::MAX,
+    };
+    let registry = Registry::parse("[[campaign]]\nid = \"gendarmerie\"\nname = \"Gendarmerie\"")
+        .expect("the registry parses");
+    let figures = Arc::new(Figures::new(&registry, CHAPTER_COUNT, Utc::now()));
+    let (ingest, writer) = start(settings, figures.clone()).expect("the writer starts");
+    // Queued before recovery ends, the submissions are taken as one group.
+    let submissions: Vec<_> = (0..16)
+        .map(|part| {
+            let ingest = ingest.clone();
+            tokio::spawn(async move { ingest.submit(enrolments(part * 30..part * 30 + 30)).await })
+        })
+        .collect();
+    writer
+        .recovered
+        .await
+        .expect("the writer reports its recovery")
+        .expect("an empty storage recovers");
+    for submission in submissions {
+        assert_eq!(
+            submission.await.expect("the submission task ends"),
+            Ok(vec![Applied::Accepted; 30])
+        );
+    }
+    assert_eq!(published(&figures).enrolled, 480);
+    // A submission over the limit on its own is refused whole, and nothing of it counts.
+    assert_eq!(
+        ingest.submit(enrolments(1000..1100)).await,
+        Err(Refusal::StorageUnwritable)
+    );
+    assert_eq!(published(&figures).enrolled, 480);
+    ingest.close().await;
+    writer
+        .thread
+        .join()
+        .expect("the writer does not panic")
+        .expect("the writer stops cleanly");
+
+    let mut records = 0;
+    Journal::open(
+        &storage.journal_dir,
+        FsyncPolicy::Always,
+        DEFAULT_SEGMENT_BYTES,
+        0,
+        |_, record| {
+            assert!(record.encoded_len() <= 4096);
+            records += 1;
+        },
+    )
+    .expect("the journal opens");
+    assert!(
+        records >= 4,
+        "the events were journaled in parts: {records} records"
+    );
+    // Recovery from the journal alone (the final checkpoint set aside) gives every event.
+    std::fs::remove_dir_all(&storage.checkpoint_dir).expect("the checkpoints remove");
+    let recovered = recovery::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
+        .expect("the storage recovers");
+    assert_eq!(recovered.aggregator.holdings().event_ids, 480);
 }

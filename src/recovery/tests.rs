@@ -90,6 +90,7 @@ fn storage(directory: &Path) -> Storage {
         checkpoint_dir: directory.join("checkpoints"),
         fsync: FsyncPolicy::Always,
         segment_bytes: 400,
+        max_record_bytes: journal::MAX_RECORD_BYTES,
     }
 }
 
