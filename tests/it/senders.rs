@@ -272,6 +272,26 @@ async fn a_checkpoint_taken_in_another_time_zone_stops_the_start_with_a_clear_me
     suivi.kill();
 }
 
+#[tokio::test]
+async fn a_huge_bad_value_is_quoted_back_by_a_short_prefix() {
+    let mut app = spawn_app().await;
+    let huge = "k".repeat(5_400_000);
+    let mut bad_kind = event("e-1", Kind::Enrolled).learner("lea").json();
+    bad_kind["kind"] = json!(huge);
+    let mut bad_time = event("e-2", Kind::Enrolled).learner("lea").json();
+    bad_time["occurred_at"] = json!(huge);
+    let (status, answer) = app.post_events(&json!([bad_kind])).await;
+    assert_eq!(status, StatusCode::OK, "{}", &answer.to_string()[..200]);
+    let (_, answer_time) = app.post_events(&json!([bad_time])).await;
+    for answer in [answer, answer_time] {
+        let text = answer.to_string();
+        // It was 21.6 MB: the value, escaped by Debug formatting.
+        assert!(text.len() < 1024, "{} bytes: {}", text.len(), &text[..300]);
+        assert!(text.contains("5400000 bytes in all"), "{text}");
+    }
+    app.stop().await;
+}
+
 /// A registry of `campaigns`, in the shape of config/campaigns.toml.
 fn registry_text(campaigns: &[&str]) -> String {
     campaigns
