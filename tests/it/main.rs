@@ -21,4 +21,5 @@ mod report;
 mod senders;
 mod shutdown;
 mod snapshots;
+mod tidy;
 mod watch;

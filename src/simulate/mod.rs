@@ -1,0 +1,176 @@
+//! `suivi simulate`: generates a realistic Objectif IA programme from the campaign registry and
+//! sends it to a running suivi over gRPC `IngestService.IngestStream`. It owns the simulated
+//! programme — the [`Plan`] of how many learners each campaign gets, which reproduces the
+//! published figures exactly, and the events that realise it — and the load-generating client
+//! that sends them, retries what failed and reports what the service answered. It never reaches
+//! the service other than through its public gRPC API, never reads the clock to date an event
+//! (the same seed and scale give the same events, ids included, so sending twice is all
+//! duplicates), and never holds more than one compact record per event in memory, besides the
+//! batches in flight.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, ensure};
+
+mod generate;
+pub mod kafka;
+mod plan;
+mod send;
+
+pub use generate::{Simulation, generate};
+pub use plan::{CampaignPlan, Plan};
+pub use send::{RejectedEvent, SendReport, SendSettings, send};
+
+use crate::event::MAX_CHAPTER_COUNT;
+use crate::registry::Registry;
+
+/// `suivi simulate`: generate the programme of the campaign registry and send it to a running
+/// suivi. At `--scale 1` the counters suivi computes equal the published figures exactly:
+/// 110,000 learners started and 67,000 certified over the programme, and the Gendarmerie's
+/// 65,000 enrolled and 56,000 certified.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// gRPC endpoint of the running suivi
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub grpc: String,
+    /// Seed of the simulation: the same seed and scale give the same events, ids included, so
+    /// sending them again changes nothing (every event is a duplicate)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// 1 = the published programme; 10 = ten times as many learners (every published figure is
+    /// multiplied and rounded)
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// The campaign registry (default: the embedded one)
+    #[arg(long, env = "SUIVI_CAMPAIGNS")]
+    pub campaigns: Option<PathBuf>,
+    /// Chapters of the course; must match the chapter count the service is configured with
+    #[arg(long, default_value_t = 12)]
+    pub chapters: u8,
+    /// Concurrent IngestStream streams, each on its own connection
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    /// Events per request on a stream
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Send events in a seeded random order instead of per-learner order
+    #[arg(long)]
+    pub shuffle: bool,
+    /// Produce the events into Kafka (these bootstrap servers, host:port,...) instead of sending
+    /// them over gRPC; one event per message, keyed by campaign
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// The topic to produce into, with --kafka
+    #[arg(long, default_value = crate::config::DEFAULT_KAFKA_TOPIC)]
+    pub topic: String,
+    /// With --kafka, produce protobuf LearnerEvents (content-type application/x-protobuf)
+    /// instead of JSON
+    #[arg(long)]
+    pub protobuf: bool,
+}
+
+/// Generates the programme, sends it and prints a summary; fails when the service could not be
+/// reached or rejected any event.
+pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    ensure!(
+        args.scale.is_finite() && args.scale > 0.0,
+        "--scale must be a positive number, not {}",
+        args.scale
+    );
+    ensure!(
+        (1..=MAX_CHAPTER_COUNT).contains(&args.chapters),
+        "--chapters must be between 1 and {MAX_CHAPTER_COUNT}, not {}",
+        args.chapters
+    );
+    ensure!(args.streams >= 1, "--streams must be at least 1");
+    ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    let registry = Registry::load(args.campaigns.as_deref())?;
+
+    let generating = Instant::now();
+    let mut simulation = Simulation::new(&registry, args.seed, args.scale, args.chapters);
+    if args.shuffle {
+        simulation.shuffle();
+    }
+    eprintln!("{}", simulation.plan());
+    if let Some(brokers) = &args.kafka {
+        let settings = kafka::ProduceSettings {
+            brokers: brokers.clone(),
+            topic: args.topic.clone(),
+            protobuf: args.protobuf,
+        };
+        eprintln!(
+            "generated {} events in {:.1} s; producing them to {} on {} as {}",
+            simulation.num_events(),
+            generating.elapsed().as_secs_f64(),
+            settings.topic,
+            settings.brokers,
+            if settings.protobuf {
+                "protobuf"
+            } else {
+                "JSON"
+            }
+        );
+        let report = kafka::produce(&simulation, &settings).await?;
+        let seconds = report.elapsed.as_secs_f64();
+        println!(
+            "produced {} events in {:.2} s ({:.0} events/s), every one acknowledged",
+            report.events,
+            seconds,
+            report.events as f64 / seconds.max(1e-9)
+        );
+        println!("expected: {}", simulation.plan().expected_figures());
+        return Ok(());
+    }
+    eprintln!(
+        "generated {} events in {:.1} s; sending them to {} on {} streams, {} events a batch",
+        simulation.num_events(),
+        generating.elapsed().as_secs_f64(),
+        args.grpc,
+        args.streams,
+        args.batch_size
+    );
+
+    let simulation = Arc::new(simulation);
+    let settings = SendSettings {
+        grpc: args.grpc,
+        streams: args.streams,
+        batch_size: args.batch_size,
+    };
+    let report = send(Arc::clone(&simulation), &settings).await?;
+    let seconds = report.elapsed.as_secs_f64();
+    println!(
+        "sent {} events in {:.2} s ({:.0} events/s): {} accepted, {} duplicates, {} rejected{}",
+        report.events,
+        seconds,
+        report.events as f64 / seconds.max(1e-9),
+        report.accepted,
+        report.duplicates,
+        report.rejected,
+        if report.retries > 0 {
+            format!(", after {} retried streams", report.retries)
+        } else {
+            String::new()
+        }
+    );
+    println!("expected: {}", simulation.plan().expected_figures());
+    if report.rejected > 0 {
+        println!("first rejections:");
+        for rejection in &report.first_rejections {
+            println!(
+                "  event {} ({}): {}: {}",
+                rejection.index, rejection.event_id, rejection.code, rejection.message
+            );
+        }
+        bail!(
+            "{} of {} events were rejected",
+            report.rejected,
+            report.events
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
