@@ -58,6 +58,9 @@ pub const SNAPSHOT_DURATION: &str = "suivi_snapshot_duration_seconds";
 pub const SNAPSHOTS: &str = "suivi_snapshots_total";
 /// Snapshots that failed (and will be retried), by sink.
 pub const SNAPSHOT_FAILURES: &str = "suivi_snapshot_failures_total";
+/// Rows a sink's store refused (a campaign's counters or one of its days), left out of
+/// snapshots otherwise written, by sink.
+pub const SNAPSHOT_ROWS_SET_ASIDE: &str = "suivi_snapshot_rows_set_aside_total";
 /// Bytes appended to the journal.
 pub const JOURNAL_BYTES: &str = "suivi_journal_appended_bytes_total";
 /// Records (groups) appended to the journal.
@@ -283,6 +286,11 @@ fn describe() {
         Unit::Count,
         "Snapshots that failed and will be retried, by sink."
     );
+    describe_counter!(
+        SNAPSHOT_ROWS_SET_ASIDE,
+        Unit::Count,
+        "Rows a sink's store refused, left out of snapshots otherwise written, by sink."
+    );
     describe_counter!(JOURNAL_BYTES, Unit::Bytes, "Bytes appended to the journal.");
     describe_counter!(
         JOURNAL_RECORDS,
@@ -497,6 +505,7 @@ pub fn record_campaigns_released(campaigns: usize) {
 pub fn register_sink(sink: &'static str) {
     counter!(SNAPSHOTS, "sink" => sink).increment(0);
     counter!(SNAPSHOT_FAILURES, "sink" => sink).increment(0);
+    counter!(SNAPSHOT_ROWS_SET_ASIDE, "sink" => sink).increment(0);
 }
 
 /// The tally of one ingest request.
@@ -563,6 +572,11 @@ pub fn record_snapshot(sink: &'static str, elapsed: Duration, ok: bool) {
     } else {
         counter!(SNAPSHOT_FAILURES, "sink" => sink).increment(1);
     }
+}
+
+/// Records rows a sink's store refused and the sink set aside.
+pub fn record_rows_set_aside(sink: &'static str, rows: u64) {
+    counter!(SNAPSHOT_ROWS_SET_ASIDE, "sink" => sink).increment(rows);
 }
 
 /// Records one journal append and the time its fsync took (zero when it did not sync).
