@@ -379,7 +379,7 @@ async fn write_loop(
 }
 
 /// A campaign id fit for a log line whatever it holds: at most [`LOGGED_CAMPAIGN_CHARS`]
-/// characters, control and invisible ones escaped (`\u{0}`, `\u{202e}`).
+/// characters, control and invisible ones escaped (`\0`, `\u{202e}`).
 pub fn escaped(campaign: &str) -> String {
     let mut text: String = campaign
         .chars()
@@ -455,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_campaign_is_logged_escaped_and_short() {
-        assert_eq!(escaped("evil\u{0}x\u{202e}"), "evil\\u{0}x\\u{202e}");
+        assert_eq!(escaped("evil\u{0}x\u{202e}"), "evil\\0x\\u{202e}");
         assert_eq!(escaped("plain-campaign"), "plain-campaign");
         let long = "a".repeat(500);
         assert_eq!(escaped(&long).chars().count(), LOGGED_CAMPAIGN_CHARS + 1);
