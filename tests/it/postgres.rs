@@ -1068,3 +1068,98 @@ async fn a_campaign_with_a_nul_character_is_counted_and_does_not_stop_postgres_s
         set_aside() - before
     );
 }
+
+/// A data dir from before the edge refused control characters, whose checkpoint holds a campaign
+/// `evil\0x` (built here with the library: no edge takes it any more): suivi starts, is ready,
+/// and flushes every other campaign to PostgreSQL, with the sink healthy.
+#[tokio::test]
+async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_the_others() {
+    use suivi::aggregate::{Aggregator, AggregatorSettings};
+    use suivi::config::{DEFAULT_CHAPTER_COUNT, Settings, parse_key};
+    use suivi::event::{Event, EventParser, RawEvent};
+    use suivi::registry::Registry;
+
+    let _server = shared().await;
+    let database = TestDatabase::create().await;
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    let parser = EventParser::new(
+        DEFAULT_CHAPTER_COUNT,
+        parse_key(crate::helpers::PSEUDONYM_KEY).expect("the test key"),
+    );
+    let parse = |event: Ev| -> Event {
+        parser
+            .parse(&RawEvent::from(&event.proto()), Utc::now())
+            .expect("a valid event")
+    };
+    let good = parse(
+        event("old-1", Kind::Enrolled)
+            .campaign("gendarmerie")
+            .learner("old-learner-1"),
+    );
+    let evil = Event {
+        campaign: "evil\u{0}x".to_owned(),
+        ..parse(
+            event("old-2", Kind::Enrolled)
+                .campaign("placeholder")
+                .learner("old-learner-2"),
+        )
+    };
+    let registry = Registry::load(None).expect("the embedded registry");
+    let mut aggregator = Aggregator::new(
+        AggregatorSettings {
+            time_zone: Settings::default().time_zone().expect("the default zone"),
+            chapter_count: DEFAULT_CHAPTER_COUNT,
+            max_campaigns: suivi::config::DEFAULT_MAX_CAMPAIGNS,
+        },
+        registry
+            .campaigns
+            .iter()
+            .map(|campaign| campaign.id.clone()),
+    );
+    aggregator.apply(&good);
+    aggregator.apply(&evil);
+    suivi::checkpoint::write(
+        &data_dir.path().join("checkpoints"),
+        &aggregator.checkpoint(0, Vec::new()),
+    )
+    .expect("the checkpoint is written");
+
+    // The schema, so that the tables can be read before suivi's first snapshot creates them.
+    let mut client = database.client().await;
+    pg::migrate(&mut client).await.expect("the schema");
+    let path = data_dir.path().to_path_buf();
+    let url = database.secret();
+    let mut app = spawn_app_with(move |settings| {
+        settings.data_dir = path;
+        settings.postgres_url = Some(url);
+        settings.snapshot_interval = Duration::from_millis(50);
+        settings.snapshot_retry_max = Duration::from_millis(200);
+    })
+    .await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let stored = stored_counters(&client).await;
+        if stored
+            .get("gendarmerie")
+            .is_some_and(|counters| counters["enrolled"] == Value::from(1))
+            && stored
+                .get("*")
+                .is_some_and(|totals| totals["enrolled"] == Value::from(2))
+        {
+            assert!(
+                !stored.keys().any(|campaign| campaign.starts_with("evil")),
+                "{stored:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other campaigns never reached PostgreSQL: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, readiness) = postgres_readiness(&app).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{readiness}");
+    assert_eq!(readiness, Value::from("ok"), "the sink is not failing");
+    app.stop().await;
+}
