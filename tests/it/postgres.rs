@@ -1141,10 +1141,10 @@ async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_t
         let stored = stored_counters(&client).await;
         if stored
             .get("gendarmerie")
-            .is_some_and(|counters| counters["enrolled"] == Value::from(1))
+            .is_some_and(|counters| counters["enrolled"] == 1)
             && stored
                 .get("*")
-                .is_some_and(|totals| totals["enrolled"] == Value::from(2))
+                .is_some_and(|totals| totals["enrolled"] == 2)
         {
             assert!(
                 !stored.keys().any(|campaign| campaign.starts_with("evil")),
