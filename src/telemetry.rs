@@ -58,6 +58,9 @@ pub const SNAPSHOT_DURATION: &str = "suivi_snapshot_duration_seconds";
 pub const SNAPSHOTS: &str = "suivi_snapshots_total";
 /// Snapshots that failed (and will be retried), by sink.
 pub const SNAPSHOT_FAILURES: &str = "suivi_snapshot_failures_total";
+/// Rows a sink's store refused (a campaign's counters or one of its days), left out of
+/// snapshots otherwise written, by sink.
+pub const SNAPSHOT_ROWS_SET_ASIDE: &str = "suivi_snapshot_rows_set_aside_total";
 /// Bytes appended to the journal.
 pub const JOURNAL_BYTES: &str = "suivi_journal_appended_bytes_total";
 /// Records (groups) appended to the journal.
@@ -287,6 +290,11 @@ fn describe() {
         Unit::Count,
         "Snapshots that failed and will be retried, by sink."
     );
+    describe_counter!(
+        SNAPSHOT_ROWS_SET_ASIDE,
+        Unit::Count,
+        "Rows a sink's store refused, left out of snapshots otherwise written, by sink."
+    );
     describe_counter!(JOURNAL_BYTES, Unit::Bytes, "Bytes appended to the journal.");
     describe_counter!(
         JOURNAL_RECORDS,
@@ -418,8 +426,29 @@ fn describe() {
     );
 }
 
-/// Failure counters exist at zero from the start: a rate or an alert over a series that appears
-/// only with its first failure would miss that failure.
+/// Why a whole ingest request is refused, by transport: the edges' own reasons, then the
+/// pipeline's ([`Refusal::reason`]).
+const REQUEST_REFUSALS: [(Transport, &[&str]); 2] = [
+    (Transport::Grpc, &["batch_too_large", "request_too_large"]),
+    (
+        Transport::Http,
+        &["batch_too_large", "request_too_large", "invalid_body"],
+    ),
+];
+
+/// Every [`Refusal::reason`]: the pipeline's refusals of a whole submission.
+pub const PIPELINE_REFUSALS: [&str; 5] = [
+    "overloaded",
+    "shutting_down",
+    "disk_full",
+    "storage_unwritable",
+    "out_of_sequence",
+];
+
+/// Every series exists from the start, at zero for each label value it can have: a panel over
+/// a series that appears only with its first event shows "No data", and a `rate()` alert over
+/// it misses that first event. Histograms registered without a sample export their `_count`
+/// and `_sum` at zero. (Per-sink series: [`register_sink`]; Kafka's: [`register_kafka`].)
 fn register_failure_series() {
     for cause in [JOURNAL_CAUSE_DISK_FULL, JOURNAL_CAUSE_UNWRITABLE] {
         counter!(JOURNAL_FAILURES, "cause" => cause).increment(0);
@@ -427,10 +456,61 @@ fn register_failure_series() {
     counter!(CHECKPOINTS).increment(0);
     counter!(CHECKPOINT_FAILURES).increment(0);
     counter!(CAMPAIGNS_SEVERAL_SOURCES).increment(0);
+    counter!(CAMPAIGNS_RELEASED).increment(0);
+    counter!(CHECKPOINTS_REJECTED).increment(0);
+    counter!(JOURNAL_BYTES).increment(0);
+    counter!(JOURNAL_RECORDS).increment(0);
+    counter!(JOURNAL_TORN_BYTES).increment(0);
+    // Registered: the handle itself is not needed.
+    let _ = histogram!(CHECKPOINT_DURATION);
+    // Registered: the handle itself is not needed.
+    let _ = histogram!(JOURNAL_FSYNC_DURATION);
+    gauge!(CHECKPOINT_BYTES).set(0.0);
+    gauge!(INGEST_QUEUE_EVENTS).set(0.0);
+    for (transport, edge_refusals) in REQUEST_REFUSALS {
+        register_transport(transport);
+        for reason in edge_refusals.iter().chain(&PIPELINE_REFUSALS[..4]) {
+            counter!(REQUESTS_REFUSED, "transport" => transport.as_str(), "reason" => *reason)
+                .increment(0);
+        }
+    }
 }
 
-/// Makes the Kafka failure counters exist at zero once Kafka is on.
+/// The series of events that came in over `transport`, at zero.
+fn register_transport(transport: Transport) {
+    let transport = transport.as_str();
+    for name in [
+        EVENTS_RECEIVED,
+        EVENTS_ACCEPTED,
+        EVENTS_DUPLICATE,
+        EVENTS_CONFLICTING,
+    ] {
+        counter!(name, "transport" => transport).increment(0);
+    }
+    for reason in RejectReason::CODES {
+        counter!(EVENTS_REJECTED, "transport" => transport, "reason" => reason).increment(0);
+    }
+    // Registered: the handle itself is not needed.
+    let _ = histogram!(BATCH_EVENTS, "transport" => transport);
+    // Registered: the handle itself is not needed.
+    let _ = histogram!(INGEST_DURATION, "transport" => transport);
+    // Kafka has no query API; registering its query series would show a panel that never moves.
+    if transport != Transport::Kafka.as_str() {
+        // Registered: the handle itself is not needed.
+        let _ = histogram!(QUERY_DURATION, "transport" => transport);
+    }
+}
+
+/// Makes the Kafka series exist at zero once Kafka is on (those of each partition, from its
+/// first lag reading: see [`record_kafka_lag`]).
 pub fn register_kafka() {
+    register_transport(Transport::Kafka);
+    for reason in RejectReason::CODES {
+        counter!(KAFKA_DEAD_LETTERS, "reason" => reason).increment(0);
+    }
+    for reason in PIPELINE_REFUSALS {
+        counter!(KAFKA_BATCHES_RETRIED, "reason" => reason).increment(0);
+    }
     counter!(KAFKA_DEAD_LETTER_FAILURES).increment(0);
     counter!(KAFKA_COMMIT_FAILURES).increment(0);
     for kind in ["assign", "revoke"] {
@@ -455,8 +535,14 @@ pub fn record_kafka_messages(topic: &str, partition: i32, messages: u64) {
 /// Records the lag of one assigned partition.
 #[allow(clippy::cast_precision_loss)] // Lags stay far below 2^52.
 pub fn record_kafka_lag(topic: &str, partition: i32, lag: i64) {
-    gauge!(KAFKA_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
-        .set(lag.max(0) as f64);
+    let labels = [
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+    ];
+    gauge!(KAFKA_LAG, &labels).set(lag.max(0) as f64);
+    // A partition's message count exists, at zero, from when it is known here (the first lag
+    // reading after its assignment), not from its first message.
+    counter!(KAFKA_MESSAGES, &labels).increment(0);
 }
 
 /// Forgets the lag series of a partition no longer assigned here.
@@ -516,6 +602,9 @@ pub fn record_events_redirected_to_unregistered(events: u64) {
 pub fn register_sink(sink: &'static str) {
     counter!(SNAPSHOTS, "sink" => sink).increment(0);
     counter!(SNAPSHOT_FAILURES, "sink" => sink).increment(0);
+    counter!(SNAPSHOT_ROWS_SET_ASIDE, "sink" => sink).increment(0);
+    // Registered: the handle itself is not needed.
+    let _ = histogram!(SNAPSHOT_DURATION, "sink" => sink);
 }
 
 /// The tally of one ingest request.
@@ -583,6 +672,11 @@ pub fn record_snapshot(sink: &'static str, elapsed: Duration, ok: bool) {
     } else {
         counter!(SNAPSHOT_FAILURES, "sink" => sink).increment(1);
     }
+}
+
+/// Records rows a sink's store refused and the sink set aside.
+pub fn record_rows_set_aside(sink: &'static str, rows: u64) {
+    counter!(SNAPSHOT_ROWS_SET_ASIDE, "sink" => sink).increment(rows);
 }
 
 /// Records one journal append and the time its fsync took (zero when it did not sync).
@@ -824,4 +918,38 @@ fn escape_label_value(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pipeline_refusal_is_registered_at_start() {
+        let refusals = [
+            Refusal::Overloaded(Duration::ZERO),
+            Refusal::ShuttingDown,
+            Refusal::DiskFull,
+            Refusal::StorageUnwritable,
+            Refusal::OutOfSequence,
+        ];
+        for refusal in &refusals {
+            // Exhaustive on purpose: a new refusal does not compile here until it is listed in
+            // `refusals` above, and this test then says whether PIPELINE_REFUSALS has it.
+            match refusal {
+                Refusal::Overloaded(_)
+                | Refusal::ShuttingDown
+                | Refusal::DiskFull
+                | Refusal::StorageUnwritable
+                | Refusal::OutOfSequence => {}
+            }
+            assert!(
+                PIPELINE_REFUSALS.contains(&refusal.reason()),
+                "{}",
+                refusal.reason()
+            );
+        }
+        // The edges refuse the first four (out_of_sequence is Kafka's alone).
+        assert_eq!(PIPELINE_REFUSALS[4], Refusal::OutOfSequence.reason());
+    }
 }

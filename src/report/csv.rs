@@ -5,6 +5,11 @@
 //! `label` the same in the report's language; values are plain numbers (rates as fractions, a
 //! point for decimals), empty where a figure cannot be given; `as_of` is the snapshot a figure
 //! comes from when it is not dated by day (unique visitors, chapters).
+//!
+//! Campaign ids come from senders, and the file is opened in a spreadsheet: a cell that starts
+//! like a formula (`=`, `+`, `-`, `@`, a tab or a carriage return, or their full-width forms)
+//! and is not a plain number gets a leading `'`, as OWASP recommends against CSV injection, so
+//! the spreadsheet shows it as text and never evaluates it.
 
 use std::fmt::Write;
 
@@ -184,13 +189,38 @@ fn rate(value: f64) -> String {
     trimmed.to_owned()
 }
 
-/// A field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+/// A field as a cell: neutralised when a spreadsheet would read it as a formula, and quoted when
+/// it holds a comma, a quote or a line break (RFC 4180).
 fn quote(field: &str) -> String {
+    let field = neutralise(field);
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
-        field.to_owned()
+        field.into_owned()
     }
+}
+
+/// `field` with a leading `'` when it starts with a character that makes a spreadsheet read a
+/// formula, unless it is a plain number (a negative change is a figure, not a formula).
+fn neutralise(field: &str) -> std::borrow::Cow<'_, str> {
+    const FORMULA_STARTS: [char; 10] = [
+        '=', '+', '-', '@', '\t', '\r', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+    ];
+    if field.starts_with(FORMULA_STARTS) && !is_plain_number(field) {
+        std::borrow::Cow::Owned(format!("'{field}"))
+    } else {
+        std::borrow::Cow::Borrowed(field)
+    }
+}
+
+/// `-12`, `3`, `0.5`: digits, with a leading minus and one decimal point at most.
+fn is_plain_number(field: &str) -> bool {
+    let digits = field.strip_prefix('-').unwrap_or(field);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|byte| byte.is_ascii_digit())
+        && fraction.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -206,5 +236,31 @@ mod tests {
         assert_eq!(rate(0.5), "0.5");
         assert_eq!(rate(1.0), "1");
         assert_eq!(rate(0.0), "0");
+    }
+
+    #[test]
+    fn cells_that_start_like_a_formula_are_neutralised() {
+        for (field, cell) in [
+            (
+                "=hyperlink(\"http://x\",\"y\")",
+                "\"'=hyperlink(\"\"http://x\"\",\"\"y\"\")\"",
+            ),
+            ("+1+1", "'+1+1"),
+            ("-2+3", "'-2+3"),
+            ("@sum(1+1)", "'@sum(1+1)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "\"'\r=1+1\""),
+            ("\u{ff1d}1+1", "'\u{ff1d}1+1"),
+            ("-", "'-"),
+            ("-1.", "'-1."),
+            ("gendarmerie", "gendarmerie"),
+            ("a=b", "a=b"),
+            ("-3", "-3"),
+            ("-0.25", "-0.25"),
+            ("12", "12"),
+            ("", ""),
+        ] {
+            assert_eq!(quote(field), cell, "{field:?}");
+        }
     }
 }

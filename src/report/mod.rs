@@ -480,24 +480,46 @@ pub fn write_each(
     Ok(reports.len())
 }
 
-/// A campaign id as a file name: anything but letters, digits, `-`, `_` and `.` becomes `_`
-/// (ids come from senders and may hold `/`).
+/// The file name (without extension) of the report of all campaigns next to theirs in one
+/// folder: [`file_name`] never gives it, as it escapes a leading `_`.
+pub const ALL_CAMPAIGNS_FILE_NAME: &str = "_all";
+
+/// The longest name [`file_name`] gives, in bytes (file systems take 255, and an extension
+/// follows).
+const MAX_FILE_NAME_BYTES: usize = 200;
+
+/// A campaign id as a file name, one of its own: lower-case ASCII letters, digits, `-`, and `_`
+/// or `.` past the first character stay; every other byte (`/`, `?`, `%`, upper case, which a
+/// case-insensitive file system would merge, anything beyond ASCII) becomes `%XX`, so distinct
+/// ids give distinct names, none hidden, none leaving the folder, and none equal to
+/// [`ALL_CAMPAIGNS_FILE_NAME`]. A name that would be longer than [`MAX_FILE_NAME_BYTES`] is
+/// cut and ends with `~` and a hash of the whole id (`~` is otherwise always escaped).
 pub fn file_name(campaign: &str) -> String {
-    let name: String = campaign
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with('.') || name.is_empty() {
-        format!("_{name}")
-    } else {
-        name
+    use std::fmt::Write as _;
+
+    let mut name = String::with_capacity(campaign.len());
+    for (index, byte) in campaign.bytes().enumerate() {
+        let kept = byte.is_ascii_lowercase()
+            || byte.is_ascii_digit()
+            || byte == b'-'
+            || (index > 0 && matches!(byte, b'_' | b'.'));
+        if kept {
+            name.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(name, "%{byte:02X}");
+        }
     }
+    if name.len() > MAX_FILE_NAME_BYTES {
+        let mut cut = MAX_FILE_NAME_BYTES - 20;
+        // Not inside a `%XX`.
+        while name[..cut].ends_with('%') || name[..cut.saturating_sub(1)].ends_with('%') {
+            cut -= 1;
+        }
+        let hash = blake3::hash(campaign.as_bytes()).to_hex();
+        name = format!("{}~{}", &name[..cut], &hash.as_str()[..16]);
+    }
+    name
 }
 
 fn funnel(stamped: &Stamped, end: DateTime<Utc>) -> Funnel {

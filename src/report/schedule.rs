@@ -1,7 +1,9 @@
 //! The half-quarterly writer (`reports_dir`, off by default): when a half-quarter ends (midnight
 //! in suivi's time zone), and once the snapshot that closes it has had time to reach the store,
 //! every campaign's report for it is written to `<reports_dir>/<YYYY-Qn-h>/` — `<campaign>.html`,
-//! `.csv` and `.json` for each campaign, and `all.csv`, `all.json` for all of them. A folder
+//! `.csv` and `.json` for each campaign (named by [`crate::report::file_name`]: one file per
+//! campaign, whatever its id holds), and `_all.csv`, `_all.json` for all of them (a name no
+//! campaign's file can take). A folder
 //! appears whole or not at all (written under a temporary name, then renamed). At start, the
 //! last half-quarter that has ended is written too if its folder is missing, so a half-quarter
 //! that ended while suivi was down is not skipped. A failure (the store out of reach) is logged
@@ -18,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::report::period::{self, HalfQuarter};
 use crate::report::store::Store;
-use crate::report::{Format, Lang, make, render, write_each};
+use crate::report::{ALL_CAMPAIGNS_FILE_NAME, Format, Lang, make, render, write_each};
 
 /// How long a failed write waits before it is tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(60);
@@ -83,7 +85,7 @@ pub async fn write_half_quarter(
             lang,
         )?;
         for format in [Format::Csv, Format::Json] {
-            let path = partial.join(format!("all.{}", format.extension()));
+            let path = partial.join(format!("{ALL_CAMPAIGNS_FILE_NAME}.{}", format.extension()));
             std::fs::write(&path, render(&reports, format, lang, false)?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }

@@ -241,7 +241,48 @@ fn every_format_renders_the_figures() {
 #[test]
 fn file_names_stay_in_their_folder() {
     assert_eq!(file_name("gendarmerie"), "gendarmerie");
-    assert_eq!(file_name("../etc/passwd"), "_.._etc_passwd");
-    assert_eq!(file_name("a b/c"), "a_b_c");
-    assert_eq!(file_name(".hidden"), "_.hidden");
+    assert_eq!(file_name("la-poste_2.0"), "la-poste_2.0");
+    assert_eq!(file_name("../etc/passwd"), "%2E.%2Fetc%2Fpasswd");
+    assert_eq!(file_name("a b/c"), "a%20b%2Fc");
+    assert_eq!(file_name(".hidden"), "%2Ehidden");
+    assert_eq!(file_name("_all"), "%5Fall");
+    assert_eq!(file_name("évian"), "%C3%A9vian");
+    assert_eq!(file_name("evil\u{0}x"), "evil%00x");
+}
+
+#[test]
+fn every_campaign_gets_a_file_name_of_its_own() {
+    let campaigns = [
+        "a/b",
+        "a?b",
+        "a_b",
+        "a%2Fb",
+        "a%2fb",
+        "A_b",
+        "all",
+        "_all",
+        "a.b",
+        "a b",
+        "a\\b",
+        "a:b",
+        "a*b",
+        "a|b",
+        "gendarmerie",
+    ];
+    let long_a = "a".repeat(300);
+    let long_b = format!("{}b", "a".repeat(299));
+    let mut names: Vec<String> = campaigns
+        .iter()
+        .map(|campaign| file_name(campaign))
+        .collect();
+    names.push(file_name(&long_a));
+    names.push(file_name(&long_b));
+    names.push(super::ALL_CAMPAIGNS_FILE_NAME.to_owned());
+    let distinct: std::collections::HashSet<String> =
+        names.iter().map(|name| name.to_lowercase()).collect();
+    assert_eq!(distinct.len(), names.len(), "{names:?}");
+    for name in &names {
+        assert!(name.len() <= 200, "{name}");
+        assert!(!name.starts_with('.') && !name.contains('/'), "{name}");
+    }
 }

@@ -174,3 +174,60 @@ fn cut_torn_tail(file: &mut File, path: &Path) -> anyhow::Result<()> {
     tracing::warn!(file = %path.display(), cut_bytes = length - keep as u64, "cut a torn last line from a snapshot file");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::Changes;
+
+    /// JSON escapes what PostgreSQL refuses: a campaign with a NUL or a bidi override is
+    /// written, and read back as it was, beside the others.
+    #[test]
+    fn any_campaign_id_is_written_and_read_back_as_it_was() {
+        let directory = tempfile::tempdir().expect("a temporary dir");
+        let mut sink =
+            FileSink::new(directory.path(), chrono_tz::Europe::Paris).expect("a file sink");
+        let taken_at = Utc::now();
+        let counters = |campaign: &str| CampaignCounters {
+            campaign: campaign.to_owned(),
+            name: String::new(),
+            clicks: 1,
+            unique_visitors: 1,
+            enrolled: 0,
+            started: 0,
+            chapters_completed: vec![0; 12],
+            certified: 0,
+            completion_rate: 0.0,
+            target: None,
+            progress: None,
+            as_of: taken_at,
+            registered: false,
+        };
+        let campaigns = [
+            "evil\u{0}x",
+            "\u{202e}txt.exe",
+            "line\nbreak",
+            "gendarmerie",
+        ];
+        let snapshot = Snapshot {
+            taken_at,
+            changes: Changes {
+                campaigns: campaigns
+                    .iter()
+                    .map(|campaign| counters(campaign))
+                    .collect(),
+                days: Vec::new(),
+            },
+        };
+        sink.write(&snapshot).expect("written");
+        let records = read(&sink.path_for(taken_at)).expect("read back");
+        let read_back: Vec<&str> = records
+            .iter()
+            .map(|record| match record {
+                Record::Campaign { counters, .. } => counters.campaign.as_str(),
+                other => panic!("a campaign record, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(read_back, campaigns);
+    }
+}

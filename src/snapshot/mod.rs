@@ -12,6 +12,12 @@
 //! whole timeline (the figures are rebuilt from the checkpoint and the journal at start, and
 //! pending changes are only ever merged, never dropped), so a sink may treat that first write as
 //! a full restatement of the campaign.
+//!
+//! A row a sink's store refuses (PostgreSQL text cannot hold a NUL character, for one) must not
+//! stop that sink for every other campaign, for good: the sink sets the campaign's rows aside,
+//! writes the rest and says what it left out ([`Written`]); the loop logs each one, naming the
+//! campaign (escaped), and counts them in `suivi_snapshot_rows_set_aside_total{sink}`. A campaign
+//! set aside is tried again with its next change, and by every new process.
 
 pub mod file;
 pub mod postgres;
@@ -41,6 +47,22 @@ pub struct Snapshot {
 pub enum Sink {
     File(file::FileSink),
     Postgres(Box<postgres::PostgresSink>),
+}
+
+/// What a sink wrote of a snapshot: all of it but the campaigns it set aside.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Written {
+    pub set_aside: Vec<SetAside>,
+}
+
+/// A campaign whose rows a sink's store refused, left out of a snapshot otherwise written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetAside {
+    pub campaign: String,
+    /// The rows left out: the campaign's counters and each of its changed days.
+    pub rows: u64,
+    /// Why the store refused them.
+    pub reason: String,
 }
 
 /// When snapshots are taken and failed ones retried.
@@ -81,17 +103,19 @@ impl Sink {
         }
     }
 
-    /// Writes one snapshot, all of it or (on error) none of it, and gives the sink back. The file
-    /// sink's blocking IO runs on a blocking thread; `Err` means that thread panicked and the
-    /// sink is lost.
+    /// Writes one snapshot, all of it but the rows its store refuses, or (on error) none of it,
+    /// and gives the sink back. The file sink's blocking IO runs on a blocking thread; `Err`
+    /// means that thread panicked and the sink is lost.
     async fn write(
         self,
         snapshot: Arc<Snapshot>,
-    ) -> Result<(Sink, anyhow::Result<()>), tokio::task::JoinError> {
+    ) -> Result<(Sink, anyhow::Result<Written>), tokio::task::JoinError> {
         match self {
             Sink::File(mut sink) => {
                 tokio::task::spawn_blocking(move || {
-                    let written = sink.write(&snapshot);
+                    // JSON escapes every character a campaign can hold, so the file sink
+                    // never refuses a row.
+                    let written = sink.write(&snapshot).map(|()| Written::default());
                     (Sink::File(sink), written)
                 })
                 .await
@@ -302,7 +326,17 @@ async fn write_loop(
             };
             telemetry::record_snapshot(name, started.elapsed(), written.is_ok());
             match written {
-                Ok(()) => {
+                Ok(written) => {
+                    for set_aside in &written.set_aside {
+                        tracing::error!(
+                            sink = name,
+                            campaign = %escaped(&set_aside.campaign),
+                            rows = set_aside.rows,
+                            error = set_aside.reason.as_str(),
+                            "the sink's store refused a campaign's rows; they were set aside and the rest of the snapshot written"
+                        );
+                        telemetry::record_rows_set_aside(name, set_aside.rows);
+                    }
                     if failures > 0 {
                         tracing::info!(
                             sink = name,
@@ -343,6 +377,23 @@ async fn write_loop(
         }
     }
 }
+
+/// A campaign id fit for a log line whatever it holds: at most [`LOGGED_CAMPAIGN_CHARS`]
+/// characters, control and invisible ones escaped (`\0`, `\u{202e}`).
+pub fn escaped(campaign: &str) -> String {
+    let mut text: String = campaign
+        .chars()
+        .take(LOGGED_CAMPAIGN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if campaign.chars().nth(LOGGED_CAMPAIGN_CHARS).is_some() {
+        text.push('…');
+    }
+    text
+}
+
+/// How much of a campaign id a log line quotes.
+const LOGGED_CAMPAIGN_CHARS: usize = 100;
 
 /// The wait after the `failures`-th failed attempt in a row: the interval, doubled after each
 /// further failure, at most `retry_max` (and never less than the interval).
@@ -400,5 +451,13 @@ mod tests {
         };
         assert_eq!(backoff(short, 5), Duration::from_secs(10));
         assert_eq!(backoff(schedule, u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_campaign_is_logged_escaped_and_short() {
+        assert_eq!(escaped("evil\u{0}x\u{202e}"), "evil\\0x\\u{202e}");
+        assert_eq!(escaped("plain-campaign"), "plain-campaign");
+        let long = "a".repeat(500);
+        assert_eq!(escaped(&long).chars().count(), LOGGED_CAMPAIGN_CHARS + 1);
     }
 }

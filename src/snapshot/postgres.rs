@@ -23,18 +23,26 @@
 //! linger. The sink holds one connection, opened (and the schema migrated) on first use and again
 //! after any failure; it never blocks ingestion, and the snapshot task retries it with backoff.
 //! The connection URL is a secret: it never reaches Debug output, logs or error messages.
+//!
+//! A campaign whose rows the server refuses never stops the others: a NUL character (which no
+//! PostgreSQL text takes) or a count beyond a bigint is set aside before sending; anything else
+//! the server refuses as data (SQLSTATE class 22, such as a character a non-UTF-8 database
+//! cannot hold, or 54000, an id too long for its index entry) is found by writing under a
+//! savepoint and halving the campaigns until the refused ones stand alone. Their rows are left
+//! out of the transaction, which commits the rest; the sink names them in [`Written`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
-use tokio_postgres::{Client, Config, NoTls, Row};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls, Row, Transaction};
 
 use crate::config::Secret;
-use crate::figures::CampaignCounters;
-use crate::snapshot::Snapshot;
+use crate::figures::{CampaignCounters, DayCounters};
+use crate::snapshot::{SetAside, Snapshot, Written};
 
 /// How long opening a connection may take when the URL does not say (`connect_timeout`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,8 +173,9 @@ impl PostgresSink {
         })
     }
 
-    /// Writes one snapshot in one transaction, or nothing of it.
-    pub async fn write(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+    /// Writes one snapshot in one transaction, or nothing of it, but for the campaigns whose
+    /// rows PostgreSQL refuses: those are left out and named in the answer.
+    pub async fn write(&mut self, snapshot: &Snapshot) -> anyhow::Result<Written> {
         let written = tokio::time::timeout(WRITE_TIMEOUT, self.write_once(snapshot)).await;
         let written = match written {
             Ok(written) => written,
@@ -182,10 +191,12 @@ impl PostgresSink {
         written
     }
 
-    async fn write_once(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        let rows = SnapshotRows::new(snapshot, &self.reconciled)?;
+    async fn write_once(&mut self, snapshot: &Snapshot) -> anyhow::Result<Written> {
+        let (parts, mut set_aside) = CampaignRows::split(snapshot, &self.reconciled);
+        let num_campaigns = parts.iter().filter(|part| part.counters.is_some()).count();
+        let num_days = parts.iter().map(|part| part.days.len()).sum::<usize>();
         let client = self.client().await?;
-        let transaction = client
+        let mut transaction = client
             .transaction()
             .await
             .context("cannot begin the snapshot transaction")?;
@@ -194,78 +205,59 @@ impl PostgresSink {
             .execute(
                 "INSERT INTO suivi.snapshots (taken_at, campaigns, days) VALUES ($1, $2, $3) \
                  ON CONFLICT (taken_at) DO NOTHING",
-                &[&taken_at, &rows.num_campaigns, &rows.num_days],
-            )
-            .await
-            .context("cannot record the snapshot")?;
-        let c = &rows.counters;
-        let counters: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
-            &c.campaign,
-            &c.name,
-            &c.registered,
-            &c.clicks,
-            &c.unique_visitors,
-            &c.enrolled,
-            &c.started,
-            &c.chapters_completed,
-            &c.certified,
-            &c.completion_rate,
-            &c.target,
-            &c.progress,
-            &c.as_of,
-            &taken_at,
-        ];
-        transaction
-            .execute(UPSERT_COUNTERS, &counters)
-            .await
-            .context("cannot write campaign_counters")?;
-        transaction
-            .execute(INSERT_SNAPSHOT_COUNTERS, &counters)
-            .await
-            .context("cannot write snapshot_counters")?;
-        let d = &rows.days;
-        transaction
-            .execute(
-                UPSERT_DAYS,
                 &[
-                    &d.campaign,
-                    &d.day,
-                    &d.clicks,
-                    &d.enrolled,
-                    &d.started,
-                    &d.certified,
                     &taken_at,
+                    &i32::try_from(num_campaigns).unwrap_or(i32::MAX),
+                    &i32::try_from(num_days).unwrap_or(i32::MAX),
                 ],
             )
             .await
-            .context("cannot write campaign_days")?;
-        transaction
-            .execute(
-                "DELETE FROM suivi.campaign_days AS d \
-                 USING unnest($1::text[], $2::date[]) AS e(campaign, day) \
-                 WHERE d.campaign = e.campaign AND d.day = e.day AND d.snapshot_at <= $3",
-                &[&rows.emptied_campaign, &rows.emptied_day, &taken_at],
-            )
-            .await
-            .context("cannot delete emptied days")?;
-        if !rows.first_written.is_empty() {
-            // This snapshot holds these campaigns' whole timelines and has just stamped every
-            // one of their days: a day it did not stamp is no longer in the timeline.
-            transaction
-                .execute(
-                    "DELETE FROM suivi.campaign_days \
-                     WHERE campaign = ANY($1::text[]) AND snapshot_at < $2",
-                    &[&rows.first_written, &taken_at],
-                )
+            .context("cannot record the snapshot")?;
+        // All campaigns in one go; when the server refuses a row, the group is rolled back to
+        // its savepoint and halved until the refused campaigns stand alone and are set aside:
+        // about log2(campaigns) more attempts per refused campaign, none when all is well.
+        let mut groups = vec![parts];
+        let mut first_written = Vec::new();
+        while let Some(group) = groups.pop() {
+            if group.is_empty() {
+                continue;
+            }
+            let rows = SnapshotRows::new(&group);
+            let savepoint = transaction
+                .savepoint("campaigns")
                 .await
-                .context("cannot delete days no longer in the timeline")?;
+                .context("cannot set a savepoint")?;
+            match rows.write(&savepoint, taken_at).await {
+                Ok(()) => {
+                    savepoint
+                        .commit()
+                        .await
+                        .context("cannot release a savepoint")?;
+                    first_written.extend(rows.first_written);
+                }
+                Err(error) if refuses_the_rows(&error.source) => {
+                    savepoint
+                        .rollback()
+                        .await
+                        .context("cannot roll back to a savepoint")?;
+                    if let [part] = group.as_slice() {
+                        set_aside.push(part.set_aside(format!("{:#}", anyhow::Error::new(error))));
+                    } else {
+                        let mut group = group;
+                        let second_half = group.split_off(group.len() / 2);
+                        groups.push(second_half);
+                        groups.push(group);
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         transaction
             .commit()
             .await
             .context("cannot commit the snapshot")?;
-        self.reconciled.extend(rows.first_written);
-        Ok(())
+        self.reconciled.extend(first_written);
+        Ok(Written { set_aside })
     }
 
     /// The open connection, or a new one (with the schema migrated).
@@ -463,10 +455,135 @@ ON CONFLICT (campaign, day) DO UPDATE SET
     certified = excluded.certified, snapshot_at = excluded.snapshot_at
 WHERE suivi.campaign_days.snapshot_at <= excluded.snapshot_at";
 
-/// A snapshot as column arrays, one statement per table however many rows.
+/// One campaign's part of a snapshot: its counters and changed days, which are written or set
+/// aside together.
+struct CampaignRows<'a> {
+    campaign: &'a str,
+    counters: Option<&'a CampaignCounters>,
+    days: &'a [DayCounters],
+    /// Whether this sink has not written the campaign's whole timeline yet.
+    first_written: bool,
+}
+
+impl<'a> CampaignRows<'a> {
+    /// The snapshot by campaign, less the campaigns PostgreSQL is known to refuse, which are
+    /// set aside without a round trip.
+    fn split(
+        snapshot: &'a Snapshot,
+        reconciled: &HashSet<String>,
+    ) -> (Vec<CampaignRows<'a>>, Vec<SetAside>) {
+        let mut parts: BTreeMap<&str, CampaignRows<'a>> = BTreeMap::new();
+        for counters in &snapshot.changes.campaigns {
+            parts
+                .entry(&counters.campaign)
+                .or_insert_with(|| CampaignRows::new(&counters.campaign))
+                .counters = Some(counters);
+        }
+        for (campaign, days) in &snapshot.changes.days {
+            parts
+                .entry(campaign)
+                .or_insert_with(|| CampaignRows::new(campaign))
+                .days = days;
+        }
+        let mut kept = Vec::with_capacity(parts.len());
+        let mut set_aside = Vec::new();
+        for mut part in parts.into_values() {
+            part.first_written = part.counters.is_some() && !reconciled.contains(part.campaign);
+            match part.refusal() {
+                None => kept.push(part),
+                Some(reason) => set_aside.push(part.set_aside(reason)),
+            }
+        }
+        (kept, set_aside)
+    }
+
+    fn new(campaign: &'a str) -> CampaignRows<'a> {
+        CampaignRows {
+            campaign,
+            counters: None,
+            days: &[],
+            first_written: false,
+        }
+    }
+
+    /// Why PostgreSQL would refuse these rows, when that can be told before sending them: a
+    /// NUL character in a text column (`invalid byte sequence for encoding "UTF8": 0x00`;
+    /// every other character a Rust string holds is valid UTF-8, which a UTF-8 database takes),
+    /// or a count beyond a bigint. Anything else the server refuses is found by writing.
+    fn refusal(&self) -> Option<String> {
+        let texts = std::iter::once(self.campaign).chain(self.counters.map(|c| c.name.as_str()));
+        if texts.into_iter().any(|text| text.contains('\0')) {
+            return Some("a NUL character, which PostgreSQL text cannot hold".to_owned());
+        }
+        let counts = self
+            .counters
+            .into_iter()
+            .flat_map(|c| {
+                [
+                    c.clicks,
+                    c.unique_visitors,
+                    c.enrolled,
+                    c.started,
+                    c.certified,
+                ]
+                .into_iter()
+                .chain(c.chapters_completed.iter().copied())
+                .chain(c.target)
+            })
+            .chain(
+                self.days
+                    .iter()
+                    .flat_map(|d| [d.clicks, d.enrolled, d.started, d.certified]),
+            );
+        for count in counts {
+            if let Err(error) = signed(count) {
+                return Some(format!("{error:#}"));
+            }
+        }
+        None
+    }
+
+    fn set_aside(&self, reason: String) -> SetAside {
+        SetAside {
+            campaign: self.campaign.to_owned(),
+            rows: u64::from(self.counters.is_some()) + self.days.len() as u64,
+            reason,
+        }
+    }
+}
+
+/// Whether an error is the server refusing the rows themselves (SQLSTATE class 22, data
+/// exception: a character the database's encoding cannot hold, a bad value; or 54000, program
+/// limit exceeded: a campaign id too long for a btree index entry), rather than the connection
+/// or the server failing, which fails the whole snapshot, to be retried.
+fn refuses_the_rows(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        code.code().starts_with("22") || *code == SqlState::PROGRAM_LIMIT_EXCEEDED
+    })
+}
+
+/// One statement of a snapshot that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {statement}")]
+struct StatementError {
+    statement: &'static str,
+    #[source]
+    source: tokio_postgres::Error,
+}
+
+/// Names the statement of a failed write.
+trait Statement<T> {
+    fn statement(self, statement: &'static str) -> Result<T, StatementError>;
+}
+
+impl<T> Statement<T> for Result<T, tokio_postgres::Error> {
+    fn statement(self, statement: &'static str) -> Result<T, StatementError> {
+        self.map_err(|source| StatementError { statement, source })
+    }
+}
+
+/// Campaigns' rows as column arrays, one statement per table however many rows.
 struct SnapshotRows {
-    num_campaigns: i32,
-    num_days: i32,
     counters: CounterColumns,
     days: DayColumns,
     emptied_campaign: Vec<String>,
@@ -504,61 +621,134 @@ struct DayColumns {
 }
 
 impl SnapshotRows {
-    fn new(snapshot: &Snapshot, reconciled: &HashSet<String>) -> anyhow::Result<SnapshotRows> {
+    /// The rows of `parts`, whose counts [`CampaignRows::refusal`] found to fit a bigint.
+    fn new(parts: &[CampaignRows<'_>]) -> SnapshotRows {
+        // Checked by `refusal`; a count that did not fit would be refused, not wrapped.
+        let signed = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
         let mut counters = CounterColumns::default();
         let mut first_written = Vec::new();
-        for campaign in &snapshot.changes.campaigns {
-            let c = &mut counters;
-            c.campaign.push(campaign.campaign.clone());
-            c.name.push(campaign.name.clone());
-            c.registered.push(campaign.registered);
-            c.clicks.push(signed(campaign.clicks)?);
-            c.unique_visitors.push(signed(campaign.unique_visitors)?);
-            c.enrolled.push(signed(campaign.enrolled)?);
-            c.started.push(signed(campaign.started)?);
-            let chapters: Vec<String> = campaign
-                .chapters_completed
-                .iter()
-                .map(u64::to_string)
-                .collect();
-            c.chapters_completed
-                .push(format!("{{{}}}", chapters.join(",")));
-            c.certified.push(signed(campaign.certified)?);
-            c.completion_rate.push(campaign.completion_rate);
-            c.target.push(campaign.target.map(signed).transpose()?);
-            c.progress.push(campaign.progress);
-            c.as_of.push(campaign.as_of);
-            if !reconciled.contains(&campaign.campaign) {
-                first_written.push(campaign.campaign.clone());
-            }
-        }
         let mut days = DayColumns::default();
         let mut emptied_campaign = Vec::new();
         let mut emptied_day = Vec::new();
-        for (campaign, changed) in &snapshot.changes.days {
-            for day in changed {
+        for part in parts {
+            if let Some(campaign) = part.counters {
+                let c = &mut counters;
+                c.campaign.push(campaign.campaign.clone());
+                c.name.push(campaign.name.clone());
+                c.registered.push(campaign.registered);
+                c.clicks.push(signed(campaign.clicks));
+                c.unique_visitors.push(signed(campaign.unique_visitors));
+                c.enrolled.push(signed(campaign.enrolled));
+                c.started.push(signed(campaign.started));
+                let chapters: Vec<String> = campaign
+                    .chapters_completed
+                    .iter()
+                    .map(u64::to_string)
+                    .collect();
+                c.chapters_completed
+                    .push(format!("{{{}}}", chapters.join(",")));
+                c.certified.push(signed(campaign.certified));
+                c.completion_rate.push(campaign.completion_rate);
+                c.target.push(campaign.target.map(signed));
+                c.progress.push(campaign.progress);
+                c.as_of.push(campaign.as_of);
+                if part.first_written {
+                    first_written.push(campaign.campaign.clone());
+                }
+            }
+            for day in part.days {
                 if day.clicks == 0 && day.enrolled == 0 && day.started == 0 && day.certified == 0 {
-                    emptied_campaign.push(campaign.clone());
+                    emptied_campaign.push(part.campaign.to_owned());
                     emptied_day.push(day.day.date());
                     continue;
                 }
-                days.campaign.push(campaign.clone());
+                days.campaign.push(part.campaign.to_owned());
                 days.day.push(day.day.date());
-                days.clicks.push(signed(day.clicks)?);
-                days.enrolled.push(signed(day.enrolled)?);
-                days.started.push(signed(day.started)?);
-                days.certified.push(signed(day.certified)?);
+                days.clicks.push(signed(day.clicks));
+                days.enrolled.push(signed(day.enrolled));
+                days.started.push(signed(day.started));
+                days.certified.push(signed(day.certified));
             }
         }
-        Ok(SnapshotRows {
-            num_campaigns: i32::try_from(counters.campaign.len()).unwrap_or(i32::MAX),
-            num_days: i32::try_from(days.day.len() + emptied_day.len()).unwrap_or(i32::MAX),
+        SnapshotRows {
             counters,
             days,
             emptied_campaign,
             emptied_day,
             first_written,
-        })
+        }
+    }
+
+    /// Upserts the rows, deletes the emptied days and, for campaigns written whole for the first
+    /// time, the days no longer in their timeline.
+    async fn write(
+        &self,
+        transaction: &Transaction<'_>,
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), StatementError> {
+        let c = &self.counters;
+        let counters: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+            &c.campaign,
+            &c.name,
+            &c.registered,
+            &c.clicks,
+            &c.unique_visitors,
+            &c.enrolled,
+            &c.started,
+            &c.chapters_completed,
+            &c.certified,
+            &c.completion_rate,
+            &c.target,
+            &c.progress,
+            &c.as_of,
+            &taken_at,
+        ];
+        transaction
+            .execute(UPSERT_COUNTERS, &counters)
+            .await
+            .statement("write campaign_counters")?;
+        transaction
+            .execute(INSERT_SNAPSHOT_COUNTERS, &counters)
+            .await
+            .statement("write snapshot_counters")?;
+        let d = &self.days;
+        transaction
+            .execute(
+                UPSERT_DAYS,
+                &[
+                    &d.campaign,
+                    &d.day,
+                    &d.clicks,
+                    &d.enrolled,
+                    &d.started,
+                    &d.certified,
+                    &taken_at,
+                ],
+            )
+            .await
+            .statement("write campaign_days")?;
+        transaction
+            .execute(
+                "DELETE FROM suivi.campaign_days AS d \
+                 USING unnest($1::text[], $2::date[]) AS e(campaign, day) \
+                 WHERE d.campaign = e.campaign AND d.day = e.day AND d.snapshot_at <= $3",
+                &[&self.emptied_campaign, &self.emptied_day, &taken_at],
+            )
+            .await
+            .statement("delete emptied days")?;
+        if !self.first_written.is_empty() {
+            // This snapshot holds these campaigns' whole timelines and has just stamped every
+            // one of their days: a day it did not stamp is no longer in the timeline.
+            transaction
+                .execute(
+                    "DELETE FROM suivi.campaign_days \
+                     WHERE campaign = ANY($1::text[]) AND snapshot_at < $2",
+                    &[&self.first_written, &taken_at],
+                )
+                .await
+                .statement("delete days no longer in the timeline")?;
+        }
+        Ok(())
     }
 }
 

@@ -342,3 +342,106 @@ async fn per_campaign_metrics_cover_registered_campaigns_up_to_the_cap() {
     );
     app.stop().await;
 }
+
+/// Every `suivi_…` name the Grafana dashboard and the Prometheus alert rules read.
+fn series_the_dashboard_and_alerts_read() -> std::collections::BTreeSet<String> {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut texts = vec![
+        std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).expect("the alert rules"),
+    ];
+    for entry in std::fs::read_dir(deploy.join("grafana/dashboards")).expect("the dashboards") {
+        let path = entry.expect("a dashboard").path();
+        texts.push(std::fs::read_to_string(&path).expect("a dashboard"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for text in &texts {
+        for (start, _) in text.match_indices("suivi_") {
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The names of the samples of a `/metrics` text (`name_bucket`, `name_count`, … for histograms).
+fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
+    parse(text)
+        .into_keys()
+        .map(|series| series.split('{').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The names the dashboard or alerts read that a fresh `suivi serve` process (metrics are the
+/// process's, so not this test binary's) does not export before any traffic, waiting up to
+/// `patience` for them (Kafka's partition series come with the first statistics after the
+/// assignment).
+async fn missing_before_any_traffic(
+    env: &[(&str, &str)],
+    wanted: impl Fn(&str) -> bool,
+    patience: std::time::Duration,
+) -> (Vec<String>, String) {
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    let suivi = crate::crash::Suivi::start(data_dir.path(), env);
+    let used: Vec<String> = series_the_dashboard_and_alerts_read()
+        .into_iter()
+        .filter(|name| wanted(name))
+        .collect();
+    assert!(used.len() > 30, "the dashboard and alerts read {used:?}");
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let text = reqwest::get(format!("http://{}/metrics", suivi.http_addr))
+            .await
+            .expect("GET /metrics answers")
+            .text()
+            .await
+            .expect("a body");
+        let exported = sample_names(&text);
+        let missing: Vec<String> = used
+            .iter()
+            .filter(|name| !exported.contains(*name))
+            .cloned()
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() >= deadline {
+            return (missing, text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_series_the_dashboard_and_alerts_read_is_exported_at_start() {
+    let (missing, text) = missing_before_any_traffic(
+        &[],
+        |name| !name.starts_with("suivi_kafka_"),
+        std::time::Duration::ZERO,
+    )
+    .await;
+    assert!(
+        missing.is_empty(),
+        "a fresh suivi does not export {missing:#?}:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_every_series_the_dashboard_and_alerts_read_is_exported_before_any_message() {
+    let cluster =
+        rdkafka::mocking::MockCluster::<rdkafka::producer::DefaultProducerContext>::new(1)
+            .expect("the mock cluster starts");
+    for topic in ["learner-events", "learner-events.dlq"] {
+        cluster.create_topic(topic, 2, 1).expect("a topic");
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let (missing, text) = missing_before_any_traffic(
+        &[("SUIVI_KAFKA_BROKERS", bootstrap.as_str())],
+        |_| true,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        missing.is_empty(),
+        "a fresh suivi reading Kafka does not export {missing:#?}:\n{text}"
+    );
+}

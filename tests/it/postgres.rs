@@ -844,3 +844,322 @@ async fn a_restart_restates_every_campaign_and_clears_what_is_no_longer_true() {
     );
     second.stop().await;
 }
+
+/// Campaigns PostgreSQL refuses, each for another reason: a NUL character (which no text
+/// column takes: found before sending), a character a LATIN1 database cannot hold (22P05), and
+/// an id too long for the primary key's index entry (54000). The other campaigns' rows, and
+/// the totals, are written in the same transaction; each refused campaign is named, with its
+/// rows, and its rows are absent.
+#[tokio::test]
+async fn rows_postgres_refuses_are_set_aside_and_the_rest_of_the_snapshot_is_written() {
+    let _server = shared().await;
+    let database = TestDatabase::create().await;
+    let admin = admin_client().await;
+    // A database whose encoding cannot hold every character, as an older installation's may be.
+    let latin1 = format!("{}_latin1", database.name);
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {latin1} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        ))
+        .await
+        .expect("creates a LATIN1 database");
+    let latin1_url = format!("{SERVER_URL}/{latin1}");
+    let too_long: String = (0..1_000)
+        .map(|_| format!("{:x}", rand::random::<u64>()))
+        .collect();
+    let nul = "evil\u{0}x";
+    let emoji = "patrol-\u{1f693}";
+    let campaigns = [
+        "gendarmerie",
+        nul,
+        "la-poste",
+        emoji,
+        too_long.as_str(),
+        "*",
+    ];
+    let snapshot = Snapshot {
+        taken_at: Utc::now(),
+        changes: Changes {
+            campaigns: campaigns
+                .iter()
+                .map(|campaign| campaign_counters(campaign, 2, 1))
+                .collect(),
+            days: campaigns
+                .iter()
+                .map(|campaign| {
+                    (
+                        (*campaign).to_owned(),
+                        vec![
+                            day_counters("2020-10-05", [2, 1, 1, 0]),
+                            day_counters("2020-10-06", [0, 1, 1, 1]),
+                        ],
+                    )
+                })
+                .collect(),
+        },
+    };
+    let latin1_client = connect(&latin1_url).await;
+    let mut sink = PostgresSink::new(&Secret::new(latin1_url.clone())).expect("a sink");
+    let written = sink
+        .write(&snapshot)
+        .await
+        .expect("the snapshot is written");
+    let mut set_aside: Vec<(String, u64)> = written
+        .set_aside
+        .iter()
+        .map(|set_aside| (set_aside.campaign.clone(), set_aside.rows))
+        .collect();
+    set_aside.sort();
+    let mut expected = vec![
+        (nul.to_owned(), 3),
+        (emoji.to_owned(), 3),
+        (too_long.clone(), 3),
+    ];
+    expected.sort();
+    assert_eq!(set_aside, expected, "{:?}", written.set_aside);
+    let reasons: Vec<&str> = written
+        .set_aside
+        .iter()
+        .map(|set_aside| set_aside.reason.as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|reason| reason.contains("NUL")),
+        "{reasons:?}"
+    );
+    let stored: Vec<String> = stored_counters(&latin1_client).await.into_keys().collect();
+    assert_eq!(stored, ["*", "gendarmerie", "la-poste"]);
+    let days: BTreeMap<String, usize> = stored_days(&latin1_client)
+        .await
+        .into_iter()
+        .map(|(campaign, days)| (campaign, days.len()))
+        .collect();
+    assert_eq!(
+        days,
+        BTreeMap::from([
+            ("*".to_owned(), 2),
+            ("gendarmerie".to_owned(), 2),
+            ("la-poste".to_owned(), 2)
+        ])
+    );
+    let history: i64 = latin1_client
+        .query_one("SELECT count(*) FROM suivi.snapshot_counters", &[])
+        .await
+        .expect("a count")
+        .get(0);
+    assert_eq!(history, 3);
+
+    // The same snapshot in a UTF-8 database: only the NUL and the overlong id are refused.
+    let mut sink = PostgresSink::new(&database.secret()).expect("a sink");
+    let written = sink
+        .write(&snapshot)
+        .await
+        .expect("the snapshot is written");
+    let mut set_aside: Vec<&str> = written
+        .set_aside
+        .iter()
+        .map(|set_aside| set_aside.campaign.as_str())
+        .collect();
+    set_aside.sort_unstable();
+    let mut expected = vec![nul, too_long.as_str()];
+    expected.sort_unstable();
+    assert_eq!(set_aside, expected);
+    let stored: Vec<String> = stored_counters(&database.client().await)
+        .await
+        .into_keys()
+        .collect();
+    assert_eq!(stored, ["*", "gendarmerie", "la-poste", emoji]);
+
+    drop(latin1_client);
+    admin
+        .batch_execute(&format!("DROP DATABASE {latin1} WITH (FORCE)"))
+        .await
+        .expect("drops the LATIN1 database");
+}
+
+/// What a data dir holding a campaign from before the edge refused NUL characters gives: figures
+/// with that campaign. The snapshot loop writes every other campaign, logs and counts the refused
+/// rows in `suivi_snapshot_rows_set_aside_total{sink="postgres"}`, and keeps the sink healthy.
+#[tokio::test]
+async fn a_campaign_with_a_nul_character_is_counted_and_does_not_stop_postgres_snapshots() {
+    use std::sync::Arc;
+
+    use suivi::aggregate::{CampaignChange, Counts, DayCounts};
+    use suivi::figures::Figures;
+    use suivi::registry::Registry;
+    use suivi::snapshot::{self, SinkHealth};
+    use tokio_util::sync::CancellationToken;
+
+    let _server = shared().await;
+    let database = TestDatabase::create().await;
+    let metrics = suivi::telemetry::metrics_handle().expect("the recorder");
+    let set_aside = || {
+        metrics
+            .render()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("suivi_snapshot_rows_set_aside_total{sink=\"postgres\"} ")
+                    .map(|value| value.parse::<f64>().expect("a number"))
+            })
+            .unwrap_or(0.0)
+    };
+    let before = set_aside();
+
+    let registry = Registry::load(None).expect("the embedded registry");
+    let figures = Arc::new(Figures::new(&registry, 12, Utc::now()));
+    let day = "2020-10-05".parse::<Day>().expect("a day");
+    let change = |campaign: &str| CampaignChange {
+        campaign: campaign.to_owned(),
+        counts: Counts {
+            clicks: 1,
+            unique_visitors: 1,
+            enrolled: 1,
+            started: 1,
+            chapters_completed: vec![0; 12],
+            certified: 0,
+        },
+        days: vec![(
+            day,
+            DayCounts {
+                clicks: 1,
+                enrolled: 1,
+                started: 1,
+                certified: 0,
+            },
+        )],
+    };
+    figures.publish(
+        vec![change("gendarmerie"), change("evil\u{0}x"), change("*")],
+        Utc::now(),
+    );
+    let health = Arc::new(SinkHealth::default());
+    let shutdown = CancellationToken::new();
+    // Cancelled at once: the loop takes the changes once and makes its final attempt.
+    shutdown.cancel();
+    snapshot::run(
+        Arc::clone(&figures),
+        vec![snapshot::Sink::Postgres(Box::new(
+            PostgresSink::new(&database.secret()).expect("a sink"),
+        ))],
+        snapshot::Schedule {
+            interval: Duration::from_secs(60),
+            retry_max: Duration::from_secs(60),
+        },
+        Arc::clone(&health),
+        shutdown,
+    )
+    .await;
+
+    let status = health.status("postgres").expect("the sink's status");
+    assert_eq!(status.failures, 0, "{status:?}");
+    assert!(status.last_written.is_some(), "{status:?}");
+    let client = database.client().await;
+    let stored = stored_counters(&client).await;
+    assert!(stored.contains_key("gendarmerie"), "{stored:?}");
+    assert!(stored.contains_key("*"), "{stored:?}");
+    assert!(
+        !stored.keys().any(|campaign| campaign.starts_with("evil")),
+        "{stored:?}"
+    );
+    assert_eq!(stored_days(&client).await["gendarmerie"].len(), 1);
+    // Its counters and its one day.
+    assert!(
+        set_aside() - before >= 2.0,
+        "suivi_snapshot_rows_set_aside_total rose by {}",
+        set_aside() - before
+    );
+}
+
+/// A data dir from before the edge refused control characters, whose checkpoint holds a campaign
+/// `evil\0x` (built here with the library: no edge takes it any more): suivi starts, is ready,
+/// and flushes every other campaign to PostgreSQL, with the sink healthy.
+#[tokio::test]
+async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_the_others() {
+    use suivi::aggregate::{Aggregator, AggregatorSettings};
+    use suivi::config::{DEFAULT_CHAPTER_COUNT, Settings, parse_key};
+    use suivi::event::{Event, EventParser, RawEvent};
+    use suivi::registry::Registry;
+
+    let _server = shared().await;
+    let database = TestDatabase::create().await;
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    let parser = EventParser::new(
+        DEFAULT_CHAPTER_COUNT,
+        parse_key(crate::helpers::PSEUDONYM_KEY).expect("the test key"),
+    );
+    let parse = |event: Ev| -> Event {
+        parser
+            .parse(&RawEvent::from(&event.proto()), Utc::now())
+            .expect("a valid event")
+    };
+    let good = parse(
+        event("old-1", Kind::Enrolled)
+            .campaign("gendarmerie")
+            .learner("old-learner-1"),
+    );
+    let evil = Event {
+        campaign: "evil\u{0}x".to_owned(),
+        ..parse(
+            event("old-2", Kind::Enrolled)
+                .campaign("placeholder")
+                .learner("old-learner-2"),
+        )
+    };
+    let registry = Registry::load(None).expect("the embedded registry");
+    let mut aggregator = Aggregator::new(
+        AggregatorSettings {
+            time_zone: Settings::default().time_zone().expect("the default zone"),
+            chapter_count: DEFAULT_CHAPTER_COUNT,
+            max_campaigns: suivi::config::DEFAULT_MAX_CAMPAIGNS,
+        },
+        registry
+            .campaigns
+            .iter()
+            .map(|campaign| campaign.id.clone()),
+    );
+    aggregator.apply(&good);
+    aggregator.apply(&evil);
+    suivi::checkpoint::write(
+        &data_dir.path().join("checkpoints"),
+        &aggregator.checkpoint(0, Vec::new()),
+    )
+    .expect("the checkpoint is written");
+
+    // The schema, so that the tables can be read before suivi's first snapshot creates them.
+    let mut client = database.client().await;
+    pg::migrate(&mut client).await.expect("the schema");
+    let path = data_dir.path().to_path_buf();
+    let url = database.secret();
+    let mut app = spawn_app_with(move |settings| {
+        settings.data_dir = path;
+        settings.postgres_url = Some(url);
+        settings.snapshot_interval = Duration::from_millis(50);
+        settings.snapshot_retry_max = Duration::from_millis(200);
+    })
+    .await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let stored = stored_counters(&client).await;
+        if stored
+            .get("gendarmerie")
+            .is_some_and(|counters| counters["enrolled"] == 1)
+            && stored
+                .get("*")
+                .is_some_and(|totals| totals["enrolled"] == 2)
+        {
+            assert!(
+                !stored.keys().any(|campaign| campaign.starts_with("evil")),
+                "{stored:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other campaigns never reached PostgreSQL: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, readiness) = postgres_readiness(&app).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{readiness}");
+    assert_eq!(readiness, Value::from("ok"), "the sink is not failing");
+    app.stop().await;
+}

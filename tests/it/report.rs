@@ -15,7 +15,7 @@ use suivi::registry::Registry;
 use suivi::report::period;
 use suivi::simulate::{SendSettings, Simulation, send};
 
-use crate::helpers::{Kind, PATIENCE, TestApp, event, spawn_app_with};
+use crate::helpers::{Ev, Kind, PATIENCE, TestApp, event, spawn_app_with};
 use crate::postgres::{TestDatabase, programme_events, shared, spawn_app_with_postgres};
 
 const SUIVI: &str = env!("CARGO_BIN_EXE_suivi");
@@ -507,8 +507,8 @@ async fn scheduled_reports_are_written_for_the_half_quarter_that_ended() {
         "gendarmerie.html",
         "gendarmerie.csv",
         "gendarmerie.json",
-        "all.csv",
-        "all.json",
+        "_all.csv",
+        "_all.json",
     ] {
         assert!(
             folder.join(file).is_file(),
@@ -525,5 +525,117 @@ async fn scheduled_reports_are_written_for_the_half_quarter_that_ended() {
     let html = std::fs::read_to_string(folder.join("gendarmerie.html")).expect("the page");
     assert!(html.contains("<html lang=\"fr\">"));
     assert!(!reports.path().join(format!(".{due}.partial")).exists());
+    app.stop().await;
+}
+
+/// Campaign ids a sender chose to attack the people who open the CSV in a spreadsheet, or to
+/// take another campaign's file: every cell that starts like a formula starts with `'` in the
+/// route's CSV and in the scheduled files, and each campaign has its own file next to the
+/// all-campaigns export.
+#[tokio::test]
+async fn report_csv_neutralises_formulas_and_every_campaign_gets_a_file_of_its_own() {
+    let reports = tempfile::tempdir().expect("a temporary dir");
+    let directory = reports.path().to_path_buf();
+    let mut app = spawn_app_with(move |settings| {
+        settings.reports_dir = Some(directory);
+        settings.snapshot_interval = Duration::from_millis(400);
+    })
+    .await;
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Paris)
+        .date_naive();
+    let due = period::last_completed(today);
+    let first_day = due.first_day().format("%Y-%m-%d").to_string();
+    let formulas = [
+        "=hyperlink(\"http://evil.example/\",\"x\")",
+        "+1+1",
+        "-2+3",
+        "@sum(1+1)",
+    ];
+    let colliding = ["a/b", "a?b", "a_b", "all"];
+    let campaigns: Vec<&str> = formulas.iter().chain(&colliding).copied().collect();
+    let events: Vec<Ev> = campaigns
+        .iter()
+        .enumerate()
+        .map(|(index, campaign)| {
+            event(&format!("hostile-{index}"), Kind::Enrolled)
+                .campaign(campaign)
+                .learner(&format!("hostile-learner-{index}"))
+                .day(&first_day)
+        })
+        .collect();
+    app.ingest(&events).await;
+
+    let folder = reports.path().join(due.to_string());
+    let deadline = Instant::now() + PATIENCE;
+    while !folder.is_dir() {
+        assert!(
+            Instant::now() < deadline,
+            "no reports in {}",
+            folder.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut files: Vec<String> = std::fs::read_dir(&folder)
+        .expect("the folder")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .into_string()
+                .expect("a UTF-8 name")
+        })
+        .filter(|name| name.ends_with(".csv"))
+        .collect();
+    files.sort();
+    for file in ["a%2Fb.csv", "a%3Fb.csv", "a_b.csv", "all.csv", "_all.csv"] {
+        assert!(files.iter().any(|name| name == file), "{file} in {files:?}");
+    }
+    assert_eq!(
+        files.len(),
+        campaigns.len() + 1,
+        "a file per campaign, and the export of all: {files:?}"
+    );
+    let all = std::fs::read_to_string(folder.join("_all.csv")).expect("the export");
+    let route = loop {
+        let response = app
+            .get_response(&format!("/v1/reports?period={due}&format=csv"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.expect("a CSV");
+        // One request, so one snapshot: every campaign or none.
+        if text.contains("a_b,") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "not every campaign in {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for csv in [&all, &route] {
+        let first_cells: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').next().expect("a first cell"))
+            .collect();
+        for cell in &first_cells {
+            assert!(
+                !cell
+                    .trim_start_matches('"')
+                    .starts_with(['=', '+', '-', '@']),
+                "a cell a spreadsheet reads as a formula: {cell:?} in {csv}"
+            );
+        }
+        for formula in formulas {
+            let neutralised = format!("'{formula}");
+            assert!(
+                csv.contains(&neutralised) || csv.contains(&neutralised.replace('"', "\"\"")),
+                "{neutralised} in {csv}"
+            );
+        }
+    }
+    let one = std::fs::read_to_string(folder.join("-2%2B3.csv")).expect("the campaign's file");
+    assert!(
+        one.lines().skip(1).all(|line| line.starts_with("'-2+3,")),
+        "{one}"
+    );
     app.stop().await;
 }
