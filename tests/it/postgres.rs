@@ -1109,7 +1109,7 @@ async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_t
         AggregatorSettings {
             time_zone: Settings::default().time_zone().expect("the default zone"),
             chapter_count: DEFAULT_CHAPTER_COUNT,
-            max_campaigns: suivi::config::DEFAULT_MAX_CAMPAIGNS,
+            max_unregistered_campaigns: suivi::config::DEFAULT_MAX_UNREGISTERED_CAMPAIGNS,
         },
         registry
             .campaigns
