@@ -55,19 +55,19 @@ use tempfile::TempDir;
 use tokio::task::JoinSet;
 
 use suivi::aggregate::{Admission, Aggregator, Applied, Holdings};
-use suivi::checkpoint;
 use suivi::config::{
     DEFAULT_CHAPTER_COUNT, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_JOURNAL_BYTES,
     DEFAULT_FSYNC_INTERVAL, DEFAULT_INGEST_QUEUE_EVENTS,
 };
+use suivi::durable::checkpoint;
+use suivi::durable::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal, MAX_RECORD_BYTES};
+use suivi::durable::{self, DurableSettings};
 use suivi::event::{
     Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, RawEvent, Stage, VisitorKey,
 };
 use suivi::figures::Figures;
-use suivi::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal, MAX_RECORD_BYTES};
 use suivi::pipeline::{self, PipelineSettings, Writer};
 use suivi::proto::storage::{EventIdentity, JournalRecord, StoredEvent};
-use suivi::recovery::{self, Storage};
 use suivi::registry::Registry;
 use suivi::simulate;
 
@@ -291,7 +291,7 @@ fn simulated_events(registry: &Registry) -> Vec<Event> {
 
 fn pipeline_settings(dir: &Path, fsync: FsyncPolicy, registry: &Registry) -> PipelineSettings {
     PipelineSettings {
-        storage: Storage {
+        durable: DurableSettings {
             journal_dir: dir.join("journal"),
             checkpoint_dir: dir.join("checkpoints"),
             fsync,
@@ -328,7 +328,7 @@ fn ingest_once(
 ) -> IngestRun {
     let dir = temp_dir(base);
     let settings = pipeline_settings(dir.path(), fsync, registry);
-    let checkpoint_dir = settings.storage.checkpoint_dir.clone();
+    let checkpoint_dir = settings.durable.checkpoint_dir.clone();
     let figures = Arc::new(Figures::new(registry, DEFAULT_CHAPTER_COUNT, Utc::now()));
     let (ingest, Writer { recovered, thread }) =
         pipeline::start(settings, figures).expect("the writer thread starts");
@@ -941,12 +941,12 @@ fn shape_wanted() -> Shape {
 /// - the checkpoint: `Aggregator::checkpoint` (encoding the state, while ingestion pauses),
 ///   `checkpoint::write` (protobuf encoding, write, fsync, rename), its size per learner;
 /// - a restart from it: `checkpoint::read`, `Aggregator::restore`, and the whole of
-///   `recovery::recover` (checkpoint and an empty journal), what §7 bounds at 3 s for ten
+///   `durable::recover` (checkpoint and an empty journal), what §7 bounds at 3 s for ten
 ///   million learners; then the same restore without the remembered event ids, to show their
 ///   share;
 /// - memory: resident bytes per (campaign, learner) held, built and restored, all included;
 /// - replay: a journal of `SUIVI_BENCH_REPLAY_EVENTS` events of the same population, in a
-///   shuffled order, written in groups of 1,000, then `recovery::recover` with no checkpoint
+///   shuffled order, written in groups of 1,000, then `durable::recover` with no checkpoint
 ///   (every counter rebuilt from the journal), with read and decode alone, decode and
 ///   conversion alone, and applying the same events from memory alone, to tell the costs
 ///   apart.
@@ -1061,7 +1061,7 @@ fn recovery_report(learners: u64) {
         "  checkpoint::read: {read:.2?} (reading the file alone, from the page cache: {file_read:.2?}); Aggregator::restore: {restore:.2?} (without the event ids: {restore_without_ids:.2?}); read + restore: {:.2?}",
         read + restore
     );
-    let storage = Storage {
+    let storage = DurableSettings {
         journal_dir: dir.path().join("journal"),
         checkpoint_dir: checkpoint_dir.clone(),
         fsync: FsyncPolicy::Always,
@@ -1070,10 +1070,10 @@ fn recovery_report(learners: u64) {
     };
     let rss_before_recover = rss_bytes();
     let recovered =
-        recovery::recover(&storage, settings(), registered(&registry)).expect("recovery succeeds");
+        durable::recover(&storage, settings(), registered(&registry)).expect("recovery succeeds");
     let rss_restored = rss_bytes();
     println!(
-        "  restart: recovery::recover from the checkpoint (and an empty journal): {:.2?}  [§7: under 3 s for ten million learners]",
+        "  restart: durable::recover from the checkpoint (and an empty journal): {:.2?}  [§7: under 3 s for ten million learners]",
         recovered.report.duration
     );
     print_memory(
@@ -1182,7 +1182,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
     let decode = open(false);
     let convert = open(true);
 
-    let storage = Storage {
+    let storage = DurableSettings {
         journal_dir: journal_dir.clone(),
         checkpoint_dir: dir.join("no-checkpoints"),
         fsync: FsyncPolicy::Always,
@@ -1191,7 +1191,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
     };
     let replays: Vec<Duration> = (0..2)
         .map(|_| {
-            let recovered = recovery::recover(&storage, settings(), registered(registry))
+            let recovered = durable::recover(&storage, settings(), registered(registry))
                 .expect("recovery succeeds");
             assert_eq!(recovered.report.events_replayed, count);
             recovered.report.duration
@@ -1199,7 +1199,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
         .collect();
     let replay = replays.iter().min().copied().expect("two passes");
     println!(
-        "  recovery::recover with no checkpoint: {replay:.2?}, {:.0} events/s (the faster of {replays:.2?})  [§7: >= 3,000,000 events/s]",
+        "  durable::recover with no checkpoint: {replay:.2?}, {:.0} events/s (the faster of {replays:.2?})  [§7: >= 3,000,000 events/s]",
         per_second(count, replay),
     );
     println!(

@@ -23,6 +23,8 @@ use tonic_health::ServingStatus;
 
 use crate::aggregate::AggregatorSettings;
 use crate::config::{MAX_CAMPAIGNS, Settings};
+use crate::durable::DurableSettings;
+use crate::durable::journal;
 use crate::event::EventParser;
 use crate::figures::Figures;
 use crate::ingest::Intake;
@@ -32,13 +34,12 @@ use crate::proto::counter_service_server::CounterServiceServer;
 use crate::proto::ingest_service_server::IngestServiceServer;
 use crate::query::http::QueryState;
 use crate::query::{Readiness, State};
-use crate::recovery::Storage;
 use crate::registry::Registry;
 use crate::report::http::ReportState;
 use crate::report::schedule::ScheduleSettings;
 use crate::report::store::Store;
 use crate::snapshot::{self, Sink, SinkHealth};
-use crate::{ingest, journal, pipeline, pseudonym, query, report, telemetry};
+use crate::{ingest, pipeline, pseudonym, query, report, telemetry};
 
 /// How often the writer is woken to sync or checkpoint when no events arrive.
 const WRITER_TICK_INTERVAL: Duration = Duration::from_millis(50);
@@ -120,7 +121,7 @@ impl App {
         let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
         let (ingest, writer) = pipeline::start(
             PipelineSettings {
-                storage: Storage {
+                durable: DurableSettings {
                     journal_dir: settings.data_dir.join("journal"),
                     checkpoint_dir: settings.data_dir.join("checkpoints"),
                     fsync: settings.fsync_policy(),

@@ -228,7 +228,7 @@ impl Default for Settings {
             fsync_interval: DEFAULT_FSYNC_INTERVAL,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             checkpoint_journal_bytes: DEFAULT_CHECKPOINT_JOURNAL_BYTES,
-            journal_segment_bytes: crate::journal::DEFAULT_SEGMENT_BYTES,
+            journal_segment_bytes: crate::durable::journal::DEFAULT_SEGMENT_BYTES,
             max_campaign_metrics: DEFAULT_MAX_CAMPAIGN_METRICS,
             log_format: LogFormat::Text,
         }
@@ -533,10 +533,10 @@ impl Settings {
     }
 
     /// The journal's fsync policy.
-    pub fn fsync_policy(&self) -> crate::journal::FsyncPolicy {
+    pub fn fsync_policy(&self) -> crate::durable::journal::FsyncPolicy {
         match self.fsync {
-            Fsync::Always => crate::journal::FsyncPolicy::Always,
-            Fsync::Interval => crate::journal::FsyncPolicy::Interval(self.fsync_interval),
+            Fsync::Always => crate::durable::journal::FsyncPolicy::Always,
+            Fsync::Interval => crate::durable::journal::FsyncPolicy::Interval(self.fsync_interval),
         }
     }
 

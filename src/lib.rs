@@ -6,20 +6,18 @@
 
 pub mod aggregate;
 pub mod app;
-pub mod checkpoint;
 pub mod config;
 pub mod day;
+pub mod durable;
 pub mod event;
 pub mod figures;
 pub mod http;
 pub mod ingest;
-pub mod journal;
 pub mod kafka;
 pub mod pipeline;
 pub mod proto;
 pub mod pseudonym;
 pub mod query;
-pub mod recovery;
 pub mod registry;
 pub mod report;
 pub mod shutdown;

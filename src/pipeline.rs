@@ -28,12 +28,12 @@ use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::aggregate::{Admission, Aggregator, AggregatorSettings, Applied};
-use crate::checkpoint;
+use crate::durable::journal::{AppendError, Journal};
+use crate::durable::policy::{self, CheckpointPolicy};
+use crate::durable::{self, DurableSettings, RecoveryReport};
 use crate::event::Event;
 use crate::figures::Figures;
-use crate::journal::{self, AppendError, Journal};
 use crate::proto::storage::{EventIdentity, JournalRecord, KafkaOffset, StoredEvent};
-use crate::recovery::{self, RecoveryReport, Storage};
 use crate::sources::{self, Partition, Range, Release, Sources, source_of};
 use crate::telemetry;
 
@@ -45,7 +45,7 @@ const MAX_GROUP_SUBMISSIONS: usize = 256;
 /// How the writer queues, checkpoints and recovers.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
-    pub storage: Storage,
+    pub durable: DurableSettings,
     pub aggregator: AggregatorSettings,
     /// The registered campaigns, opened even before their first event.
     pub registered: Vec<String>,
@@ -314,8 +314,8 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("suivi-writer".to_owned())
         .spawn(move || {
-            let recovered = recovery::recover(
-                &settings.storage,
+            let recovered = durable::recover(
+                &settings.durable,
                 settings.aggregator.clone(),
                 settings.registered.clone(),
             );
@@ -334,11 +334,12 @@ pub fn start(
                 sources: recovered.sources,
                 checkpointed: Arc::new(checkpointed_sender),
                 figures,
-                storage: settings.storage,
-                checkpoint_interval: settings.checkpoint_interval,
-                checkpoint_journal_bytes: settings.checkpoint_journal_bytes,
-                last_checkpoint: Instant::now(),
-                journal_bytes_since_checkpoint: 0,
+                durable: settings.durable,
+                policy: CheckpointPolicy::new(
+                    settings.checkpoint_interval,
+                    settings.checkpoint_journal_bytes,
+                    Instant::now(),
+                ),
                 checkpointing: None,
             };
             writer.publish();
@@ -358,11 +359,8 @@ struct WriterState {
     sources: Sources,
     checkpointed: Arc<watch::Sender<Vec<KafkaOffset>>>,
     figures: Arc<Figures>,
-    storage: Storage,
-    checkpoint_interval: Duration,
-    checkpoint_journal_bytes: u64,
-    last_checkpoint: Instant,
-    journal_bytes_since_checkpoint: u64,
+    durable: DurableSettings,
+    policy: CheckpointPolicy,
     /// The checkpoint being written by its helper thread, if any.
     checkpointing: Option<JoinHandle<()>>,
 }
@@ -514,7 +512,7 @@ impl WriterState {
     fn append(&mut self, record: &JournalRecord) -> Result<(), NotAppended> {
         match self.journal.append(record) {
             Ok(appended) => {
-                self.journal_bytes_since_checkpoint += appended.bytes;
+                self.policy.appended(appended.bytes);
                 telemetry::record_journal_append(appended.bytes, appended.fsync);
                 Ok(())
             }
@@ -635,9 +633,7 @@ impl WriterState {
         {
             return false;
         }
-        self.journal_bytes_since_checkpoint > 0
-            && (self.last_checkpoint.elapsed() >= self.checkpoint_interval
-                || self.journal_bytes_since_checkpoint >= self.checkpoint_journal_bytes)
+        self.policy.due(Instant::now())
     }
 
     /// Encodes the state at a fresh segment boundary and writes it, on a helper thread unless
@@ -660,32 +656,21 @@ impl WriterState {
         let offsets = state.kafka_offsets.clone();
         let checkpointed = self.checkpointed.clone();
         let encode_time = started.elapsed();
-        self.last_checkpoint = Instant::now();
-        self.journal_bytes_since_checkpoint = 0;
-        let storage = self.storage.clone();
+        self.policy.started(Instant::now());
+        let durable = self.durable.clone();
         let write = move || {
             let started = Instant::now();
-            let written =
-                checkpoint::write(&storage.checkpoint_dir, &state).and_then(|(path, bytes)| {
-                    let oldest_kept = checkpoint::prune(&storage.checkpoint_dir)?;
-                    let removed = match oldest_kept {
-                        Some(position) => {
-                            journal::remove_segments_before(&storage.journal_dir, position)?
-                        }
-                        None => 0,
-                    };
-                    Ok((path, bytes, removed))
-                });
+            let written = policy::write_and_prune(&durable, &state);
             let elapsed = encode_time + started.elapsed();
             match written {
-                Ok((path, bytes, removed)) => {
-                    telemetry::record_checkpoint(elapsed, bytes, true);
+                Ok(written) => {
+                    telemetry::record_checkpoint(elapsed, written.bytes, true);
                     checkpointed.send_replace(offsets);
                     tracing::info!(
-                        checkpoint = %path.display(),
-                        bytes,
+                        checkpoint = %written.path.display(),
+                        bytes = written.bytes,
                         journal_position = position,
-                        segments_removed = removed,
+                        segments_removed = written.segments_removed,
                         seconds = elapsed.as_secs_f64(),
                         "checkpoint written"
                     );

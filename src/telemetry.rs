@@ -26,10 +26,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::aggregate::Holdings;
 use crate::config::LogFormat;
+use crate::durable::recover::RecoveryReport;
 use crate::event::RejectReason;
 use crate::figures::{CampaignCounters, Figures};
 use crate::pipeline::Refusal;
-use crate::recovery::RecoveryReport;
 
 /// Events received, by transport.
 pub const EVENTS_RECEIVED: &str = "suivi_events_received_total";

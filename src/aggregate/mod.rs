@@ -17,9 +17,10 @@ use chrono_tz::Tz;
 use hashbrown::{HashMap, HashSet, HashTable};
 use serde::{Deserialize, Serialize};
 
-mod storage;
+mod admission;
+mod stored;
 
-pub use storage::Admission;
+pub use admission::Admission;
 
 use crate::day::Day;
 use crate::event::{

@@ -7,15 +7,15 @@ use std::path::Path;
 use chrono::{DateTime, TimeDelta};
 
 use super::*;
+use crate::durable::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, MAX_RECORD_BYTES};
 use crate::event::{EventKind, EventParser, RawEvent, RawKind, RawTime};
 use crate::figures::CampaignCounters;
-use crate::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, MAX_RECORD_BYTES};
 use crate::registry::Registry;
 
 // The journal's tests own this helper. One test module cannot reach into another, so the file is
 // compiled a second time here rather than copied.
 #[allow(clippy::duplicate_mod)]
-#[path = "../journal/tests/small_disk.rs"]
+#[path = "../durable/journal/tests/small_disk.rs"]
 mod small_disk;
 
 use prost::Message;
@@ -83,7 +83,7 @@ fn journaled_events(journal_dir: &Path) -> Vec<StoredEvent> {
 async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_is_freed() {
     let disk = SmallDisk::mount("256k");
     let filler = disk.path().join("filler");
-    let storage = Storage {
+    let storage = DurableSettings {
         journal_dir: disk.path().join("journal"),
         checkpoint_dir: disk.path().join("checkpoints"),
         fsync: FsyncPolicy::Always,
@@ -91,7 +91,7 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
         max_record_bytes: MAX_RECORD_BYTES,
     };
     let settings = PipelineSettings {
-        storage: storage.clone(),
+        durable: storage.clone(),
         aggregator: aggregator_settings(),
         registered: vec![CAMPAIGN.to_owned()],
         queue_events: 10_000,
@@ -157,7 +157,7 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
         expected,
         "the journal holds every accepted event once, and nothing of the refused submissions"
     );
-    let recovered = recovery::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
+    let recovered = durable::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
         .expect("the storage recovers");
     let (counts, _) = recovered
         .aggregator
@@ -171,7 +171,7 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
 async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recovers_whole() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     // About 40 events fit in a record: every submission fits, but a group of them does not.
-    let storage = Storage {
+    let storage = DurableSettings {
         journal_dir: directory.path().join("journal"),
         checkpoint_dir: directory.path().join("checkpoints"),
         fsync: FsyncPolicy::Always,
@@ -179,7 +179,7 @@ async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recover
         max_record_bytes: 4096,
     };
     let settings = PipelineSettings {
-        storage: storage.clone(),
+        durable: storage.clone(),
         aggregator: aggregator_settings(),
         registered: vec![CAMPAIGN.to_owned()],
         queue_events: 10_000,
@@ -241,7 +241,7 @@ async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recover
     );
     // Recovery from the journal alone (the final checkpoint set aside) gives every event.
     std::fs::remove_dir_all(&storage.checkpoint_dir).expect("the checkpoints remove");
-    let recovered = recovery::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
+    let recovered = durable::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
         .expect("the storage recovers");
     assert_eq!(recovered.aggregator.holdings().event_ids, 480);
 }

@@ -1118,7 +1118,7 @@ async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_t
     );
     aggregator.apply(&good);
     aggregator.apply(&evil);
-    suivi::checkpoint::write(
+    suivi::durable::checkpoint::write(
         &data_dir.path().join("checkpoints"),
         &aggregator.checkpoint(0, Vec::new()),
     )

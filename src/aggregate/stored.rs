@@ -1,69 +1,22 @@
-//! The aggregator's durable side: admitting a group of events before it is journaled (so that
-//! only events that will be accepted are written), and converting the whole state to and from a
-//! checkpoint. Like the rest of `aggregate`, it does no IO.
+//! The aggregator's stored form: the whole state to and from a checkpoint (columnar protobuf),
+//! with the settings a checkpoint cannot be read under otherwise (chapter count, time zone, event
+//! identity scheme) checked on restore. Like the rest of `aggregate`, it does no IO.
 
 use std::collections::BTreeMap;
 
-use hashbrown::{HashMap, HashSet, HashTable};
+use hashbrown::HashTable;
 
 use super::{
-    Aggregator, AggregatorSettings, Applied, CAMPAIGN_SLOTS, CampaignState, DayCounts, Progress,
-    Slot, content_conflicts, seen_hash,
+    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Progress, Slot,
+    seen_hash,
 };
 use crate::day::Day;
-use crate::event::{Event, LearnerKey, TOTALS_CAMPAIGN, UNREGISTERED_CAMPAIGN, VisitorKey};
+use crate::event::{LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
 use crate::proto::storage::{
     CampaignState as StoredCampaign, Checkpoint, EventIdentity, KafkaOffset,
 };
 
-/// What a group admitted so far: the ids and campaigns it will add when applied.
-#[derive(Debug, Default)]
-pub struct Admission {
-    ids: HashMap<[u32; 3], u32>,
-    new_campaigns: HashSet<String>,
-    /// Events admitted under [`UNREGISTERED_CAMPAIGN`] because their own campaign had no room.
-    pub redirected: u64,
-}
-
 impl Aggregator {
-    /// Decides, without changing the state, what [`Aggregator::apply`] will do with `event` once
-    /// the events admitted before it in `group` are applied: a duplicate, or accepted. An event
-    /// of a campaign that is not held and for which there is no room (past
-    /// `max_unregistered_campaigns`) is accepted under [`UNREGISTERED_CAMPAIGN`]: its campaign is
-    /// rewritten here, before it is journaled, so that replay counts it where it was counted.
-    /// Only `Accepted` events need to be journaled: applying them in the same order gives
-    /// exactly these outcomes. Nothing valid is ever rejected.
-    pub fn admit(&self, event: &mut Event, group: &mut Admission) -> Applied {
-        let id = event.id.0;
-        if let Some(seen) = self.seen.find(seen_hash(&id), |seen| seen[..3] == id) {
-            return Applied::Duplicate {
-                conflict: content_conflicts(seen[3], event.content),
-            };
-        }
-        if let Some(content) = group.ids.get(&id) {
-            return Applied::Duplicate {
-                conflict: content_conflicts(*content, event.content),
-            };
-        }
-        if !self.index.contains_key(event.campaign.as_str())
-            && !group.new_campaigns.contains(&event.campaign)
-        {
-            // Registered and reserved campaigns are always held, so this one is unregistered.
-            // Campaigns held count, not slots: released campaigns leave room.
-            let has_room = self.unregistered_held() + group.new_campaigns.len()
-                < self.settings.max_unregistered_campaigns
-                && self.index.len() + group.new_campaigns.len() < CAMPAIGN_SLOTS;
-            if has_room {
-                group.new_campaigns.insert(event.campaign.clone());
-            } else {
-                UNREGISTERED_CAMPAIGN.clone_into(&mut event.campaign);
-                group.redirected += 1;
-            }
-        }
-        group.ids.insert(id, event.content);
-        Applied::Accepted
-    }
-
     /// The whole state, as of `journal_position`, with the Kafka offsets it includes. Campaigns
     /// are stored in slot order, a vacant slot as a campaign with an empty id and nothing else,
     /// so that the slots kept in `seen` stay right.

@@ -8,20 +8,20 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::aggregate::{Aggregator, AggregatorSettings, Applied};
-use crate::checkpoint;
+use crate::durable::checkpoint;
+use crate::durable::journal::{FsyncPolicy, Journal};
 use crate::event::Event;
-use crate::journal::{FsyncPolicy, Journal};
 use crate::proto::storage::{EventIdentity, JournalRecord};
 use crate::sources::{self, Partition, Sources, source_of};
 
 /// Where the durable state lives and how the journal is written.
 #[derive(Debug, Clone)]
-pub struct Storage {
+pub struct DurableSettings {
     pub journal_dir: PathBuf,
     pub checkpoint_dir: PathBuf,
     pub fsync: FsyncPolicy,
     pub segment_bytes: u64,
-    /// The largest journal record written ([`crate::journal::MAX_RECORD_BYTES`] but in tests): a
+    /// The largest journal record written ([`crate::durable::journal::MAX_RECORD_BYTES`] but in tests): a
     /// group over it is journaled in parts.
     pub max_record_bytes: u32,
 }
@@ -51,7 +51,7 @@ pub struct RecoveryReport {
 
 /// Loads the newest valid checkpoint and replays the journal after it.
 pub fn recover(
-    storage: &Storage,
+    storage: &DurableSettings,
     settings: AggregatorSettings,
     registered: Vec<String>,
 ) -> anyhow::Result<Recovered> {

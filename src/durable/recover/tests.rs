@@ -17,8 +17,8 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::aggregate::{Admission, Applied};
+use crate::durable::journal;
 use crate::event::{EventKind, EventParser, RawEvent, RawKind, RawTime, TOTALS_CAMPAIGN};
-use crate::journal;
 use crate::proto::storage::{EventIdentity, JournalRecord, KafkaOffset, StoredEvent};
 use crate::sources::Partition;
 
@@ -84,8 +84,8 @@ impl Config {
 
 /// Durable state in `directory`, with segments small enough that a few records fill one, so
 /// that histories span several segments and pruning removes some.
-fn storage(directory: &Path) -> Storage {
-    Storage {
+fn storage(directory: &Path) -> DurableSettings {
+    DurableSettings {
         journal_dir: directory.join("journal"),
         checkpoint_dir: directory.join("checkpoints"),
         fsync: FsyncPolicy::Always,
@@ -254,7 +254,7 @@ fn never_stopped(config: &Config, history: &[Done]) -> (Aggregator, Sources) {
 
 /// The process that keeps its state durable, and what its recoveries must find.
 struct Process {
-    storage: Storage,
+    storage: DurableSettings,
     config: Config,
     recovered: Recovered,
     /// Positions of the checkpoints written, oldest first, each once.
@@ -267,7 +267,7 @@ struct Process {
 }
 
 impl Process {
-    fn start(storage: Storage) -> Process {
+    fn start(storage: DurableSettings) -> Process {
         let config = Config::first();
         let recovered = recover(&storage, config.settings(), config.registered.clone())
             .expect("a new storage recovers");
@@ -388,13 +388,8 @@ impl Process {
             .rotate()
             .expect("the journal rotates");
         let state = self.state_at(position);
-        checkpoint::write(&self.storage.checkpoint_dir, &state).expect("the checkpoint writes");
-        if let Some(oldest_kept) =
-            checkpoint::prune(&self.storage.checkpoint_dir).expect("pruning works")
-        {
-            journal::remove_segments_before(&self.storage.journal_dir, oldest_kept)
-                .expect("removing segments works");
-        }
+        crate::durable::policy::write_and_prune(&self.storage, &state)
+            .expect("the checkpoint writes, and pruning works");
         if self.checkpoints.last() != Some(&position) {
             self.checkpoints.push(position);
         }
