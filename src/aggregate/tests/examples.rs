@@ -1,0 +1,482 @@
+//! Examples of the aggregation rules, each a list of events and the state they give (through
+//! `check` and `check_with`): implied stages, earliest days, duplicates, clicks and visitors,
+//! direct and unregistered campaigns, time zones, and what `drain_changes` publishes.
+
+use super::*;
+
+#[test]
+fn certified_alone_implies_every_earlier_stage() {
+    check(
+        "e1 certified gendarmerie gf/alice 2020-10-07",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-07: enrolled 1, started 1, certified 1
+        *: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-07: enrolled 1, started 1, certified 1
+        ",
+    );
+}
+
+#[test]
+fn a_chapter_completion_implies_enrolled_and_started_but_no_other_chapter() {
+    check(
+        "
+        e1 chapter:2 gendarmerie gf/alice 2020-10-06
+        e2 started   gendarmerie gf/bob   2020-10-06
+        e3 enrolled  gendarmerie gf/carol 2020-10-07
+        ",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 3, started 2, chapters [0, 1, 0], certified 0
+          2020-10-06: enrolled 2, started 2
+          2020-10-07: enrolled 1
+        *: clicks 0, visitors 0, enrolled 3, started 2, chapters [0, 1, 0], certified 0
+          2020-10-06: enrolled 2, started 2
+          2020-10-07: enrolled 1
+        ",
+    );
+}
+
+#[test]
+fn a_later_event_does_not_move_a_stage_day() {
+    check(
+        "
+        e1 enrolled  gendarmerie gf/alice 2020-10-05
+        e2 started   gendarmerie gf/alice 2020-10-06
+        e3 certified gendarmerie gf/alice 2020-10-08
+        e4 enrolled  gendarmerie gf/alice 2020-10-09
+        e5 chapter:1 gendarmerie gf/alice 2020-10-09
+        e6 certified gendarmerie gf/alice 2020-10-10
+        ",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
+          2020-10-08: certified 1
+        *: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
+          2020-10-08: certified 1
+        ",
+    );
+}
+
+#[test]
+fn an_earlier_event_moves_the_day_and_an_emptied_day_disappears() {
+    // Alice is first seen certified on the 9th; earlier events then date each of her stages
+    // earlier, one at a time, until the 9th only holds Bob, who then moves too.
+    check(
+        "
+        e1 certified gendarmerie gf/alice 2020-10-09
+        e2 enrolled  gendarmerie gf/bob   2020-10-09
+        e3 enrolled  gendarmerie gf/alice 2020-10-05
+        e4 chapter:1 gendarmerie gf/alice 2020-10-07
+        e5 certified gendarmerie gf/alice 2020-10-08
+        ",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-07: started 1
+          2020-10-08: certified 1
+          2020-10-09: enrolled 1
+        *: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-07: started 1
+          2020-10-08: certified 1
+          2020-10-09: enrolled 1
+        ",
+    );
+    check(
+        "
+        e1 certified gendarmerie gf/alice 2020-10-09
+        e2 enrolled  gendarmerie gf/bob   2020-10-09
+        e3 enrolled  gendarmerie gf/alice 2020-10-05
+        e4 chapter:1 gendarmerie gf/alice 2020-10-07
+        e5 certified gendarmerie gf/alice 2020-10-08
+        e6 enrolled  gendarmerie gf/bob   2020-10-01
+        ",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-01: enrolled 1
+          2020-10-05: enrolled 1
+          2020-10-07: started 1
+          2020-10-08: certified 1
+        *: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-01: enrolled 1
+          2020-10-05: enrolled 1
+          2020-10-07: started 1
+          2020-10-08: certified 1
+        ",
+    );
+}
+
+#[test]
+fn a_resent_or_reused_event_id_changes_nothing() {
+    // The reuse of e1 would certify Bob in another campaign, and the reuse of e2 would date
+    // Alice earlier: neither may count, and only the reuse is a conflict.
+    check(
+        "
+        e1 enrolled  gendarmerie gf/alice 2020-10-05
+        e1 enrolled  gendarmerie gf/alice 2020-10-05
+        e1 certified la-poste    gf/bob   2020-10-01
+        e2 started   gendarmerie gf/alice 2020-10-06
+        e2 started   gendarmerie gf/alice 2020-10-02
+        e3 click     gendarmerie browser  2020-10-05
+        e3 click     gendarmerie browser  2020-10-05
+        ",
+        "
+        e1: duplicate
+        e1: duplicate, conflict
+        e2: duplicate, conflict
+        e3: duplicate
+        gendarmerie: clicks 1, visitors 1, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 1, enrolled 1
+          2020-10-06: started 1
+        *: clicks 1, visitors 1, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 1, enrolled 1
+          2020-10-06: started 1
+        ",
+    );
+}
+
+#[test]
+fn clicks_count_events_and_unique_visitors_count_browsers() {
+    check(
+        "
+        e1 click gendarmerie browser-1 2020-10-05
+        e2 click gendarmerie browser-1 2020-10-05
+        e3 click gendarmerie browser-2 2020-10-06
+        e4 click gendarmerie -         2020-10-06
+        e5 click la-poste    browser-1 2020-10-06
+        ",
+        "
+        gendarmerie: clicks 4, visitors 2, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 2
+          2020-10-06: clicks 2
+        la-poste: clicks 1, visitors 1, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-06: clicks 1
+        *: clicks 5, visitors 2, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 2
+          2020-10-06: clicks 3
+        ",
+    );
+}
+
+#[test]
+fn events_without_a_campaign_count_under_direct() {
+    check(
+        "
+        e1 click    -      browser-1 2020-10-05
+        e2 enrolled -      gf/alice  2020-10-05
+        e3 started  DIRECT gf/alice  2020-10-06
+        ",
+        "
+        direct: clicks 1, visitors 1, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 1, enrolled 1
+          2020-10-06: started 1
+        *: clicks 1, visitors 1, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 1, enrolled 1
+          2020-10-06: started 1
+        ",
+    );
+}
+
+#[test]
+fn totals_count_distinct_learners_over_campaigns() {
+    // Alice is in both campaigns: once in the totals, dated by her earliest event anywhere.
+    check(
+        "
+        e1 enrolled  gendarmerie gf/alice 2020-10-05
+        e2 certified la-poste    gf/alice 2020-10-07
+        e3 enrolled  la-poste    gf/bob   2020-10-06
+        ",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+        la-poste: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-06: enrolled 1
+          2020-10-07: enrolled 1, started 1, certified 1
+        *: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-06: enrolled 1
+          2020-10-07: started 1, certified 1
+        ",
+    );
+}
+
+#[test]
+fn the_same_learner_id_on_two_sources_is_two_learners() {
+    // Sources are normalised like campaigns: GF and gf are one platform.
+    check(
+        "
+        e1 enrolled gendarmerie gf/alice 2020-10-05
+        e2 enrolled gendarmerie oc/alice 2020-10-05
+        e3 started  gendarmerie GF/alice 2020-10-06
+        ",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 2, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 2
+          2020-10-06: started 1
+        *: clicks 0, visitors 0, enrolled 2, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 2
+          2020-10-06: started 1
+        ",
+    );
+}
+
+#[test]
+fn past_max_unregistered_campaigns_events_count_under_unregistered() {
+    let aggregator = check_with(
+        AggregatorSettings {
+            max_unregistered_campaigns: 2,
+            ..settings()
+        },
+        &[],
+        "
+        e1 enrolled gendarmerie gf/alice  2020-10-05
+        e2 click    la-poste    browser-1 2020-10-05
+        e3 enrolled pole-emploi gf/bob    2020-10-05
+        e3 enrolled pole-emploi gf/bob    2020-10-05
+        e4 click    -           browser-1 2020-10-05
+        e5 started  gendarmerie gf/alice  2020-10-06
+        e6 started  pole-emploi gf/bob    2020-10-06
+        ",
+        "
+        e3: pole-emploi counted as unregistered
+        e3: duplicate
+        e6: pole-emploi counted as unregistered
+        direct: clicks 1, visitors 1, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 1
+        unregistered: clicks 0, visitors 0, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
+        la-poste: clicks 1, visitors 1, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 1
+        *: clicks 2, visitors 1, enrolled 2, started 2, chapters [0, 0, 0], certified 0
+          2020-10-05: clicks 2, enrolled 2
+          2020-10-06: started 2
+        ",
+    );
+    // Nothing was refused: every distinct event is remembered.
+    assert_eq!(
+        aggregator.holdings(),
+        Holdings {
+            campaigns: 4,
+            unregistered_campaigns: 2,
+            learners: 2,
+            campaign_learners: 2,
+            event_ids: 6,
+        }
+    );
+}
+
+#[test]
+fn registered_campaigns_and_direct_are_counted_whatever_the_unregistered_limit() {
+    // No room at all for unregistered campaigns: registered ones and direct still take events.
+    let full = AggregatorSettings {
+        max_unregistered_campaigns: 0,
+        ..settings()
+    };
+    check_with(
+        full.clone(),
+        &["gendarmerie", "la-poste"],
+        "",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+        la-poste: clicks 0, visitors 0, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+        *: clicks 0, visitors 0, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+        ",
+    );
+    check_with(
+        full,
+        &["gendarmerie", "la-poste"],
+        "
+        e1 enrolled la-poste    gf/alice 2020-10-05
+        e2 enrolled -           gf/bob   2020-10-05
+        e3 enrolled gendarmerie gf/carol 2020-10-06
+        e4 enrolled apec        gf/dave  2020-10-06
+        ",
+        "
+        e4: apec counted as unregistered
+        direct: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+        unregistered: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-06: enrolled 1
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-06: enrolled 1
+        la-poste: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+        *: clicks 0, visitors 0, enrolled 4, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 2
+          2020-10-06: enrolled 2
+        ",
+    );
+}
+
+#[test]
+fn replay_counts_what_was_admitted_whatever_the_limits_of_this_start() {
+    // Admitted live with room for two unregistered campaigns, then applied by a replay whose
+    // aggregator has room for none (the limit lowered, or partners added to the registry).
+    let parser = EventParser::new(3, [0x11; 32]);
+    let mut live = Aggregator::new(settings(), []);
+    let mut journaled = Vec::new();
+    for (_, mut event) in parse_events(
+        &parser,
+        "
+        e1 enrolled apec  gf/alice 2020-10-05
+        e2 enrolled cnam  gf/bob   2020-10-05
+        e3 started  apec  gf/alice 2020-10-06
+        ",
+    ) {
+        assert_eq!(
+            live.admit(&mut event, &mut Admission::default()),
+            Applied::Accepted
+        );
+        assert_eq!(live.apply(&event), Applied::Accepted);
+        journaled.push(event);
+    }
+    let mut replayed = Aggregator::new(
+        AggregatorSettings {
+            max_unregistered_campaigns: 0,
+            ..settings()
+        },
+        owned(&["gendarmerie"]),
+    );
+    for event in &journaled {
+        assert_eq!(replayed.apply(event), Applied::Accepted);
+    }
+    for campaign in ["apec", "cnam"] {
+        assert_eq!(
+            replayed.campaign(campaign),
+            live.campaign(campaign),
+            "{campaign}"
+        );
+    }
+    assert_eq!(
+        replayed.campaign(TOTALS_CAMPAIGN),
+        live.campaign(TOTALS_CAMPAIGN)
+    );
+}
+
+#[test]
+fn days_are_calendar_days_in_the_configured_time_zone() {
+    // Paris is UTC+2 in October and UTC+1 in December. Bob's second event is earlier than his
+    // first by an hour, which is the day before in Paris but the same day in UTC.
+    let events = "
+        e1 enrolled gendarmerie gf/alice 2020-10-04T21:59:59Z
+        e2 enrolled gendarmerie gf/bob   2020-10-04T22:00:00Z
+        e3 enrolled gendarmerie gf/carol 2020-12-31T22:59:59Z
+        e4 enrolled gendarmerie gf/dave  2020-12-31T23:00:00Z
+        e5 started  gendarmerie gf/bob   2020-10-04T21:00:00Z
+    ";
+    check_with(
+        settings(),
+        &[],
+        events,
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 4, started 1, chapters [0, 0, 0], certified 0
+          2020-10-04: enrolled 2, started 1
+          2020-12-31: enrolled 1
+          2021-01-01: enrolled 1
+        *: clicks 0, visitors 0, enrolled 4, started 1, chapters [0, 0, 0], certified 0
+          2020-10-04: enrolled 2, started 1
+          2020-12-31: enrolled 1
+          2021-01-01: enrolled 1
+        ",
+    );
+    check_with(
+        AggregatorSettings {
+            time_zone: chrono_tz::UTC,
+            ..settings()
+        },
+        &[],
+        events,
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 4, started 1, chapters [0, 0, 0], certified 0
+          2020-10-04: enrolled 2, started 1
+          2020-12-31: enrolled 2
+        *: clicks 0, visitors 0, enrolled 4, started 1, chapters [0, 0, 0], certified 0
+          2020-10-04: enrolled 2, started 1
+          2020-12-31: enrolled 2
+        ",
+    );
+    // Without Bob's earlier event, Paris dates him on the 5th.
+    check(
+        "e2 enrolled gendarmerie gf/bob 2020-10-04T22:00:00Z",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+        *: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-05: enrolled 1
+        ",
+    );
+}
+
+#[test]
+fn drain_changes_gives_each_changed_campaign_once_then_nothing() {
+    let parser = EventParser::new(3, [0x11; 32]);
+    let mut aggregator = Aggregator::new(settings(), ["registered".to_owned()]);
+    let mut apply = |notation: &str| {
+        for (id, event) in parse_events(&parser, notation) {
+            let applied = aggregator.apply(&event);
+            assert_eq!(applied, Applied::Accepted, "{id}");
+        }
+        aggregator.drain_changes()
+    };
+
+    // Gendarmerie changed twice but is given once; the registered campaign did not change.
+    let changes = apply(
+        "
+        e1 enrolled gendarmerie gf/alice  2020-10-09
+        e2 started  gendarmerie gf/alice  2020-10-09
+        e3 click    la-poste    browser-1 2020-10-09
+        ",
+    );
+    assert_text(
+        &render_changes(&changes),
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-09: enrolled 1, started 1
+        la-poste: clicks 1, visitors 1, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-09: clicks 1
+        *: clicks 1, visitors 1, enrolled 1, started 1, chapters [0, 0, 0], certified 0
+          2020-10-09: clicks 1, enrolled 1, started 1
+        ",
+    );
+    // A drain right after a drain has nothing to give.
+    assert_eq!(apply(""), Vec::new());
+
+    // An event that changes no counter is accepted but gives nothing to publish.
+    assert_text(
+        &render_changes(&apply("e4 enrolled gendarmerie gf/alice 2020-10-12")),
+        "",
+    );
+
+    // Only the days that changed since the last drain are given, not every day ever changed.
+    assert_text(
+        &render_changes(&apply("e5 enrolled gendarmerie gf/bob 2020-10-10")),
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 2, started 1, chapters [0, 0, 0], certified 0
+          2020-10-10: enrolled 1
+        *: clicks 1, visitors 1, enrolled 2, started 1, chapters [0, 0, 0], certified 0
+          2020-10-10: enrolled 1
+        ",
+    );
+
+    // Alice moves to the 5th: the 9th empties in gendarmerie and is given as nothing, so that a
+    // reader removes it; in the totals it still holds the click.
+    assert_text(
+        &render_changes(&apply("e6 certified gendarmerie gf/alice 2020-10-05")),
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1, started 1, certified 1
+          2020-10-09: nothing
+        *: clicks 1, visitors 1, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1, started 1, certified 1
+          2020-10-09: clicks 1
+        ",
+    );
+    assert_eq!(apply(""), Vec::new());
+}
