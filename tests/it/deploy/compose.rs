@@ -1,0 +1,442 @@
+//! The compose file and the Grafana provisioning are wired together (ports, mounts, addresses),
+//! and the compose file runs Kafka in KRaft mode with the topics suivi reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use suivi::config::Settings;
+
+use super::*;
+
+#[test]
+fn compose_and_grafana_provisioning_are_wired_together() {
+    let compose_file = deploy("docker-compose.yml");
+    let compose = yaml(&compose_file);
+    let services = compose["services"].as_object().expect("services");
+    for service in ["suivi", "postgres", "prometheus", "grafana"] {
+        assert!(services.contains_key(service), "compose runs {service}");
+    }
+    let base = compose_file.parent().expect("deploy/");
+    // Every bind mount's source exists, relative to the compose file.
+    for (name, service) in services {
+        for volume in strings(&service["volumes"]) {
+            let source = volume.split(':').next().expect("a volume source");
+            if source.starts_with('.') {
+                assert!(
+                    base.join(source).exists(),
+                    "{name} mounts {source}, which exists"
+                );
+            }
+        }
+    }
+
+    let suivi = &services["suivi"];
+    let context = base.join(suivi["build"]["context"].as_str().expect("a build context"));
+    let dockerfile = suivi["build"]["dockerfile"].as_str().expect("a dockerfile");
+    assert!(
+        context.join(dockerfile).is_file(),
+        "suivi builds from the Dockerfile"
+    );
+    let env = compose_env(suivi);
+    let http_port = port_of(&env["SUIVI_HTTP_ADDR"]);
+    let published: BTreeSet<u16> = strings(&suivi["ports"])
+        .iter()
+        .map(|port| {
+            port.rsplit(':')
+                .next()
+                .expect("a port")
+                .parse()
+                .expect("a number")
+        })
+        .collect();
+    assert_eq!(
+        published,
+        BTreeSet::from([port_of(&env["SUIVI_GRPC_ADDR"]), http_port])
+    );
+    let stop_grace = duration(
+        suivi["stop_grace_period"]
+            .as_str()
+            .expect("stop_grace_period"),
+    );
+    let shutdown_grace = env
+        .get("SUIVI_SHUTDOWN_GRACE")
+        .map_or(DEFAULT_SHUTDOWN_GRACE, |text| duration(text));
+    assert!(
+        stop_grace > shutdown_grace,
+        "{stop_grace:?} > {shutdown_grace:?}"
+    );
+    let healthcheck = strings(&suivi["healthcheck"]["test"]).join(" ");
+    assert!(healthcheck.contains("/readyz"), "{healthcheck}");
+    assert_eq!(
+        suivi["depends_on"]["postgres"]["condition"],
+        json!("service_healthy"),
+        "suivi starts once PostgreSQL is healthy"
+    );
+
+    // suivi → PostgreSQL.
+    let postgres = compose_env(&services["postgres"]);
+    let url = &env["SUIVI_POSTGRES_URL"];
+    assert_eq!(
+        url,
+        &format!(
+            "postgres://{}:{}@postgres:5432/{}",
+            postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"]
+        )
+    );
+
+    // Prometheus → suivi, with the configuration and rules of deploy/prometheus.
+    let prometheus = &services["prometheus"];
+    let config_path = strings(&prometheus["command"])
+        .iter()
+        .find_map(|flag| flag.strip_prefix("--config.file=").map(str::to_owned))
+        .expect("prometheus is given --config.file");
+    let config_file = host_path(base, prometheus, &config_path);
+    assert_eq!(config_file, deploy("prometheus/prometheus.yml"));
+    let config = yaml(&config_file);
+    let job = &config["scrape_configs"][0];
+    assert_eq!(
+        job["job_name"],
+        json!("suivi"),
+        "the alerts select job=\"suivi\""
+    );
+    assert_eq!(job["metrics_path"], json!("/metrics"));
+    assert_eq!(
+        strings(&job["static_configs"][0]["targets"]),
+        [format!("suivi:{http_port}")]
+    );
+    for rules in strings(&config["rule_files"]) {
+        assert!(
+            config_file.with_file_name(&rules).is_file(),
+            "{rules} exists"
+        );
+    }
+
+    // Grafana → Prometheus, and the dashboards where the provider looks.
+    let grafana = &services["grafana"];
+    let provisioning = host_path(base, grafana, "/etc/grafana/provisioning");
+    assert_eq!(provisioning, deploy("grafana/provisioning"));
+    let datasources = yaml(&provisioning.join("datasources/prometheus.yml"));
+    let datasource = &datasources["datasources"][0];
+    assert_eq!(datasource["type"], json!("prometheus"));
+    assert_eq!(datasource["url"], json!("http://prometheus:9090"));
+    assert!(
+        strings(&prometheus["ports"])
+            .iter()
+            .any(|port| port.ends_with(":9090")),
+        "Prometheus listens on 9090"
+    );
+    let providers = yaml(&provisioning.join("dashboards/suivi.yml"));
+    let provider = &providers["providers"][0];
+    assert_eq!(provider["type"], json!("file"));
+    let dashboards = host_path(
+        base,
+        grafana,
+        provider["options"]["path"]
+            .as_str()
+            .expect("a provider path"),
+    );
+    assert_eq!(dashboards, deploy("grafana/dashboards"));
+    let home = compose_env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
+    assert!(
+        host_path(base, grafana, &home).is_file(),
+        "{home} is the dashboard"
+    );
+
+    // The dashboard reads the provisioned data source, through its data-source variable.
+    let dashboard = dashboard();
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let source = variables
+        .iter()
+        .find(|variable| variable["type"] == json!("datasource"))
+        .expect("a data-source variable");
+    assert_eq!(source["query"], json!("prometheus"));
+    assert_eq!(source["current"]["value"], datasource["uid"]);
+    let uid = format!("${{{}}}", source["name"].as_str().expect("a name"));
+    let mut panels = Vec::new();
+    collect_panels(&dashboard["panels"], &mut panels);
+    for panel in panels.iter().filter(|panel| panel["type"] != json!("row")) {
+        assert_eq!(panel["datasource"]["uid"], json!(uid), "{}", panel["title"]);
+        for target in panel["targets"].as_array().expect("targets") {
+            assert_eq!(
+                target["datasource"]["uid"],
+                json!(uid),
+                "{}",
+                panel["title"]
+            );
+        }
+    }
+    assert!(
+        variables
+            .iter()
+            .any(|variable| variable["name"] == json!("campaign"))
+    );
+}
+
+#[test]
+fn the_compose_file_runs_kafka_in_kraft_mode_with_the_topics_suivi_reads() {
+    let compose = yaml(&deploy("docker-compose.yml"));
+    let services = compose["services"].as_object().expect("services");
+    let suivi = &services["suivi"];
+    let env = compose_env(suivi);
+
+    // suivi's brokers are the Kafka service, on a listener it advertises under that name.
+    let brokers = env
+        .get("SUIVI_KAFKA_BROKERS")
+        .expect("Kafka is on in compose");
+    let (host, port) = brokers
+        .rsplit_once(':')
+        .expect("one broker, host:port, in compose");
+    let kafka = &services[host];
+    let image = kafka["image"].as_str().expect("an image");
+    let tag = image
+        .strip_prefix("apache/kafka:")
+        .unwrap_or_else(|| panic!("Kafka is the official image: {image}"));
+    assert!(
+        !tag.is_empty() && tag.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "the image is pinned to a version: {image}"
+    );
+    let kafka_env = compose_env(kafka);
+    let roles: BTreeSet<&str> = kafka_env["KAFKA_PROCESS_ROLES"].split(',').collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from(["broker", "controller"]),
+        "one node, KRaft"
+    );
+    assert!(
+        kafka_env.keys().all(|name| !name.contains("ZOOKEEPER")),
+        "{kafka_env:?}"
+    );
+    assert_eq!(
+        base64url_decoded_len(&kafka_env["CLUSTER_ID"]),
+        Some(16),
+        "CLUSTER_ID is a Kafka Uuid (16 bytes, URL-safe base64): {}",
+        kafka_env["CLUSTER_ID"]
+    );
+    // Listeners: name → port, and the advertised ones: name → host:port.
+    let listeners = |var: &str| -> BTreeMap<String, String> {
+        kafka_env[var]
+            .split(',')
+            .map(|listener| {
+                let (name, address) = listener
+                    .split_once("://")
+                    .unwrap_or_else(|| panic!("{var}: NAME://host:port, not {listener}"));
+                (name.to_owned(), address.to_owned())
+            })
+            .collect()
+    };
+    let listening = listeners("KAFKA_LISTENERS");
+    let advertised = listeners("KAFKA_ADVERTISED_LISTENERS");
+    let protocols: BTreeSet<&str> = kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+        .split(',')
+        .filter_map(|pair| pair.split(':').next())
+        .collect();
+    for name in listening.keys() {
+        assert!(protocols.contains(name.as_str()), "{name} has a protocol");
+    }
+    let port_of_listener = |name: &str| -> &str {
+        listening[name]
+            .rsplit(':')
+            .next()
+            .unwrap_or_else(|| panic!("{name} has a port"))
+    };
+    let hostname = kafka["hostname"].as_str().unwrap_or(host);
+    assert_eq!(hostname, host, "the service's name is its host name");
+    let suivi_listener = advertised
+        .iter()
+        .find(|(_, address)| *address == brokers)
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| panic!("Kafka advertises {brokers}: {advertised:?}"));
+    assert_eq!(port_of_listener(&suivi_listener), port);
+    let inter_broker = &kafka_env["KAFKA_INTER_BROKER_LISTENER_NAME"];
+    assert!(advertised.contains_key(inter_broker), "{inter_broker}");
+    let controller = &kafka_env["KAFKA_CONTROLLER_LISTENER_NAMES"];
+    assert!(
+        !advertised.contains_key(controller),
+        "controllers are not advertised"
+    );
+    assert_eq!(
+        kafka_env["KAFKA_CONTROLLER_QUORUM_VOTERS"],
+        format!(
+            "{}@{host}:{}",
+            kafka_env["KAFKA_NODE_ID"],
+            port_of_listener(controller)
+        ),
+        "the node is the quorum's one voter"
+    );
+    // One node: the group offsets topic (the consumer group's) can have but one replica.
+    assert_eq!(kafka_env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"], "1");
+    // The host reaches the other advertised listeners on 127.0.0.1, as the ports publish them.
+    let published = strings(&kafka["ports"]);
+    for (name, address) in &advertised {
+        if *name == suivi_listener || name == inter_broker {
+            continue;
+        }
+        let port = address
+            .strip_prefix("127.0.0.1:")
+            .unwrap_or_else(|| panic!("{name} is for the host, on 127.0.0.1: {address}"));
+        assert_eq!(port_of_listener(name), port);
+        assert!(
+            published.contains(&format!("127.0.0.1:{port}:{port}")),
+            "{published:?} publishes {address}"
+        );
+    }
+    for (name, service) in services {
+        for port in strings(&service["ports"]) {
+            assert!(port.starts_with("127.0.0.1:"), "{name} publishes {port}");
+        }
+    }
+    // Kafka's data is a named volume, where it keeps its logs.
+    let log_dir = &kafka_env["KAFKA_LOG_DIRS"];
+    assert!(
+        strings(&kafka["volumes"]).iter().any(|volume| {
+            volume.split_once(':').is_some_and(|(source, target)| {
+                target == log_dir
+                    && compose["volumes"]
+                        .as_object()
+                        .is_some_and(|volumes| volumes.contains_key(source))
+            })
+        }),
+        "{log_dir} is a named volume"
+    );
+    assert!(
+        !strings(&kafka["healthcheck"]["test"]).is_empty(),
+        "Kafka has a healthcheck, which the topic creation waits for"
+    );
+
+    // The topics suivi reads and writes are created, before suivi starts, on every `up`.
+    let (creator, topics_service) = services
+        .iter()
+        .find(|(_, service)| {
+            strings(&service["command"])
+                .join(" ")
+                .contains("kafka-topics.sh")
+        })
+        .expect("a service creates the topics");
+    assert_eq!(
+        topics_service["depends_on"][host]["condition"],
+        json!("service_healthy")
+    );
+    assert_eq!(
+        suivi["depends_on"][creator]["condition"],
+        json!("service_completed_successfully"),
+        "suivi starts once the topics exist"
+    );
+    let created = created_topics(&strings(&topics_service["command"]).join("\n"));
+    let mut settings = Settings::default();
+    if let Some(topics) = env.get("SUIVI_KAFKA_TOPICS") {
+        settings.kafka_topics.clone_from(topics);
+    }
+    if let Some(template) = env.get("SUIVI_KAFKA_DEAD_LETTER_TOPIC") {
+        settings.kafka_dead_letter_topic.clone_from(template);
+    }
+    let topics = settings.kafka_topics();
+    assert!(!topics.is_empty());
+    for topic in &topics {
+        let dead_letters = settings.kafka_dead_letter_topic(topic);
+        for (name, events) in [(topic, true), (&dead_letters, false)] {
+            let flags = created
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is not created: {created:?}"));
+            let flag = |flag: &str| flags.get(flag).map(String::as_str);
+            assert_eq!(flag("--bootstrap-server"), Some(brokers.as_str()), "{name}");
+            assert_eq!(
+                flag("--if-not-exists"),
+                Some(""),
+                "{name}: the second `up` succeeds too"
+            );
+            assert_eq!(flag("--replication-factor"), Some("1"), "{name}: one node");
+            let partitions: u32 = flag("--partitions")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name} has a partition count: {flags:?}"));
+            assert!(partitions >= 1);
+            if events {
+                assert!(partitions > 1, "{name}: instances can share it");
+                // suivi rebuilds a moved partition's campaigns from its first message.
+                assert_eq!(
+                    flag("--config retention.ms"),
+                    Some("-1"),
+                    "{name} keeps every message"
+                );
+            }
+        }
+    }
+}
+
+/// The topics a shell script creates with `kafka-topics.sh --create`, each with its flags
+/// (`--flag` → value, "" for a flag without one; `--config key` → value).
+pub(super) fn created_topics(script: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let script = script.replace("\\\n", " ");
+    let mut created = BTreeMap::new();
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !words.iter().any(|word| word.ends_with("kafka-topics.sh"))
+            || !words.contains(&"--create")
+        {
+            continue;
+        }
+        let mut flags = BTreeMap::new();
+        let mut i = 0;
+        while i < words.len() {
+            let word = words[i];
+            let value = words.get(i + 1).filter(|next| !next.starts_with("--"));
+            if word == "--config" {
+                let (key, value) = value
+                    .and_then(|pair| pair.split_once('='))
+                    .unwrap_or_else(|| panic!("--config key=value: {line}"));
+                flags.insert(format!("--config {key}"), value.to_owned());
+                i += 2;
+            } else if word.starts_with("--") {
+                flags.insert(word.to_owned(), value.map_or("", |v| v).to_owned());
+                i += if value.is_some() { 2 } else { 1 };
+            } else {
+                i += 1;
+            }
+        }
+        let topic = flags
+            .get("--topic")
+            .unwrap_or_else(|| panic!("--create names a --topic: {line}"))
+            .clone();
+        created.insert(topic, flags);
+    }
+    created
+}
+
+/// A compose service's environment (a map, as the file writes it).
+pub(super) fn compose_env(service: &Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_object()
+        .expect("environment as a map")
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// The file on the host that `service` sees at `container_path`, through its bind mounts.
+pub(super) fn host_path(base: &Path, service: &Value, container_path: &str) -> PathBuf {
+    strings(&service["volumes"])
+        .iter()
+        .filter_map(|volume| {
+            let mut parts = volume.split(':');
+            let (source, target) = (parts.next()?, parts.next()?);
+            if !source.starts_with('.') {
+                return None;
+            }
+            let rest = container_path.strip_prefix(target)?;
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            let host = base.join(source).join(rest.trim_start_matches('/'));
+            Some(host.canonicalize().unwrap_or(host))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no bind mount holds {container_path}"))
+}

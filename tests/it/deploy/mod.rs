@@ -1,0 +1,584 @@
+//! The deployment files in `deploy/`, the `Dockerfile` and `.dockerignore`, checked for real
+//! where no container engine runs: a real Prometheus (Debian's package, installed by
+//! scripts/test) scrapes a running suivi with the scrape configuration and alert rules of
+//! `deploy/prometheus`, and every query of the Grafana dashboard returns data from it; every
+//! metric the dashboard and the alerts name is one suivi exports; the real `suivi` binary starts
+//! with the environment of the image, of the compose file and of the Kubernetes manifests, and
+//! answers the compose healthcheck; the manifests, the compose file and the Grafana
+//! provisioning agree on ports, probe paths, users, mounts and addresses. suivi consumes Kafka
+//! in these tests as the deployments turn it on, from a Kafka-protocol broker of the test's own
+//! (librdkafka's mock cluster). (`promtool check` and `test rules`, and `docker-compose config`,
+//! run in scripts/test itself.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use suivi::config::Settings;
+use suivi::simulate::kafka::message;
+
+use crate::helpers::{Kind, TestApp, event, json_batch, secret, spawn_app_with};
+
+mod compose;
+mod docker;
+mod kubernetes;
+mod prometheus;
+
+use compose::compose_env;
+use docker::{dockerfile, dockerfile_env, dockerfile_user};
+use kubernetes::{base64url_decoded_len, config_map_env, container_env};
+use prometheus::{collect_panels, dashboard, has_series};
+
+/// The campaign the dashboard's `$campaign` stands for in these tests: registered, with a target.
+const CAMPAIGN: &str = "gendarmerie";
+/// suivi's `shutdown_grace` when the environment does not set it.
+const DEFAULT_SHUTDOWN_GRACE: Duration = suivi::config::DEFAULT_SHUTDOWN_GRACE;
+/// Series that Prometheus writes itself for every scrape, which suivi does not export.
+const PROMETHEUS_SERIES: [&str; 1] = ["up"];
+/// How long a test waits for suivi to consume Kafka or for the group to rebalance.
+const KAFKA_PATIENCE: Duration = Duration::from_secs(60);
+/// The ConfigMap that turns Kafka on in the Kubernetes manifests (see deploy/README.md).
+const KUBERNETES_KAFKA_CONFIG_MAP: &str = "suivi-kafka";
+
+#[tokio::test]
+async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthcheck() {
+    let compose = yaml(&deploy("docker-compose.yml"));
+    let suivi = &compose["services"]["suivi"];
+    let healthcheck = strings(&suivi["healthcheck"]["test"]);
+    assert_eq!(healthcheck[..3], ["CMD", "bash", "-c"], "{healthcheck:?}");
+    let http_port = port_of(&compose_env(suivi)["SUIVI_HTTP_ADDR"]);
+    // The healthcheck's script, asking `port` instead of the container's; bash's complaint
+    // about a refused connection is expected, and silenced.
+    let check = |port: u16| {
+        let script = healthcheck[3].replace(
+            &format!("127.0.0.1/{http_port}"),
+            &format!("127.0.0.1/{port}"),
+        );
+        assert_ne!(
+            script, healthcheck[3],
+            "the healthcheck asks 127.0.0.1/{http_port}"
+        );
+        Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("bash runs the healthcheck")
+    };
+    assert!(
+        !check(free_port()).success(),
+        "the healthcheck fails where nothing listens"
+    );
+
+    let statefulset = yaml_documents(&deploy("kubernetes/statefulset.yaml"))
+        .into_iter()
+        .find(|document| document["kind"] == json!("StatefulSet"))
+        .expect("a StatefulSet");
+    let container = statefulset["spec"]["template"]["spec"]["containers"][0].clone();
+    // Kafka, where a deployment turns it on, is a broker of the test's own, one for each: a
+    // member that left a group still holds up the mock cluster's next rebalance for a session.
+    let compose_kafka = KafkaScene::start().await;
+    let mut compose = compose_env(suivi);
+    assert!(compose.contains_key("SUIVI_KAFKA_BROKERS"), "{compose:?}");
+    compose.insert(
+        "SUIVI_KAFKA_BROKERS".to_owned(),
+        compose_kafka.bootstrap.clone(),
+    );
+    // The manifests with the ConfigMap that turns Kafka on, holding only the brokers.
+    let kubernetes_kafka = KafkaScene::start().await;
+    let mut kubernetes = container_env(&container);
+    for (name, (config_map, key)) in config_map_env(&container) {
+        if config_map == KUBERNETES_KAFKA_CONFIG_MAP && key == "brokers" {
+            kubernetes.insert(name, kubernetes_kafka.bootstrap.clone());
+        }
+    }
+    for (origin, env, kafka_on) in [
+        ("Dockerfile", dockerfile_env(&dockerfile()), false),
+        ("docker-compose.yml", compose, true),
+        (
+            "kubernetes/statefulset.yaml",
+            container_env(&container),
+            false,
+        ),
+        (
+            "kubernetes/statefulset.yaml with the ConfigMap suivi-kafka",
+            kubernetes,
+            true,
+        ),
+    ] {
+        let mut running = RunningSuivi::start(origin, &env);
+        let status = check(running.http_addr.port());
+        assert!(
+            status.success(),
+            "the compose healthcheck passes on suivi ({origin})"
+        );
+        // Each process has metrics of its own: the Kafka series are there when Kafka is on,
+        // and its partitions get assigned.
+        let deadline = Instant::now() + KAFKA_PATIENCE;
+        loop {
+            let text = reqwest::get(format!("http://{}/metrics", running.http_addr))
+                .await
+                .expect("GET /metrics answers")
+                .text()
+                .await
+                .expect("a body");
+            let assigned = text.lines().find_map(|line| {
+                line.strip_prefix(suivi::telemetry::KAFKA_ASSIGNED)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            });
+            if !kafka_on {
+                assert_eq!(assigned, None, "Kafka is off with {origin}");
+                break;
+            }
+            if assigned.is_some_and(|partitions| partitions > 0.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "suivi ({origin}) got no Kafka partition in {KAFKA_PATIENCE:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running.stop();
+    }
+    drop((compose_kafka, kubernetes_kafka));
+}
+
+#[test]
+fn every_file_in_deploy_is_one_these_tests_check() {
+    // A new file in deploy/ needs a check here or in scripts/test before it joins this list.
+    let checked = BTreeSet::from([
+        "README.md",
+        "docker-compose.yml",
+        "grafana/dashboards/suivi.json",
+        "grafana/provisioning/dashboards/suivi.yml",
+        "grafana/provisioning/datasources/prometheus.yml",
+        "kubernetes/kustomization.yaml",
+        "kubernetes/service.yaml",
+        "kubernetes/statefulset.yaml",
+        "prometheus/alerts.test.yml",
+        "prometheus/alerts.yml",
+        "prometheus/prometheus.yml",
+    ]);
+    let mut files = BTreeSet::new();
+    let mut dirs = vec![deploy("")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a readable directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let relative = path.strip_prefix(deploy("")).expect("under deploy/");
+                files.insert(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let files: BTreeSet<&str> = files.iter().map(String::as_str).collect();
+    assert_eq!(files, checked);
+}
+
+/// Sends events that touch every family the dashboard graphs: both transports, a click, every
+/// stage, a duplicate, rejections, a request refused whole, and a query.
+async fn feed(app: &TestApp) {
+    let at =
+        |id: &str, kind: Kind, learner: &str| event(id, kind).campaign(CAMPAIGN).learner(learner);
+    let response = app
+        .ingest(&[
+            event("dp-click-1", Kind::LinkClicked)
+                .campaign(CAMPAIGN)
+                .visitor("visitor-1"),
+            at("dp-enrol-1", Kind::Enrolled, "u1"),
+            at("dp-enrol-2", Kind::Enrolled, "u2"),
+            at("dp-start-1", Kind::CourseStarted, "u1"),
+            at("dp-chapter-1", Kind::ChapterCompleted, "u1").chapter(1),
+            at("dp-cert-1", Kind::Certified, "u1"),
+            at("dp-enrol-1", Kind::Enrolled, "u1"),
+            at("", Kind::Enrolled, "u3"),
+        ])
+        .await;
+    assert_eq!(
+        (response.accepted, response.duplicates),
+        (6, 1),
+        "{response:?}"
+    );
+    let mut batch = json_batch(&[at("dp-enrol-3", Kind::Enrolled, "u3")]);
+    batch
+        .as_array_mut()
+        .expect("a JSON array")
+        .push(json!({"event_id": "dp-bad", "kind": "graduated"}));
+    let (status, answer) = app.post_events(&batch).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], json!(1), "{answer}");
+    let (status, _) = app.post_raw_events("not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app.get("/v1/totals").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Kafka as the deployments turn it on: a Kafka-protocol broker of the test's own (librdkafka's
+/// mock cluster) with the default events topic and its dead-letter topic, filled with learner
+/// events of a few partners (never [`CAMPAIGN`], whose figures the tests check from gRPC and HTTP
+/// alone) and a message that is no event, to be dead-lettered.
+struct KafkaScene {
+    _cluster: MockCluster<'static, DefaultProducerContext>,
+    bootstrap: String,
+}
+
+impl KafkaScene {
+    /// Partitions of the events topic.
+    const PARTITIONS: i32 = 4;
+    /// The partners whose events are produced; each gets two enrolled learners.
+    const PARTNERS: [&str; 4] = ["pole-emploi", "afd", "dgafp", "academie-corse"];
+
+    async fn start() -> KafkaScene {
+        let cluster = MockCluster::new(1).expect("the mock cluster starts");
+        let topic = suivi::config::DEFAULT_KAFKA_TOPIC;
+        cluster
+            .create_topic(topic, Self::PARTITIONS, 1)
+            .expect("the events topic");
+        cluster
+            .create_topic(&Settings::default().kafka_dead_letter_topic(topic), 1, 1)
+            .expect("the dead-letter topic");
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .create()
+            .expect("a producer");
+        let mut messages = Vec::new();
+        for (index, partner) in Self::PARTNERS.into_iter().enumerate() {
+            assert_ne!(partner, CAMPAIGN);
+            let at = |id: &str, kind: Kind, learner: &str| {
+                event(&format!("dk-{partner}-{id}"), kind)
+                    .campaign(partner)
+                    .learner(learner)
+            };
+            for (number, ev) in [
+                event(&format!("dk-{partner}-click"), Kind::LinkClicked)
+                    .campaign(partner)
+                    .visitor("visitor-k"),
+                at("enrol-1", Kind::Enrolled, "k1"),
+                at("enrol-2", Kind::Enrolled, "k2"),
+                at("start-1", Kind::CourseStarted, "k1"),
+                at("cert-1", Kind::Certified, "k1"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                // JSON and protobuf both.
+                let protobuf = (index + number) % 2 == 1;
+                let (key, payload) = message(&ev.proto(), protobuf);
+                messages.push((key, payload, protobuf));
+            }
+        }
+        messages.push(("pole-emploi".to_owned(), b"not an event".to_vec(), false));
+        for (key, payload, protobuf) in &messages {
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(payload.as_slice());
+            if *protobuf {
+                record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                    rdkafka::message::Header {
+                        key: "content-type",
+                        value: Some("application/x-protobuf"),
+                    },
+                ));
+            }
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|(error, _)| panic!("produced: {error}"));
+        }
+        KafkaScene {
+            _cluster: cluster,
+            bootstrap,
+        }
+    }
+
+    /// Kafka on, with the default topic and group, as the deployments have it; a shorter
+    /// session (the mock cluster waits for it before it rebalances a stable group), heartbeats
+    /// and statistics (lag) more often than by default, to keep the test short.
+    fn turn_on(&self, settings: &mut Settings) {
+        settings.kafka_brokers = Some(self.bootstrap.clone());
+        for (key, value) in [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+            ("statistics.interval.ms", "1000"),
+        ] {
+            settings.kafka_options.insert(key.to_owned(), secret(value));
+        }
+    }
+
+    /// Waits until `app` has counted every partner's events, dead-lettered the garbage, and
+    /// reported its partitions' lag. (Metrics are the process's, shared with other tests when
+    /// they run in one process: the counters say what this `app` consumed.)
+    async fn wait_until_consumed(&self, app: &TestApp) {
+        let deadline = Instant::now() + KAFKA_PATIENCE;
+        loop {
+            let mut waiting = Vec::new();
+            for partner in Self::PARTNERS {
+                let counters = app.campaign_json(partner).await;
+                if counters["enrolled"] != json!(2) {
+                    waiting.push(format!("{partner}: {counters}"));
+                }
+            }
+            let (_, text) = app.get_text("/metrics").await;
+            for family in [
+                suivi::telemetry::KAFKA_DEAD_LETTERS,
+                suivi::telemetry::KAFKA_LAG,
+            ] {
+                if !has_series(&text, family) {
+                    waiting.push(format!("no {family} series"));
+                }
+            }
+            if waiting.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Kafka not consumed after {KAFKA_PATIENCE:?}:\n{}\n{text}",
+                waiting.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A second instance joins the group, takes partitions from `app` (which releases their
+    /// campaigns), and leaves again.
+    async fn rebalance(&self, app: &TestApp) {
+        let revokes = || async {
+            let (_, text) = app.get_text("/metrics").await;
+            let revokes = text.lines().find_map(|line| {
+                line.strip_prefix(suivi::telemetry::KAFKA_REBALANCES)?
+                    .strip_prefix("{kind=\"revoke\"} ")?
+                    .parse::<f64>()
+                    .ok()
+            });
+            (revokes.unwrap_or(0.0), text)
+        };
+        let (before, _) = revokes().await;
+        let mut second = spawn_app_with(|settings| self.turn_on(settings)).await;
+        let deadline = Instant::now() + KAFKA_PATIENCE;
+        loop {
+            // One recorder for the process: `app`'s /metrics shows both instances' series.
+            let (now, text) = revokes().await;
+            if now > before && text.contains(suivi::telemetry::CAMPAIGNS_RELEASED) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no partition revoked after {KAFKA_PATIENCE:?} with a second instance:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        second.stop().await;
+    }
+}
+
+/// The real `suivi serve` with a deployment's `SUIVI_…` environment; only the addresses and
+/// the data dir are overridden (by flags, which rank above the environment), and PostgreSQL is
+/// pointed at a closed local port: suivi must start without it.
+struct RunningSuivi {
+    child: Child,
+    http_addr: SocketAddr,
+    origin: &'static str,
+    _data_dir: tempfile::TempDir,
+}
+
+impl RunningSuivi {
+    fn start(origin: &'static str, env: &BTreeMap<String, String>) -> RunningSuivi {
+        let data_dir = tempfile::tempdir().expect("a temporary dir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_suivi"));
+        command
+            .arg("serve")
+            .arg("--grpc-addr=127.0.0.1:0")
+            .arg("--http-addr=127.0.0.1:0")
+            .arg(format!("--data-dir={}", data_dir.path().display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info");
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("SUIVI_")) {
+            command.env_remove(name);
+        }
+        for (name, value) in env {
+            let value = if name == "SUIVI_POSTGRES_URL" {
+                let (before, after) = value.split_once('@').expect("a URL with a host");
+                let database = after.split_once('/').map_or("", |(_, database)| database);
+                format!("{before}@127.0.0.1:{}/{database}", free_port())
+            } else {
+                value.clone()
+            };
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the suivi binary runs");
+        let stderr = child.stderr.take().expect("suivi's stderr");
+        let (lines, received) = mpsc::channel();
+        // Reads stderr to its end: suivi must never write into a closed pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let _ = lines.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut log = Vec::new();
+        let http_addr = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = match received.recv_timeout(remaining) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "suivi with the environment of {origin} ({env:?}) did not get ready:\n{}",
+                        log.join("\n")
+                    );
+                }
+            };
+            if let Some(addr) = ready_http_addr(&line) {
+                break addr;
+            }
+            log.push(line);
+        };
+        RunningSuivi {
+            child,
+            http_addr,
+            origin,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// SIGTERM, then a clean exit within the test's patience.
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("suivi can be waited for") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "suivi ({}) did not stop on SIGTERM",
+                self.origin
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "suivi ({}) stopped with {status}",
+            self.origin
+        );
+    }
+}
+
+impl Drop for RunningSuivi {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The HTTP address in suivi's "suivi is ready" log line, JSON or text.
+fn ready_http_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(record) = serde_json::from_str::<Value>(line) {
+        let fields = &record["fields"];
+        if fields["message"] != json!("suivi is ready") {
+            return None;
+        }
+        return fields["http"].as_str()?.parse().ok();
+    }
+    if !line.contains("suivi is ready") {
+        return None;
+    }
+    line.split_whitespace()
+        .filter_map(|word| word.strip_prefix("http="))
+        .find_map(|addr| {
+            addr.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .parse()
+                .ok()
+        })
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn deploy(path: &str) -> PathBuf {
+    repo().join("deploy").join(path)
+}
+
+/// A free TCP port of 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A YAML file as JSON values.
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_norway::from_str(&text)
+        .unwrap_or_else(|error| panic!("{} is not YAML: {error}", path.display()))
+}
+
+/// Every document of a multi-document YAML file.
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    use serde::Deserialize;
+
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|document| {
+            Value::deserialize(document)
+                .unwrap_or_else(|error| panic!("{} is not YAML: {error}", path.display()))
+        })
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .unwrap_or_else(|| panic!("a string: {item}"))
+                    .to_owned()
+            })
+            .collect(),
+        Value::String(text) => vec![text.clone()],
+        other => panic!("strings expected: {other}"),
+    }
+}
+
+fn duration(text: &str) -> Duration {
+    humantime::parse_duration(text).unwrap_or_else(|error| panic!("{text:?}: {error}"))
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.parse::<SocketAddr>()
+        .unwrap_or_else(|error| panic!("{addr:?} is an address: {error}"))
+        .port()
+}
