@@ -59,14 +59,14 @@ use suivi::config::{
     DEFAULT_CHAPTER_COUNT, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_JOURNAL_BYTES,
     DEFAULT_FSYNC_INTERVAL, DEFAULT_INGEST_QUEUE_EVENTS,
 };
+use suivi::durable::DurableSettings;
 use suivi::durable::checkpoint;
 use suivi::durable::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal, MAX_RECORD_BYTES};
-use suivi::durable::{self, DurableSettings};
 use suivi::event::{
     Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, RawEvent, Stage, VisitorKey,
 };
 use suivi::figures::Figures;
-use suivi::pipeline::{self, PipelineSettings, Writer};
+use suivi::pipeline::{self, PipelineSettings, Writer, state};
 use suivi::proto::storage::{EventIdentity, JournalRecord, StoredEvent};
 use suivi::registry::Registry;
 use suivi::simulate;
@@ -941,12 +941,12 @@ fn shape_wanted() -> Shape {
 /// - the checkpoint: `Aggregator::checkpoint` (encoding the state, while ingestion pauses),
 ///   `checkpoint::write` (protobuf encoding, write, fsync, rename), its size per learner;
 /// - a restart from it: `checkpoint::read`, `Aggregator::restore`, and the whole of
-///   `durable::recover` (checkpoint and an empty journal), what §7 bounds at 3 s for ten
+///   `pipeline::state::recover` (checkpoint and an empty journal), what §7 bounds at 3 s for ten
 ///   million learners; then the same restore without the remembered event ids, to show their
 ///   share;
 /// - memory: resident bytes per (campaign, learner) held, built and restored, all included;
 /// - replay: a journal of `SUIVI_BENCH_REPLAY_EVENTS` events of the same population, in a
-///   shuffled order, written in groups of 1,000, then `durable::recover` with no checkpoint
+///   shuffled order, written in groups of 1,000, then `pipeline::state::recover` with no checkpoint
 ///   (every counter rebuilt from the journal), with read and decode alone, decode and
 ///   conversion alone, and applying the same events from memory alone, to tell the costs
 ///   apart.
@@ -1070,10 +1070,10 @@ fn recovery_report(learners: u64) {
     };
     let rss_before_recover = rss_bytes();
     let recovered =
-        durable::recover(&storage, settings(), registered(&registry)).expect("recovery succeeds");
+        state::recover(&storage, settings(), registered(&registry)).expect("recovery succeeds");
     let rss_restored = rss_bytes();
     println!(
-        "  restart: durable::recover from the checkpoint (and an empty journal): {:.2?}  [§7: under 3 s for ten million learners]",
+        "  restart: pipeline::state::recover from the checkpoint (and an empty journal): {:.2?}  [§7: under 3 s for ten million learners]",
         recovered.report.duration
     );
     print_memory(
@@ -1191,7 +1191,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
     };
     let replays: Vec<Duration> = (0..2)
         .map(|_| {
-            let recovered = durable::recover(&storage, settings(), registered(registry))
+            let recovered = state::recover(&storage, settings(), registered(registry))
                 .expect("recovery succeeds");
             assert_eq!(recovered.report.events_replayed, count);
             recovered.report.duration
@@ -1199,7 +1199,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
         .collect();
     let replay = replays.iter().min().copied().expect("two passes");
     println!(
-        "  durable::recover with no checkpoint: {replay:.2?}, {:.0} events/s (the faster of {replays:.2?})  [§7: >= 3,000,000 events/s]",
+        "  pipeline::state::recover with no checkpoint: {replay:.2?}, {:.0} events/s (the faster of {replays:.2?})  [§7: >= 3,000,000 events/s]",
         per_second(count, replay),
     );
     println!(

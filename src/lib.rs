@@ -23,5 +23,4 @@ pub mod report;
 pub mod shutdown;
 pub mod simulate;
 pub mod snapshot;
-pub mod sources;
 pub mod telemetry;

@@ -2,8 +2,9 @@
 //! is appended to before it is acknowledged, the [`checkpoint`] files of the whole state, the
 //! [`policy`] that says when to checkpoint and what a written checkpoint lets go (journal
 //! segments are removed only when two newer checkpoints cover them), and [`recover`], which
-//! rebuilds the state at start. It knows the stored forms (`proto::storage`) and the aggregate's
-//! restore, never the edges, the queue or the read side.
+//! finds and reads them back at start. It knows the files and the stored forms
+//! (`proto::storage`); what the state is and how a record applies are the writer's
+//! (`pipeline::state`). It never sees the edges, the queue or the read side.
 
 pub mod checkpoint;
 pub mod journal;

@@ -1,18 +1,17 @@
 //! Recovery at start-up: load the newest valid checkpoint (falling back to an older one when the
-//! newest is unusable), then replay the journal records after it, and hand back the aggregator
-//! and the open journal. Nothing is served as ready before this returns.
+//! newest is unusable), rebuild the state from it, replay the journal records after it, and hand
+//! back the state and the open journal. What the state is and how a record is applied belong to
+//! the writer (`pipeline::state`): this module only finds and reads the files, in order, and
+//! stops loudly at a record that cannot be replayed. Nothing is served as ready before it returns.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::aggregate::{Aggregator, AggregatorSettings, Applied};
 use crate::durable::checkpoint;
 use crate::durable::journal::{FsyncPolicy, Journal};
-use crate::event::Event;
-use crate::proto::storage::{EventIdentity, JournalRecord};
-use crate::sources::{self, Partition, Sources, source_of};
+use crate::proto::storage::{Checkpoint, JournalRecord};
 
 /// Where the durable state lives and how the journal is written.
 #[derive(Debug, Clone)]
@@ -26,13 +25,11 @@ pub struct DurableSettings {
     pub max_record_bytes: u32,
 }
 
-/// The state recovered, ready to take events.
+/// The state recovered, ready to take events, and the open journal.
 #[derive(Debug)]
-pub struct Recovered {
-    pub aggregator: Aggregator,
+pub struct Recovered<S> {
+    pub state: S,
     pub journal: Journal,
-    /// The Kafka partition positions and campaign sources, as of the journal's end.
-    pub sources: Sources,
     pub report: RecoveryReport,
 }
 
@@ -49,12 +46,14 @@ pub struct RecoveryReport {
     pub duration: Duration,
 }
 
-/// Loads the newest valid checkpoint and replays the journal after it.
-pub fn recover(
+/// Loads the newest valid checkpoint, rebuilds the state from it with `restore` (from nothing
+/// when there is none), and applies every journal record after it with `replay`, in order. The
+/// first record `replay` cannot apply stops recovery, naming the record.
+pub fn recover<S>(
     storage: &DurableSettings,
-    settings: AggregatorSettings,
-    registered: Vec<String>,
-) -> anyhow::Result<Recovered> {
+    restore: impl FnOnce(Option<&Checkpoint>) -> anyhow::Result<S>,
+    mut replay: impl FnMut(&mut S, JournalRecord) -> Result<(), String>,
+) -> anyhow::Result<Recovered<S>> {
     let started = Instant::now();
     let (checkpoint, rejected) = checkpoint::load_newest(&storage.checkpoint_dir)?;
     let mut report = RecoveryReport {
@@ -77,15 +76,10 @@ pub fn recover(
             "checkpoint unusable; falling back to an older one"
         );
     }
-    let (mut aggregator, from, mut sources) = match &checkpoint {
-        Some(checkpoint) => (
-            Aggregator::restore(settings, registered, checkpoint)
-                .context("cannot restore the checkpoint")?,
-            checkpoint.journal_position,
-            Sources::restore(&checkpoint.kafka_offsets, &checkpoint.direct_campaigns),
-        ),
-        None => (Aggregator::new(settings, registered), 0, Sources::default()),
-    };
+    let mut state = restore(checkpoint.as_ref()).context("cannot restore the checkpoint")?;
+    let from = checkpoint
+        .as_ref()
+        .map_or(0, |checkpoint| checkpoint.journal_position);
     report.checkpoint_position = checkpoint
         .as_ref()
         .map(|checkpoint| checkpoint.journal_position);
@@ -100,7 +94,7 @@ pub fn recover(
             if unreplayable.is_some() {
                 return;
             }
-            if let Err(error) = replay(&mut aggregator, &mut sources, record) {
+            if let Err(error) = replay(&mut state, record) {
                 unreplayable = Some((position, error));
             }
         },
@@ -115,47 +109,8 @@ pub fn recover(
     report.torn_bytes = opened.torn_bytes;
     report.duration = started.elapsed();
     Ok(Recovered {
-        aggregator,
+        state,
         journal,
-        sources,
         report,
     })
 }
-
-/// Replays one journal record exactly as the writer committed it: its releases, then its
-/// partition positions and events. Every event is counted where it was counted live: admission
-/// was decided before the record was written, so no limit of this start is consulted. Says why
-/// when the record cannot be replayed (a malformed event, ids of an older suivi, or no campaign
-/// slot left under a grown registry); recovery then stops rather than lose acknowledged events.
-fn replay(
-    aggregator: &mut Aggregator,
-    sources: &mut Sources,
-    record: JournalRecord,
-) -> Result<(), String> {
-    if !record.events.is_empty()
-        && record.event_identity != i32::from(EventIdentity::SourceAndEventId)
-    {
-        return Err(
-            "it was written by an older suivi, which identified events by event_id \
-                    alone, not by (source, event_id); rebuild the state from an empty data_dir"
-                .to_owned(),
-        );
-    }
-    if !record.released.is_empty() {
-        let partitions: Vec<Partition> = record.released.iter().map(Partition::from).collect();
-        sources::release(sources, aggregator, &partitions);
-    }
-    let partitions = sources.advance(&record.positions);
-    for stored in record.events {
-        let source = stored.source;
-        let event = Event::try_from(stored).map_err(|error| error.to_string())?;
-        if let Applied::Rejected(reason) = aggregator.apply(&event) {
-            return Err(reason.to_string());
-        }
-        sources.note(&event.campaign, source_of(&partitions, source));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests;

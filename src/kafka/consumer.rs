@@ -28,9 +28,9 @@ use super::dead_letter::{DeadLetter, DeadLetters};
 use super::decode::{self, Encoding};
 use crate::aggregate::Applied;
 use crate::event::{Event, EventParser, RejectReason};
+use crate::pipeline::sources::{Partition, Range};
 use crate::pipeline::{Answer, Ingest, KafkaBatch, Refusal};
 use crate::proto::storage::KafkaOffset;
-use crate::sources::{Partition, Range};
 use crate::telemetry::{self, BatchTally, Transport};
 
 /// How long one poll waits for a message when there is nothing to hand over or to answer.

@@ -157,14 +157,15 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
         expected,
         "the journal holds every accepted event once, and nothing of the refused submissions"
     );
-    let recovered = durable::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
+    let recovered = state::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
         .expect("the storage recovers");
     let (counts, _) = recovered
+        .state
         .aggregator
         .campaign(CAMPAIGN)
         .expect("the campaign is recovered");
     assert_eq!(counts.enrolled, 220);
-    assert_eq!(recovered.aggregator.holdings().event_ids, 220);
+    assert_eq!(recovered.state.aggregator.holdings().event_ids, 220);
 }
 
 #[tokio::test]
@@ -241,7 +242,7 @@ async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recover
     );
     // Recovery from the journal alone (the final checkpoint set aside) gives every event.
     std::fs::remove_dir_all(&storage.checkpoint_dir).expect("the checkpoints remove");
-    let recovered = durable::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
+    let recovered = state::recover(&storage, aggregator_settings(), vec![CAMPAIGN.to_owned()])
         .expect("the storage recovers");
-    assert_eq!(recovered.aggregator.holdings().event_ids, 480);
+    assert_eq!(recovered.state.aggregator.holdings().event_ids, 480);
 }

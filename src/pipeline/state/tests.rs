@@ -7,6 +7,7 @@
 //! checkpoint then proves corrupt.
 
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta};
 use proptest::collection::vec;
@@ -17,10 +18,10 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::aggregate::{Admission, Applied};
-use crate::durable::journal;
+use crate::durable::journal::{self, FsyncPolicy};
+use crate::durable::{DurableSettings, Recovered, RecoveryReport, checkpoint};
 use crate::event::{EventKind, EventParser, RawEvent, RawKind, RawTime, TOTALS_CAMPAIGN};
 use crate::proto::storage::{EventIdentity, JournalRecord, KafkaOffset, StoredEvent};
-use crate::sources::Partition;
 
 /// A short course, so that histories of a few dozen events complete it.
 const CHAPTER_COUNT: u8 = 3;
@@ -256,7 +257,7 @@ fn never_stopped(config: &Config, history: &[Done]) -> (Aggregator, Sources) {
 struct Process {
     storage: DurableSettings,
     config: Config,
-    recovered: Recovered,
+    recovered: Recovered<State>,
     /// Positions of the checkpoints written, oldest first, each once.
     checkpoints: Vec<u64>,
     /// The number of events of each record appended, by position.
@@ -286,7 +287,7 @@ impl Process {
     /// admitted ones (and the partitions' new positions) as one record, then applies them.
     /// Returns each event's outcome.
     fn commit(&mut self, group: &[(Event, Option<i32>)]) -> Vec<Applied> {
-        let aggregator = &mut self.recovered.aggregator;
+        let aggregator = &mut self.recovered.state.aggregator;
         let mut admission = Admission::default();
         let mut admitted = Vec::new();
         let mut outcomes = Vec::new();
@@ -337,16 +338,17 @@ impl Process {
             .append(&record)
             .expect("the journal appends");
         self.record_events.push(admitted.len() as u64);
-        let partitions = self.recovered.sources.advance(&positions);
+        let partitions = self.recovered.state.sources.advance(&positions);
         self.history.push(Done::Read(positions));
         for (event, from) in admitted {
             assert_eq!(
-                self.recovered.aggregator.apply(&event),
+                self.recovered.state.aggregator.apply(&event),
                 Applied::Accepted,
                 "an admitted event is accepted when applied"
             );
             let source = from.map_or(0, |(_, _, index)| index as u32 + 1);
             self.recovered
+                .state
                 .sources
                 .note(&event.campaign, source_of(&partitions, source));
             self.history
@@ -370,11 +372,10 @@ impl Process {
             .append(&record)
             .expect("the journal appends");
         self.record_events.push(0);
-        let Recovered {
+        let State {
             aggregator,
             sources,
-            ..
-        } = &mut self.recovered;
+        } = &mut self.recovered.state;
         sources::release(sources, aggregator, &[partition(number)]);
         self.history.push(Done::Released(number));
     }
@@ -399,9 +400,10 @@ impl Process {
     fn state_at(&self, position: u64) -> crate::proto::storage::Checkpoint {
         let mut state = self
             .recovered
+            .state
             .aggregator
-            .checkpoint(position, self.recovered.sources.offsets());
-        state.direct_campaigns = self.recovered.sources.direct_campaigns();
+            .checkpoint(position, self.recovered.state.sources.offsets());
+        state.direct_campaigns = self.recovered.state.sources.direct_campaigns();
         state
     }
 
@@ -476,10 +478,10 @@ impl Process {
     /// this run's configuration and fed the same history.
     fn check_state(&self) {
         let (aggregator, sources) = never_stopped(&self.config, &self.history);
-        assert_same_state(&aggregator, &self.recovered.aggregator);
-        assert_eq!(self.recovered.sources.offsets(), sources.offsets());
+        assert_same_state(&aggregator, &self.recovered.state.aggregator);
+        assert_eq!(self.recovered.state.sources.offsets(), sources.offsets());
         assert_eq!(
-            self.recovered.sources.direct_campaigns(),
+            self.recovered.state.sources.direct_campaigns(),
             sources.direct_campaigns()
         );
     }
@@ -606,10 +608,10 @@ fn recovering_an_empty_storage_gives_the_registered_campaigns_at_zero() {
 
     assert_same_state(
         &Aggregator::new(settings(), registered()),
-        &recovered.aggregator,
+        &recovered.state.aggregator,
     );
     assert_eq!(recovered.journal.position(), 0);
-    assert_eq!(recovered.sources.offsets(), Vec::new());
+    assert_eq!(recovered.state.sources.offsets(), Vec::new());
     assert_eq!(
         RecoveryReport {
             duration: Duration::ZERO,
@@ -667,15 +669,15 @@ fn recovery_brings_kafka_positions_to_the_journal_end_with_the_campaigns_each_pa
     let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
 
     assert_eq!(
-        recovered.sources.offsets(),
+        recovered.state.sources.offsets(),
         vec![offset(1, 25, &[REGISTERED]), offset(2, 77, &["inria"])]
     );
     assert_eq!(
-        recovered.sources.direct_campaigns(),
+        recovered.state.sources.direct_campaigns(),
         vec!["pole-emploi".to_owned()]
     );
     assert_eq!(
-        recovered.sources.release(&[partition(1)]).campaigns,
+        recovered.state.sources.release(&[partition(1)]).campaigns,
         vec![REGISTERED.to_owned()]
     );
 }
