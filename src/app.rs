@@ -162,6 +162,12 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("cannot build gRPC reflection")?;
+        // Older clients (grpcio-reflection, Postman, older grpcurl) ask v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("cannot build gRPC reflection v1alpha")?;
         let ingest_service = IngestServiceServer::new(ingest::grpc::IngestApi::new(
             intake.clone(),
             settings.max_request_bytes,
@@ -187,6 +193,7 @@ impl App {
         let grpc_server = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(ingest_service)
             .add_service(counter_service)
             .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
