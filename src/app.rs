@@ -29,7 +29,6 @@ use crate::ingest::Intake;
 use crate::kafka::{Kafka, KafkaSettings};
 use crate::pipeline::PipelineSettings;
 use crate::proto::counter_service_server::CounterServiceServer;
-use crate::proto::ingest_service_server::IngestServiceServer;
 use crate::query::http::QueryState;
 use crate::query::{Readiness, State};
 use crate::recovery::Storage;
@@ -168,15 +167,10 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .context("cannot build gRPC reflection v1alpha")?;
-        let ingest_service = IngestServiceServer::new(ingest::grpc::IngestApi::new(
+        let ingest_service = ingest::grpc::IngestServer::new(ingest::grpc::IngestApi::new(
             intake.clone(),
             settings.max_request_bytes,
-        ))
-        .max_decoding_message_size(
-            settings
-                .max_request_bytes
-                .saturating_mul(ingest::grpc::DECODE_LIMIT_FACTOR),
-        );
+        ));
         let query_readiness = readiness.clone();
         let counter_service = CounterServiceServer::with_interceptor(
             query::grpc::CounterApi::new(
@@ -305,9 +299,7 @@ impl App {
             None => None,
         };
         health.set_service_status("", ServingStatus::Serving).await;
-        health
-            .set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>()
-            .await;
+        health.set_serving::<ingest::grpc::IngestServer>().await;
         health
             .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
             .await;

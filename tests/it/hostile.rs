@@ -3,14 +3,28 @@
 //! bounds allow, and older reflection clients. Each is refused early, with the client's error, a
 //! named limit and a metric, while normal requests still work.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use prost::Message;
+use prost::bytes::{Buf, BufMut};
 use reqwest::StatusCode;
 use serde_json::json;
+use tonic::Code;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
 use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
 
-use crate::helpers::{assert_error, enrolments, json_batch, spawn_app};
+use crate::helpers::{
+    PSEUDONYM_KEY, assert_error, enrolments, json_batch, proto_batch, spawn_app, stream_batch,
+};
 
 #[tokio::test]
 async fn post_events_requires_a_json_content_type() {
@@ -91,4 +105,285 @@ async fn reflection_v1alpha_lists_the_services() {
         );
     }
     app.stop().await;
+}
+
+/// Sends and receives gRPC messages as raw bytes, whatever they hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::default()
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::default()
+    }
+}
+
+/// Calls `Ingest` with `message` as its raw protobuf body.
+async fn raw_ingest(channel: Channel, message: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
+    grpc.ready().await.expect("the channel is ready");
+    grpc.unary(
+        tonic::Request::new(message),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/suivi.v1.IngestService/Ingest"),
+        RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Calls `IngestStream` with `messages` as raw protobuf bodies: the answers before the stream
+/// ended, and how it ended.
+async fn raw_ingest_stream(
+    channel: Channel,
+    messages: Vec<Vec<u8>>,
+) -> (
+    Vec<suivi::proto::IngestStreamResponse>,
+    Result<(), tonic::Status>,
+) {
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
+    grpc.ready().await.expect("the channel is ready");
+    let mut responses = match grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(messages)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/suivi.v1.IngestService/IngestStream",
+            ),
+            RawCodec,
+        )
+        .await
+    {
+        Ok(responses) => responses.into_inner(),
+        Err(status) => return (Vec::new(), Err(status)),
+    };
+    let mut answers = Vec::new();
+    loop {
+        match responses.message().await {
+            Ok(Some(bytes)) => answers.push(
+                suivi::proto::IngestStreamResponse::decode(bytes.as_slice()).expect("an answer"),
+            ),
+            Ok(None) => return (answers, Ok(())),
+            Err(status) => return (answers, Err(status)),
+        }
+    }
+}
+
+/// Malformed ingest requests: truncated, garbage, an event that is not a LearnerEvent, a string
+/// that is not UTF-8.
+fn malformed_messages() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("a length past the end", vec![0x0a, 0x05, 0x01]),
+        ("garbage", vec![0xff; 20]),
+        ("a truncated event", vec![0x0a, 0x02, 0x0a, 0x7f]),
+        (
+            "an event id that is not UTF-8",
+            vec![0x0a, 0x03, 0x0a, 0x01, 0xff],
+        ),
+        ("a group", vec![0x0b, 0x0c]),
+    ]
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument_not_internal() {
+    let mut app = spawn_app().await;
+    for (what, message) in malformed_messages() {
+        let status = raw_ingest(app.channel().await, message)
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().contains("protobuf"), "{what}: {status:?}");
+    }
+
+    for (what, message) in malformed_messages() {
+        let valid = stream_batch(&enrolments(what, "gendarmerie", 2)).encode_to_vec();
+        let (answers, end) = raw_ingest_stream(app.channel().await, vec![valid, message]).await;
+        assert_eq!(
+            answers.len(),
+            1,
+            "{what}: the valid request before is answered"
+        );
+        assert_eq!(answers[0].accepted, 2, "{what}");
+        let status = end.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+    assert_eq!(app.totals_json().await["enrolled"], json!(10));
+
+    // A well-formed request still goes through the same decoder.
+    let answer = raw_ingest(
+        app.channel().await,
+        proto_batch(&enrolments("after", "gendarmerie", 3)).encode_to_vec(),
+    )
+    .await
+    .expect("a valid request is answered");
+    let answer = suivi::proto::IngestResponse::decode(answer.as_slice()).expect("an answer");
+    assert_eq!(answer.accepted, 3);
+    app.stop().await;
+}
+
+/// `suivi serve` on ports of 127.0.0.1 it picks itself, with its data under `dir`, once ready:
+/// the child, its gRPC and HTTP addresses (read from its JSON log), and its log.
+fn start_binary(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr, SocketAddr, Arc<Mutex<String>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_suivi"))
+        .arg("serve")
+        .env("SUIVI_GRPC_ADDR", "127.0.0.1:0")
+        .env("SUIVI_HTTP_ADDR", "127.0.0.1:0")
+        .env("SUIVI_DATA_DIR", dir.join("data"))
+        .env("SUIVI_SNAPSHOT_INTERVAL", "1h")
+        .env("SUIVI_PSEUDONYM_KEY", PSEUDONYM_KEY)
+        .env("SUIVI_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("SUIVI_CONFIG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the suivi binary runs");
+    let stderr = child.stderr.take().expect("suivi's stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (ready, addresses) = mpsc::channel();
+    let kept = log.clone();
+    // Reads the log to its end, so that suivi never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                && entry["fields"]["message"] == "suivi is ready"
+                && let (Some(grpc), Some(http)) = (
+                    entry["fields"]["grpc"].as_str(),
+                    entry["fields"]["http"].as_str(),
+                )
+            {
+                let _ = ready.send((grpc.to_owned(), http.to_owned()));
+            }
+            let mut kept = kept.lock().expect("the log lock");
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    match addresses.recv_timeout(Duration::from_secs(20)) {
+        Ok((grpc, http)) => (
+            child,
+            grpc.parse().expect("the log gives an address"),
+            http.parse().expect("the log gives an address"),
+            log,
+        ),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "suivi did not log that it is ready: {}",
+                log.lock().expect("the log lock")
+            );
+        }
+    }
+}
+
+/// The peak resident memory of process `pid` so far, in bytes (VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line");
+    kib * 1024
+}
+
+async fn channel_to(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("connects to the gRPC API")
+}
+
+#[tokio::test]
+async fn grpc_decoding_is_bounded_before_allocation() {
+    const MAX_RSS: u64 = 200 * 1024 * 1024;
+    const AT_ONCE: usize = 4;
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    // The default limits: max_request_bytes 8 MiB, max_batch_events 10,000.
+    let (mut child, grpc_addr, _, log) = start_binary(dir.path(), &[]);
+    let before = peak_rss(child.id());
+
+    // 8 million empty events, 16 MB: over max_request_bytes, under tonic's own limit.
+    let over_bytes = [0x0a_u8, 0x00].repeat(8_000_000);
+    // 4 million empty events, 8 MB: within max_request_bytes, 400 times max_batch_events.
+    let over_events = [0x0a_u8, 0x00].repeat(4_000_000);
+    for (message, code, limit) in [
+        (&over_bytes, Code::ResourceExhausted, "max_request_bytes"),
+        (&over_events, Code::InvalidArgument, "max_batch_events"),
+    ] {
+        let mut calls = Vec::new();
+        for _ in 0..AT_ONCE {
+            let channel = channel_to(grpc_addr).await;
+            calls.push(tokio::spawn(raw_ingest(channel, message.clone())));
+        }
+        let channel = channel_to(grpc_addr).await;
+        let message = message.clone();
+        calls.push(tokio::spawn(async move {
+            raw_ingest_stream(channel, vec![message])
+                .await
+                .1
+                .map(|()| Vec::new())
+        }));
+        for call in calls {
+            let status = call.await.expect("the call ran").expect_err("refused");
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(status.message().contains(limit), "{status:?}");
+        }
+    }
+    let peak = peak_rss(child.id());
+    println!("peak RSS {} MB, {} MB before", peak / 1_000_000, before / 1_000_000);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        peak < MAX_RSS,
+        "suivi peaked at {} MB (from {} MB) decoding refused requests: {}",
+        peak / 1_000_000,
+        before / 1_000_000,
+        log.lock().expect("the log lock")
+    );
 }
