@@ -12,11 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use chrono::Utc;
-use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
@@ -27,6 +24,7 @@ use crate::event::EventParser;
 use crate::figures::Figures;
 use crate::ingest::Intake;
 use crate::kafka::{Kafka, KafkaSettings};
+use crate::listener::{self, Listener, ListenerSettings};
 use crate::pipeline::PipelineSettings;
 use crate::proto::counter_service_server::CounterServiceServer;
 use crate::query::http::QueryState;
@@ -180,11 +178,21 @@ impl App {
             ),
             move |request| query::grpc::require_ready(&query_readiness, request),
         );
-        let incoming = TcpListenerStream::new(grpc).map(|stream| {
-            // Small answers must not wait for Nagle's algorithm.
-            stream.and_then(|stream| stream.set_nodelay(true).map(|()| stream))
-        });
+        let listener_settings = ListenerSettings {
+            max_connections: settings.max_connections,
+            header_read_timeout: settings.header_read_timeout,
+            http2_keepalive_interval: settings.http2_keepalive_interval,
+            http2_keepalive_timeout: settings.http2_keepalive_timeout,
+        };
+        let incoming = listener::accept(
+            grpc,
+            Listener::Grpc,
+            listener_settings,
+            stop_serving.clone(),
+        );
         let grpc_server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
@@ -210,24 +218,31 @@ impl App {
                 max_campaign_metrics: settings.max_campaign_metrics,
                 sinks: sink_health.clone(),
             }))
-            .merge(report::http::routes(ReportState {
-                store: report_store.clone(),
-                time_zone,
-            }));
-        let http_listener = http.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(error = %error, "cannot set TCP_NODELAY");
-            }
-        });
-        let http_server = axum::serve(http_listener, router)
-            .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
-        let failed = stop_serving.clone();
-        servers.spawn(async move {
-            if let Err(error) = http_server.await {
-                tracing::error!(error = %error, "HTTP server failed");
-                failed.cancel();
-            }
-        });
+            .merge(
+                report::http::routes(ReportState {
+                    store: report_store.clone(),
+                    time_zone,
+                })
+                .route_layer(axum::middleware::from_fn_with_state(
+                    crate::http::Bound::new(
+                        "max_concurrent_reports",
+                        settings.max_concurrent_reports,
+                    ),
+                    crate::http::shed,
+                )),
+            );
+        let connections = listener::accept(
+            http,
+            Listener::Http,
+            listener_settings,
+            stop_serving.clone(),
+        );
+        servers.spawn(listener::serve_http(
+            connections,
+            router,
+            listener_settings,
+            stop_serving.clone(),
+        ));
         servers.close();
 
         let mut sinks = vec![Sink::File(snapshot::file::FileSink::new(

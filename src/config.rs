@@ -54,6 +54,16 @@ pub const DEFAULT_MAX_CAMPAIGN_METRICS: usize = 200;
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// The default longest wait between two attempts on a failing snapshot sink.
 pub const DEFAULT_SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
+/// The default most connections open at once on each listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The default time a new connection has to send its HTTP/2 preface or its request headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default interval between HTTP/2 keep-alive pings.
+pub const DEFAULT_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// The default wait for a keep-alive ping's answer before the connection is closed.
+pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default most report requests answered at once.
+pub const DEFAULT_MAX_CONCURRENT_REPORTS: usize = 4;
 
 /// The most campaigns one instance can hold (the aggregate numbers them in 16 bits).
 pub const MAX_CAMPAIGNS: usize = crate::aggregate::CAMPAIGN_SLOTS;
@@ -128,6 +138,22 @@ pub struct Settings {
     /// The least time between two pushes of one campaign to a WatchCampaigns client.
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// The most connections open at once on each listener (gRPC, HTTP); one more is closed at
+    /// once.
+    pub max_connections: usize,
+    /// How long a new connection has to send its HTTP/2 preface (gRPC) or its first bytes (HTTP),
+    /// and an HTTP/1 request its headers, before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// The interval between keep-alive pings on an HTTP/2 connection (both listeners).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a keep-alive ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// The most report requests (`/v1/reports`, `/v1/campaigns/{campaign}/report`) answered at
+    /// once; more are answered 503 with Retry-After.
+    pub max_concurrent_reports: usize,
     /// The pseudonymisation key, 64 hex digits; generated once and kept in the data dir when
     /// unset.
     pub pseudonym_key: Option<Secret>,
@@ -217,6 +243,11 @@ impl Default for Settings {
             report_lang: Lang::Fr,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             watch_interval: DEFAULT_WATCH_INTERVAL,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            http2_keepalive_interval: DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
+            http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
+            max_concurrent_reports: DEFAULT_MAX_CONCURRENT_REPORTS,
             pseudonym_key: None,
             fsync: Fsync::Always,
             fsync_interval: DEFAULT_FSYNC_INTERVAL,
@@ -336,6 +367,31 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_interval: Option<String>,
+    /// The most connections open at once on each listener [env: SUIVI_MAX_CONNECTIONS]
+    /// [default: 4096]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// How long a new connection has to send its HTTP/2 preface or request headers
+    /// [env: SUIVI_HEADER_READ_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout: Option<String>,
+    /// The interval between HTTP/2 keep-alive pings [env: SUIVI_HTTP2_KEEPALIVE_INTERVAL]
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_keepalive_interval: Option<String>,
+    /// How long a keep-alive ping may go unanswered [env: SUIVI_HTTP2_KEEPALIVE_TIMEOUT]
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_keepalive_timeout: Option<String>,
+    /// The most report requests answered at once [env: SUIVI_MAX_CONCURRENT_REPORTS]
+    /// [default: 4]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_reports: Option<usize>,
     /// The pseudonymisation key, 64 hex digits [env: SUIVI_PSEUDONYM_KEY] [default: generated
     /// once and kept in the data dir]
     #[arg(long, value_name = "HEX")]
@@ -420,6 +476,8 @@ impl Settings {
             ("max_campaigns", self.max_campaigns),
             ("ingest_queue_events", self.ingest_queue_events),
             ("kafka_batch_events", self.kafka_batch_events),
+            ("max_connections", self.max_connections),
+            ("max_concurrent_reports", self.max_concurrent_reports),
         ] {
             if value == 0 {
                 bail!("invalid {name} 0: it must be at least 1");
@@ -471,6 +529,9 @@ impl Settings {
             ("snapshot_interval", self.snapshot_interval),
             ("snapshot_retry_max", self.snapshot_retry_max),
             ("watch_interval", self.watch_interval),
+            ("header_read_timeout", self.header_read_timeout),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
             ("fsync_interval", self.fsync_interval),
             ("checkpoint_interval", self.checkpoint_interval),
         ] {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod journal;
 pub mod kafka;
+pub mod listener;
 pub mod pipeline;
 pub mod proto;
 pub mod pseudonym;

@@ -44,6 +44,13 @@ pub const EVENTS_REJECTED: &str = "suivi_events_rejected_total";
 /// Whole requests refused, by transport and reason (batch_too_large, request_too_large,
 /// overloaded, shutting_down).
 pub const REQUESTS_REFUSED: &str = "suivi_ingest_requests_refused_total";
+/// Connections closed by suivi before serving them, by listener (grpc, http) and reason
+/// (too_many_connections, handshake_timeout, not_http2, header_read_timeout).
+pub const CONNECTIONS_REFUSED: &str = "suivi_connections_refused_total";
+/// Connections open, by listener.
+pub const CONNECTIONS_OPEN: &str = "suivi_open_connections";
+/// HTTP requests answered 503 because their bound was reached, by bound (max_concurrent_reports).
+pub const REQUESTS_SHED: &str = "suivi_http_requests_shed_total";
 /// Events per ingest request, by transport.
 pub const BATCH_EVENTS: &str = "suivi_ingest_batch_events";
 /// Time to answer an ingest request, by transport.
@@ -251,6 +258,21 @@ fn describe() {
         REQUESTS_REFUSED,
         Unit::Count,
         "Ingest requests refused whole, by transport and reason."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Connections closed before being served, by listener and reason."
+    );
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        Unit::Count,
+        "Connections open, by listener."
+    );
+    describe_counter!(
+        REQUESTS_SHED,
+        Unit::Count,
+        "HTTP requests answered 503 because their bound was reached, by bound."
     );
     describe_histogram!(
         BATCH_EVENTS,
@@ -533,6 +555,21 @@ pub fn record_refused(transport: Transport, reason: &'static str, events: usize)
     let transport = transport.as_str();
     counter!(REQUESTS_REFUSED, "transport" => transport, "reason" => reason).increment(1);
     counter!(EVENTS_RECEIVED, "transport" => transport).increment(events as u64);
+}
+
+/// Records a connection closed before it was served.
+pub fn record_connection_refused(listener: &'static str, reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(1);
+}
+
+/// Records a connection opened (`1.0`) or closed (`-1.0`).
+pub fn record_connection_open(listener: &'static str, change: f64) {
+    gauge!(CONNECTIONS_OPEN, "listener" => listener).increment(change);
+}
+
+/// Records an HTTP request shed by `bound`.
+pub fn record_request_shed(bound: &'static str) {
+    counter!(REQUESTS_SHED, "bound" => bound).increment(1);
 }
 
 /// Records the time to answer one query.

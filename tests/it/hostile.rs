@@ -22,8 +22,12 @@ use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionCli
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use crate::helpers::{
-    PSEUDONYM_KEY, assert_error, enrolments, json_batch, proto_batch, spawn_app, stream_batch,
+    PATIENCE, PSEUDONYM_KEY, TestApp, assert_error, enrolments, json_batch, proto_batch, spawn_app,
+    spawn_app_with, stream_batch,
 };
 
 #[tokio::test]
@@ -376,7 +380,11 @@ async fn grpc_decoding_is_bounded_before_allocation() {
         }
     }
     let peak = peak_rss(child.id());
-    println!("peak RSS {} MB, {} MB before", peak / 1_000_000, before / 1_000_000);
+    println!(
+        "peak RSS {} MB, {} MB before",
+        peak / 1_000_000,
+        before / 1_000_000
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -386,4 +394,233 @@ async fn grpc_decoding_is_bounded_before_allocation() {
         before / 1_000_000,
         log.lock().expect("the log lock")
     );
+}
+
+/// Whether the server closes `stream` (end of file or reset) within `patience`, reading and
+/// dropping whatever it sends meanwhile but never answering.
+async fn closed_within(stream: &mut TcpStream, patience: Duration) -> bool {
+    let mut sink = Vec::new();
+    tokio::time::timeout(patience, stream.read_to_end(&mut sink))
+        .await
+        .is_ok()
+}
+
+/// `count` connections to `addr`, each having sent `opening`.
+async fn connections(addr: SocketAddr, count: usize, opening: &[u8]) -> Vec<TcpStream> {
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(addr).await.expect("connects");
+        stream.write_all(opening).await.expect("sends its opening");
+        streams.push(stream);
+    }
+    streams
+}
+
+/// The value of the metric line that starts with `series` (name and labels), if any.
+async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let (status, text) = app.get_text("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// A normal client still gets answers over both listeners.
+async fn still_serves(app: &TestApp) {
+    let answer = app
+        .ingest_client()
+        .await
+        .ingest(proto_batch(&enrolments("normal", "gendarmerie", 1)))
+        .await
+        .expect("a normal gRPC request is answered")
+        .into_inner();
+    assert_eq!(answer.accepted + answer.duplicates, 1, "{answer:?}");
+    let (status, _) = app.get("/v1/totals").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed_after_the_header_read_timeout() {
+    let mut app = spawn_app_with(|settings| {
+        settings.header_read_timeout = Duration::from_millis(300);
+        settings.http2_keepalive_interval = Duration::from_millis(300);
+        settings.http2_keepalive_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let half_preface = &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..12];
+    // The preface and an empty SETTINGS frame: an HTTP/2 client that then never answers a ping.
+    let mut deaf_client = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    deaf_client.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let mut held = Vec::new();
+    for (what, addr, opening) in [
+        ("http, silent", app.http_addr, &b""[..]),
+        (
+            "http, slowloris",
+            app.http_addr,
+            &b"GET /v1/totals HTTP/1.1\r\nHost: x\r\n"[..],
+        ),
+        ("http, half a preface", app.http_addr, half_preface),
+        ("http, deaf HTTP/2", app.http_addr, &deaf_client[..]),
+        ("grpc, silent", app.grpc_addr, &b""[..]),
+        ("grpc, half a preface", app.grpc_addr, half_preface),
+        ("grpc, deaf HTTP/2", app.grpc_addr, &deaf_client[..]),
+    ] {
+        held.push((what, connections(addr, 20, opening).await));
+    }
+    still_serves(&app).await;
+    for (what, streams) in &mut held {
+        for stream in streams.iter_mut() {
+            assert!(
+                closed_within(stream, Duration::from_secs(5)).await,
+                "{what}: the connection is closed"
+            );
+        }
+    }
+    still_serves(&app).await;
+    for series in [
+        r#"suivi_connections_refused_total{listener="http",reason="handshake_timeout"}"#,
+        r#"suivi_connections_refused_total{listener="http",reason="header_read_timeout"}"#,
+        r#"suivi_connections_refused_total{listener="grpc",reason="handshake_timeout"}"#,
+    ] {
+        assert!(
+            metric(&app, series)
+                .await
+                .is_some_and(|value| value >= 20.0),
+            "{series}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_while_others_work() {
+    const MAX: usize = 8;
+    let mut app = spawn_app_with(|settings| settings.max_connections = MAX).await;
+    for addr in [app.http_addr, app.grpc_addr] {
+        // The bound is per listener: fill it with connections that say nothing.
+        let mut idle = connections(addr, MAX, b"").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut over = connections(addr, 3, b"").await;
+        for stream in &mut over {
+            assert!(
+                closed_within(stream, Duration::from_secs(5)).await,
+                "{addr}: a connection over max_connections is closed at once"
+            );
+        }
+        // A place freed is a place for a normal client.
+        idle.pop();
+        let started = std::time::Instant::now();
+        let served = loop {
+            let works = if addr == app.http_addr {
+                reqwest::get(app.url("/v1/totals")).await.is_ok()
+            } else {
+                let channel = Channel::from_shared(format!("http://{addr}"))
+                    .expect("a valid URI")
+                    .connect()
+                    .await;
+                match channel {
+                    Ok(channel) => raw_ingest(
+                        channel,
+                        proto_batch(&enrolments("placed", "gendarmerie", 1)).encode_to_vec(),
+                    )
+                    .await
+                    .is_ok(),
+                    Err(_) => false,
+                }
+            };
+            if works || started.elapsed() > PATIENCE {
+                break works;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            served,
+            "{addr}: a normal client is served in the freed place"
+        );
+        drop(idle);
+    }
+    for listener in ["http", "grpc"] {
+        let series = format!(
+            r#"suivi_connections_refused_total{{listener="{listener}",reason="too_many_connections"}}"#
+        );
+        assert!(
+            metric(&app, &series)
+                .await
+                .is_some_and(|value| value >= 3.0),
+            "{series}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_reports_over_the_bound_are_shed_with_503_and_totals_stay_served() {
+    let mut app = spawn_app_with(|settings| {
+        settings.max_concurrent_reports = 1;
+        settings.snapshot_interval = Duration::from_millis(100);
+    })
+    .await;
+    app.ingest(&enrolments("report", "gendarmerie", 50)).await;
+    let url = app.url("/v1/reports?period=2020-Q4-2&format=json");
+    let started = std::time::Instant::now();
+    while app
+        .get_response("/v1/reports?period=2020-Q4-2&format=json")
+        .await
+        .status()
+        != StatusCode::OK
+    {
+        assert!(started.elapsed() < PATIENCE, "a snapshot is written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut shed = 0;
+    for _ in 0..50 {
+        let wave: Vec<_> = (0..16)
+            .map(|_| {
+                let request = app.http.get(&url).send();
+                tokio::spawn(async move {
+                    let response = request.await.expect("an answer");
+                    let status = response.status();
+                    let retry_after = response.headers().get("retry-after").cloned();
+                    let body: serde_json::Value = if status == StatusCode::OK {
+                        json!(null)
+                    } else {
+                        response.json().await.expect("a JSON error")
+                    };
+                    (status, retry_after, body)
+                })
+            })
+            .collect();
+        let (status, _) = app.get("/v1/totals").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "totals are not bounded with reports"
+        );
+        for answer in wave {
+            let (status, retry_after, body) = answer.await.expect("the request ran");
+            if status == StatusCode::OK {
+                continue;
+            }
+            assert_error(
+                &(status, body),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+            );
+            assert!(retry_after.is_some(), "a shed request says when to retry");
+            shed += 1;
+        }
+        if shed > 0 {
+            break;
+        }
+    }
+    assert!(shed > 0, "16 reports at once over a bound of 1 shed some");
+    assert!(
+        metric(
+            &app,
+            r#"suivi_http_requests_shed_total{bound="max_concurrent_reports"}"#
+        )
+        .await
+        .is_some_and(|value| value >= 1.0)
+    );
+    app.stop().await;
 }
