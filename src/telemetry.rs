@@ -44,12 +44,13 @@ pub const EVENTS_REJECTED: &str = "suivi_events_rejected_total";
 /// Whole requests refused, by transport and reason (batch_too_large, request_too_large,
 /// overloaded, shutting_down).
 pub const REQUESTS_REFUSED: &str = "suivi_ingest_requests_refused_total";
-/// Connections closed by suivi before serving them, by listener (grpc, http) and reason
-/// (too_many_connections, handshake_timeout, not_http2, header_read_timeout).
+/// Connections closed by suivi before serving them, by transport (the listener: grpc, http) and
+/// reason (too_many_connections, handshake_timeout, not_http2, header_read_timeout).
 pub const CONNECTIONS_REFUSED: &str = "suivi_connections_refused_total";
-/// Connections open, by listener.
+/// Connections open, by transport (the listener).
 pub const CONNECTIONS_OPEN: &str = "suivi_open_connections";
-/// HTTP requests answered 503 because their bound was reached, by bound (max_concurrent_reports).
+/// HTTP requests answered 503 because their bound was reached, by reason (the bound's setting:
+/// max_concurrent_reports).
 pub const REQUESTS_SHED: &str = "suivi_http_requests_shed_total";
 /// Events per ingest request, by transport.
 pub const BATCH_EVENTS: &str = "suivi_ingest_batch_events";
@@ -262,7 +263,7 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         Unit::Count,
-        "Connections closed before being served, by listener and reason."
+        "Connections closed before being served, by transport (listener) and reason."
     );
     describe_gauge!(
         CONNECTIONS_OPEN,
@@ -272,7 +273,7 @@ fn describe() {
     describe_counter!(
         REQUESTS_SHED,
         Unit::Count,
-        "HTTP requests answered 503 because their bound was reached, by bound."
+        "HTTP requests answered 503 because their bound was reached, by reason (the bound's setting)."
     );
     describe_histogram!(
         BATCH_EVENTS,
@@ -559,17 +560,17 @@ pub fn record_refused(transport: Transport, reason: &'static str, events: usize)
 
 /// Records a connection closed before it was served.
 pub fn record_connection_refused(listener: &'static str, reason: &'static str) {
-    counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(1);
+    counter!(CONNECTIONS_REFUSED, "transport" => listener, "reason" => reason).increment(1);
 }
 
 /// Records a connection opened (`1.0`) or closed (`-1.0`).
 pub fn record_connection_open(listener: &'static str, change: f64) {
-    gauge!(CONNECTIONS_OPEN, "listener" => listener).increment(change);
+    gauge!(CONNECTIONS_OPEN, "transport" => listener).increment(change);
 }
 
 /// Records an HTTP request shed by `bound`.
 pub fn record_request_shed(bound: &'static str) {
-    counter!(REQUESTS_SHED, "bound" => bound).increment(1);
+    counter!(REQUESTS_SHED, "reason" => bound).increment(1);
 }
 
 /// Records the time to answer one query.

@@ -478,9 +478,9 @@ async fn idle_and_slow_connections_are_closed_after_the_header_read_timeout() {
     }
     still_serves(&app).await;
     for series in [
-        r#"suivi_connections_refused_total{listener="http",reason="handshake_timeout"}"#,
-        r#"suivi_connections_refused_total{listener="http",reason="header_read_timeout"}"#,
-        r#"suivi_connections_refused_total{listener="grpc",reason="handshake_timeout"}"#,
+        r#"suivi_connections_refused_total{transport="http",reason="handshake_timeout"}"#,
+        r#"suivi_connections_refused_total{transport="http",reason="header_read_timeout"}"#,
+        r#"suivi_connections_refused_total{transport="grpc",reason="handshake_timeout"}"#,
     ] {
         assert!(
             metric(&app, series)
@@ -541,7 +541,7 @@ async fn connections_over_max_connections_are_closed_while_others_work() {
     }
     for listener in ["http", "grpc"] {
         let series = format!(
-            r#"suivi_connections_refused_total{{listener="{listener}",reason="too_many_connections"}}"#
+            r#"suivi_connections_refused_total{{transport="{listener}",reason="too_many_connections"}}"#
         );
         assert!(
             metric(&app, &series)
@@ -617,7 +617,7 @@ async fn concurrent_reports_over_the_bound_are_shed_with_503_and_totals_stay_ser
     assert!(
         metric(
             &app,
-            r#"suivi_http_requests_shed_total{bound="max_concurrent_reports"}"#
+            r#"suivi_http_requests_shed_total{reason="max_concurrent_reports"}"#
         )
         .await
         .is_some_and(|value| value >= 1.0)
