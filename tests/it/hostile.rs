@@ -624,3 +624,83 @@ async fn concurrent_reports_over_the_bound_are_shed_with_503_and_totals_stay_ser
     );
     app.stop().await;
 }
+
+#[test]
+fn the_connection_and_request_bounds_are_settings_checked_before_serving() {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let help = Command::new(env!("CARGO_BIN_EXE_suivi"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("suivi serve --help runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for setting in [
+        "max_connections",
+        "header_read_timeout",
+        "http2_keepalive_interval",
+        "http2_keepalive_timeout",
+        "max_concurrent_reports",
+    ] {
+        let flag = format!("--{}", setting.replace('_', "-"));
+        let env = format!("SUIVI_{}", setting.to_uppercase());
+        assert!(
+            help.contains(&flag) && help.contains(&env),
+            "serve --help names {flag} and {env}: {help}"
+        );
+    }
+    for (args, env, named) in [
+        (
+            vec![],
+            vec![("SUIVI_MAX_CONNECTIONS", "0")],
+            "max_connections",
+        ),
+        (
+            vec!["--max-concurrent-reports", "0"],
+            vec![],
+            "max_concurrent_reports",
+        ),
+        (
+            vec![],
+            vec![("SUIVI_HEADER_READ_TIMEOUT", "0s")],
+            "header_read_timeout",
+        ),
+        (
+            vec!["--http2-keepalive-interval", "0s"],
+            vec![],
+            "http2_keepalive_interval",
+        ),
+        (
+            vec![],
+            vec![("SUIVI_HTTP2_KEEPALIVE_TIMEOUT", "0s")],
+            "http2_keepalive_timeout",
+        ),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_suivi"))
+            .arg("serve")
+            .args(&args)
+            .env("SUIVI_GRPC_ADDR", "127.0.0.1:0")
+            .env("SUIVI_HTTP_ADDR", "127.0.0.1:0")
+            .env("SUIVI_DATA_DIR", dir.path().join("data"))
+            .env_remove("SUIVI_CONFIG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the suivi binary runs");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("suivi can be waited for").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("suivi {args:?} {env:?} kept running: it should have refused {named}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("suivi's output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{named}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "the refusal names {named}: {stderr}"
+        );
+    }
+}
