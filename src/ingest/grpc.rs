@@ -277,6 +277,22 @@ struct BoundedDecoder<U> {
     message: PhantomData<fn() -> U>,
 }
 
+impl<U> BoundedDecoder<U> {
+    /// Refuses a message whose events outnumber `max_batch_events`, counting them on the wire.
+    fn check_count(&self, message: &[u8]) -> Result<(), Status> {
+        let count = count_events(message).map_err(malformed)?;
+        if count > self.limits.max_batch_events {
+            let refusal = BatchRefusal::TooManyEvents {
+                count,
+                limit: self.limits.max_batch_events,
+            };
+            telemetry::record_refused(Transport::Grpc, refusal.reason(), count);
+            return Err(status(refusal));
+        }
+        Ok(())
+    }
+}
+
 impl<U: Message + Default> Decoder for BoundedDecoder<U> {
     type Item = U;
     type Error = Status;
@@ -290,24 +306,17 @@ impl<U: Message + Default> Decoder for BoundedDecoder<U> {
                 self.limits.max_request_bytes
             )));
         }
-        // tonic hands over one contiguous buffer; a split one is counted on a copy.
-        let count = if buf.chunk().len() == bytes {
-            count_events(buf.chunk())
+        // tonic hands over one contiguous buffer; a split one is first gathered.
+        if buf.chunk().len() == bytes {
+            self.check_count(buf.chunk())?;
+            U::decode(buf)
         } else {
-            count_events(&buf.copy_to_bytes(bytes))
+            let gathered = buf.copy_to_bytes(bytes);
+            self.check_count(&gathered)?;
+            U::decode(gathered)
         }
-        .map_err(malformed)?;
-        if count > self.limits.max_batch_events {
-            let refusal = BatchRefusal::TooManyEvents {
-                count,
-                limit: self.limits.max_batch_events,
-            };
-            telemetry::record_refused(Transport::Grpc, refusal.reason(), count);
-            return Err(status(refusal));
-        }
-        U::decode(buf)
-            .map(Some)
-            .map_err(|error| malformed(error.to_string()))
+        .map(Some)
+        .map_err(|error| malformed(error.to_string()))
     }
 
     fn buffer_settings(&self) -> BufferSettings {
