@@ -204,10 +204,17 @@ pub fn init_logging(format: LogFormat) {
 
 /// Installs the process-wide Prometheus recorder once, and describes every metric.
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
+    // Built and installed under the lock, once: two services starting at the same time (tests)
+    // must not keep the handle of a recorder that lost the race to be installed.
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| install_recorder().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(|error| anyhow::anyhow!("cannot install the metrics recorder: {error}"))
+}
+
+/// Builds the Prometheus recorder and installs it as the process-wide one.
+fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".to_owned()),
@@ -226,7 +233,7 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         describe();
         register_failure_series();
     }
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
 fn describe() {
