@@ -474,6 +474,11 @@ async fn idle_and_slow_connections_are_closed_after_the_header_read_timeout() {
         ("grpc, silent", app.grpc_addr, &b""[..]),
         ("grpc, half a preface", app.grpc_addr, half_preface),
         ("grpc, deaf HTTP/2", app.grpc_addr, &deaf_client[..]),
+        (
+            "grpc, HTTP/1",
+            app.grpc_addr,
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        ),
     ] {
         held.push((what, connections(addr, 20, opening).await));
     }
@@ -491,6 +496,7 @@ async fn idle_and_slow_connections_are_closed_after_the_header_read_timeout() {
         r#"suivi_connections_refused_total{transport="http",reason="handshake_timeout"}"#,
         r#"suivi_connections_refused_total{transport="http",reason="header_read_timeout"}"#,
         r#"suivi_connections_refused_total{transport="grpc",reason="handshake_timeout"}"#,
+        r#"suivi_connections_refused_total{transport="grpc",reason="not_http2"}"#,
     ] {
         assert_metric_at_least(&app, series, 20.0).await;
     }
