@@ -165,10 +165,15 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .context("cannot build gRPC reflection v1alpha")?;
-        let ingest_service = ingest::grpc::IngestServer::new(ingest::grpc::IngestApi::new(
-            intake.clone(),
-            settings.max_request_bytes,
-        ));
+        // One bound for gRPC and HTTP ingest alike: each request in flight may buffer its body.
+        let ingest_bound = crate::http::Bound::new(
+            "max_concurrent_ingest_requests",
+            settings.max_concurrent_ingest_requests,
+        );
+        let ingest_service = ingest::grpc::IngestServer::new(
+            ingest::grpc::IngestApi::new(intake.clone(), settings.max_request_bytes),
+            ingest_bound.clone(),
+        );
         let query_readiness = readiness.clone();
         let counter_service = CounterServiceServer::with_interceptor(
             query::grpc::CounterApi::new(
@@ -211,6 +216,10 @@ impl App {
         // Reports read the downstream store, never the live figures.
         let report_store = Arc::new(Store::from_settings(&settings, None)?);
         let router = ingest::http::routes(intake.clone(), settings.max_request_bytes)
+            .route_layer(axum::middleware::from_fn_with_state(
+                ingest_bound,
+                crate::http::shed,
+            ))
             .merge(query::http::routes(QueryState {
                 figures: figures.clone(),
                 metrics: metrics.clone(),

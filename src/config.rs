@@ -64,6 +64,8 @@ pub const DEFAULT_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default most report requests answered at once.
 pub const DEFAULT_MAX_CONCURRENT_REPORTS: usize = 4;
+/// The default most ingest requests (gRPC calls and streams, HTTP posts) in flight at once.
+pub const DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS: usize = 64;
 
 /// The most campaigns one instance can hold (the aggregate numbers them in 16 bits).
 pub const MAX_CAMPAIGNS: usize = crate::aggregate::CAMPAIGN_SLOTS;
@@ -154,6 +156,10 @@ pub struct Settings {
     /// The most report requests (`/v1/reports`, `/v1/campaigns/{campaign}/report`) answered at
     /// once; more are answered 503 with Retry-After.
     pub max_concurrent_reports: usize,
+    /// The most ingest requests in flight at once: gRPC `Ingest` calls and `IngestStream`
+    /// streams, and HTTP `POST /v1/events`, together. Each may buffer up to twice
+    /// `max_request_bytes`; more are refused (UNAVAILABLE / 503) before their body is read.
+    pub max_concurrent_ingest_requests: usize,
     /// The pseudonymisation key, 64 hex digits; generated once and kept in the data dir when
     /// unset.
     pub pseudonym_key: Option<Secret>,
@@ -248,6 +254,7 @@ impl Default for Settings {
             http2_keepalive_interval: DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
             http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
             max_concurrent_reports: DEFAULT_MAX_CONCURRENT_REPORTS,
+            max_concurrent_ingest_requests: DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS,
             pseudonym_key: None,
             fsync: Fsync::Always,
             fsync_interval: DEFAULT_FSYNC_INTERVAL,
@@ -392,6 +399,11 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_reports: Option<usize>,
+    /// The most ingest requests (gRPC calls and streams, HTTP posts) in flight at once
+    /// [env: SUIVI_MAX_CONCURRENT_INGEST_REQUESTS] [default: 64]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_ingest_requests: Option<usize>,
     /// The pseudonymisation key, 64 hex digits [env: SUIVI_PSEUDONYM_KEY] [default: generated
     /// once and kept in the data dir]
     #[arg(long, value_name = "HEX")]
@@ -478,6 +490,10 @@ impl Settings {
             ("kafka_batch_events", self.kafka_batch_events),
             ("max_connections", self.max_connections),
             ("max_concurrent_reports", self.max_concurrent_reports),
+            (
+                "max_concurrent_ingest_requests",
+                self.max_concurrent_ingest_requests,
+            ),
         ] {
             if value == 0 {
                 bail!("invalid {name} 0: it must be at least 1");

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::telemetry;
 
@@ -76,23 +76,33 @@ impl Bound {
             setting,
         }
     }
+
+    /// A place under the bound, held until dropped; `None` when every place is taken.
+    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.places.clone().try_acquire_owned().ok()
+    }
+
+    /// The message of a refusal: the bound and its setting.
+    pub fn refusal(&self) -> String {
+        format!(
+            "{} such requests are already being answered ({}); retry later",
+            self.limit, self.setting
+        )
+    }
 }
 
 /// Middleware (`axum::middleware::from_fn_with_state`): runs the request when its bound has room,
 /// holding its place until the answer is made; else answers 503 `overloaded` with Retry-After at
 /// once, so that waiting requests never pile up.
 pub async fn shed(State(bound): State<Bound>, request: Request, next: Next) -> Response {
-    let Ok(_place) = bound.places.clone().try_acquire_owned() else {
+    let Some(_place) = bound.try_enter() else {
         telemetry::record_request_shed(bound.setting);
         return ApiError {
             retry_after: Some(SHED_RETRY_AFTER_SECONDS),
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
-                format!(
-                    "{} such requests are already being answered ({}); retry later",
-                    bound.limit, bound.setting
-                ),
+                bound.refusal(),
             )
         }
         .into_response();

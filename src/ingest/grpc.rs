@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use prost::Message;
 use prost::bytes::Buf;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstEncoder;
 
 use crate::event::RawEvent;
+use crate::http::Bound;
 use crate::ingest::{BatchRefusal, BatchResult, Intake};
 use crate::pipeline::Refusal;
 use crate::proto;
@@ -151,15 +153,21 @@ struct Limits {
 
 /// `suivi.v1.IngestService` as tonic serves it, in place of the generated
 /// `IngestServiceServer`, whose prost codec builds every event of a message before anything can
-/// be checked. The same routes, decoded by [`BoundedDecoder`].
+/// be checked. The same routes, decoded by [`BoundedDecoder`], each call or stream holding a place
+/// under `max_concurrent_ingest_requests` (shared with HTTP) from before its body is read to its
+/// end; without a place it is answered UNAVAILABLE at once.
 #[derive(Debug, Clone)]
 pub struct IngestServer {
     api: Arc<IngestApi>,
+    bound: Bound,
 }
 
 impl IngestServer {
-    pub fn new(api: IngestApi) -> IngestServer {
-        IngestServer { api: Arc::new(api) }
+    pub fn new(api: IngestApi, bound: Bound) -> IngestServer {
+        IngestServer {
+            api: Arc::new(api),
+            bound,
+        }
     }
 
     fn grpc<T, U>(&self) -> Grpc<BoundedCodec<T, U>>
@@ -198,15 +206,28 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match request.uri().path() {
+        let path = request.uri().path();
+        let known = matches!(
+            path,
+            "/suivi.v1.IngestService/Ingest" | "/suivi.v1.IngestService/IngestStream"
+        );
+        let place = if known { self.bound.try_enter() } else { None };
+        if known && place.is_none() {
+            telemetry::record_refused(Transport::Grpc, "too_many_requests", 0);
+            let refusal = Status::unavailable(self.bound.refusal());
+            return Box::pin(async move { Ok(refusal.into_http()) });
+        }
+        let method = Method {
+            api: self.api.clone(),
+            place,
+        };
+        match path {
             "/suivi.v1.IngestService/Ingest" => {
                 let mut grpc = self.grpc();
-                let method = Method(self.api.clone());
                 Box::pin(async move { Ok(grpc.unary(method, request).await) })
             }
             "/suivi.v1.IngestService/IngestStream" => {
                 let mut grpc = self.grpc();
-                let method = Method(self.api.clone());
                 Box::pin(async move { Ok(grpc.streaming(method, request).await) })
             }
             _ => Box::pin(async move {
@@ -216,16 +237,24 @@ where
     }
 }
 
-/// One method of [`IngestServer`], as tonic calls it.
-struct Method(Arc<IngestApi>);
+/// One call of [`IngestServer`], as tonic calls it, with its place under the bound.
+struct Method {
+    api: Arc<IngestApi>,
+    place: Option<OwnedSemaphorePermit>,
+}
 
 impl UnaryService<proto::IngestRequest> for Method {
     type Response = proto::IngestResponse;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<proto::IngestRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { api.ingest(request).await })
+        let api = self.api.clone();
+        let place = self.place.take();
+        Box::pin(async move {
+            let answer = api.ingest(request).await;
+            drop(place);
+            answer
+        })
     }
 }
 
@@ -235,8 +264,32 @@ impl StreamingService<proto::IngestStreamRequest> for Method {
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<proto::IngestStreamRequest>>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { api.ingest_stream(request).await })
+        let api = self.api.clone();
+        let place = self.place.take();
+        Box::pin(async move {
+            let responses = api.ingest_stream(request).await?;
+            // The stream keeps its place until it ends.
+            Ok(responses.map(|responses| -> ResponseStream {
+                Box::pin(Holding {
+                    stream: responses,
+                    _place: place,
+                })
+            }))
+        })
+    }
+}
+
+/// A stream that holds a place under a bound for as long as it lives.
+struct Holding<S> {
+    stream: S,
+    _place: Option<OwnedSemaphorePermit>,
+}
+
+impl<S: Stream + Unpin> Stream for Holding<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        self.get_mut().stream.poll_next_unpin(cx)
     }
 }
 

@@ -643,6 +643,7 @@ fn the_connection_and_request_bounds_are_settings_checked_before_serving() {
         "http2_keepalive_interval",
         "http2_keepalive_timeout",
         "max_concurrent_reports",
+        "max_concurrent_ingest_requests",
     ] {
         let flag = format!("--{}", setting.replace('_', "-"));
         let env = format!("SUIVI_{}", setting.to_uppercase());
@@ -677,6 +678,11 @@ fn the_connection_and_request_bounds_are_settings_checked_before_serving() {
             vec![("SUIVI_HTTP2_KEEPALIVE_TIMEOUT", "0s")],
             "http2_keepalive_timeout",
         ),
+        (
+            vec!["--max-concurrent-ingest-requests", "0"],
+            vec![],
+            "max_concurrent_ingest_requests",
+        ),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_suivi"))
             .arg("serve")
@@ -707,4 +713,89 @@ fn the_connection_and_request_bounds_are_settings_checked_before_serving() {
             "the refusal names {named}: {stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn ingest_requests_over_the_bound_are_refused_before_their_bodies_are_read() {
+    let mut app = spawn_app_with(|settings| settings.max_concurrent_ingest_requests = 2).await;
+    // Two streams, each answered once and kept open: they hold both places.
+    let mut open = Vec::new();
+    for stream in 0..2 {
+        let (sender, requests) = tokio::sync::mpsc::channel(1);
+        sender
+            .send(stream_batch(&enrolments(
+                &format!("held-{stream}"),
+                "gendarmerie",
+                1,
+            )))
+            .await
+            .expect("the request stream is open");
+        let mut responses = app
+            .ingest_client()
+            .await
+            .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
+            .await
+            .expect("IngestStream opens")
+            .into_inner();
+        let answer = responses
+            .message()
+            .await
+            .expect("an answer")
+            .expect("an answer");
+        assert_eq!(answer.accepted, 1);
+        open.push((sender, responses));
+    }
+
+    let status = app
+        .ingest_client()
+        .await
+        .ingest(proto_batch(&enrolments("third", "gendarmerie", 1)))
+        .await
+        .expect_err("a third request is over the bound");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("max_concurrent_ingest_requests"),
+        "{status:?}"
+    );
+    let response = app
+        .http
+        .post(app.url("/v1/events"))
+        .header("content-type", "application/json")
+        .body(json_batch(&enrolments("third-http", "gendarmerie", 1)).to_string())
+        .send()
+        .await
+        .expect("an answer");
+    let retry_after = response.headers().get("retry-after").cloned();
+    let answer = (response.status(), response.json().await.expect("JSON"));
+    assert_error(&answer, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert!(retry_after.is_some(), "a refused post says when to retry");
+    // Queries are not ingest requests.
+    assert_eq!(app.totals_json().await["enrolled"], json!(2));
+
+    // A stream that ends gives its place back.
+    let (sender, mut responses) = open.pop().expect("a held stream");
+    drop(sender);
+    assert!(
+        responses
+            .message()
+            .await
+            .expect("the stream ends")
+            .is_none()
+    );
+    let answer = app.ingest(&enrolments("after", "gendarmerie", 1)).await;
+    assert_eq!(answer.accepted, 1);
+    assert_metric_at_least(
+        &app,
+        r#"suivi_ingest_requests_refused_total{transport="grpc",reason="too_many_requests"}"#,
+        1.0,
+    )
+    .await;
+    assert_metric_at_least(
+        &app,
+        r#"suivi_http_requests_shed_total{reason="max_concurrent_ingest_requests"}"#,
+        1.0,
+    )
+    .await;
+    drop(open);
+    app.stop().await;
 }
