@@ -42,7 +42,7 @@ pub const EVENTS_CONFLICTING: &str = "suivi_events_conflicting_total";
 /// Events rejected, by transport and reason (the rejection code).
 pub const EVENTS_REJECTED: &str = "suivi_events_rejected_total";
 /// Whole requests refused, by transport and reason (batch_too_large, request_too_large,
-/// overloaded, shutting_down).
+/// overloaded, shutting_down, invalid_protobuf, unsupported_media_type, too_many_requests).
 pub const REQUESTS_REFUSED: &str = "suivi_ingest_requests_refused_total";
 /// Connections closed by suivi before serving them, by transport (the listener: grpc, http) and
 /// reason (too_many_connections, handshake_timeout, not_http2, header_read_timeout).
