@@ -12,11 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use chrono::Utc;
-use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
@@ -29,9 +26,9 @@ use crate::event::EventParser;
 use crate::figures::Figures;
 use crate::ingest::Intake;
 use crate::kafka::{Kafka, KafkaSettings};
+use crate::listener::{self, Listener, ListenerSettings};
 use crate::pipeline::PipelineSettings;
 use crate::proto::counter_service_server::CounterServiceServer;
-use crate::proto::ingest_service_server::IngestServiceServer;
 use crate::query::http::QueryState;
 use crate::query::{Readiness, State};
 use crate::registry::Registry;
@@ -166,14 +163,20 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("cannot build gRPC reflection")?;
-        let ingest_service = IngestServiceServer::new(ingest::grpc::IngestApi::new(
-            intake.clone(),
-            settings.max_request_bytes,
-        ))
-        .max_decoding_message_size(
-            settings
-                .max_request_bytes
-                .saturating_mul(ingest::grpc::DECODE_LIMIT_FACTOR),
+        // Older clients (grpcio-reflection, Postman, older grpcurl) ask v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("cannot build gRPC reflection v1alpha")?;
+        // One bound for gRPC and HTTP ingest alike: each request in flight may buffer its body.
+        let ingest_bound = crate::http::Bound::new(
+            "max_concurrent_ingest_requests",
+            settings.max_concurrent_ingest_requests,
+        );
+        let ingest_service = ingest::grpc::IngestServer::new(
+            ingest::grpc::IngestApi::new(intake.clone(), settings.max_request_bytes),
+            ingest_bound.clone(),
         );
         let query_readiness = readiness.clone();
         let counter_service = CounterServiceServer::with_interceptor(
@@ -184,13 +187,24 @@ impl App {
             ),
             move |request| query::grpc::require_ready(&query_readiness, request),
         );
-        let incoming = TcpListenerStream::new(grpc).map(|stream| {
-            // Small answers must not wait for Nagle's algorithm.
-            stream.and_then(|stream| stream.set_nodelay(true).map(|()| stream))
-        });
+        let listener_settings = ListenerSettings {
+            max_connections: settings.max_connections,
+            header_read_timeout: settings.header_read_timeout,
+            http2_keepalive_interval: settings.http2_keepalive_interval,
+            http2_keepalive_timeout: settings.http2_keepalive_timeout,
+        };
+        let incoming = listener::accept(
+            grpc,
+            Listener::Grpc,
+            listener_settings,
+            stop_serving.clone(),
+        );
         let grpc_server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(ingest_service)
             .add_service(counter_service)
             .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
@@ -206,6 +220,10 @@ impl App {
         // Reports read the downstream store, never the live figures.
         let report_store = Arc::new(Store::from_settings(&settings, None)?);
         let router = ingest::http::routes(intake.clone(), settings.max_request_bytes)
+            .route_layer(axum::middleware::from_fn_with_state(
+                ingest_bound,
+                crate::http::shed,
+            ))
             .merge(query::http::routes(QueryState {
                 figures: figures.clone(),
                 metrics: metrics.clone(),
@@ -213,24 +231,31 @@ impl App {
                 max_campaign_metrics: settings.max_campaign_metrics,
                 sinks: sink_health.clone(),
             }))
-            .merge(report::http::routes(ReportState {
-                store: report_store.clone(),
-                time_zone,
-            }));
-        let http_listener = http.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(error = %error, "cannot set TCP_NODELAY");
-            }
-        });
-        let http_server = axum::serve(http_listener, router)
-            .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
-        let failed = stop_serving.clone();
-        servers.spawn(async move {
-            if let Err(error) = http_server.await {
-                tracing::error!(error = %error, "HTTP server failed");
-                failed.cancel();
-            }
-        });
+            .merge(
+                report::http::routes(ReportState {
+                    store: report_store.clone(),
+                    time_zone,
+                })
+                .route_layer(axum::middleware::from_fn_with_state(
+                    crate::http::Bound::new(
+                        "max_concurrent_reports",
+                        settings.max_concurrent_reports,
+                    ),
+                    crate::http::shed,
+                )),
+            );
+        let connections = listener::accept(
+            http,
+            Listener::Http,
+            listener_settings,
+            stop_serving.clone(),
+        );
+        servers.spawn(listener::serve_http(
+            connections,
+            router,
+            listener_settings,
+            stop_serving.clone(),
+        ));
         servers.close();
 
         let mut sinks = vec![Sink::File(snapshot::file::FileSink::new(
@@ -302,9 +327,7 @@ impl App {
             None => None,
         };
         health.set_service_status("", ServingStatus::Serving).await;
-        health
-            .set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>()
-            .await;
+        health.set_serving::<ingest::grpc::IngestServer>().await;
         health
             .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
             .await;

@@ -54,6 +54,18 @@ pub const DEFAULT_MAX_CAMPAIGN_METRICS: usize = 200;
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// The default longest wait between two attempts on a failing snapshot sink.
 pub const DEFAULT_SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
+/// The default most connections open at once on each listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The default time a new connection has to send its HTTP/2 preface or its request headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default interval between HTTP/2 keep-alive pings.
+pub const DEFAULT_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// The default wait for a keep-alive ping's answer before the connection is closed.
+pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default most report requests answered at once.
+pub const DEFAULT_MAX_CONCURRENT_REPORTS: usize = 4;
+/// The default most ingest requests (gRPC calls and streams, HTTP posts) in flight at once.
+pub const DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS: usize = 64;
 
 /// The most campaigns one instance can hold, registered, unregistered, `direct` and
 /// `unregistered` together (the aggregate numbers them in 16 bits).
@@ -134,6 +146,26 @@ pub struct Settings {
     /// The least time between two pushes of one campaign to a WatchCampaigns client.
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// The most connections open at once on each listener (gRPC, HTTP); one more is closed at
+    /// once.
+    pub max_connections: usize,
+    /// How long a new connection has to send its HTTP/2 preface (gRPC) or its first bytes (HTTP),
+    /// and an HTTP/1 request its headers, before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// The interval between keep-alive pings on an HTTP/2 connection (both listeners).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a keep-alive ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// The most report requests (`/v1/reports`, `/v1/campaigns/{campaign}/report`) answered at
+    /// once; more are answered 503 with Retry-After.
+    pub max_concurrent_reports: usize,
+    /// The most ingest requests in flight at once: gRPC `Ingest` calls and `IngestStream`
+    /// streams, and HTTP `POST /v1/events`, together. Each may buffer up to twice
+    /// `max_request_bytes`; more are refused (UNAVAILABLE / 503) before their body is read.
+    pub max_concurrent_ingest_requests: usize,
     /// The pseudonymisation key, 64 hex digits; generated once and kept in the data dir when
     /// unset.
     pub pseudonym_key: Option<Secret>,
@@ -223,6 +255,12 @@ impl Default for Settings {
             report_lang: Lang::Fr,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             watch_interval: DEFAULT_WATCH_INTERVAL,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            http2_keepalive_interval: DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
+            http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
+            max_concurrent_reports: DEFAULT_MAX_CONCURRENT_REPORTS,
+            max_concurrent_ingest_requests: DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS,
             pseudonym_key: None,
             fsync: Fsync::Always,
             fsync_interval: DEFAULT_FSYNC_INTERVAL,
@@ -343,6 +381,36 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_interval: Option<String>,
+    /// The most connections open at once on each listener [env: SUIVI_MAX_CONNECTIONS]
+    /// [default: 4096]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// How long a new connection has to send its HTTP/2 preface or request headers
+    /// [env: SUIVI_HEADER_READ_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout: Option<String>,
+    /// The interval between HTTP/2 keep-alive pings [env: SUIVI_HTTP2_KEEPALIVE_INTERVAL]
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_keepalive_interval: Option<String>,
+    /// How long a keep-alive ping may go unanswered [env: SUIVI_HTTP2_KEEPALIVE_TIMEOUT]
+    /// [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_keepalive_timeout: Option<String>,
+    /// The most report requests answered at once [env: SUIVI_MAX_CONCURRENT_REPORTS]
+    /// [default: 4]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_reports: Option<usize>,
+    /// The most ingest requests (gRPC calls and streams, HTTP posts) in flight at once
+    /// [env: SUIVI_MAX_CONCURRENT_INGEST_REQUESTS] [default: 64]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_ingest_requests: Option<usize>,
     /// The pseudonymisation key, 64 hex digits [env: SUIVI_PSEUDONYM_KEY] [default: generated
     /// once and kept in the data dir]
     #[arg(long, value_name = "HEX")]
@@ -426,6 +494,12 @@ impl Settings {
             ("max_request_bytes", self.max_request_bytes),
             ("ingest_queue_events", self.ingest_queue_events),
             ("kafka_batch_events", self.kafka_batch_events),
+            ("max_connections", self.max_connections),
+            ("max_concurrent_reports", self.max_concurrent_reports),
+            (
+                "max_concurrent_ingest_requests",
+                self.max_concurrent_ingest_requests,
+            ),
         ] {
             if value == 0 {
                 bail!("invalid {name} 0: it must be at least 1");
@@ -485,6 +559,9 @@ impl Settings {
             ("snapshot_interval", self.snapshot_interval),
             ("snapshot_retry_max", self.snapshot_retry_max),
             ("watch_interval", self.watch_interval),
+            ("header_read_timeout", self.header_read_timeout),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
             ("fsync_interval", self.fsync_interval),
             ("checkpoint_interval", self.checkpoint_interval),
         ] {

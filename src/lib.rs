@@ -14,6 +14,7 @@ pub mod figures;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
+pub mod listener;
 pub mod pipeline;
 pub mod proto;
 pub mod pseudonym;

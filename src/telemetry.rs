@@ -42,8 +42,16 @@ pub const EVENTS_CONFLICTING: &str = "suivi_events_conflicting_total";
 /// Events rejected, by transport and reason (the rejection code).
 pub const EVENTS_REJECTED: &str = "suivi_events_rejected_total";
 /// Whole requests refused, by transport and reason (batch_too_large, request_too_large,
-/// overloaded, shutting_down).
+/// overloaded, shutting_down, invalid_protobuf, unsupported_media_type, too_many_requests).
 pub const REQUESTS_REFUSED: &str = "suivi_ingest_requests_refused_total";
+/// Connections closed by suivi before serving them, by transport (the listener: grpc, http) and
+/// reason (too_many_connections, handshake_timeout, not_http2, header_read_timeout).
+pub const CONNECTIONS_REFUSED: &str = "suivi_connections_refused_total";
+/// Connections open, by transport (the listener).
+pub const CONNECTIONS_OPEN: &str = "suivi_open_connections";
+/// HTTP requests answered 503 because their bound was reached, by reason (the bound's setting:
+/// max_concurrent_reports).
+pub const REQUESTS_SHED: &str = "suivi_http_requests_shed_total";
 /// Events per ingest request, by transport.
 pub const BATCH_EVENTS: &str = "suivi_ingest_batch_events";
 /// Time to answer an ingest request, by transport.
@@ -203,10 +211,17 @@ pub fn init_logging(format: LogFormat) {
 
 /// Installs the process-wide Prometheus recorder once, and describes every metric.
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
+    // Built and installed under the lock, once: two services starting at the same time (tests)
+    // must not keep the handle of a recorder that lost the race to be installed.
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| install_recorder().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(|error| anyhow::anyhow!("cannot install the metrics recorder: {error}"))
+}
+
+/// Builds the Prometheus recorder and installs it as the process-wide one.
+fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".to_owned()),
@@ -225,7 +240,7 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         describe();
         register_failure_series();
     }
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
 fn describe() {
@@ -258,6 +273,21 @@ fn describe() {
         REQUESTS_REFUSED,
         Unit::Count,
         "Ingest requests refused whole, by transport and reason."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Connections closed before being served, by transport (listener) and reason."
+    );
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        Unit::Count,
+        "Connections open, by listener."
+    );
+    describe_counter!(
+        REQUESTS_SHED,
+        Unit::Count,
+        "HTTP requests answered 503 because their bound was reached, by reason (the bound's setting)."
     );
     describe_histogram!(
         BATCH_EVENTS,
@@ -641,6 +671,21 @@ pub fn record_refused(transport: Transport, reason: &'static str, events: usize)
     let transport = transport.as_str();
     counter!(REQUESTS_REFUSED, "transport" => transport, "reason" => reason).increment(1);
     counter!(EVENTS_RECEIVED, "transport" => transport).increment(events as u64);
+}
+
+/// Records a connection closed before it was served.
+pub fn record_connection_refused(listener: &'static str, reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "transport" => listener, "reason" => reason).increment(1);
+}
+
+/// Records a connection opened (`1.0`) or closed (`-1.0`).
+pub fn record_connection_open(listener: &'static str, change: f64) {
+    gauge!(CONNECTIONS_OPEN, "transport" => listener).increment(change);
+}
+
+/// Records an HTTP request shed by `bound`.
+pub fn record_request_shed(bound: &'static str) {
+    counter!(REQUESTS_SHED, "reason" => bound).increment(1);
 }
 
 /// Records the time to answer one query.

@@ -1,13 +1,15 @@
 //! `POST /v1/events`: a JSON array of events, or `{"events": [...]}`, answered with the same
 //! accepted / duplicates / rejections as gRPC. Each element is decoded on its own, so one
-//! malformed event is rejected with `invalid_event` and the rest of the batch goes on.
+//! malformed event is rejected with `invalid_event` and the rest of the batch goes on. A body
+//! must say it is `application/json`: a web page can then only post it cross-origin after a CORS
+//! preflight, which suivi never grants.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -44,8 +46,17 @@ struct Wrapped<'a> {
 
 async fn post_events(
     State(state): State<IngestState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResult>, ApiError> {
+    if !is_json(&headers) {
+        telemetry::record_refused(Transport::Http, "unsupported_media_type", 0);
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be sent with Content-Type: application/json",
+        ));
+    }
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             telemetry::record_refused(Transport::Http, "request_too_large", 0);
@@ -79,6 +90,15 @@ async fn post_events(
         .await
         .map(Json)
         .map_err(api_error)
+}
+
+/// Whether the request says its body is `application/json`, parameters such as `charset` allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Splits the body into its event elements, each still undecoded.

@@ -11,6 +11,7 @@ mod deploy;
 mod fuzz;
 mod health;
 mod helpers;
+mod hostile;
 mod ingest;
 mod kafka;
 mod limits;
