@@ -475,6 +475,26 @@ pub const PIPELINE_REFUSALS: [&str; 5] = [
     "out_of_sequence",
 ];
 
+/// Why each listener closes a connection before serving it (`listener::accept`, `serve_http`).
+pub const CONNECTION_REFUSALS: [(&str, [&str; 3]); 2] = [
+    (
+        "grpc",
+        ["too_many_connections", "handshake_timeout", "not_http2"],
+    ),
+    (
+        "http",
+        [
+            "too_many_connections",
+            "handshake_timeout",
+            "header_read_timeout",
+        ],
+    ),
+];
+
+/// The settings whose bound sheds requests (`http::Bound`), the reasons of
+/// [`REQUESTS_SHED`].
+pub const SHEDDING_BOUNDS: [&str; 2] = ["max_concurrent_ingest_requests", "max_concurrent_reports"];
+
 /// Every series exists from the start, at zero for each label value it can have: a panel over
 /// a series that appears only with its first event shows "No data", and a `rate()` alert over
 /// it misses that first event. Histograms registered without a sample export their `_count`
@@ -497,6 +517,15 @@ fn register_failure_series() {
     let _ = histogram!(JOURNAL_FSYNC_DURATION);
     gauge!(CHECKPOINT_BYTES).set(0.0);
     gauge!(INGEST_QUEUE_EVENTS).set(0.0);
+    for (listener, reasons) in CONNECTION_REFUSALS {
+        for reason in reasons {
+            counter!(CONNECTIONS_REFUSED, "transport" => listener, "reason" => reason).increment(0);
+        }
+        gauge!(CONNECTIONS_OPEN, "transport" => listener).increment(0.0);
+    }
+    for bound in SHEDDING_BOUNDS {
+        counter!(REQUESTS_SHED, "reason" => bound).increment(0);
+    }
     for (transport, edge_refusals) in REQUEST_REFUSALS {
         register_transport(transport);
         for reason in edge_refusals.iter().chain(&PIPELINE_REFUSALS[..4]) {

@@ -471,4 +471,3 @@ fn journal_record(
     };
     (record, admitted)
 }
-

@@ -385,11 +385,20 @@ async fn missing_before_any_traffic(
 ) -> (Vec<String>, String) {
     let data_dir = tempfile::tempdir().expect("a data dir");
     let suivi = crate::crash::Suivi::start(data_dir.path(), env);
-    let used: Vec<String> = series_the_dashboard_and_alerts_read()
+    let mut used: Vec<String> = series_the_dashboard_and_alerts_read()
         .into_iter()
         .filter(|name| wanted(name))
         .collect();
     assert!(used.len() > 30, "the dashboard and alerts read {used:?}");
+    // The bounds on connections and requests are series too, whether or not a panel shows them.
+    used.extend(
+        [
+            "suivi_connections_refused_total",
+            "suivi_open_connections",
+            "suivi_http_requests_shed_total",
+        ]
+        .map(str::to_owned),
+    );
     let deadline = std::time::Instant::now() + patience;
     loop {
         let text = reqwest::get(format!("http://{}/metrics", suivi.http_addr))
