@@ -16,7 +16,6 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::event::MAX_CHAPTER_COUNT;
-use crate::report::Lang;
 
 /// The default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
@@ -48,6 +47,8 @@ pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// The default journal growth that triggers a checkpoint before the interval.
 pub const DEFAULT_CHECKPOINT_JOURNAL_BYTES: u64 = 1024 * 1024 * 1024;
+/// How long opening a connection may take when the URL does not say (`connect_timeout`).
+pub const DEFAULT_POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default most campaigns whose business figures are exported as metrics.
 pub const DEFAULT_MAX_CAMPAIGN_METRICS: usize = 200;
 /// The default least time between two pushes of one campaign to a watcher.
@@ -577,7 +578,7 @@ impl Settings {
         }
         self.pseudonym_key()?;
         if let Some(url) = &self.postgres_url {
-            crate::snapshot::postgres::parse_url(url)?;
+            parse_postgres_url(url)?;
         }
         if let Some(directory) = &self.reports_dir
             && directory.exists()
@@ -687,6 +688,52 @@ fn describe(error: figment::Error) -> String {
         .join("; ")
 }
 
+/// The language of a report (`report_lang`); `report::lang` holds its words and formats.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    #[default]
+    Fr,
+    En,
+}
+
+/// Parses a PostgreSQL URL (`postgres://user@host:port/database?…`) or key=value string, adding
+/// suivi's connect timeout and application name when it sets none. Errors never repeat the URL.
+pub fn parse_postgres_url(url: &Secret) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config = <tokio_postgres::Config as std::str::FromStr>::from_str(url.expose())
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "invalid postgres_url: {}",
+                redact(&error.to_string(), url.expose())
+            )
+        })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_POSTGRES_CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("suivi");
+    }
+    Ok(config)
+}
+
+fn redact(text: &str, secret: &str) -> String {
+    let mut redacted = text.replace(secret, "[redacted]");
+    if let Some(password) = url_password(secret)
+        && !password.is_empty()
+    {
+        redacted = redacted.replace(password, "[redacted]");
+    }
+    redacted
+}
+
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let credentials = rest.split_once('@')?.0;
+    Some(credentials.split_once(':')?.1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,6 +804,32 @@ mod tests {
             let error = broken.validate().expect_err("invalid settings").to_string();
             assert!(error.contains(message), "{error}");
         }
+    }
+
+    #[test]
+    fn a_bad_postgres_url_is_refused_without_repeating_it() {
+        for url in [
+            "postgres://suivi:hunter2@db:notaport/suivi",
+            "host=db password=hunter2 port=x",
+        ] {
+            let error = format!(
+                "{:#}",
+                parse_postgres_url(&Secret::new(url)).expect_err("an invalid URL")
+            );
+            assert!(error.starts_with("invalid postgres_url"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_good_postgres_url_gets_a_connect_timeout_and_a_name() {
+        let config = parse_postgres_url(&Secret::new("postgres://suivi:hunter2@db:5433/reports"))
+            .expect("a URL");
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&DEFAULT_POSTGRES_CONNECT_TIMEOUT)
+        );
+        assert_eq!(config.get_application_name(), Some("suivi"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! Two kinds of metrics live here. Operational ones (ingest, journal, checkpoints, snapshots)
 //! go through the process-wide `metrics` recorder as they happen. The business figures (each
 //! registered campaign's funnel and the programme's, the readiness gauge) are not recorded at
-//! all: [`render_figures`] writes them from the read model at scrape time, so they are always
+//! all: `query::metrics::render_figures` writes them from the read model at scrape time, so they are always
 //! the published figures of the service being scraped, cost nothing on the write path, and
 //! vanish with it. They are the only series with a `campaign` label (and `name`, on
 //! `suivi_campaign_info`), and only for *registered* campaigns, at most `max_campaign_metrics`
@@ -28,8 +28,6 @@ use crate::aggregate::Holdings;
 use crate::config::LogFormat;
 use crate::durable::recover::RecoveryReport;
 use crate::event::RejectReason;
-use crate::figures::{CampaignCounters, Figures};
-use crate::pipeline::Refusal;
 
 /// Events received, by transport.
 pub const EVENTS_RECEIVED: &str = "suivi_events_received_total";
@@ -102,7 +100,7 @@ pub const CAMPAIGN_LEARNERS: &str = "suivi_campaign_learners";
 /// Event ids remembered for deduplication.
 pub const EVENT_IDS: &str = "suivi_event_ids";
 
-// Written at scrape time by `render_figures`, from the read model of the service scraped.
+// Written at scrape time by `query::metrics::render_figures`, from the read model of the service scraped.
 
 /// 1 when suivi has recovered its state and takes traffic (as `/readyz` answers 200), else 0.
 pub const READY: &str = "suivi_ready";
@@ -457,7 +455,7 @@ fn describe() {
 }
 
 /// Why a whole ingest request is refused, by transport: the edges' own reasons, then the
-/// pipeline's ([`Refusal::reason`]).
+/// pipeline's (`pipeline::Refusal::reason`).
 const REQUEST_REFUSALS: [(Transport, &[&str]); 2] = [
     (Transport::Grpc, &["batch_too_large", "request_too_large"]),
     (
@@ -466,7 +464,8 @@ const REQUEST_REFUSALS: [(Transport, &[&str]); 2] = [
     ),
 ];
 
-/// Every [`Refusal::reason`]: the pipeline's refusals of a whole submission.
+/// Every `pipeline::Refusal::reason`: the pipeline's refusals of a whole submission (a test of
+/// the pipeline keeps the two in step).
 pub const PIPELINE_REFUSALS: [&str; 5] = [
     "overloaded",
     "shutting_down",
@@ -763,10 +762,11 @@ pub fn record_journal_append(bytes: u64, fsync: Duration) {
 }
 
 /// Records a failed journal append, by the refusal it caused.
-pub fn record_journal_failure(refusal: Refusal) {
-    let cause = match refusal {
-        Refusal::DiskFull => JOURNAL_CAUSE_DISK_FULL,
-        _ => JOURNAL_CAUSE_UNWRITABLE,
+pub fn record_journal_failure(disk_full: bool) {
+    let cause = if disk_full {
+        JOURNAL_CAUSE_DISK_FULL
+    } else {
+        JOURNAL_CAUSE_UNWRITABLE
     };
     counter!(JOURNAL_FAILURES, "cause" => cause).increment(1);
 }
@@ -790,240 +790,4 @@ pub fn record_recovery(report: &RecoveryReport) {
     gauge!(RECOVERY_EVENTS).set(report.events_replayed as f64);
     counter!(JOURNAL_TORN_BYTES).increment(report.torn_bytes);
     counter!(CHECKPOINTS_REJECTED).increment(report.checkpoints_rejected.len() as u64);
-}
-
-/// Appends the scrape-time metrics to `out` (the recorder's rendering): the readiness gauge, and once ready the
-/// programme's figures, and the figures of the first `max_campaign_metrics` registered
-/// campaigns by id, in the Prometheus text format.
-pub fn render_figures(
-    out: &mut String,
-    figures: &Figures,
-    ready: bool,
-    max_campaign_metrics: usize,
-) {
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
-    gauge_family(
-        out,
-        READY,
-        "1 when suivi has recovered its state and takes traffic, else 0.",
-        [(None, u64::from(ready).to_string())],
-    );
-    // Before recovery the figures are still empty: exporting them would draw a false drop to
-    // zero on every dashboard after each restart. A gap in the series is the truth.
-    if !ready {
-        return;
-    }
-
-    let totals = figures.totals();
-    let programme = [
-        (
-            PROGRAMME_CLICKS,
-            "The programme's distinct link clicks.",
-            totals.clicks,
-        ),
-        (
-            PROGRAMME_UNIQUE_VISITORS,
-            "The programme's distinct visitors who clicked a link.",
-            totals.unique_visitors,
-        ),
-        (
-            PROGRAMME_ENROLLED,
-            "The programme's distinct learners who enrolled.",
-            totals.enrolled,
-        ),
-        (
-            PROGRAMME_STARTED,
-            "The programme's distinct learners who started the course.",
-            totals.started,
-        ),
-        (
-            PROGRAMME_CERTIFIED,
-            "The programme's distinct learners who were certified.",
-            totals.certified,
-        ),
-    ];
-    for (name, help, value) in programme {
-        gauge_family(out, name, help, [(None, value.to_string())]);
-    }
-    gauge_family(
-        out,
-        PROGRAMME_CHAPTER_COMPLETED,
-        "The programme's distinct learners who completed each chapter.",
-        totals
-            .chapters_completed
-            .iter()
-            .enumerate()
-            .map(|(index, learners)| {
-                (
-                    Some(format!("chapter=\"{}\"", index + 1)),
-                    learners.to_string(),
-                )
-            }),
-    );
-    if let Some(target) = totals.target {
-        gauge_family(
-            out,
-            PROGRAMME_TARGET,
-            "How many people the programme means to certify.",
-            [(None, target.to_string())],
-        );
-    }
-    if let Some(progress) = totals.progress {
-        gauge_family(
-            out,
-            PROGRAMME_PROGRESS,
-            "The programme's certified learners over its target.",
-            [(None, progress.to_string())],
-        );
-    }
-
-    let mut registered: Vec<CampaignCounters> = figures
-        .campaigns()
-        .into_iter()
-        .filter(|campaign| campaign.registered)
-        .collect();
-    let omitted = registered.len().saturating_sub(max_campaign_metrics);
-    registered.truncate(max_campaign_metrics);
-    let label = |campaign: &CampaignCounters| {
-        format!("campaign=\"{}\"", escape_label_value(&campaign.campaign))
-    };
-    gauge_family(
-        out,
-        CAMPAIGN_INFO,
-        "1 per exported campaign, with its partner's name.",
-        registered.iter().map(|campaign| {
-            (
-                Some(format!(
-                    "{},name=\"{}\"",
-                    label(campaign),
-                    escape_label_value(&campaign.name)
-                )),
-                "1".to_owned(),
-            )
-        }),
-    );
-    let per_campaign: [(&str, &str, CampaignValue); 7] = [
-        (
-            CAMPAIGN_CLICKS,
-            "Distinct link clicks, by registered campaign.",
-            |c| Some(c.clicks.to_string()),
-        ),
-        (
-            CAMPAIGN_UNIQUE_VISITORS,
-            "Distinct visitors who clicked the link, by registered campaign.",
-            |c| Some(c.unique_visitors.to_string()),
-        ),
-        (
-            CAMPAIGN_ENROLLED,
-            "Distinct learners who enrolled, by registered campaign.",
-            |c| Some(c.enrolled.to_string()),
-        ),
-        (
-            CAMPAIGN_STARTED,
-            "Distinct learners who started the course, by registered campaign.",
-            |c| Some(c.started.to_string()),
-        ),
-        (
-            CAMPAIGN_CERTIFIED,
-            "Distinct learners who were certified, by registered campaign.",
-            |c| Some(c.certified.to_string()),
-        ),
-        (
-            CAMPAIGN_TARGET,
-            "People the partner committed to train, by registered campaign with a target.",
-            |c| c.target.map(|target| target.to_string()),
-        ),
-        (
-            CAMPAIGN_PROGRESS,
-            "Certified learners over the partner's target, by registered campaign with a target.",
-            |c| c.progress.map(|progress| progress.to_string()),
-        ),
-    ];
-    for (name, help, value) in per_campaign {
-        gauge_family(
-            out,
-            name,
-            help,
-            registered
-                .iter()
-                .filter_map(|campaign| Some((Some(label(campaign)), value(campaign)?))),
-        );
-    }
-    gauge_family(
-        out,
-        CAMPAIGN_METRICS_OMITTED,
-        "Registered campaigns left out of the per-campaign series by max_campaign_metrics.",
-        [(None, omitted.to_string())],
-    );
-}
-
-/// One per-campaign figure, as the sample's text; `None` leaves the campaign out of the family.
-type CampaignValue = fn(&CampaignCounters) -> Option<String>;
-
-/// Writes one gauge family; a family without samples is left out whole, as Prometheus expects.
-fn gauge_family(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Option<String>, String)>,
-) {
-    use std::fmt::Write as _;
-
-    let mut samples = samples.into_iter().peekable();
-    if samples.peek().is_none() {
-        return;
-    }
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for (labels, value) in samples {
-        let _ = match labels {
-            Some(labels) => writeln!(out, "{name}{{{labels}}} {value}"),
-            None => writeln!(out, "{name} {value}"),
-        };
-    }
-    out.push('\n');
-}
-
-/// A label value as the text format wants it: backslash, double quote and line feed escaped.
-fn escape_label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_pipeline_refusal_is_registered_at_start() {
-        let refusals = [
-            Refusal::Overloaded(Duration::ZERO),
-            Refusal::ShuttingDown,
-            Refusal::DiskFull,
-            Refusal::StorageUnwritable,
-            Refusal::OutOfSequence,
-        ];
-        for refusal in &refusals {
-            // Exhaustive on purpose: a new refusal does not compile here until it is listed in
-            // `refusals` above, and this test then says whether PIPELINE_REFUSALS has it.
-            match refusal {
-                Refusal::Overloaded(_)
-                | Refusal::ShuttingDown
-                | Refusal::DiskFull
-                | Refusal::StorageUnwritable
-                | Refusal::OutOfSequence => {}
-            }
-            assert!(
-                PIPELINE_REFUSALS.contains(&refusal.reason()),
-                "{}",
-                refusal.reason()
-            );
-        }
-        // The edges refuse the first four (out_of_sequence is Kafka's alone).
-        assert_eq!(PIPELINE_REFUSALS[4], Refusal::OutOfSequence.reason());
-    }
 }

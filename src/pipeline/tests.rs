@@ -246,3 +246,35 @@ async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recover
         .expect("the storage recovers");
     assert_eq!(recovered.state.aggregator.holdings().event_ids, 480);
 }
+
+#[test]
+fn every_pipeline_refusal_is_registered_at_start() {
+    let refusals = [
+        Refusal::Overloaded(Duration::ZERO),
+        Refusal::ShuttingDown,
+        Refusal::DiskFull,
+        Refusal::StorageUnwritable,
+        Refusal::OutOfSequence,
+    ];
+    for refusal in &refusals {
+        // Exhaustive on purpose: a new refusal does not compile here until it is listed in
+        // `refusals` above, and this test then says whether telemetry::PIPELINE_REFUSALS has it.
+        match refusal {
+            Refusal::Overloaded(_)
+            | Refusal::ShuttingDown
+            | Refusal::DiskFull
+            | Refusal::StorageUnwritable
+            | Refusal::OutOfSequence => {}
+        }
+        assert!(
+            telemetry::PIPELINE_REFUSALS.contains(&refusal.reason()),
+            "{}",
+            refusal.reason()
+        );
+    }
+    // The edges refuse the first four (out_of_sequence is Kafka's alone).
+    assert_eq!(
+        telemetry::PIPELINE_REFUSALS[4],
+        Refusal::OutOfSequence.reason()
+    );
+}

@@ -172,7 +172,7 @@ impl WriterState {
                     bytes,
                     "a single submission is over the journal's record limit; refusing it"
                 );
-                telemetry::record_journal_failure(Refusal::StorageUnwritable);
+                telemetry::record_journal_failure(false);
                 Some(Refusal::StorageUnwritable)
             }
             Err(NotAppended::Refused(refusal)) => Some(refusal),
@@ -225,7 +225,7 @@ impl WriterState {
                     error = format!("{:#}", anyhow::Error::new(error)),
                     "journal append failed"
                 );
-                telemetry::record_journal_failure(refusal);
+                telemetry::record_journal_failure(refusal == Refusal::DiskFull);
                 Err(NotAppended::Refused(refusal))
             }
         }

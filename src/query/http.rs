@@ -155,10 +155,10 @@ fn not_found(campaign: &str) -> ApiError {
 }
 
 /// The recorded metrics, then the figures of this service read at scrape time (see
-/// `telemetry::render_figures`).
+/// `query::metrics::render_figures`).
 async fn metrics(State(state): State<QueryState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
-    telemetry::render_figures(
+    super::metrics::render_figures(
         &mut text,
         &state.figures,
         state.readiness.get() == Life::Ready,

@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -7,20 +7,12 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
 
 use crate::report::period::Period;
 
-/// The language of a report.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    #[default]
-    Fr,
-    En,
-}
+/// The language of a report: a setting (`report_lang`), defined with the others in `config`;
+/// its words and formats are here.
+pub use crate::config::Lang;
 
 /// Every fixed text of a report, in one language.
 #[derive(Debug)]

@@ -166,7 +166,7 @@ async fn load_postgres(
     end: DateTime<Utc>,
     last_day: Day,
 ) -> anyhow::Result<Stored> {
-    let config = pg::parse_url(url)?;
+    let config = crate::config::parse_postgres_url(url)?;
     let mut client = pg::connect(&config).await?;
     // One consistent view of every table, whatever the sink commits meanwhile.
     let transaction = client
