@@ -350,6 +350,7 @@ impl App {
                             stop_snapshots.clone(),
                         )));
                     }
+                    readiness.set(State::Ready);
                     health.set_service_status("", ServingStatus::Serving).await;
                     health
                         .set_serving::<IngestServiceServer<ingest::grpc::IngestApi>>()
@@ -357,7 +358,6 @@ impl App {
                     health
                         .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
                         .await;
-                    readiness.set(State::Ready);
                     tracing::info!(
                         grpc = %grpc_addr,
                         http = %http_addr,
