@@ -54,6 +54,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_in(data_dir, tweak).await
 }
 
+/// Starts suivi with the test settings as changed by `tweak`, without waiting until it is
+/// ready.
+pub async fn start_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("a temporary data dir");
+    start_app_in(data_dir, tweak).await.0
+}
+
 /// Starts suivi with the test settings as changed by `tweak`, once ready, with the faults the
 /// test may cause in it.
 pub async fn spawn_app_with_faults(tweak: impl FnOnce(&mut Settings)) -> (TestApp, Faults) {

@@ -24,7 +24,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::crash::Suivi;
-use crate::helpers::{TestApp, enrolments, secret, spawn_app, spawn_app_with, within};
+use crate::helpers::{
+    TestApp, enrolments, secret, spawn_app, spawn_app_with, start_app_with, within,
+};
 
 /// The default topic, for the tests that run the `suivi` binary. Tests that run suivi in this
 /// process use a topic of their own: the metrics are the process's, and the series of
@@ -1025,4 +1027,44 @@ async fn shutdown_with_an_unwritable_dead_letter_topic_ends_within_the_grace() {
         took < grace + Duration::from_secs(2),
         "stopped {took:?} after being asked, with a shutdown grace of {grace:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_broker_answering_suivi_counts_grpc_events_but_stays_unready() {
+    // Nothing listens on port 1: the consumer never joins its group.
+    let grace = Duration::from_secs(2);
+    let mut app = start_app_with(|settings| {
+        with_kafka(
+            settings,
+            "127.0.0.1:1",
+            "learner-events-no-broker",
+            "suivi-no-broker",
+        );
+        settings.shutdown_grace = grace;
+    })
+    .await;
+    // Events sent over gRPC meanwhile are taken, durably: only figures wait for Kafka.
+    let answer = app.ingest(&enrolments("no-broker", "gendarmerie", 4)).await;
+    assert_eq!(answer.accepted, 4, "{answer:?}");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        let (ready, readyz) = app.get("/readyz").await;
+        assert_eq!(ready, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{readyz}");
+        assert_eq!(readyz["status"], "waiting_for_kafka", "{readyz}");
+        let (status, body) = app.get("/v1/campaigns/gendarmerie").await;
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], "not_ready", "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = Instant::now();
+    app.stop().await;
+    assert!(
+        asked.elapsed() < grace + Duration::from_secs(2),
+        "stopped {:?} after being asked",
+        asked.elapsed()
+    );
+    // Restarted without Kafka, it has them.
+    let mut app = app.restart().await;
+    assert_eq!(app.campaign_json("gendarmerie").await["enrolled"], 4);
+    app.stop().await;
 }
