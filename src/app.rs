@@ -301,6 +301,7 @@ impl App {
                 ingest.clone(),
                 Arc::new(EventParser::new(settings.chapter_count, key)),
                 tokio::runtime::Handle::current(),
+                self_faults.stop_kafka.child_token(),
             )?),
             None => None,
         };
@@ -430,6 +431,8 @@ impl App {
 pub struct Faults {
     /// Makes the writer thread end while suivi runs (as if it had died).
     pub stop_writer: CancellationToken,
+    /// Makes the Kafka consumer thread end while suivi runs (as if it had died).
+    pub stop_kafka: CancellationToken,
 }
 
 /// The joined writer thread: how it ended, as the error that stops suivi.

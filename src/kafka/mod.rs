@@ -111,18 +111,23 @@ impl Drop for EndGuard {
 
 impl Kafka {
     /// Subscribes to the topics and starts consuming on a thread of its own. Call once the state
-    /// is recovered: assignments ask the writer for the partitions' positions.
+    /// is recovered: assignments ask the writer for the partitions' positions. Cancelling `stop`
+    /// stops the consumer as [`Kafka::stop`] does, without waiting for it.
     pub fn start(
         settings: KafkaSettings,
         ingest: Ingest,
         parser: Arc<EventParser>,
         runtime: tokio::runtime::Handle,
+        stop: CancellationToken,
     ) -> anyhow::Result<Kafka> {
         crate::telemetry::register_kafka();
         let client = settings.client_config();
         let dead_letters = dead_letter::DeadLetters::new(&client, &settings.dead_letter_topic)
             .context("cannot create the Kafka dead-letter producer")?;
-        let signals = Signals::default();
+        let signals = Signals {
+            stop,
+            ..Signals::default()
+        };
         let consumer = consumer::create(
             &settings,
             client,

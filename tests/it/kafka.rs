@@ -25,7 +25,8 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::crash::Suivi;
 use crate::helpers::{
-    TestApp, enrolments, secret, spawn_app, spawn_app_with, start_app_with, within,
+    TestApp, enrolments, secret, spawn_app, spawn_app_with, spawn_app_with_faults, start_app_with,
+    within,
 };
 
 /// The default topic, for the tests that run the `suivi` binary. Tests that run suivi in this
@@ -1067,4 +1068,48 @@ async fn with_no_broker_answering_suivi_counts_grpc_events_but_stays_unready() {
     let mut app = app.restart().await;
     assert_eq!(app.campaign_json("gendarmerie").await["enrolled"], 4);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_consumer_thread_that_ends_makes_suivi_unready_at_once_and_run_fail() {
+    let topic = "learner-events-consumer-ends";
+    let cluster = cluster(topic, 1, 1);
+    let bootstrap = cluster.bootstrap_servers();
+    produce(
+        &producer(&bootstrap),
+        topic,
+        &enrolment_messages("consumer-ends", "gendarmerie", 3),
+    )
+    .await;
+    let (mut app, faults) =
+        spawn_app_with_faults(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    until_enrolled(&app, "gendarmerie", 3).await;
+
+    // The consumer goes away while suivi runs: nothing more would be read, and a zombie would
+    // still say ready.
+    faults.stop_kafka.cancel();
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        match app.http.get(app.url("/readyz")).send().await {
+            Ok(response) if response.status() == reqwest::StatusCode::OK => {}
+            Ok(response) => {
+                assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+                let body: Value = response.json().await.expect("JSON");
+                assert_eq!(body["status"], "failed", "{body}");
+                break;
+            }
+            // The servers are closed already: not ready either.
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still says ready after the consumer ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let error = app.ended().await.expect_err("run ends with an error");
+    assert!(
+        format!("{error:#}").contains("Kafka consumer thread"),
+        "the error names the consumer: {error:#}"
+    );
 }
