@@ -1,10 +1,14 @@
 //! Wiring: builds each stage from the settings, connects them, and owns their lifetimes. It holds
 //! no logic of its own. Start-up: bind the listeners ([`bind`]), then [`App::run`] loads the
-//! registry and key, starts the writer thread, the servers, the snapshot task (file and
-//! PostgreSQL sinks) and the half-quarterly reports when `reports_dir` is set; then it reports
-//! ready. Shutdown, in data-flow order: stop intake (not ready, refuse new events), let the
-//! servers finish what they hold (within `shutdown_grace`), drain the writer, write the final
-//! snapshot, return.
+//! registry and key, starts the writer thread, the servers and the half-quarterly reports when
+//! `reports_dir` is set; once the state is recovered (and, with Kafka on, the first partition
+//! assignment settled, so that nothing this instance no longer owns is served or written) it
+//! starts the snapshot task (file and PostgreSQL sinks) and reports ready. It supervises the
+//! writer and Kafka consumer threads: if either ends while suivi runs, suivi is not ready at
+//! once, shuts down and `run` returns an error (the process exits non-zero, to be restarted).
+//! Shutdown, in data-flow order and within one `shutdown_grace`: stop intake (not ready, refuse
+//! new events; the Kafka consumer is waited for at most the grace), let the servers finish what
+//! they hold, drain the writer, write the final snapshot, return.
 
 use std::future::Future;
 use std::net::SocketAddr;

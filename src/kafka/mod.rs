@@ -17,8 +17,16 @@
 //! - **Backpressure.** A bounded number of batches in flight; when the pipeline is full, the
 //!   partitions are paused rather than buffered.
 //!
+//! - **Settled before served.** [`Kafka::settled`] resolves once the first assignment is known
+//!   to the writer and what this instance held before and no longer owns is released; the
+//!   service is not ready, and writes no snapshot, until then.
+//! - **Bounded shutdown.** [`Kafka::stop`] waits for the consumer at most the shutdown grace;
+//!   every wait and retry of the consumer gives up at stop or, past the grace, at once (what
+//!   was read and not counted is read again after the restart).
+//!
 //! The consumer runs on its own thread (`consumer`): librdkafka's poll, rebalance callbacks and
-//! the blocking hand-over to the writer all happen there.
+//! the blocking hand-over to the writer all happen there. Its end is signalled
+//! ([`Kafka::ended`]) so the service can treat it as fatal.
 
 mod consumer;
 pub mod dead_letter;
