@@ -20,6 +20,7 @@ use axum::serve::ListenerExt;
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -282,8 +283,8 @@ impl App {
         });
 
         let pipeline::Writer { recovered, thread } = writer;
-        // Joined on a blocking thread from now on, so that its end is noticed at once.
-        let mut writer_thread = Some(tokio::task::spawn_blocking(move || thread.join()));
+        // Joined by a watcher thread from now on, so that its end is noticed at once.
+        let mut writer_thread = Some(watch_thread("suivi-writer-watch", thread)?);
         let report = match recovered.await {
             Ok(Ok(report)) => report,
             Ok(Err(error)) => anyhow::bail!(
@@ -407,7 +408,7 @@ impl App {
         if let Some(writer_thread) = writer_thread {
             writer_thread
                 .await
-                .context("cannot join the writer thread")?
+                .map_err(|_gone| anyhow::anyhow!("cannot join the writer thread"))?
                 .map_err(|_panic| anyhow::anyhow!("the writer thread panicked"))?
                 .context("the writer thread failed")?;
         }
@@ -439,14 +440,35 @@ pub struct Faults {
     pub stop_kafka: CancellationToken,
 }
 
-/// The joined writer thread: how it ended, as the error that stops suivi.
-type WriterJoin = Result<std::thread::Result<anyhow::Result<()>>, tokio::task::JoinError>;
+/// How a watched thread ended, once it has: what it returned, or its panic.
+type Joined<T> = oneshot::Receiver<std::thread::Result<T>>;
 
-/// Resolves when the thread joined by `thread` has ended; never when there is none.
+/// The joined writer thread: how it ended, as the error that stops suivi.
+type WriterJoin = Result<std::thread::Result<anyhow::Result<()>>, oneshot::error::RecvError>;
+
+/// Joins `thread` on a watcher thread of its own and answers how it ended. A plain thread rather
+/// than `spawn_blocking`: a blocking task that lasts as long as suivi would keep tokio's paused
+/// test clock from advancing.
+fn watch_thread<T: Send + 'static>(
+    name: &str,
+    thread: std::thread::JoinHandle<T>,
+) -> anyhow::Result<Joined<T>> {
+    let (ended, joined) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            // Nobody listens any more once suivi has stopped.
+            let _ = ended.send(thread.join());
+        })
+        .with_context(|| format!("cannot start the {name} thread"))?;
+    Ok(joined)
+}
+
+/// Resolves when the thread watched by `joined` has ended; never when there is none.
 async fn thread_end<T>(
-    thread: &mut Option<tokio::task::JoinHandle<T>>,
-) -> Result<T, tokio::task::JoinError> {
-    match thread {
+    joined: &mut Option<Joined<T>>,
+) -> Result<std::thread::Result<T>, oneshot::error::RecvError> {
+    match joined {
         Some(joined) => joined.await,
         None => std::future::pending().await,
     }
@@ -465,7 +487,7 @@ fn writer_ended(joined: WriterJoin) -> anyhow::Error {
                 .unwrap_or_default();
             anyhow::anyhow!("the writer thread panicked while suivi was running: {message}")
         }
-        Err(error) => anyhow::Error::new(error).context("cannot join the writer thread"),
+        Err(_gone) => anyhow::anyhow!("cannot join the writer thread"),
     }
 }
 
