@@ -271,7 +271,12 @@ impl TestApp {
     }
 
     pub async fn wait_until_ready(&self) {
-        let deadline = std::time::Instant::now() + PATIENCE;
+        self.wait_until_ready_within(PATIENCE).await;
+    }
+
+    /// Waits until `/readyz` says ready, at most `patience`.
+    pub async fn wait_until_ready_within(&self, patience: Duration) {
+        let deadline = std::time::Instant::now() + patience;
         loop {
             if let Ok(response) = self.http.get(self.url("/readyz")).send().await
                 && response.status() == StatusCode::OK
@@ -280,7 +285,7 @@ impl TestApp {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "suivi is not ready after {PATIENCE:?}"
+                "suivi is not ready after {patience:?}"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

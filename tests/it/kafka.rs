@@ -25,8 +25,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::crash::Suivi;
 use crate::helpers::{
-    TestApp, enrolments, secret, spawn_app, spawn_app_with, spawn_app_with_faults, start_app_with,
-    within,
+    TestApp, enrolments, secret, spawn_app, spawn_app_with_faults, start_app_with, within,
 };
 
 /// The default topic, for the tests that run the `suivi` binary. Tests that run suivi in this
@@ -159,6 +158,14 @@ async fn produce(producer: &FutureProducer, topic: &str, messages: &[Produced]) 
 fn simulated(seed: u64, scale: f64) -> Vec<proto::LearnerEvent> {
     let registry = Registry::load(None).expect("the embedded registry");
     suivi::simulate::generate(&registry, seed, scale, DEFAULT_CHAPTER_COUNT)
+}
+
+/// Starts suivi with the test settings as changed by `tweak` (which turns Kafka on), once
+/// ready: its first assignment may wait for a rebalance of the whole group.
+async fn start_kafka_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = start_app_with(tweak).await;
+    app.wait_until_ready_within(CONSUME_PATIENCE).await;
+    app
 }
 
 /// Kafka on, from `bootstrap`, `topic`, in group `group`.
@@ -427,7 +434,8 @@ async fn json_protobuf_and_garbage_are_counted_exactly_and_dead_lettered() {
     let garbage_placed = produce(&producer, topic, &garbage).await;
     produce(&producer, topic, &produced[half..]).await;
 
-    let mut app = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut app =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     until_counted(
         || app_counters(&app),
         &expected,
@@ -495,8 +503,9 @@ async fn json_protobuf_and_garbage_are_counted_exactly_and_dead_lettered() {
 
     // Restarted, it resumes from its checkpoint: nothing is read again, nothing dead-lettered twice.
     let mut app = app
-        .restart_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi"))
+        .restart_unready_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi"))
         .await;
+    app.wait_until_ready_within(CONSUME_PATIENCE).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app_counters(&app).await, expected);
     let text = metric_text(&app).await;
@@ -525,7 +534,8 @@ async fn a_broker_outage_injected_errors_and_an_unwritable_dead_letter_topic_los
     let (second, third) = rest.split_at(rest.len() / 2);
     produce(&producer, topic, first).await;
 
-    let mut app = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut app =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     until_totals(&app, "the first third is being counted", |totals| {
         totals["enrolled"].as_u64() > Some(0)
     })
@@ -696,12 +706,14 @@ async fn a_second_instance_joins_and_leaves_and_the_combined_counters_stay_exact
     let (first, second) = produced.split_at(produced.len() / 2);
     produce(&producer, topic, first).await;
 
-    let mut one = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut one =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     until_totals(&one, "the first instance counts", |totals| {
         totals["enrolled"].as_u64() > Some(0)
     })
     .await;
-    let mut two = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut two =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     produce(&producer, topic, second).await;
 
     // Each campaign is counted by one instance only, and exactly.
@@ -886,13 +898,13 @@ async fn a_restarted_instance_whose_partition_moved_never_serves_nor_snapshots_i
     .await;
 
     // The first instance counts the partition, then stops: its state holds the campaign.
-    let one = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, group)).await;
+    let one = start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, group)).await;
     until_enrolled(&one, campaign, 20).await;
     let mut one = one;
     one.stop().await;
 
     // Meanwhile a second instance takes the partition over and counts it.
-    let mut two = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, group)).await;
+    let mut two = start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, group)).await;
     until_enrolled(&two, campaign, 20).await;
 
     // The first comes back while the second holds the partition. Until its first assignment is
@@ -997,7 +1009,7 @@ async fn shutdown_with_an_unwritable_dead_letter_topic_ends_within_the_grace() {
     .await;
 
     let grace = Duration::from_secs(2);
-    let mut app = spawn_app_with(|settings| {
+    let mut app = start_kafka_app(|settings| {
         with_kafka(settings, &bootstrap, topic, "suivi");
         // librdkafka's default: a dead letter that cannot be written waits five minutes.
         settings
