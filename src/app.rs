@@ -1,10 +1,14 @@
 //! Wiring: builds each stage from the settings, connects them, and owns their lifetimes. It holds
 //! no logic of its own. Start-up: bind the listeners ([`bind`]), then [`App::run`] loads the
-//! registry and key, starts the writer thread, the servers, the snapshot task (file and
-//! PostgreSQL sinks) and the half-quarterly reports when `reports_dir` is set; then it reports
-//! ready. Shutdown, in data-flow order: stop intake (not ready, refuse new events), let the
-//! servers finish what they hold (within `shutdown_grace`), drain the writer, write the final
-//! snapshot, return.
+//! registry and key, starts the writer thread, the servers and the half-quarterly reports when
+//! `reports_dir` is set; once the state is recovered (and, with Kafka on, the first partition
+//! assignment settled, so that nothing this instance no longer owns is served or written) it
+//! starts the snapshot task (file and PostgreSQL sinks) and reports ready. It supervises the
+//! writer and Kafka consumer threads: if either ends while suivi runs, suivi is not ready at
+//! once, shuts down and `run` returns an error (the process exits non-zero, to be restarted).
+//! Shutdown, in data-flow order and within one `shutdown_grace`: stop intake (not ready, refuse
+//! new events; the Kafka consumer is waited for at most the grace), let the servers finish what
+//! they hold, drain the writer, write the final snapshot, return.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
@@ -50,6 +55,7 @@ pub struct App {
     registry: Registry,
     grpc: TcpListener,
     http: TcpListener,
+    faults: Faults,
 }
 
 /// Validates `settings` and binds the gRPC and HTTP listeners (port 0 picks a free port).
@@ -85,6 +91,7 @@ pub async fn bind(settings: Settings) -> anyhow::Result<App> {
         registry,
         grpc,
         http,
+        faults: Faults::default(),
     })
 }
 
@@ -99,7 +106,15 @@ impl App {
         self.http.local_addr().unwrap_or(self.settings.http_addr)
     }
 
-    /// Runs suivi until `shutdown` resolves, then shuts down gracefully.
+    /// The faults a test may cause once suivi runs.
+    #[doc(hidden)]
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
+    }
+
+    /// Runs suivi until `shutdown` resolves, then shuts down gracefully. Ends with an error,
+    /// after the same shutdown, when a thread suivi cannot run without (the writer, the Kafka
+    /// consumer) ends while it runs.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         let App {
@@ -107,6 +122,7 @@ impl App {
             registry,
             grpc,
             http,
+            faults: self_faults,
         } = self;
         let metrics = telemetry::metrics_handle()?;
         let readiness = Arc::new(Readiness::default());
@@ -270,16 +286,10 @@ impl App {
         for sink in &sinks {
             telemetry::register_sink(sink.name());
         }
-        let snapshots = tokio::spawn(snapshot::run(
-            figures.clone(),
-            sinks,
-            snapshot::Schedule {
-                interval: settings.snapshot_interval,
-                retry_max: settings.snapshot_retry_max,
-            },
-            sink_health,
-            stop_snapshots.clone(),
-        ));
+        // Started once ready: with Kafka on, no snapshot may restate a campaign this instance
+        // held before the restart and no longer owns (it is released at the first assignment).
+        let mut sinks_to_start = Some(sinks);
+        let mut snapshots = None;
         let scheduled_reports = settings.reports_dir.clone().map(|directory| {
             tokio::spawn(report::schedule::run(
                 ScheduleSettings {
@@ -302,6 +312,8 @@ impl App {
         });
 
         let pipeline::Writer { recovered, thread } = writer;
+        // Joined by a watcher thread from now on, so that its end is noticed at once.
+        let mut writer_thread = Some(watch_thread("suivi-writer-watch", thread)?);
         let report = match recovered.await {
             Ok(Ok(report)) => report,
             Ok(Err(error)) => anyhow::bail!(
@@ -323,59 +335,201 @@ impl App {
                 ingest.clone(),
                 Arc::new(EventParser::new(settings.chapter_count, key)),
                 tokio::runtime::Handle::current(),
+                self_faults.stop_kafka.child_token(),
             )?),
             None => None,
         };
-        health.set_service_status("", ServingStatus::Serving).await;
-        health.set_serving::<ingest::grpc::IngestServer>().await;
-        health
-            .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
-            .await;
-        readiness.set(State::Ready);
-        tracing::info!(
-            grpc = %grpc_addr,
-            http = %http_addr,
-            data_dir = %settings.data_dir.display(),
-            campaigns = registry.campaigns.len(),
-            "suivi is ready"
-        );
-
-        tokio::select! {
-            () = shutdown => {}
-            () = stop_serving.cancelled() => tracing::error!("a server failed; shutting down"),
+        if kafka.is_some() {
+            // What this instance held before may belong to another one now: nothing is served
+            // or snapshotted until the first assignment says what stays here.
+            readiness.set(State::WaitingForKafka);
+            tracing::info!("state recovered; waiting for the first Kafka partition assignment");
         }
+        let (faults, fault_ingest, stopped) = (self_faults, ingest.clone(), stop_snapshots.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = faults.stop_writer.cancelled() => fault_ingest.close().await,
+                () = stopped.cancelled() => {}
+            }
+        });
 
-        readiness.set(State::Stopping);
+        // Runs until asked to stop, or until a thread suivi cannot work without ends: a writer
+        // or a consumer that is gone leaves a process that takes nothing in, so it must not say
+        // it is ready; it exits with an error for its orchestrator to restart it (the restart
+        // recovers from the journal).
+        tokio::pin!(shutdown);
+        let failure = loop {
+            tokio::select! {
+                () = &mut shutdown => break None,
+                () = stop_serving.cancelled() => {
+                    tracing::error!("a server failed; shutting down");
+                    break None;
+                }
+                joined = thread_end(&mut writer_thread) => {
+                    writer_thread = None;
+                    break Some(writer_ended(joined));
+                }
+                () = kafka_ended(kafka.as_ref()) => {
+                    break Some(anyhow::anyhow!("the Kafka consumer thread ended while suivi was running"));
+                }
+                () = kafka_settled(kafka.as_ref()), if readiness.get() != State::Ready => {
+                    if let Some(sinks) = sinks_to_start.take() {
+                        snapshots = Some(tokio::spawn(snapshot::run(
+                            figures.clone(),
+                            sinks,
+                            snapshot::Schedule {
+                                interval: settings.snapshot_interval,
+                                retry_max: settings.snapshot_retry_max,
+                            },
+                            sink_health.clone(),
+                            stop_snapshots.clone(),
+                        )));
+                    }
+                    readiness.set(State::Ready);
+                    health.set_service_status("", ServingStatus::Serving).await;
+                    health.set_serving::<ingest::grpc::IngestServer>().await;
+                    health
+                        .set_serving::<CounterServiceServer<query::grpc::CounterApi>>()
+                        .await;
+                    tracing::info!(
+                        grpc = %grpc_addr,
+                        http = %http_addr,
+                        data_dir = %settings.data_dir.display(),
+                        campaigns = registry.campaigns.len(),
+                        "suivi is ready"
+                    );
+                }
+            }
+        };
+
+        match &failure {
+            None => readiness.set(State::Stopping),
+            Some(error) => {
+                readiness.set(State::Failed);
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "a thread suivi cannot run without ended; stopping with an error, to be restarted"
+                );
+            }
+        }
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        // One grace for the whole shutdown: SIGTERM ends within it whatever Kafka does.
+        let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
         if let Some(kafka) = kafka {
             // Before the pipeline closes: what was read is counted, checkpointed and committed.
-            kafka.stop().await;
+            kafka
+                .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
         }
         ingest.close().await;
         stop_serving.cancel();
-        if tokio::time::timeout(settings.shutdown_grace, servers.wait())
+        if tokio::time::timeout_at(deadline, servers.wait())
             .await
             .is_err()
         {
             tracing::warn!(grace = ?settings.shutdown_grace, "servers still busy after the shutdown grace; closing anyway");
         }
         drop((intake, ingest));
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .context("cannot join the writer thread")?
-            .map_err(|_panic| anyhow::anyhow!("the writer thread panicked"))?
-            .context("the writer thread failed")?;
+        if let Some(writer_thread) = writer_thread {
+            writer_thread
+                .await
+                .map_err(|_gone| anyhow::anyhow!("cannot join the writer thread"))?
+                .map_err(|_panic| anyhow::anyhow!("the writer thread panicked"))?
+                .context("the writer thread failed")?;
+        }
         stop_snapshots.cancel();
-        snapshots.await.context("the snapshot task failed")?;
+        if let Some(snapshots) = snapshots {
+            snapshots.await.context("the snapshot task failed")?;
+        }
         if let Some(scheduled_reports) = scheduled_reports {
             scheduled_reports
                 .await
                 .context("the report schedule failed")?;
         }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
         tracing::info!("suivi stopped");
         Ok(())
+    }
+}
+
+/// Faults a test can cause in a running suivi, to see how it reacts. Nothing outside the process
+/// reaches them: no setting, flag or route.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Makes the writer thread end while suivi runs (as if it had died).
+    pub stop_writer: CancellationToken,
+    /// Makes the Kafka consumer thread end while suivi runs (as if it had died).
+    pub stop_kafka: CancellationToken,
+}
+
+/// How a watched thread ended, once it has: what it returned, or its panic.
+type Joined<T> = oneshot::Receiver<std::thread::Result<T>>;
+
+/// The joined writer thread: how it ended, as the error that stops suivi.
+type WriterJoin = Result<std::thread::Result<anyhow::Result<()>>, oneshot::error::RecvError>;
+
+/// Joins `thread` on a watcher thread of its own and answers how it ended. A plain thread rather
+/// than `spawn_blocking`: a blocking task that lasts as long as suivi would keep tokio's paused
+/// test clock from advancing.
+fn watch_thread<T: Send + 'static>(
+    name: &str,
+    thread: std::thread::JoinHandle<T>,
+) -> anyhow::Result<Joined<T>> {
+    let (ended, joined) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            // Nobody listens any more once suivi has stopped.
+            let _ = ended.send(thread.join());
+        })
+        .with_context(|| format!("cannot start the {name} thread"))?;
+    Ok(joined)
+}
+
+/// Resolves when the thread watched by `joined` has ended; never when there is none.
+async fn thread_end<T>(
+    joined: &mut Option<Joined<T>>,
+) -> Result<std::thread::Result<T>, oneshot::error::RecvError> {
+    match joined {
+        Some(joined) => joined.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why the writer thread ended while suivi was running.
+fn writer_ended(joined: WriterJoin) -> anyhow::Error {
+    match joined {
+        Ok(Ok(Ok(()))) => anyhow::anyhow!("the writer thread ended while suivi was running"),
+        Ok(Ok(Err(error))) => error.context("the writer thread failed while suivi was running"),
+        Ok(Err(panic)) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            anyhow::anyhow!("the writer thread panicked while suivi was running: {message}")
+        }
+        Err(_gone) => anyhow::anyhow!("cannot join the writer thread"),
+    }
+}
+
+/// Resolves when the Kafka consumer thread has ended; never without Kafka.
+async fn kafka_ended(kafka: Option<&Kafka>) {
+    match kafka {
+        Some(kafka) => kafka.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the first Kafka assignment is settled; at once without Kafka.
+async fn kafka_settled(kafka: Option<&Kafka>) {
+    if let Some(kafka) = kafka {
+        kafka.settled().await;
     }
 }
 

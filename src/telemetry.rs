@@ -162,6 +162,8 @@ pub const KAFKA_PAUSED_SECONDS: &str = "suivi_kafka_paused_seconds_total";
 pub const KAFKA_BATCHES_RETRIED: &str = "suivi_kafka_batches_retried_total";
 /// Offset commits to the consumer group that failed.
 pub const KAFKA_COMMIT_FAILURES: &str = "suivi_kafka_commit_failures_total";
+/// Shutdowns that stopped waiting for the Kafka consumer thread after the shutdown grace.
+pub const KAFKA_STOP_TIMEOUTS: &str = "suivi_kafka_stop_timeouts_total";
 /// Campaigns that became fed by more than one source (partitions, or Kafka and gRPC/HTTP).
 pub const CAMPAIGNS_SEVERAL_SOURCES: &str = "suivi_campaigns_with_several_sources_total";
 /// Campaigns released to another instance with their Kafka partition.
@@ -418,6 +420,11 @@ fn describe() {
         "Failed offset commits to the consumer group."
     );
     describe_counter!(
+        KAFKA_STOP_TIMEOUTS,
+        Unit::Count,
+        "Shutdowns that left the Kafka consumer behind: it had not stopped within the shutdown grace."
+    );
+    describe_counter!(
         CAMPAIGNS_SEVERAL_SOURCES,
         Unit::Count,
         "Campaigns that became fed by more than one Kafka partition, or by Kafka and gRPC/HTTP."
@@ -571,6 +578,7 @@ pub fn register_kafka() {
     }
     counter!(KAFKA_DEAD_LETTER_FAILURES).increment(0);
     counter!(KAFKA_COMMIT_FAILURES).increment(0);
+    counter!(KAFKA_STOP_TIMEOUTS).increment(0);
     for kind in ["assign", "revoke"] {
         counter!(KAFKA_REBALANCES, "kind" => kind).increment(0);
     }
@@ -638,6 +646,11 @@ pub fn record_kafka_retry(reason: &'static str) {
 /// Records a failed offset commit.
 pub fn record_kafka_commit_failure() {
     counter!(KAFKA_COMMIT_FAILURES).increment(1);
+}
+
+/// Records a shutdown that stopped waiting for the Kafka consumer thread.
+pub fn record_kafka_stop_timeout() {
+    counter!(KAFKA_STOP_TIMEOUTS).increment(1);
 }
 
 /// Records a campaign that gained a second source.

@@ -10,7 +10,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -22,14 +21,15 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientConfig, ClientContext, Message};
+use tokio_util::sync::CancellationToken;
 
-use super::KafkaSettings;
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::decode::{self, Encoding};
+use super::{KafkaSettings, Signals};
 use crate::aggregate::Applied;
 use crate::event::{Event, EventParser, RejectReason};
 use crate::pipeline::sources::{Partition, Range};
-use crate::pipeline::{Answer, Ingest, KafkaBatch, Refusal};
+use crate::pipeline::{Answer, Ingest, KafkaBatch, Outcomes, Refusal};
 use crate::proto::storage::KafkaOffset;
 use crate::telemetry::{self, BatchTally, Transport};
 
@@ -59,6 +59,7 @@ pub fn create(
     parser: Arc<EventParser>,
     runtime: tokio::runtime::Handle,
     dead_letters: DeadLetters,
+    signals: Signals,
 ) -> Result<BaseConsumer<Context>, KafkaError> {
     let mut defaults = ClientConfig::new();
     defaults
@@ -81,6 +82,7 @@ pub fn create(
             runtime,
             parser,
             dead_letters,
+            signals,
             batch_events: settings.batch_events,
             chains: HashMap::new(),
             pending: Batch::default(),
@@ -100,10 +102,10 @@ pub fn create(
 }
 
 /// Consumes until `stop`, then counts and checkpoints what was read, commits, and leaves.
-pub fn run(consumer: &BaseConsumer<Context>, stop: &AtomicBool) {
+pub fn run(consumer: &BaseConsumer<Context>, stop: &CancellationToken) {
     let mut checkpointed = consumer.context().flow.lock().ingest.checkpointed();
     let mut wait = POLL_WAIT;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         let polled = consumer.poll(wait);
         let mut flow = consumer.context().flow.lock();
         match polled {
@@ -179,6 +181,8 @@ struct Flow {
     runtime: tokio::runtime::Handle,
     parser: Arc<EventParser>,
     dead_letters: DeadLetters,
+    /// Stop, abort, and the first assignment's settlement.
+    signals: Signals,
     batch_events: usize,
     /// For each assigned partition, the offset its next batch continues from.
     chains: HashMap<Partition, i64>,
@@ -375,7 +379,8 @@ impl Flow {
                 self.hand_over(consumer, batch);
             }
             self.settle(consumer, true);
-            if self.stopped || self.stalled.is_none() {
+            // Past the shutdown grace a stalled batch is left to be read again after the restart.
+            if self.stopped || self.stalled.is_none() || self.signals.abort.is_cancelled() {
                 return;
             }
         }
@@ -387,9 +392,12 @@ impl Flow {
             return;
         }
         if !batch.dead_letters.is_empty() {
-            let sent = self
-                .runtime
-                .block_on(self.dead_letters.send_all(&batch.dead_letters));
+            let Some(sent) = self.abortable(self.dead_letters.send_all(&batch.dead_letters)) else {
+                // Past the shutdown grace: the batch is not counted, so it is read again after
+                // the restart, dead letters and all.
+                self.stopped = true;
+                return;
+            };
             if let Err(error) = sent {
                 telemetry::record_dead_letter_failure();
                 tracing::warn!(
@@ -450,10 +458,8 @@ impl Flow {
             let Some(InFlight { batch, answer }) = self.in_flight.pop_front() else {
                 return false;
             };
-            (
-                batch,
-                answer.blocking_recv().unwrap_or(Err(Refusal::ShuttingDown)),
-            )
+            let answer = self.wait_for(answer);
+            (batch, answer)
         } else {
             let Some(front) = self.in_flight.front_mut() else {
                 return false;
@@ -480,9 +486,9 @@ impl Flow {
                 // then rewind each partition to the earliest refused start.
                 let mut ranges = batch.ranges.clone();
                 while let Some(InFlight { batch, answer }) = self.in_flight.pop_front() {
-                    match answer.blocking_recv() {
-                        Ok(Ok(outcomes)) => self.counted(&batch, outcomes),
-                        _ => ranges.extend(batch.ranges.iter().cloned()),
+                    match self.wait_for(answer) {
+                        Ok(outcomes) => self.counted(&batch, outcomes),
+                        Err(_) => ranges.extend(batch.ranges.iter().cloned()),
                     }
                 }
                 self.rewind(consumer, &ranges);
@@ -492,6 +498,23 @@ impl Flow {
             }
         }
         true
+    }
+
+    /// Waits for a batch's answer; past the shutdown grace, no longer (as if shutting down).
+    fn wait_for(&self, answer: Answer) -> Result<Outcomes, Refusal> {
+        self.abortable(answer)
+            .and_then(Result::ok)
+            .unwrap_or(Err(Refusal::ShuttingDown))
+    }
+
+    /// Runs `future` to its end on this thread, unless the shutdown grace is over first (`None`).
+    fn abortable<F: std::future::Future>(&self, future: F) -> Option<F::Output> {
+        self.runtime.block_on(async {
+            tokio::select! {
+                output = future => Some(output),
+                () = self.signals.abort.cancelled() => None,
+            }
+        })
     }
 
     /// Records a counted batch, and dead-letters the events the aggregate rejected.
@@ -560,15 +583,40 @@ impl Flow {
     }
 
     /// Dead-letters events the aggregate rejected after their batch was counted (its position
-    /// has moved on): retried until Kafka takes them.
+    /// has moved on): retried until Kafka takes them, or until suivi stops.
     fn dead_letter_counted(&self, letters: &[DeadLetter]) {
         loop {
-            match self.runtime.block_on(self.dead_letters.send_all(letters)) {
-                Ok(()) => break,
-                Err(error) => {
+            match self.abortable(self.dead_letters.send_all(letters)) {
+                Some(Ok(())) => break,
+                None => {
+                    tracing::error!(
+                        dead_letters = letters.len(),
+                        "the shutdown grace is over: dead letters of a counted batch not written"
+                    );
+                    return;
+                }
+                Some(Err(error)) => {
                     telemetry::record_dead_letter_failure();
+                    if self.signals.stop.is_cancelled() {
+                        // Their batch is counted and its position has moved on: these are
+                        // not read again. Said loudly rather than holding shutdown forever.
+                        tracing::error!(
+                            error = %error,
+                            dead_letters = letters.len(),
+                            "cannot write to the dead-letter topic and suivi is stopping; \
+                             these dead letters are not written"
+                        );
+                        return;
+                    }
                     tracing::warn!(error = %error, "cannot write to the dead-letter topic; retrying");
-                    std::thread::sleep(FAILURE_PAUSE);
+                    // Waits as long as a pause, or until suivi stops.
+                    let stop = self.signals.stop.clone();
+                    self.runtime.block_on(async {
+                        tokio::select! {
+                            () = tokio::time::sleep(FAILURE_PAUSE) => {}
+                            () = stop.cancelled() => {}
+                        }
+                    });
                 }
             }
         }
@@ -651,7 +699,12 @@ impl Flow {
             .ingest
             .assign(&self.runtime, partitions.clone(), exclusive)
         {
-            Ok(positions) => positions,
+            Ok(positions) => {
+                // The writer has released what this instance held and no longer owns: its
+                // figures may be served and written from now on.
+                self.signals.settled.cancel();
+                positions
+            }
             Err(refusal) => {
                 tracing::error!(%refusal, "cannot take Kafka partitions on");
                 self.stopped = true;

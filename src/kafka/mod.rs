@@ -17,8 +17,16 @@
 //! - **Backpressure.** A bounded number of batches in flight; when the pipeline is full, the
 //!   partitions are paused rather than buffered.
 //!
+//! - **Settled before served.** [`Kafka::settled`] resolves once the first assignment is known
+//!   to the writer and what this instance held before and no longer owns is released; the
+//!   service is not ready, and writes no snapshot, until then.
+//! - **Bounded shutdown.** [`Kafka::stop`] waits for the consumer at most the shutdown grace;
+//!   every wait and retry of the consumer gives up at stop or, past the grace, at once (what
+//!   was read and not counted is read again after the restart).
+//!
 //! The consumer runs on its own thread (`consumer`): librdkafka's poll, rebalance callbacks and
-//! the blocking hand-over to the writer all happen there.
+//! the blocking hand-over to the writer all happen there. Its end is signalled
+//! ([`Kafka::ended`]) so the service can treat it as fatal.
 
 mod consumer;
 pub mod dead_letter;
@@ -26,11 +34,12 @@ pub mod decode;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Secret, Settings};
 use crate::event::EventParser;
@@ -79,30 +88,74 @@ impl KafkaSettings {
 /// The running Kafka source.
 #[derive(Debug)]
 pub struct Kafka {
-    stop: Arc<AtomicBool>,
+    signals: Signals,
     thread: JoinHandle<()>,
+}
+
+/// What the service and the consumer thread tell each other.
+#[derive(Debug, Clone, Default)]
+struct Signals {
+    /// Set by [`Kafka::stop`]: stop consuming, count what was read, checkpoint, commit, leave.
+    stop: CancellationToken,
+    /// Set when the shutdown grace is over: give up any wait (a dead letter that cannot be
+    /// written, a broker that does not answer) and end; what was not counted is read again
+    /// after the restart.
+    abort: CancellationToken,
+    /// Set once the first assignment is settled: partitions held from before and not assigned
+    /// now are released.
+    settled: CancellationToken,
+    /// Set when the consumer thread ends, however it ends (a panic included).
+    ended: CancellationToken,
+}
+
+/// Cancels `ended` when dropped: at the end of the consumer thread, unwinding or not.
+struct EndGuard(CancellationToken);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl Kafka {
     /// Subscribes to the topics and starts consuming on a thread of its own. Call once the state
-    /// is recovered: assignments ask the writer for the partitions' positions.
+    /// is recovered: assignments ask the writer for the partitions' positions. Cancelling `stop`
+    /// stops the consumer as [`Kafka::stop`] does, without waiting for it.
     pub fn start(
         settings: KafkaSettings,
         ingest: Ingest,
         parser: Arc<EventParser>,
         runtime: tokio::runtime::Handle,
+        stop: CancellationToken,
     ) -> anyhow::Result<Kafka> {
         crate::telemetry::register_kafka();
         let client = settings.client_config();
         let dead_letters = dead_letter::DeadLetters::new(&client, &settings.dead_letter_topic)
             .context("cannot create the Kafka dead-letter producer")?;
-        let consumer = consumer::create(&settings, client, ingest, parser, runtime, dead_letters)
-            .context("cannot create the Kafka consumer")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let signals = Signals {
+            stop,
+            ..Signals::default()
+        };
+        let consumer = consumer::create(
+            &settings,
+            client,
+            ingest,
+            parser,
+            runtime,
+            dead_letters,
+            signals.clone(),
+        )
+        .context("cannot create the Kafka consumer")?;
+        let thread_signals = signals.clone();
         let thread = std::thread::Builder::new()
             .name("suivi-kafka".to_owned())
-            .spawn(move || consumer::run(&consumer, &stopping))
+            .spawn(move || {
+                // Declared first, dropped last: the thread counts as ended once the consumer
+                // is closed too (closing leaves the group and may wait for the broker).
+                let _ended = EndGuard(thread_signals.ended.clone());
+                let consumer = consumer;
+                consumer::run(&consumer, &thread_signals.stop);
+            })
             .context("cannot start the Kafka consumer thread")?;
         tracing::info!(
             brokers = %settings.brokers,
@@ -110,13 +163,42 @@ impl Kafka {
             group = %settings.group,
             "consuming from Kafka"
         );
-        Ok(Kafka { stop, thread })
+        Ok(Kafka { signals, thread })
+    }
+
+    /// Resolves once the first partition assignment is settled: the writer knows the partitions
+    /// assigned here and has released those it held from before and that went elsewhere. Never
+    /// resolves while no broker answers.
+    pub async fn settled(&self) {
+        self.signals.settled.cancelled().await;
+    }
+
+    /// Resolves when the consumer thread has ended. While the service runs that is fatal: no
+    /// more events are read.
+    pub async fn ended(&self) {
+        self.signals.ended.cancelled().await;
     }
 
     /// Stops consuming: what was read is counted and checkpointed, the checkpoint's offsets are
-    /// committed to the group, and the consumer leaves it.
-    pub async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// committed to the group, and the consumer leaves it. Waits for that at most `grace`; then
+    /// tells the thread to give up whatever it waits for, logs and counts it, and returns
+    /// without it (what it had read and not counted is read again after the restart).
+    pub async fn stop(self, grace: Duration) {
+        self.signals.stop.cancel();
+        let ended = self.signals.ended.clone();
+        if tokio::time::timeout(grace, ended.cancelled())
+            .await
+            .is_err()
+        {
+            self.signals.abort.cancel();
+            crate::telemetry::record_kafka_stop_timeout();
+            tracing::error!(
+                grace = ?grace,
+                "the Kafka consumer did not stop within the shutdown grace; going on without it"
+            );
+            return;
+        }
+        // The thread has ended (its guard ran last): joining it does not block for long.
         let thread = self.thread;
         if tokio::task::spawn_blocking(move || thread.join())
             .await

@@ -19,9 +19,16 @@ pub struct Readiness(AtomicU8);
 pub enum State {
     /// Recovering state; not taking traffic yet.
     Starting,
+    /// State recovered, Kafka on: waiting for the first partition assignment to be settled
+    /// (partitions that moved to another instance meanwhile released), so that no figure this
+    /// instance no longer owns is served or written.
+    WaitingForKafka,
     Ready,
     /// Shutting down; taking no new work.
     Stopping,
+    /// A thread the service cannot run without (the writer, the Kafka consumer) ended: the
+    /// process is exiting with an error, to be restarted.
+    Failed,
 }
 
 impl Readiness {
@@ -30,6 +37,8 @@ impl Readiness {
             State::Starting => 0,
             State::Ready => 1,
             State::Stopping => 2,
+            State::WaitingForKafka => 3,
+            State::Failed => 4,
         };
         self.0.store(value, Ordering::Release);
     }
@@ -38,7 +47,9 @@ impl Readiness {
         match self.0.load(Ordering::Acquire) {
             0 => State::Starting,
             1 => State::Ready,
-            _ => State::Stopping,
+            2 => State::Stopping,
+            3 => State::WaitingForKafka,
+            _ => State::Failed,
         }
     }
 }
@@ -47,8 +58,10 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Starting => "starting",
+            State::WaitingForKafka => "waiting_for_kafka",
             State::Ready => "ready",
             State::Stopping => "stopping",
+            State::Failed => "failed",
         }
     }
 }

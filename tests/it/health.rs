@@ -15,7 +15,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::helpers::{PATIENCE, spawn_app};
+use crate::helpers::{PATIENCE, enrolments, spawn_app, spawn_app_with_faults};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_once_started() {
@@ -144,5 +144,70 @@ async fn reflection_lists_and_describes_the_services() {
         methods,
         [("Ingest", false, false), ("IngestStream", true, true)]
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_writer_thread_that_ends_makes_suivi_unready_at_once_and_run_fail() {
+    let (mut app, faults) = spawn_app_with_faults(|_| {}).await;
+    let answer = app
+        .ingest(&enrolments("before-the-fault", "gendarmerie", 3))
+        .await;
+    assert_eq!(answer.accepted, 3);
+    assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
+
+    // The writer goes away while suivi runs: a zombie would take nothing in and still say ready.
+    faults.stop_writer.cancel();
+    // Not ready at once: /readyz says "failed" until the listener closes a moment later, and
+    // gRPC health never says SERVING again.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut health = HealthClient::new(app.channel().await);
+    loop {
+        let readyz = match app.http.get(app.url("/readyz")).send().await {
+            Ok(response) => Some((
+                response.status(),
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )),
+            // The servers are closed: no probe can find it ready either.
+            Err(_) => None,
+        };
+        let serving = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|response| response.into_inner().status);
+        match readyz {
+            Some((StatusCode::OK, _)) => {}
+            Some((status, body)) => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+                assert_eq!(body["status"], json!("failed"), "{body}");
+                assert_ne!(serving.ok(), Some(ServingStatus::Serving as i32));
+                break;
+            }
+            None => break,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz still says ready after the writer ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // suivi stops by itself, with an error naming the thread, for its orchestrator to restart
+    // it (main exits non-zero on an error from run).
+    let ended = app.ended().await;
+    let error = ended.expect_err("run ends with an error");
+    assert!(
+        format!("{error:#}").contains("writer thread"),
+        "the error names the writer thread: {error:#}"
+    );
+
+    // Restarted, it recovers what it acknowledged.
+    let mut app = app.restart().await;
+    assert_eq!(app.campaign_json("gendarmerie").await["enrolled"], json!(3));
     app.stop().await;
 }

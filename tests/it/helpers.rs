@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use suivi::app::Faults;
 use suivi::config::{Secret, Settings};
 use suivi::proto;
 use suivi::proto::counter_service_client::CounterServiceClient;
@@ -53,11 +54,35 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_in(data_dir, tweak).await
 }
 
+/// Starts suivi with the test settings as changed by `tweak`, without waiting until it is
+/// ready.
+pub async fn start_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("a temporary data dir");
+    start_app_in(data_dir, tweak).await.0
+}
+
+/// Starts suivi with the test settings as changed by `tweak`, once ready, with the faults the
+/// test may cause in it.
+pub async fn spawn_app_with_faults(tweak: impl FnOnce(&mut Settings)) -> (TestApp, Faults) {
+    let data_dir = tempfile::tempdir().expect("a temporary data dir");
+    let (app, faults) = start_app_in(data_dir, tweak).await;
+    app.wait_until_ready().await;
+    (app, faults)
+}
+
 /// Starts suivi on `data_dir`, which may hold the state of an earlier run.
 async fn spawn_app_in(data_dir: TempDir, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let (app, _faults) = start_app_in(data_dir, tweak).await;
+    app.wait_until_ready().await;
+    app
+}
+
+/// Starts suivi on `data_dir` without waiting until it is ready.
+async fn start_app_in(data_dir: TempDir, tweak: impl FnOnce(&mut Settings)) -> (TestApp, Faults) {
     let mut settings = test_settings(data_dir.path());
     tweak(&mut settings);
     let app = suivi::app::bind(settings).await.expect("suivi binds");
+    let faults = app.faults();
     let grpc_addr = app.grpc_addr();
     let http_addr = app.http_addr();
     assert_ne!(grpc_addr.port(), 0, "grpc_addr() gives the bound port");
@@ -72,8 +97,7 @@ async fn spawn_app_in(data_dir: TempDir, tweak: impl FnOnce(&mut Settings)) -> T
         shutdown,
         running: Some(running),
     };
-    app.wait_until_ready().await;
-    app
+    (app, faults)
 }
 
 /// The settings of a test service: both APIs on free ports of 127.0.0.1, data in `data_dir`,
@@ -225,8 +249,34 @@ impl TestApp {
         spawn_app_in(data_dir, tweak).await
     }
 
-    async fn wait_until_ready(&self) {
-        let deadline = std::time::Instant::now() + PATIENCE;
+    /// Stops suivi (unless it is stopped already) and starts it again on the same data
+    /// directory, with the test settings as changed by `tweak`, without waiting until it is
+    /// ready.
+    pub async fn restart_unready_with(mut self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        if self.running.is_some() {
+            self.stop().await;
+        }
+        let placeholder = tempfile::tempdir().expect("a temporary dir");
+        let data_dir = std::mem::replace(&mut self.data_dir, placeholder);
+        start_app_in(data_dir, tweak).await.0
+    }
+
+    /// Waits until suivi ends on its own (not asked to stop), and answers how.
+    pub async fn ended(&mut self) -> anyhow::Result<()> {
+        let running = self.running.take().expect("suivi runs");
+        within(PATIENCE, running)
+            .await
+            .expect("suivi ends within the test's patience")
+            .expect("the run task does not panic")
+    }
+
+    pub async fn wait_until_ready(&self) {
+        self.wait_until_ready_within(PATIENCE).await;
+    }
+
+    /// Waits until `/readyz` says ready, at most `patience`.
+    pub async fn wait_until_ready_within(&self, patience: Duration) {
+        let deadline = std::time::Instant::now() + patience;
         loop {
             if let Ok(response) = self.http.get(self.url("/readyz")).send().await
                 && response.status() == StatusCode::OK
@@ -235,7 +285,7 @@ impl TestApp {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "suivi is not ready after {PATIENCE:?}"
+                "suivi is not ready after {patience:?}"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

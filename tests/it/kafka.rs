@@ -19,9 +19,14 @@ use suivi::config::{DEFAULT_CHAPTER_COUNT, Settings};
 use suivi::proto;
 use suivi::registry::Registry;
 use suivi::simulate::kafka::message;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::crash::Suivi;
-use crate::helpers::{TestApp, secret, spawn_app, spawn_app_with, within};
+use crate::helpers::{
+    TestApp, enrolments, secret, spawn_app, spawn_app_with_faults, start_app_with, within,
+};
 
 /// The default topic, for the tests that run the `suivi` binary. Tests that run suivi in this
 /// process use a topic of their own: the metrics are the process's, and the series of
@@ -153,6 +158,14 @@ async fn produce(producer: &FutureProducer, topic: &str, messages: &[Produced]) 
 fn simulated(seed: u64, scale: f64) -> Vec<proto::LearnerEvent> {
     let registry = Registry::load(None).expect("the embedded registry");
     suivi::simulate::generate(&registry, seed, scale, DEFAULT_CHAPTER_COUNT)
+}
+
+/// Starts suivi with the test settings as changed by `tweak` (which turns Kafka on), once
+/// ready: its first assignment may wait for a rebalance of the whole group.
+async fn start_kafka_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = start_app_with(tweak).await;
+    app.wait_until_ready_within(CONSUME_PATIENCE).await;
+    app
 }
 
 /// Kafka on, from `bootstrap`, `topic`, in group `group`.
@@ -421,7 +434,8 @@ async fn json_protobuf_and_garbage_are_counted_exactly_and_dead_lettered() {
     let garbage_placed = produce(&producer, topic, &garbage).await;
     produce(&producer, topic, &produced[half..]).await;
 
-    let mut app = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut app =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     until_counted(
         || app_counters(&app),
         &expected,
@@ -489,8 +503,9 @@ async fn json_protobuf_and_garbage_are_counted_exactly_and_dead_lettered() {
 
     // Restarted, it resumes from its checkpoint: nothing is read again, nothing dead-lettered twice.
     let mut app = app
-        .restart_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi"))
+        .restart_unready_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi"))
         .await;
+    app.wait_until_ready_within(CONSUME_PATIENCE).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app_counters(&app).await, expected);
     let text = metric_text(&app).await;
@@ -519,7 +534,8 @@ async fn a_broker_outage_injected_errors_and_an_unwritable_dead_letter_topic_los
     let (second, third) = rest.split_at(rest.len() / 2);
     produce(&producer, topic, first).await;
 
-    let mut app = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut app =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     until_totals(&app, "the first third is being counted", |totals| {
         totals["enrolled"].as_u64() > Some(0)
     })
@@ -690,12 +706,14 @@ async fn a_second_instance_joins_and_leaves_and_the_combined_counters_stay_exact
     let (first, second) = produced.split_at(produced.len() / 2);
     produce(&producer, topic, first).await;
 
-    let mut one = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut one =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     until_totals(&one, "the first instance counts", |totals| {
         totals["enrolled"].as_u64() > Some(0)
     })
     .await;
-    let mut two = spawn_app_with(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    let mut two =
+        start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
     produce(&producer, topic, second).await;
 
     // Each campaign is counted by one instance only, and exactly.
@@ -835,4 +853,275 @@ async fn suivi_serve_counts_a_topic_filled_by_suivi_simulate_kafka_to_the_plan()
     );
     let status = suivi.terminate().await;
     assert!(status.success(), "{status}");
+}
+
+/// `count` enrolments in `campaign` as JSON messages keyed by the campaign.
+fn enrolment_messages(prefix: &str, campaign: &str, count: usize) -> Vec<Produced> {
+    enrolments(prefix, campaign, count)
+        .iter()
+        .map(|event| Produced {
+            key: campaign.to_owned(),
+            payload: Some(event.json().to_string().into_bytes()),
+            protobuf: false,
+        })
+        .collect()
+}
+
+/// The enrolled count of `campaign` as `app` answers it, once it answers 200.
+async fn until_enrolled(app: &TestApp, campaign: &str, enrolled: u64) {
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let (status, body) = app.get(&format!("/v1/campaigns/{campaign}")).await;
+        if status == reqwest::StatusCode::OK && body["enrolled"].as_u64() == Some(enrolled) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{campaign}: {status} {body}, expected {enrolled} enrolled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_whose_partition_moved_never_serves_nor_snapshots_its_campaigns() {
+    let topic = "learner-events-moved-while-down";
+    let group = "suivi-moved-while-down";
+    let campaign = "moved-while-down";
+    let cluster = cluster(topic, 1, 1);
+    let bootstrap = cluster.bootstrap_servers();
+    produce(
+        &producer(&bootstrap),
+        topic,
+        &enrolment_messages("moved", campaign, 20),
+    )
+    .await;
+
+    // The first instance counts the partition, then stops: its state holds the campaign.
+    let one = start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, group)).await;
+    until_enrolled(&one, campaign, 20).await;
+    let mut one = one;
+    one.stop().await;
+
+    // Meanwhile a second instance takes the partition over and counts it.
+    let mut two = start_kafka_app(|settings| with_kafka(settings, &bootstrap, topic, group)).await;
+    until_enrolled(&two, campaign, 20).await;
+
+    // The first comes back while the second holds the partition. Until its first assignment is
+    // settled it is not ready: no figure of the campaign it no longer owns is served, and no
+    // snapshot (every 50 ms here) restates it downstream.
+    let restarted_at = chrono::Utc::now();
+    let mut one = one
+        .restart_unready_with(|settings| {
+            with_kafka(settings, &bootstrap, topic, group);
+            settings.snapshot_interval = Duration::from_millis(50);
+        })
+        .await;
+    let mut health = HealthClient::new(one.channel().await);
+    let mut waited_for_kafka = false;
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        // Health first: suivi says ready before it says SERVING, so SERVING here means ready
+        // below.
+        let serving = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("gRPC health answers")
+            .into_inner()
+            .status;
+        let (ready, readyz) = one.get("/readyz").await;
+        let (status, body) = one.get(&format!("/v1/campaigns/{campaign}")).await;
+        assert_ne!(
+            status,
+            reqwest::StatusCode::OK,
+            "the restarted instance serves a campaign it no longer owns: {body} (readyz {readyz})"
+        );
+        if ready == reqwest::StatusCode::OK {
+            assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{body}");
+            break;
+        }
+        if readyz["status"] == "waiting_for_kafka" {
+            waited_for_kafka = true;
+            assert_eq!(serving, ServingStatus::NotServing as i32, "{readyz}");
+            // Not ready: queries answer not_ready (or, ready a moment later, not found).
+            assert!(
+                body["code"] == "not_ready" || body["code"] == "campaign_not_found",
+                "{body}"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready after {CONSUME_PATIENCE:?}: {readyz}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        waited_for_kafka,
+        "/readyz said waiting_for_kafka before the assignment"
+    );
+    // Ready, it never shows the campaign, through several snapshots.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        one.get(&format!("/v1/campaigns/{campaign}")).await.0,
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let listed = one.get("/v1/campaigns").await.1;
+    assert!(
+        !listed.to_string().contains(campaign),
+        "listed after release: {listed}"
+    );
+    one.stop().await;
+    let restated: Vec<Value> = one
+        .snapshot_records()
+        .iter()
+        .map(|record| serde_json::to_value(record).expect("a record serializes"))
+        .filter(|record| {
+            record["campaign"] == campaign
+                && record["taken_at"]
+                    .as_str()
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .is_some_and(|at| at >= restarted_at)
+        })
+        .collect();
+    assert!(
+        restated.is_empty(),
+        "the restarted instance snapshotted a campaign it no longer owns: {restated:?}"
+    );
+
+    // The owner still counts it, whole.
+    until_enrolled(&two, campaign, 20).await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_an_unwritable_dead_letter_topic_ends_within_the_grace() {
+    let topic = "learner-events-dead-letters-unwritable-at-shutdown";
+    let cluster = cluster(topic, 1, 1);
+    let bootstrap = cluster.bootstrap_servers();
+    let producer = producer(&bootstrap);
+    produce(
+        &producer,
+        topic,
+        &enrolment_messages("before", "gendarmerie", 5),
+    )
+    .await;
+
+    let grace = Duration::from_secs(2);
+    let mut app = start_kafka_app(|settings| {
+        with_kafka(settings, &bootstrap, topic, "suivi");
+        // librdkafka's default: a dead letter that cannot be written waits five minutes.
+        settings
+            .kafka_options
+            .insert("message.timeout.ms".to_owned(), secret("300000"));
+        settings.shutdown_grace = grace;
+    })
+    .await;
+    until_enrolled(&app, "gendarmerie", 5).await;
+
+    // The dead-letter topic loses its leader and every produce request fails; then garbage
+    // comes, and its batch waits for the dead-letter topic.
+    cluster
+        .partition_leader(&dead_letter_topic(topic), 0, None)
+        .expect("the dead-letter partition loses its leader");
+    let (garbage, _codes): (Vec<Produced>, Vec<&str>) = garbage().into_iter().unzip();
+    produce(&producer, topic, &garbage).await;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 1000],
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let asked = Instant::now();
+    app.stop().await;
+    let took = asked.elapsed();
+    assert!(
+        took < grace + Duration::from_secs(2),
+        "stopped {took:?} after being asked, with a shutdown grace of {grace:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_broker_answering_suivi_counts_grpc_events_but_stays_unready() {
+    // Nothing listens on port 1: the consumer never joins its group.
+    let grace = Duration::from_secs(2);
+    let mut app = start_app_with(|settings| {
+        with_kafka(
+            settings,
+            "127.0.0.1:1",
+            "learner-events-no-broker",
+            "suivi-no-broker",
+        );
+        settings.shutdown_grace = grace;
+    })
+    .await;
+    // Events sent over gRPC meanwhile are taken, durably: only figures wait for Kafka.
+    let answer = app.ingest(&enrolments("no-broker", "gendarmerie", 4)).await;
+    assert_eq!(answer.accepted, 4, "{answer:?}");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        let (ready, readyz) = app.get("/readyz").await;
+        assert_eq!(ready, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{readyz}");
+        assert_eq!(readyz["status"], "waiting_for_kafka", "{readyz}");
+        let (status, body) = app.get("/v1/campaigns/gendarmerie").await;
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], "not_ready", "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = Instant::now();
+    app.stop().await;
+    assert!(
+        asked.elapsed() < grace + Duration::from_secs(2),
+        "stopped {:?} after being asked",
+        asked.elapsed()
+    );
+    // Restarted without Kafka, it has them.
+    let mut app = app.restart().await;
+    assert_eq!(app.campaign_json("gendarmerie").await["enrolled"], 4);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_consumer_thread_that_ends_makes_suivi_unready_at_once_and_run_fail() {
+    let topic = "learner-events-consumer-ends";
+    let cluster = cluster(topic, 1, 1);
+    let bootstrap = cluster.bootstrap_servers();
+    produce(
+        &producer(&bootstrap),
+        topic,
+        &enrolment_messages("consumer-ends", "gendarmerie", 3),
+    )
+    .await;
+    let (mut app, faults) =
+        spawn_app_with_faults(|settings| with_kafka(settings, &bootstrap, topic, "suivi")).await;
+    until_enrolled(&app, "gendarmerie", 3).await;
+
+    // The consumer goes away while suivi runs: nothing more would be read, and a zombie would
+    // still say ready.
+    faults.stop_kafka.cancel();
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        match app.http.get(app.url("/readyz")).send().await {
+            Ok(response) if response.status() == reqwest::StatusCode::OK => {}
+            Ok(response) => {
+                assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+                let body: Value = response.json().await.expect("JSON");
+                assert_eq!(body["status"], "failed", "{body}");
+                break;
+            }
+            // The servers are closed already: not ready either.
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still says ready after the consumer ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let error = app.ended().await.expect_err("run ends with an error");
+    assert!(
+        format!("{error:#}").contains("Kafka consumer thread"),
+        "the error names the consumer: {error:#}"
+    );
 }

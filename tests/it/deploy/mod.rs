@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use suivi::config::Settings;
 use suivi::simulate::kafka::message;
 
-use crate::helpers::{Kind, TestApp, event, json_batch, secret, spawn_app_with};
+use crate::helpers::{Kind, TestApp, event, json_batch, secret, start_app_with};
 
 mod compose;
 mod docker;
@@ -368,7 +368,9 @@ impl KafkaScene {
             (revokes.unwrap_or(0.0), text)
         };
         let (before, _) = revokes().await;
-        let mut second = spawn_app_with(|settings| self.turn_on(settings)).await;
+        // Not ready until its first assignment, which waits for the group to rebalance.
+        let mut second = start_app_with(|settings| self.turn_on(settings)).await;
+        second.wait_until_ready_within(KAFKA_PATIENCE).await;
         let deadline = Instant::now() + KAFKA_PATIENCE;
         loop {
             // One recorder for the process: `app`'s /metrics shows both instances' series.
