@@ -504,7 +504,7 @@ fn aggregate_benches(criterion: &mut Criterion) {
         let mut aggregator = fresh();
         let rejected = history
             .iter()
-            .filter(|event| aggregator.apply(event) != Applied::Accepted)
+            .filter(|event| aggregator.apply(event).expect("a campaign slot") != Applied::Accepted)
             .count();
         assert_eq!(rejected, 0, "every generated event is new and valid");
         let holdings = aggregator.holdings();
@@ -538,7 +538,7 @@ fn aggregate_benches(criterion: &mut Criterion) {
                     black_box(warm(batch));
                     let started = Instant::now();
                     for event in batch {
-                        black_box(aggregator.apply(event));
+                        black_box(aggregator.apply(event).expect("a campaign slot"));
                     }
                     timed += started.elapsed();
                 }
@@ -552,7 +552,7 @@ fn aggregate_benches(criterion: &mut Criterion) {
         let mut aggregator = filled.borrow_mut();
         b.iter(|| {
             for event in history.iter() {
-                black_box(aggregator.apply(event));
+                black_box(aggregator.apply(event).expect("a campaign slot"));
             }
         })
     });
@@ -567,7 +567,7 @@ fn aggregate_benches(criterion: &mut Criterion) {
                     black_box(warm(batch));
                     let started = Instant::now();
                     for event in batch {
-                        black_box(aggregator.apply(event));
+                        black_box(aggregator.apply(event).expect("a campaign slot"));
                     }
                     black_box(aggregator.drain_changes());
                     timed += started.elapsed();
@@ -717,7 +717,9 @@ fn memory_case(case: &str, learners: usize) {
             _ => panic!("unknown memory case {case:?}: expected one of {MEMORY_CASES:?}"),
         }
         for wire in wire.drain(..) {
-            let applied = aggregator.apply(&parse(&parser, &wire));
+            let applied = aggregator
+                .apply(&parse(&parser, &wire))
+                .expect("a campaign slot");
             assert_eq!(
                 applied,
                 Applied::Accepted,

@@ -409,7 +409,7 @@ fn apply_directly(registry: &Registry, batches: &[Vec<Event>]) -> Duration {
             })
             .collect();
         for event in admitted {
-            aggregator.apply(event);
+            aggregator.apply(event).expect("a campaign slot");
         }
     }
     let elapsed = started.elapsed();
@@ -522,7 +522,7 @@ fn writer_work_without_io(
         let payload = record.encode_to_vec();
         bytes += payload.len() + usize::from(crc32c::crc32c(&payload) == 0);
         for event in admitted {
-            aggregator.apply(event);
+            aggregator.apply(event).expect("a campaign slot");
         }
         figures.publish(aggregator.drain_changes(), Utc::now());
     }
@@ -980,7 +980,7 @@ fn recovery_report(learners: u64) {
         population.learner_events(&mut rng, learner, &mut next_id, &mut buffer);
         for event in buffer.drain(..) {
             assert_eq!(
-                aggregator.apply(&event),
+                aggregator.apply(&event).expect("a campaign slot"),
                 Applied::Accepted,
                 "generated events are new"
             );
@@ -1162,7 +1162,7 @@ fn replay_report(registry: &Registry, population: &Population, dir: &Path) {
             let mut aggregator = Aggregator::new(settings(), registered(registry));
             let started = Instant::now();
             for event in &events {
-                aggregator.apply(event);
+                aggregator.apply(event).expect("a campaign slot");
             }
             started.elapsed()
         })

@@ -24,7 +24,7 @@ pub use admission::Admission;
 
 use crate::day::Day;
 use crate::event::{
-    Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, RejectReason, Stage, TOTALS_CAMPAIGN,
+    Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, Stage, TOTALS_CAMPAIGN,
     UNREGISTERED_CAMPAIGN, VisitorKey,
 };
 
@@ -85,10 +85,15 @@ pub enum Applied {
     Duplicate {
         conflict: bool,
     },
-    /// Only from [`Aggregator::apply`] on an event that was never admitted, when all
-    /// [`CAMPAIGN_SLOTS`] are taken (a journal replayed under a registry grown past them).
-    /// Admission never gives it: nothing valid is refused for lack of a campaign slot.
-    Rejected(RejectReason),
+}
+
+/// An event [`Aggregator::apply`] cannot count: its campaign is not held and every campaign slot
+/// is taken. Admission never lets such an event through (nothing valid is refused for lack of a
+/// slot); only a journal replayed under a registry grown past the slots can meet it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("campaign {campaign:?} cannot be held: all {CAMPAIGN_SLOTS} campaign slots are taken")]
+pub struct NoCampaignSlot {
+    pub campaign: String,
 }
 
 /// A campaign whose counters changed since the last [`Aggregator::drain_changes`]: its counts
@@ -287,22 +292,21 @@ impl Aggregator {
     /// Folds one event in, under the campaign it names, opening that campaign when it is not
     /// held yet. No limit is consulted here: what to hold is decided by [`Aggregator::admit`]
     /// before an event is journaled, and replaying the journal must count every event it holds
-    /// whatever the settings of this start. Only when all [`CAMPAIGN_SLOTS`] are taken is an
-    /// event rejected (`too_many_campaigns`), which replay reports as a fatal error.
-    pub fn apply(&mut self, event: &Event) -> Applied {
+    /// whatever the settings of this start. Only when all [`CAMPAIGN_SLOTS`] are taken can an
+    /// event not be counted, which replay reports as a fatal error.
+    pub fn apply(&mut self, event: &Event) -> Result<Applied, NoCampaignSlot> {
         let hash = seen_hash(&event.id.0);
         if let Some(seen) = self.seen.find(hash, |seen| seen[..3] == event.id.0) {
-            return Applied::Duplicate {
+            return Ok(Applied::Duplicate {
                 conflict: content_conflicts(seen[3], event.content),
-            };
+            });
         }
         let slot = match self.index.get(event.campaign.as_str()) {
             Some(slot) => *slot,
             None => {
                 let Some(slot) = self.open_campaign(event.campaign.clone()) else {
-                    return Applied::Rejected(RejectReason::TooManyCampaigns {
+                    return Err(NoCampaignSlot {
                         campaign: event.campaign.clone(),
-                        limit: CAMPAIGN_SLOTS,
                     });
                 };
                 slot
@@ -322,7 +326,7 @@ impl Aggregator {
         if self.totals.apply(event.action, day, all_chapters) {
             self.totals.changed = true;
         }
-        Applied::Accepted
+        Ok(Applied::Accepted)
     }
 
     /// Takes what changed since the last call: each changed campaign once, then the totals.

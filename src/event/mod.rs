@@ -173,17 +173,11 @@ pub enum RejectReason {
     ChapterOutOfRange { chapter: i64, chapter_count: u8 },
     #[error("event is not a valid JSON event object: {0}")]
     InvalidEvent(String),
-    /// Only when a journal is replayed under a registry that no longer leaves a slot for a
-    /// campaign it holds (admission never refuses a valid event).
-    #[error(
-        "campaign {campaign:?} would be campaign number {limit} + 1: suivi holds at most {limit} campaigns"
-    )]
-    TooManyCampaigns { campaign: String, limit: usize },
 }
 
 impl RejectReason {
     /// Every code a rejection can carry, for documentation and metric pre-registration.
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 14] = [
         "missing_event_id",
         "field_too_long",
         "invalid_kind",
@@ -198,7 +192,6 @@ impl RejectReason {
         "missing_chapter",
         "chapter_out_of_range",
         "invalid_event",
-        "too_many_campaigns",
     ];
 
     /// The stable machine code of this reason.
@@ -220,7 +213,6 @@ impl RejectReason {
             RejectReason::MissingChapter(_) => "missing_chapter",
             RejectReason::ChapterOutOfRange { .. } => "chapter_out_of_range",
             RejectReason::InvalidEvent(_) => "invalid_event",
-            RejectReason::TooManyCampaigns { .. } => "too_many_campaigns",
         }
     }
 }

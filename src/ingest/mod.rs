@@ -86,16 +86,12 @@ impl Intake {
         let started = Instant::now();
         let now = Utc::now();
         let mut events = Vec::new();
-        let mut indexes = Vec::new();
         let mut rejected = Vec::new();
         let mut received = 0usize;
         for (index, raw) in raw_events.into_iter().enumerate() {
             received += 1;
             match raw.and_then(|raw| self.parser.parse(&raw, now)) {
-                Ok(event) => {
-                    events.push(event);
-                    indexes.push(index);
-                }
+                Ok(event) => events.push(event),
                 Err(reason) => rejected.push((index, reason)),
             }
         }
@@ -111,17 +107,16 @@ impl Intake {
             received: received as u64,
             ..BatchTally::default()
         };
-        for (index, outcome) in indexes.into_iter().zip(outcomes) {
+        // The pipeline rejects nothing valid: each event is accepted or a duplicate.
+        for outcome in outcomes {
             match outcome {
                 Applied::Accepted => tally.accepted += 1,
                 Applied::Duplicate { conflict } => {
                     tally.duplicates += 1;
                     tally.conflicts += u64::from(conflict);
                 }
-                Applied::Rejected(reason) => rejected.push((index, reason)),
             }
         }
-        rejected.sort_by_key(|(index, _)| *index);
         let reasons: Vec<RejectReason> =
             rejected.iter().map(|(_, reason)| reason.clone()).collect();
         telemetry::record_batch(transport, tally, &reasons, started.elapsed());

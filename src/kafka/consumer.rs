@@ -27,7 +27,7 @@ use super::dead_letter::{DeadLetter, DeadLetters};
 use super::decode::{self, Encoding};
 use super::{KafkaSettings, Signals};
 use crate::aggregate::Applied;
-use crate::event::{Event, EventParser, RejectReason};
+use crate::event::{Event, EventParser};
 use crate::pipeline::sources::{Partition, Range};
 use crate::pipeline::{Answer, Ingest, KafkaBatch, Outcomes, Refusal};
 use crate::proto::storage::KafkaOffset;
@@ -214,29 +214,18 @@ const BACKPRESSURE: usize = 0;
 const STORAGE: usize = 1;
 const DEAD_LETTER: usize = 2;
 
-/// Messages read and not yet handed over: the valid events, with copies of their messages (to
-/// dead-letter one the aggregate rejects), and the dead letters.
+/// Messages read and not yet handed over: the valid events and the dead letters. The aggregate
+/// rejects no valid event, so a batch handed over needs no copy of its messages.
 #[derive(Debug, Default)]
 struct Batch {
     events: Vec<Event>,
     /// For each event, the index in `ranges` of its partition.
     sources: Vec<u32>,
-    /// For each event, where its message was and what it held.
-    kept: Vec<Kept>,
-    bytes: Vec<u8>,
     ranges: Vec<Range>,
     /// Messages read per range.
     counts: Vec<u64>,
     dead_letters: Vec<DeadLetter>,
     started: Option<Instant>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Kept {
-    offset: i64,
-    key: Option<(usize, usize)>,
-    payload: (usize, usize),
-    protobuf: bool,
 }
 
 /// A batch handed over, waiting for its answer.
@@ -265,16 +254,6 @@ impl Batch {
         });
         self.counts.push(0);
         self.ranges.len() - 1
-    }
-
-    fn keep(&mut self, bytes: &[u8]) -> (usize, usize) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(bytes);
-        (start, bytes.len())
-    }
-
-    fn bytes(&self, (start, len): (usize, usize)) -> Vec<u8> {
-        self.bytes[start..start + len].to_vec()
     }
 }
 
@@ -311,16 +290,8 @@ impl Flow {
         self.chains.insert(partition, offset + 1);
         match decode::event(&self.parser, encoding, message.payload(), Utc::now()) {
             Ok(event) => {
-                let key = message.key().map(|key| batch.keep(key));
-                let payload = batch.keep(message.payload().unwrap_or_default());
                 batch.events.push(event);
                 batch.sources.push(u32::try_from(range).unwrap_or(u32::MAX));
-                batch.kept.push(Kept {
-                    offset,
-                    key,
-                    payload,
-                    protobuf: encoding == Encoding::Protobuf,
-                });
             }
             Err(reason) => batch.dead_letters.push(DeadLetter {
                 topic: message.topic().to_owned(),
@@ -517,33 +488,19 @@ impl Flow {
         })
     }
 
-    /// Records a counted batch, and dead-letters the events the aggregate rejected.
-    fn counted(&mut self, batch: &Batch, outcomes: Vec<Applied>) {
+    /// Records a counted batch: every event of it was accepted or a duplicate.
+    fn counted(&mut self, batch: &Batch, outcomes: Outcomes) {
         // Dead letters of this batch are counted on their own metric: these are its events.
         let mut tally = BatchTally {
-            received: batch.kept.len() as u64,
+            received: outcomes.len() as u64,
             ..BatchTally::default()
         };
-        let mut rejected = Vec::new();
-        let mut letters = Vec::new();
-        for (index, outcome) in outcomes.into_iter().enumerate() {
+        for outcome in outcomes {
             match outcome {
                 Applied::Accepted => tally.accepted += 1,
                 Applied::Duplicate { conflict } => {
                     tally.duplicates += 1;
                     tally.conflicts += u64::from(conflict);
-                }
-                Applied::Rejected(reason) => {
-                    if let (Some(kept), Some(range)) = (
-                        batch.kept.get(index),
-                        batch
-                            .sources
-                            .get(index)
-                            .and_then(|range| batch.ranges.get(*range as usize)),
-                    ) {
-                        letters.push(self.letter(batch, kept, range, &reason));
-                    }
-                    rejected.push(reason);
                 }
             }
         }
@@ -557,72 +514,7 @@ impl Flow {
         let elapsed = batch
             .started
             .map_or(Duration::ZERO, |started| started.elapsed());
-        telemetry::record_batch(Transport::Kafka, tally, &rejected, elapsed);
-        if !letters.is_empty() {
-            self.dead_letter_counted(&letters);
-        }
-    }
-
-    fn letter(
-        &self,
-        batch: &Batch,
-        kept: &Kept,
-        range: &Range,
-        reason: &RejectReason,
-    ) -> DeadLetter {
-        DeadLetter {
-            topic: range.partition.topic.clone(),
-            partition: range.partition.partition,
-            offset: kept.offset,
-            key: kept.key.map(|key| batch.bytes(key)),
-            payload: Some(batch.bytes(kept.payload)),
-            content_type: kept.protobuf.then(|| b"application/x-protobuf".to_vec()),
-            code: reason.code(),
-            message: reason.to_string(),
-        }
-    }
-
-    /// Dead-letters events the aggregate rejected after their batch was counted (its position
-    /// has moved on): retried until Kafka takes them, or until suivi stops.
-    fn dead_letter_counted(&self, letters: &[DeadLetter]) {
-        loop {
-            match self.abortable(self.dead_letters.send_all(letters)) {
-                Some(Ok(())) => break,
-                None => {
-                    tracing::error!(
-                        dead_letters = letters.len(),
-                        "the shutdown grace is over: dead letters of a counted batch not written"
-                    );
-                    return;
-                }
-                Some(Err(error)) => {
-                    telemetry::record_dead_letter_failure();
-                    if self.signals.stop.is_cancelled() {
-                        // Their batch is counted and its position has moved on: these are
-                        // not read again. Said loudly rather than holding shutdown forever.
-                        tracing::error!(
-                            error = %error,
-                            dead_letters = letters.len(),
-                            "cannot write to the dead-letter topic and suivi is stopping; \
-                             these dead letters are not written"
-                        );
-                        return;
-                    }
-                    tracing::warn!(error = %error, "cannot write to the dead-letter topic; retrying");
-                    // Waits as long as a pause, or until suivi stops.
-                    let stop = self.signals.stop.clone();
-                    self.runtime.block_on(async {
-                        tokio::select! {
-                            () = tokio::time::sleep(FAILURE_PAUSE) => {}
-                            () = stop.cancelled() => {}
-                        }
-                    });
-                }
-            }
-        }
-        for letter in letters {
-            telemetry::record_dead_letter(letter.code);
-        }
+        telemetry::record_batch(Transport::Kafka, tally, &[], elapsed);
     }
 
     /// Reads `ranges` again: each partition goes back to the earliest start among them, and the

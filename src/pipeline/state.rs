@@ -5,7 +5,7 @@
 //! decided before the record was written, so replay consults no limit of this start, and the
 //! state recovered is the state the writer had.
 
-use crate::aggregate::{Aggregator, AggregatorSettings, Applied};
+use crate::aggregate::{Aggregator, AggregatorSettings};
 use crate::durable::{self, DurableSettings, Recovered};
 use crate::event::Event;
 use crate::proto::storage::{Checkpoint, EventIdentity, JournalRecord};
@@ -62,9 +62,9 @@ impl State {
         for stored in record.events {
             let source = stored.source;
             let event = Event::try_from(stored).map_err(|error| error.to_string())?;
-            if let Applied::Rejected(reason) = self.aggregator.apply(&event) {
-                return Err(reason.to_string());
-            }
+            self.aggregator
+                .apply(&event)
+                .map_err(|error| error.to_string())?;
             self.sources
                 .note(&event.campaign, source_of(&partitions, source));
         }

@@ -189,8 +189,8 @@ impl WriterState {
             let event = &group[submission].events[event];
             // Admission said accepted, and applying in the same order agrees: admission kept
             // a slot for every campaign it let through.
-            if let Applied::Rejected(reason) = self.aggregator.apply(event) {
-                tracing::error!(error = %reason, "an admitted event was not applied");
+            if let Err(error) = self.aggregator.apply(event) {
+                tracing::error!(error = %error, "an admitted event was not applied");
             }
             self.note_source(&event.campaign, source_of(&partitions, source));
         }

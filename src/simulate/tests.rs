@@ -37,7 +37,11 @@ fn aggregate(registry: &Registry, events: &[proto::LearnerEvent]) -> Aggregator 
         let parsed = parser
             .parse(&RawEvent::from(event), now)
             .unwrap_or_else(|reason| panic!("event {index} rejected: {reason}: {event:?}"));
-        assert_eq!(aggregator.apply(&parsed), Applied::Accepted, "{event:?}");
+        assert_eq!(
+            aggregator.apply(&parsed).expect("a campaign slot"),
+            Applied::Accepted,
+            "{event:?}"
+        );
     }
     aggregator
 }

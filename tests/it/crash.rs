@@ -1096,7 +1096,7 @@ impl Model {
     fn fold(&self, folded: &mut Folded, include: &[bool]) {
         for (index, event) in self.parsed.iter().enumerate() {
             if include[index] && !folded.included[index] {
-                folded.aggregator.apply(event);
+                folded.aggregator.apply(event).expect("a campaign slot");
                 folded.included[index] = true;
             }
         }

@@ -1116,8 +1116,8 @@ async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_t
             .iter()
             .map(|campaign| campaign.id.clone()),
     );
-    aggregator.apply(&good);
-    aggregator.apply(&evil);
+    aggregator.apply(&good).expect("a campaign slot");
+    aggregator.apply(&evil).expect("a campaign slot");
     suivi::durable::checkpoint::write(
         &data_dir.path().join("checkpoints"),
         &aggregator.checkpoint(0, Vec::new()),

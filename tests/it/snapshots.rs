@@ -246,7 +246,10 @@ async fn the_snapshot_task_writes_each_interval_only_what_changed_and_a_final_sn
             let parsed = parser
                 .parse(&RawEvent::from(&message), Utc::now())
                 .expect("a valid event");
-            assert_eq!(aggregator.apply(&parsed), Applied::Accepted);
+            assert_eq!(
+                aggregator.apply(&parsed).expect("a campaign slot"),
+                Applied::Accepted
+            );
         }
         figures.publish(aggregator.drain_changes(), Utc::now());
     };

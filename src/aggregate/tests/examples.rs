@@ -334,7 +334,10 @@ fn replay_counts_what_was_admitted_whatever_the_limits_of_this_start() {
             live.admit(&mut event, &mut Admission::default()),
             Applied::Accepted
         );
-        assert_eq!(live.apply(&event), Applied::Accepted);
+        assert_eq!(
+            live.apply(&event).expect("a campaign slot"),
+            Applied::Accepted
+        );
         journaled.push(event);
     }
     let mut replayed = Aggregator::new(
@@ -345,7 +348,10 @@ fn replay_counts_what_was_admitted_whatever_the_limits_of_this_start() {
         owned(&["gendarmerie"]),
     );
     for event in &journaled {
-        assert_eq!(replayed.apply(event), Applied::Accepted);
+        assert_eq!(
+            replayed.apply(event).expect("a campaign slot"),
+            Applied::Accepted
+        );
     }
     for campaign in ["apec", "cnam"] {
         assert_eq!(
@@ -420,7 +426,7 @@ fn drain_changes_gives_each_changed_campaign_once_then_nothing() {
     let mut aggregator = Aggregator::new(settings(), ["registered".to_owned()]);
     let mut apply = |notation: &str| {
         for (id, event) in parse_events(&parser, notation) {
-            let applied = aggregator.apply(&event);
+            let applied = aggregator.apply(&event).expect("a campaign slot");
             assert_eq!(applied, Applied::Accepted, "{id}");
         }
         aggregator.drain_changes()

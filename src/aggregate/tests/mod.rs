@@ -228,7 +228,11 @@ fn check_with(
         let named = event.campaign.clone();
         match aggregator.admit(&mut event, &mut Admission::default()) {
             Applied::Accepted => {
-                assert_eq!(aggregator.apply(&event), Applied::Accepted, "{id}");
+                assert_eq!(
+                    aggregator.apply(&event).expect("a campaign slot"),
+                    Applied::Accepted,
+                    "{id}"
+                );
                 if event.campaign != named {
                     lines.push(format!("{id}: {named} counted as {}", event.campaign));
                 }
@@ -237,7 +241,6 @@ fn check_with(
             Applied::Duplicate { conflict: true } => {
                 lines.push(format!("{id}: duplicate, conflict"));
             }
-            Applied::Rejected(reason) => lines.push(format!("{id}: rejected {}", reason.code())),
         }
     }
     lines.extend(render_state(&aggregator));

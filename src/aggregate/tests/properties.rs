@@ -90,7 +90,10 @@ pub(super) fn event_set(sizes: std::ops::Range<usize>) -> impl Strategy<Value = 
 pub(super) fn aggregate(events: &[Event]) -> Result<Aggregator, TestCaseError> {
     let mut aggregator = Aggregator::new(property_settings(), []);
     for event in events {
-        prop_assert_eq!(aggregator.apply(event), Applied::Accepted);
+        prop_assert_eq!(
+            aggregator.apply(event).expect("a campaign slot"),
+            Applied::Accepted
+        );
     }
     Ok(aggregator)
 }
@@ -338,7 +341,7 @@ proptest! {
             } else {
                 Applied::Duplicate { conflict: *is_reuse }
             };
-            prop_assert_eq!(aggregator.apply(event), expected, "{:?}", event);
+            prop_assert_eq!(aggregator.apply(event).expect("a campaign slot"), expected, "{:?}", event);
         }
         prop_assert_eq!(state(&aggregator), state(&aggregate(&events)?));
     }
@@ -357,7 +360,7 @@ proptest! {
             let batch_size = batch_sizes.next().expect("a non-empty list cycles forever");
             let (batch, rest) = remaining.split_at(batch_size.min(remaining.len()));
             for event in batch {
-                prop_assert_eq!(aggregator.apply(event), Applied::Accepted);
+                prop_assert_eq!(aggregator.apply(event).expect("a campaign slot"), Applied::Accepted);
             }
             publish(&mut published, aggregator.drain_changes())?;
             prop_assert_eq!(aggregator.drain_changes(), Vec::new());
@@ -373,7 +376,7 @@ proptest! {
         let mut aggregator = Aggregator::new(property_settings(), []);
         check_funnels(&aggregator)?;
         for event in &events {
-            prop_assert_eq!(aggregator.apply(event), Applied::Accepted);
+            prop_assert_eq!(aggregator.apply(event).expect("a campaign slot"), Applied::Accepted);
             check_funnels(&aggregator)?;
         }
     }

@@ -12,7 +12,11 @@ use super::*;
 fn apply_accepted(aggregator: &mut Aggregator, parser: &EventParser, notation: &str, ids: &[&str]) {
     for (id, event) in parse_events(parser, notation) {
         if ids.is_empty() || ids.contains(&id.as_str()) {
-            assert_eq!(aggregator.apply(&event), Applied::Accepted, "{id}");
+            assert_eq!(
+                aggregator.apply(&event).expect("a campaign slot"),
+                Applied::Accepted,
+                "{id}"
+            );
         }
     }
 }
@@ -148,7 +152,10 @@ fn a_release_makes_room_for_another_campaign_in_the_lowest_vacant_slot() {
     // Slots 0 and 1 are direct's and unregistered's.
     let mut aggregator = Aggregator::new(full, []);
     for id in ["e1", "e2", "e3"] {
-        assert_eq!(aggregator.apply(&event(id)), Applied::Accepted);
+        assert_eq!(
+            aggregator.apply(&event(id)).expect("a campaign slot"),
+            Applied::Accepted
+        );
     }
     let mut e4 = event("e4");
     assert_eq!(
@@ -175,7 +182,10 @@ fn a_release_makes_room_for_another_campaign_in_the_lowest_vacant_slot() {
         ["apec", "cnam", UNREGISTERED_CAMPAIGN]
     );
     for event in &admitted {
-        assert_eq!(aggregator.apply(event), Applied::Accepted);
+        assert_eq!(
+            aggregator.apply(event).expect("a campaign slot"),
+            Applied::Accepted
+        );
     }
     assert_eq!(
         aggregator.campaign_ids().collect::<Vec<_>>(),
@@ -226,7 +236,10 @@ fn a_reused_id_is_a_conflict_when_the_high_16_bits_of_its_content_differ() {
         ..event_at(0, 0, 0, Action::Click { visitor: None })
     };
     let mut aggregator = Aggregator::new(property_settings(), []);
-    assert_eq!(aggregator.apply(&first), Applied::Accepted);
+    assert_eq!(
+        aggregator.apply(&first).expect("a campaign slot"),
+        Applied::Accepted
+    );
     let unseen = Event {
         id: event_id("openclassrooms", "unseen"),
         ..first.clone()
@@ -243,7 +256,11 @@ fn a_reused_id_is_a_conflict_when_the_high_16_bits_of_its_content_differ() {
             ..first.clone()
         };
         let duplicate = Applied::Duplicate { conflict };
-        assert_eq!(aggregator.apply(&reuse), duplicate, "{content:#x}");
+        assert_eq!(
+            aggregator.apply(&reuse).expect("a campaign slot"),
+            duplicate,
+            "{content:#x}"
+        );
         assert_eq!(
             aggregator.admit(&mut reuse.clone(), &mut Admission::default()),
             duplicate,
@@ -284,7 +301,9 @@ fn at_most_65536_campaigns_are_held_whatever_max_unregistered_campaigns_says() {
     // Two slots are direct's and unregistered's.
     for campaign in 0..CAMPAIGN_SLOTS - 2 {
         assert_eq!(
-            aggregator.apply(&click(campaign, campaign)),
+            aggregator
+                .apply(&click(campaign, campaign))
+                .expect("a campaign slot"),
             Applied::Accepted
         );
     }
@@ -292,9 +311,8 @@ fn at_most_65536_campaigns_are_held_whatever_max_unregistered_campaigns_says() {
     let mut one_more = click(CAMPAIGN_SLOTS, CAMPAIGN_SLOTS);
     assert_eq!(
         aggregator.apply(&one_more),
-        Applied::Rejected(RejectReason::TooManyCampaigns {
+        Err(NoCampaignSlot {
             campaign: format!("campaign-{CAMPAIGN_SLOTS}"),
-            limit: CAMPAIGN_SLOTS,
         })
     );
     assert_eq!(
@@ -302,26 +320,39 @@ fn at_most_65536_campaigns_are_held_whatever_max_unregistered_campaigns_says() {
         Applied::Accepted
     );
     assert_eq!(one_more.campaign, UNREGISTERED_CAMPAIGN);
-    assert_eq!(aggregator.apply(&one_more), Applied::Accepted);
+    assert_eq!(
+        aggregator.apply(&one_more).expect("a campaign slot"),
+        Applied::Accepted
+    );
     assert_eq!(aggregator.holdings().campaigns, CAMPAIGN_SLOTS);
     assert_eq!(aggregator.holdings().event_ids, CAMPAIGN_SLOTS - 1);
 
     // The last slot's ids are its own: releasing another keeps them, releasing it forgets them.
     let last = CAMPAIGN_SLOTS - 3;
     aggregator.release(&[format!("campaign-{last}")]);
-    assert_eq!(aggregator.apply(&click(last, last)), Applied::Accepted);
+    assert_eq!(
+        aggregator
+            .apply(&click(last, last))
+            .expect("a campaign slot"),
+        Applied::Accepted
+    );
     aggregator.release(&owned(&["campaign-0"]));
     assert_eq!(
-        aggregator.apply(&click(last, last)),
+        aggregator
+            .apply(&click(last, last))
+            .expect("a campaign slot"),
         Applied::Duplicate { conflict: false }
     );
     assert_eq!(
-        aggregator.apply(&click(1, 1)),
+        aggregator.apply(&click(1, 1)).expect("a campaign slot"),
         Applied::Duplicate { conflict: false }
     );
     // campaign-0's slot (2) is free again: a campaign too many now fits, in it.
     let another = click(CAMPAIGN_SLOTS + 1, CAMPAIGN_SLOTS + 1);
-    assert_eq!(aggregator.apply(&another), Applied::Accepted);
+    assert_eq!(
+        aggregator.apply(&another).expect("a campaign slot"),
+        Applied::Accepted
+    );
     assert_eq!(
         aggregator.campaign_ids().nth(2),
         Some(format!("campaign-{}", CAMPAIGN_SLOTS + 1).as_str())
@@ -528,7 +559,7 @@ proptest! {
             prop_assert_eq!(&admitted.campaign, &event.campaign);
         }
         for event in &again {
-            prop_assert_eq!(aggregator.apply(event), Applied::Accepted);
+            prop_assert_eq!(aggregator.apply(event).expect("a campaign slot"), Applied::Accepted);
         }
         // The same slots too: released campaigns come back in the order they were opened, each
         // into the lowest slot left vacant.
@@ -551,7 +582,7 @@ proptest! {
         // duplicates) then `extra`, whose ids are those of the first events with other content
         // and campaigns, or new: both take them alike.
         for event in events.iter().chain(&extra) {
-            prop_assert_eq!(restored.apply(event), aggregator.apply(event), "{:?}", event);
+            prop_assert_eq!(restored.apply(event).expect("a campaign slot"), aggregator.apply(event).expect("a campaign slot"), "{:?}", event);
         }
         prop_assert_eq!(whole_state(&restored), whole_state(&aggregator));
     }
@@ -567,11 +598,11 @@ proptest! {
         let mut published = state(&aggregator);
         let (before, after) = events.split_at(published_before.min(events.len()));
         for event in before {
-            prop_assert_eq!(aggregator.apply(event), Applied::Accepted);
+            prop_assert_eq!(aggregator.apply(event).expect("a campaign slot"), Applied::Accepted);
         }
         publish(&mut published, aggregator.drain_changes())?;
         for event in after {
-            prop_assert_eq!(aggregator.apply(event), Applied::Accepted);
+            prop_assert_eq!(aggregator.apply(event).expect("a campaign slot"), Applied::Accepted);
         }
         let released = aggregator.release(&list);
         let changes = aggregator.drain_changes();
