@@ -132,7 +132,7 @@ impl App {
         let time_zone = settings.time_zone()?;
 
         let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
-        let (ingest, writer) = pipeline::start(
+        let (queue, writer) = pipeline::start(
             PipelineSettings {
                 durable: DurableSettings {
                     journal_dir: settings.data_dir.join("journal"),
@@ -160,7 +160,7 @@ impl App {
         )
         .context("cannot start the writer thread")?;
         let intake = Arc::new(Intake {
-            ingest: ingest.clone(),
+            queue: queue.clone(),
             parser: EventParser::new(settings.chapter_count, key),
             max_batch_events: settings.max_batch_events,
         });
@@ -306,9 +306,9 @@ impl App {
         spawn_every(METRICS_UPKEEP_INTERVAL, stop_snapshots.clone(), move || {
             upkeep_metrics.run_upkeep();
         });
-        let tick_ingest = ingest.clone();
+        let tick_queue = queue.clone();
         spawn_every(WRITER_TICK_INTERVAL, stop_snapshots.clone(), move || {
-            tick_ingest.tick();
+            tick_queue.tick();
         });
 
         let pipeline::Writer { recovered, thread } = writer;
@@ -332,7 +332,7 @@ impl App {
         let kafka = match KafkaSettings::from_settings(&settings) {
             Some(kafka_settings) => Some(Kafka::start(
                 kafka_settings,
-                ingest.clone(),
+                queue.clone(),
                 Arc::new(EventParser::new(settings.chapter_count, key)),
                 tokio::runtime::Handle::current(),
                 self_faults.stop_kafka.child_token(),
@@ -345,10 +345,10 @@ impl App {
             readiness.set(State::WaitingForKafka);
             tracing::info!("state recovered; waiting for the first Kafka partition assignment");
         }
-        let (faults, fault_ingest, stopped) = (self_faults, ingest.clone(), stop_snapshots.clone());
+        let (faults, fault_queue, stopped) = (self_faults, queue.clone(), stop_snapshots.clone());
         tokio::spawn(async move {
             tokio::select! {
-                () = faults.stop_writer.cancelled() => fault_ingest.close().await,
+                () = faults.stop_writer.cancelled() => fault_queue.close().await,
                 () = stopped.cancelled() => {}
             }
         });
@@ -423,7 +423,7 @@ impl App {
                 .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
                 .await;
         }
-        ingest.close().await;
+        queue.close().await;
         stop_serving.cancel();
         if tokio::time::timeout_at(deadline, servers.wait())
             .await
@@ -431,7 +431,7 @@ impl App {
         {
             tracing::warn!(grace = ?settings.shutdown_grace, "servers still busy after the shutdown grace; closing anyway");
         }
-        drop((intake, ingest));
+        drop((intake, queue));
         if let Some(writer_thread) = writer_thread {
             writer_thread
                 .await

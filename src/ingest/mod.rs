@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::aggregate::Applied;
 use crate::event::{EventParser, RawEvent, RejectReason};
-use crate::pipeline::{Ingest, Refusal};
+use crate::pipeline::{Queue, Refusal};
 use crate::telemetry::{self, BatchTally, Transport};
 
 /// The answer to one batch.
@@ -57,7 +57,7 @@ impl BatchRefusal {
 /// What the edges share: the pipeline, the parser and the batch limit.
 #[derive(Debug)]
 pub struct Intake {
-    pub ingest: Ingest,
+    pub queue: Queue,
     pub parser: EventParser,
     pub max_batch_events: usize,
 }
@@ -95,7 +95,7 @@ impl Intake {
                 Err(reason) => rejected.push((index, reason)),
             }
         }
-        let outcomes = match self.ingest.submit(events).await {
+        let outcomes = match self.queue.submit(events).await {
             Ok(outcomes) => outcomes,
             Err(refusal) => {
                 let refusal = BatchRefusal::from(refusal);

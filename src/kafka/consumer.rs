@@ -29,7 +29,7 @@ use super::{KafkaSettings, Signals};
 use crate::aggregate::Applied;
 use crate::event::{Event, EventParser};
 use crate::pipeline::sources::{Partition, Range};
-use crate::pipeline::{Answer, Ingest, KafkaBatch, Outcomes, Refusal};
+use crate::pipeline::{Answer, KafkaBatch, Outcomes, Queue, Refusal};
 use crate::proto::storage::KafkaOffset;
 use crate::telemetry::{self, BatchTally, Transport};
 
@@ -55,7 +55,7 @@ pub struct Context {
 pub fn create(
     settings: &KafkaSettings,
     mut config: ClientConfig,
-    ingest: Ingest,
+    queue: Queue,
     parser: Arc<EventParser>,
     runtime: tokio::runtime::Handle,
     dead_letters: DeadLetters,
@@ -78,7 +78,7 @@ pub fn create(
     }
     let context = Context {
         flow: Mutex::new(Flow {
-            ingest,
+            queue,
             runtime,
             parser,
             dead_letters,
@@ -103,7 +103,7 @@ pub fn create(
 
 /// Consumes until `stop`, then counts and checkpoints what was read, commits, and leaves.
 pub fn run(consumer: &BaseConsumer<Context>, stop: &CancellationToken) {
-    let mut checkpointed = consumer.context().flow.lock().ingest.checkpointed();
+    let mut checkpointed = consumer.context().flow.lock().queue.checkpointed();
     let mut wait = POLL_WAIT;
     while !stop.is_cancelled() {
         let polled = consumer.poll(wait);
@@ -130,7 +130,7 @@ pub fn run(consumer: &BaseConsumer<Context>, stop: &CancellationToken) {
     }
     let mut flow = consumer.context().flow.lock();
     flow.drain(consumer);
-    let offsets = flow.ingest.checkpoint_now(&flow.runtime);
+    let offsets = flow.queue.checkpoint_now(&flow.runtime);
     flow.closing = true;
     drop(flow);
     match offsets {
@@ -177,7 +177,7 @@ fn commit(consumer: &BaseConsumer<Context>, offsets: &[KafkaOffset], mode: Commi
 
 /// Batches being built, handed over, or waiting; partition chains; pauses.
 struct Flow {
-    ingest: Ingest,
+    queue: Queue,
     runtime: tokio::runtime::Handle,
     parser: Arc<EventParser>,
     dead_letters: DeadLetters,
@@ -392,7 +392,7 @@ impl Flow {
         batch.dead_letters.clear();
         // The events go; the batch keeps what is needed to answer and to retry.
         match self
-            .ingest
+            .queue
             .queue_kafka(&self.runtime, &mut batch.events, kafka, ROOM_WAIT)
         {
             Ok(answer) => {
@@ -588,7 +588,7 @@ impl Flow {
         let exclusive = !self.assigned_once;
         self.assigned_once = true;
         let positions = match self
-            .ingest
+            .queue
             .assign(&self.runtime, partitions.clone(), exclusive)
         {
             Ok(positions) => {
@@ -635,7 +635,7 @@ impl Flow {
             // Shutting down: the state keeps these partitions, checkpointed with them.
             return;
         }
-        match self.ingest.release(&self.runtime, partitions.clone()) {
+        match self.queue.release(&self.runtime, partitions.clone()) {
             Ok(release) => tracing::info!(
                 partitions = ?partitions,
                 released = release.campaigns.len(),

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Secret, Settings};
 use crate::event::EventParser;
-use crate::pipeline::Ingest;
+use crate::pipeline::Queue;
 
 /// What the Kafka source needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -123,7 +123,7 @@ impl Kafka {
     /// stops the consumer as [`Kafka::stop`] does, without waiting for it.
     pub fn start(
         settings: KafkaSettings,
-        ingest: Ingest,
+        queue: Queue,
         parser: Arc<EventParser>,
         runtime: tokio::runtime::Handle,
         stop: CancellationToken,
@@ -139,7 +139,7 @@ impl Kafka {
         let consumer = consumer::create(
             &settings,
             client,
-            ingest,
+            queue,
             parser,
             runtime,
             dead_letters,

@@ -1,5 +1,5 @@
 //! The single writer between the ingest edges and the aggregate. Edges parse their batches and
-//! submit the valid events through [`Ingest::submit`]; one thread takes submissions from a
+//! submit the valid events through [`Queue::submit`]; one thread takes submissions from a
 //! bounded queue in groups and, for each group: admits its events (deduplication, campaign
 //! room), appends the admitted ones to the journal as one record and makes it durable (one fsync
 //! for the whole group: group commit), applies them to the [`Aggregator`], publishes the changes
@@ -61,8 +61,8 @@ pub struct PipelineSettings {
 
 /// The sending side of the pipeline, shared by every ingest edge.
 #[derive(Debug, Clone)]
-pub struct Ingest {
-    queue: mpsc::Sender<Message>,
+pub struct Queue {
+    sender: mpsc::Sender<Message>,
     room: Arc<Semaphore>,
     capacity: usize,
     queue_timeout: Duration,
@@ -163,7 +163,7 @@ struct Submission {
     _room: OwnedSemaphorePermit,
 }
 
-impl Ingest {
+impl Queue {
     /// Submits `events` and waits until each is durable, applied and published.
     pub async fn submit(&self, events: Vec<Event>) -> Result<Outcomes, Refusal> {
         if events.is_empty() {
@@ -227,7 +227,7 @@ impl Ingest {
         answer: oneshot::Receiver<T>,
     ) -> Result<T, Refusal> {
         runtime.block_on(async {
-            self.queue
+            self.sender
                 .send(message)
                 .await
                 .map_err(|_closed| Refusal::ShuttingDown)?;
@@ -273,7 +273,7 @@ impl Ingest {
             reply,
             _room: room,
         };
-        self.queue
+        self.sender
             .send(Message::Submit(submission))
             .await
             .map_err(|_closed| Refusal::ShuttingDown)?;
@@ -287,7 +287,7 @@ impl Ingest {
 
     /// Lets the writer sync or checkpoint when due; skipped when the queue is full.
     pub fn tick(&self) {
-        let _ = self.queue.try_send(Message::Tick);
+        let _ = self.sender.try_send(Message::Tick);
     }
 
     /// Refuses every later submission, and tells the writer to stop once it has answered those
@@ -295,7 +295,7 @@ impl Ingest {
     pub async fn close(&self) {
         self.room.close();
         // The writer may be gone already; then there is nothing left to stop.
-        let _ = self.queue.send(Message::Stop).await;
+        let _ = self.sender.send(Message::Stop).await;
     }
 }
 
@@ -303,17 +303,17 @@ impl Ingest {
 pub fn start(
     settings: PipelineSettings,
     figures: Arc<Figures>,
-) -> std::io::Result<(Ingest, Writer)> {
-    let (queue, receiver) = mpsc::channel(QUEUE_SUBMISSIONS);
+) -> std::io::Result<(Queue, Writer)> {
+    let (sender, receiver) = mpsc::channel(QUEUE_SUBMISSIONS);
     let (checkpointed_sender, checkpointed) = watch::channel(Vec::new());
-    let ingest = Ingest {
-        queue,
+    let queue = Queue {
+        sender,
         room: Arc::new(Semaphore::new(settings.queue_events)),
         capacity: settings.queue_events,
         queue_timeout: settings.queue_timeout,
         checkpointed,
     };
-    let room = ingest.room.clone();
+    let room = queue.room.clone();
     let (recovered_sender, recovered) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("suivi-writer".to_owned())
@@ -327,7 +327,7 @@ pub fn start(
                 recovered_sender,
             )
         })?;
-    Ok((ingest, Writer { recovered, thread }))
+    Ok((queue, Writer { recovered, thread }))
 }
 
 #[cfg(test)]
