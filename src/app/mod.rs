@@ -17,31 +17,38 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use chrono_tz::Tz;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::aggregate::AggregatorSettings;
 use crate::config::{MAX_CAMPAIGNS, Settings};
-use crate::durable::DurableSettings;
 use crate::durable::journal;
+use crate::durable::{DurableSettings, RecoveryReport};
 use crate::event::EventParser;
 use crate::figures::Figures;
 use crate::ingest::Intake;
 use crate::kafka::{Kafka, KafkaSettings};
-use crate::listener::{self, Listener, ListenerSettings};
+use crate::listener::ListenerSettings;
 use crate::pipeline::PipelineSettings;
 use crate::proto::counter_service_server::CounterServiceServer;
-use crate::query::http::QueryState;
 use crate::query::{Readiness, State};
 use crate::registry::Registry;
-use crate::report::http::ReportState;
 use crate::report::schedule::ScheduleSettings;
 use crate::report::store::Store;
 use crate::snapshot::{self, Sink, SinkHealth};
 use crate::{ingest, pipeline, pseudonym, query, report, telemetry};
+
+mod serve;
+mod supervise;
+
+#[doc(hidden)]
+pub use supervise::Faults;
+use supervise::{kafka_ended, kafka_settled, thread_end, watch_thread, writer_ended};
 
 /// How often the writer is woken to sync or checkpoint when no events arrive.
 const WRITER_TICK_INTERVAL: Duration = Duration::from_millis(50);
@@ -133,29 +140,7 @@ impl App {
 
         let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
         let (queue, writer) = pipeline::start(
-            PipelineSettings {
-                durable: DurableSettings {
-                    journal_dir: settings.data_dir.join("journal"),
-                    checkpoint_dir: settings.data_dir.join("checkpoints"),
-                    fsync: settings.fsync_policy(),
-                    segment_bytes: settings.journal_segment_bytes,
-                    max_record_bytes: journal::MAX_RECORD_BYTES,
-                },
-                aggregator: AggregatorSettings {
-                    time_zone,
-                    chapter_count: settings.chapter_count,
-                    max_unregistered_campaigns: settings.max_unregistered_campaigns,
-                },
-                registered: registry
-                    .campaigns
-                    .iter()
-                    .map(|campaign| campaign.id.clone())
-                    .collect(),
-                queue_events: settings.ingest_queue_events,
-                queue_timeout: settings.ingest_queue_timeout,
-                checkpoint_interval: settings.checkpoint_interval,
-                checkpoint_journal_bytes: settings.checkpoint_journal_bytes,
-            },
+            pipeline_settings(&settings, &registry, time_zone),
             figures.clone(),
         )
         .context("cannot start the writer thread")?;
@@ -169,123 +154,40 @@ impl App {
         let stop_snapshots = CancellationToken::new();
         let servers = TaskTracker::new();
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        // Not serving until the state is recovered, like /readyz.
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("cannot build gRPC reflection")?;
-        // Older clients (grpcio-reflection, Postman, older grpcurl) ask v1alpha.
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .context("cannot build gRPC reflection v1alpha")?;
-        // One bound for gRPC and HTTP ingest alike: each request in flight may buffer its body.
-        let ingest_bound = crate::http::Bound::new(
-            "max_concurrent_ingest_requests",
-            settings.max_concurrent_ingest_requests,
-        );
-        let ingest_service = ingest::grpc::IngestServer::new(
-            ingest::grpc::IngestApi::new(intake.clone(), settings.max_request_bytes),
-            ingest_bound.clone(),
-        );
-        let query_readiness = readiness.clone();
-        let counter_service = CounterServiceServer::with_interceptor(
-            query::grpc::CounterApi::new(
-                figures.clone(),
-                settings.watch_interval,
-                stop_serving.clone(),
+        let serving = serve::Serving {
+            intake: intake.clone(),
+            figures: figures.clone(),
+            readiness: readiness.clone(),
+            // One bound for gRPC and HTTP ingest alike: each request in flight may buffer its body.
+            ingest_bound: crate::http::Bound::new(
+                "max_concurrent_ingest_requests",
+                settings.max_concurrent_ingest_requests,
             ),
-            move |request| query::grpc::require_ready(&query_readiness, request),
-        );
-        let listener_settings = ListenerSettings {
-            max_connections: settings.max_connections,
-            header_read_timeout: settings.header_read_timeout,
-            http2_keepalive_interval: settings.http2_keepalive_interval,
-            http2_keepalive_timeout: settings.http2_keepalive_timeout,
+            listener_settings: ListenerSettings {
+                max_connections: settings.max_connections,
+                header_read_timeout: settings.header_read_timeout,
+                http2_keepalive_interval: settings.http2_keepalive_interval,
+                http2_keepalive_timeout: settings.http2_keepalive_timeout,
+            },
+            stop: stop_serving.clone(),
+            servers: servers.clone(),
         };
-        let incoming = listener::accept(
-            grpc,
-            Listener::Grpc,
-            listener_settings,
-            stop_serving.clone(),
-        );
-        let grpc_server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
-            .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
-            .add_service(ingest_service)
-            .add_service(counter_service)
-            .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
-        let failed = stop_serving.clone();
-        servers.spawn(async move {
-            if let Err(error) = grpc_server.await {
-                tracing::error!(error = %error, "gRPC server failed");
-                failed.cancel();
-            }
-        });
+        let health = serving.grpc(grpc, &settings).await?;
 
         let sink_health = Arc::new(SinkHealth::default());
         // Reports read the downstream store, never the live figures.
         let report_store = Arc::new(Store::from_settings(&settings, None)?);
-        let router = ingest::http::routes(intake.clone(), settings.max_request_bytes)
-            .route_layer(axum::middleware::from_fn_with_state(
-                ingest_bound,
-                crate::http::shed,
-            ))
-            .merge(query::http::routes(QueryState {
-                figures: figures.clone(),
-                metrics: metrics.clone(),
-                readiness: readiness.clone(),
-                max_campaign_metrics: settings.max_campaign_metrics,
-                sinks: sink_health.clone(),
-            }))
-            .merge(
-                report::http::routes(ReportState {
-                    store: report_store.clone(),
-                    time_zone,
-                })
-                .route_layer(axum::middleware::from_fn_with_state(
-                    crate::http::Bound::new(
-                        "max_concurrent_reports",
-                        settings.max_concurrent_reports,
-                    ),
-                    crate::http::shed,
-                )),
-            );
-        let connections = listener::accept(
+        serving.http(
             http,
-            Listener::Http,
-            listener_settings,
-            stop_serving.clone(),
+            &settings,
+            metrics.clone(),
+            sink_health.clone(),
+            report_store.clone(),
+            time_zone,
         );
-        servers.spawn(listener::serve_http(
-            connections,
-            router,
-            listener_settings,
-            stop_serving.clone(),
-        ));
         servers.close();
 
-        let mut sinks = vec![Sink::File(snapshot::file::FileSink::new(
-            settings.data_dir.join("snapshots"),
-            time_zone,
-        )?)];
-        if let Some(url) = &settings.postgres_url {
-            sinks.push(Sink::Postgres(Box::new(
-                snapshot::postgres::PostgresSink::new(url)?,
-            )));
-        }
-        for sink in &sinks {
-            telemetry::register_sink(sink.name());
-        }
+        let sinks = snapshot_sinks(&settings, time_zone)?;
         // Started once ready: with Kafka on, no snapshot may restate a campaign this instance
         // held before the restart and no longer owns (it is released at the first assignment).
         let mut sinks_to_start = Some(sinks);
@@ -314,21 +216,7 @@ impl App {
         let pipeline::Writer { recovered, thread } = writer;
         // Joined by a watcher thread from now on, so that its end is noticed at once.
         let mut writer_thread = Some(watch_thread("suivi-writer-watch", thread)?);
-        let report = match recovered.await {
-            Ok(Ok(report)) => report,
-            Ok(Err(error)) => anyhow::bail!(
-                "cannot recover the state from {}: {error}",
-                settings.data_dir.display()
-            ),
-            Err(_) => anyhow::bail!("the writer thread ended during recovery"),
-        };
-        tracing::info!(
-            checkpoint = ?report.checkpoint_position,
-            events_replayed = report.events_replayed,
-            torn_bytes = report.torn_bytes,
-            seconds = report.duration.as_secs_f64(),
-            "state recovered"
-        );
+        recovered_state(recovered, &settings.data_dir).await?;
         let kafka = match KafkaSettings::from_settings(&settings) {
             Some(kafka_settings) => Some(Kafka::start(
                 kafka_settings,
@@ -402,6 +290,63 @@ impl App {
             }
         };
 
+        Running {
+            queue,
+            intake,
+            kafka,
+            stop_serving,
+            servers,
+            writer_thread,
+            stop_tasks: stop_snapshots,
+            snapshots,
+            scheduled_reports,
+        }
+        .shut_down(failure, &readiness, &health, settings.shutdown_grace)
+        .await?;
+        tracing::info!("suivi stopped");
+        Ok(())
+    }
+}
+
+/// What runs once suivi is started, to be stopped in data-flow order.
+struct Running {
+    queue: pipeline::Queue,
+    intake: Arc<Intake>,
+    kafka: Option<Kafka>,
+    /// Stops the servers.
+    stop_serving: CancellationToken,
+    servers: TaskTracker,
+    /// The watched writer thread, unless it has already ended.
+    writer_thread: Option<supervise::Joined<anyhow::Result<()>>>,
+    /// Stops the tasks after the writer: snapshots, the report schedule, the periodic ones.
+    stop_tasks: CancellationToken,
+    snapshots: Option<tokio::task::JoinHandle<()>>,
+    scheduled_reports: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Shuts down in data-flow order within one `grace`: not ready, Kafka (what was read is
+    /// counted, checkpointed and committed; waited for at most the grace), no new events, the
+    /// servers finish what they hold, the writer drains its queue, the final snapshot. Ends with
+    /// `failure` when a thread suivi cannot run without ended.
+    async fn shut_down(
+        self,
+        failure: Option<anyhow::Error>,
+        readiness: &Readiness,
+        health: &HealthReporter,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let Running {
+            queue,
+            intake,
+            kafka,
+            stop_serving,
+            servers,
+            writer_thread,
+            stop_tasks,
+            snapshots,
+            scheduled_reports,
+        } = self;
         match &failure {
             None => readiness.set(State::Stopping),
             Some(error) => {
@@ -416,7 +361,7 @@ impl App {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         // One grace for the whole shutdown: SIGTERM ends within it whatever Kafka does.
-        let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         if let Some(kafka) = kafka {
             // Before the pipeline closes: what was read is counted, checkpointed and committed.
             kafka
@@ -429,7 +374,7 @@ impl App {
             .await
             .is_err()
         {
-            tracing::warn!(grace = ?settings.shutdown_grace, "servers still busy after the shutdown grace; closing anyway");
+            tracing::warn!(grace = ?grace, "servers still busy after the shutdown grace; closing anyway");
         }
         drop((intake, queue));
         if let Some(writer_thread) = writer_thread {
@@ -439,7 +384,7 @@ impl App {
                 .map_err(|_panic| anyhow::anyhow!("the writer thread panicked"))?
                 .context("the writer thread failed")?;
         }
-        stop_snapshots.cancel();
+        stop_tasks.cancel();
         if let Some(snapshots) = snapshots {
             snapshots.await.context("the snapshot task failed")?;
         }
@@ -451,86 +396,76 @@ impl App {
         if let Some(failure) = failure {
             return Err(failure);
         }
-        tracing::info!("suivi stopped");
         Ok(())
     }
 }
 
-/// Faults a test can cause in a running suivi, to see how it reacts. Nothing outside the process
-/// reaches them: no setting, flag or route.
-#[doc(hidden)]
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    /// Makes the writer thread end while suivi runs (as if it had died).
-    pub stop_writer: CancellationToken,
-    /// Makes the Kafka consumer thread end while suivi runs (as if it had died).
-    pub stop_kafka: CancellationToken,
+/// Waits until the writer has recovered the state from `data_dir`, and says what recovery did.
+async fn recovered_state(
+    recovered: oneshot::Receiver<Result<RecoveryReport, String>>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let report = match recovered.await {
+        Ok(Ok(report)) => report,
+        Ok(Err(error)) => anyhow::bail!(
+            "cannot recover the state from {}: {error}",
+            data_dir.display()
+        ),
+        Err(_) => anyhow::bail!("the writer thread ended during recovery"),
+    };
+    tracing::info!(
+        checkpoint = ?report.checkpoint_position,
+        events_replayed = report.events_replayed,
+        torn_bytes = report.torn_bytes,
+        seconds = report.duration.as_secs_f64(),
+        "state recovered"
+    );
+    Ok(())
 }
 
-/// How a watched thread ended, once it has: what it returned, or its panic.
-type Joined<T> = oneshot::Receiver<std::thread::Result<T>>;
-
-/// The joined writer thread: how it ended, as the error that stops suivi.
-type WriterJoin = Result<std::thread::Result<anyhow::Result<()>>, oneshot::error::RecvError>;
-
-/// Joins `thread` on a watcher thread of its own and answers how it ended. A plain thread rather
-/// than `spawn_blocking`: a blocking task that lasts as long as suivi would keep tokio's paused
-/// test clock from advancing.
-fn watch_thread<T: Send + 'static>(
-    name: &str,
-    thread: std::thread::JoinHandle<T>,
-) -> anyhow::Result<Joined<T>> {
-    let (ended, joined) = oneshot::channel();
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            // Nobody listens any more once suivi has stopped.
-            let _ = ended.send(thread.join());
-        })
-        .with_context(|| format!("cannot start the {name} thread"))?;
-    Ok(joined)
-}
-
-/// Resolves when the thread watched by `joined` has ended; never when there is none.
-async fn thread_end<T>(
-    joined: &mut Option<Joined<T>>,
-) -> Result<std::thread::Result<T>, oneshot::error::RecvError> {
-    match joined {
-        Some(joined) => joined.await,
-        None => std::future::pending().await,
+/// What the writer needs of the settings and the registry.
+fn pipeline_settings(settings: &Settings, registry: &Registry, time_zone: Tz) -> PipelineSettings {
+    PipelineSettings {
+        durable: DurableSettings {
+            journal_dir: settings.data_dir.join("journal"),
+            checkpoint_dir: settings.data_dir.join("checkpoints"),
+            fsync: settings.fsync_policy(),
+            segment_bytes: settings.journal_segment_bytes,
+            max_record_bytes: journal::MAX_RECORD_BYTES,
+        },
+        aggregator: AggregatorSettings {
+            time_zone,
+            chapter_count: settings.chapter_count,
+            max_unregistered_campaigns: settings.max_unregistered_campaigns,
+        },
+        registered: registry
+            .campaigns
+            .iter()
+            .map(|campaign| campaign.id.clone())
+            .collect(),
+        queue_events: settings.ingest_queue_events,
+        queue_timeout: settings.ingest_queue_timeout,
+        checkpoint_interval: settings.checkpoint_interval,
+        checkpoint_journal_bytes: settings.checkpoint_journal_bytes,
     }
 }
 
-/// Why the writer thread ended while suivi was running.
-fn writer_ended(joined: WriterJoin) -> anyhow::Error {
-    match joined {
-        Ok(Ok(Ok(()))) => anyhow::anyhow!("the writer thread ended while suivi was running"),
-        Ok(Ok(Err(error))) => error.context("the writer thread failed while suivi was running"),
-        Ok(Err(panic)) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            anyhow::anyhow!("the writer thread panicked while suivi was running: {message}")
-        }
-        Err(_gone) => anyhow::anyhow!("cannot join the writer thread"),
+/// The snapshot sinks the settings ask for: the files in `data_dir`, and PostgreSQL when set;
+/// each one's series registered at zero.
+fn snapshot_sinks(settings: &Settings, time_zone: Tz) -> anyhow::Result<Vec<Sink>> {
+    let mut sinks = vec![Sink::File(snapshot::file::FileSink::new(
+        settings.data_dir.join("snapshots"),
+        time_zone,
+    )?)];
+    if let Some(url) = &settings.postgres_url {
+        sinks.push(Sink::Postgres(Box::new(
+            snapshot::postgres::PostgresSink::new(url)?,
+        )));
     }
-}
-
-/// Resolves when the Kafka consumer thread has ended; never without Kafka.
-async fn kafka_ended(kafka: Option<&Kafka>) {
-    match kafka {
-        Some(kafka) => kafka.ended().await,
-        None => std::future::pending().await,
+    for sink in &sinks {
+        telemetry::register_sink(sink.name());
     }
-}
-
-/// Resolves once the first Kafka assignment is settled; at once without Kafka.
-async fn kafka_settled(kafka: Option<&Kafka>) {
-    if let Some(kafka) = kafka {
-        kafka.settled().await;
-    }
+    Ok(sinks)
 }
 
 /// Runs `task` every `interval` until `stop` is cancelled.
