@@ -6,6 +6,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::proto;
 
 /// The pseudonymisation key of every test parser unless a test needs another.
 const PSEUDONYM_KEY: [u8; 32] = [0xA7; 32];
