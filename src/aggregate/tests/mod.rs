@@ -12,8 +12,8 @@ use proptest::sample::Index;
 
 use super::*;
 use crate::event::{
-    DIRECT_CAMPAIGN, EventKind, EventParser, RawEvent, RawKind, RawTime, UNREGISTERED_CAMPAIGN,
-    event_id,
+    Action, DIRECT_CAMPAIGN, EventKind, EventParser, LearnerKey, RawEvent, RawKind, RawTime, Stage,
+    UNREGISTERED_CAMPAIGN, VisitorKey, event_id,
 };
 use crate::proto::storage::CampaignState as StoredCampaign;
 
