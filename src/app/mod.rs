@@ -402,15 +402,17 @@ impl Running {
 
 /// Waits until the writer has recovered the state from `data_dir`, and says what recovery did.
 async fn recovered_state(
-    recovered: oneshot::Receiver<Result<RecoveryReport, String>>,
+    recovered: oneshot::Receiver<anyhow::Result<RecoveryReport>>,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let report = match recovered.await {
         Ok(Ok(report)) => report,
-        Ok(Err(error)) => anyhow::bail!(
-            "cannot recover the state from {}: {error}",
-            data_dir.display()
-        ),
+        Ok(Err(error)) => {
+            return Err(error.context(format!(
+                "cannot recover the state from {}",
+                data_dir.display()
+            )));
+        }
         Err(_) => anyhow::bail!("the writer thread ended during recovery"),
     };
     tracing::info!(

@@ -111,7 +111,7 @@ pub type Outcomes = Vec<Applied>;
 #[derive(Debug)]
 pub struct Writer {
     /// Resolves once the state is recovered (or recovery failed).
-    pub recovered: oneshot::Receiver<Result<RecoveryReport, String>>,
+    pub recovered: oneshot::Receiver<anyhow::Result<RecoveryReport>>,
     /// Ends after a stop, with the final checkpoint written.
     pub thread: JoinHandle<anyhow::Result<()>>,
 }

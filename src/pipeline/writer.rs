@@ -13,7 +13,7 @@ pub(super) fn run(
     room: Arc<Semaphore>,
     receiver: mpsc::Receiver<Message>,
     checkpointed_sender: watch::Sender<Vec<KafkaOffset>>,
-    recovered_sender: oneshot::Sender<Result<RecoveryReport, String>>,
+    recovered_sender: oneshot::Sender<anyhow::Result<RecoveryReport>>,
 ) -> anyhow::Result<()> {
     let recovered = state::recover(
         &settings.durable,
@@ -23,8 +23,9 @@ pub(super) fn run(
     let recovered = match recovered {
         Ok(recovered) => recovered,
         Err(error) => {
-            let _ = recovered_sender.send(Err(format!("{error:#}")));
-            return Err(error.context("recovery failed"));
+            // The error goes to whoever waits for the recovery; the thread just ends.
+            let _ = recovered_sender.send(Err(error));
+            return Err(anyhow::anyhow!("recovery failed"));
         }
     };
     let mut writer = WriterState {
