@@ -20,20 +20,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use suivi::aggregate::{Aggregator, AggregatorSettings};
 use suivi::config::{
@@ -48,7 +46,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::helpers::PSEUDONYM_KEY;
+use crate::helpers::{PSEUDONYM_KEY, Suivi, without_as_of};
 
 /// The seed of the crash test unless `SUIVI_CRASH_SEED` gives another.
 const DEFAULT_SEED: u64 = 20_241_005;
@@ -78,7 +76,6 @@ const CHECKPOINT_INTERVAL: &str = "200ms";
 /// Small journal segments, so that segments rotate and are removed during the test.
 const JOURNAL_SEGMENT_BYTES: &str = "16384";
 /// The longest a started binary may take to log that it is ready.
-const START_PATIENCE: Duration = Duration::from_secs(30);
 /// The longest the clients may take to end once their server is killed.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(20);
 /// The longest the last round may take to send every event left.
@@ -386,168 +383,6 @@ fn crash_test_env() -> [(&'static str, &'static str); 2] {
         ("SUIVI_CHECKPOINT_INTERVAL", CHECKPOINT_INTERVAL),
         ("SUIVI_JOURNAL_SEGMENT_BYTES", JOURNAL_SEGMENT_BYTES),
     ]
-}
-
-/// A running `suivi serve` child process. Dropping it kills the process, so that no test leaves
-/// one behind, even when it fails. The Kafka tests run it too.
-pub(crate) struct Suivi {
-    child: Child,
-    grpc_addr: SocketAddr,
-    pub(crate) http_addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    http: reqwest::Client,
-}
-
-impl Suivi {
-    /// Starts `suivi serve` on ports of 127.0.0.1 it picks itself, with its data in `data_dir`
-    /// and the settings of `env`, and waits until it logs that it is ready (its addresses are
-    /// read from that JSON log line).
-    pub(crate) fn start(data_dir: &Path, env: &[(&str, &str)]) -> Suivi {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_suivi"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SUIVI_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .arg("serve")
-            .env("SUIVI_GRPC_ADDR", "127.0.0.1:0")
-            .env("SUIVI_HTTP_ADDR", "127.0.0.1:0")
-            .env("SUIVI_DATA_DIR", data_dir)
-            .env("SUIVI_SNAPSHOT_INTERVAL", "1h")
-            .env("SUIVI_PSEUDONYM_KEY", PSEUDONYM_KEY)
-            .env("SUIVI_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("the suivi binary runs");
-        let stderr = child.stderr.take().expect("suivi's stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (ready, addresses) = mpsc::channel();
-        let kept = log.clone();
-        // Reads the log to its end, so that suivi never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                    && entry["fields"]["message"] == "suivi is ready"
-                    && let (Some(grpc), Some(http)) = (
-                        entry["fields"]["grpc"].as_str(),
-                        entry["fields"]["http"].as_str(),
-                    )
-                {
-                    let _ = ready.send((grpc.to_owned(), http.to_owned()));
-                }
-                let mut kept = kept.lock().expect("the log lock");
-                kept.push_str(&line);
-                kept.push('\n');
-            }
-        });
-        let mut suivi = Suivi {
-            child,
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-            http: reqwest::Client::new(),
-        };
-        match addresses.recv_timeout(START_PATIENCE) {
-            Ok((grpc, http)) => {
-                suivi.grpc_addr = grpc.parse().expect("the log gives a gRPC address");
-                suivi.http_addr = http.parse().expect("the log gives an HTTP address");
-                suivi
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                "suivi did not log that it is ready within {START_PATIENCE:?}: {}",
-                suivi.log()
-            ),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = suivi.child.wait();
-                panic!(
-                    "suivi ended before it was ready ({status:?}): {}",
-                    suivi.log()
-                )
-            }
-        }
-    }
-
-    /// Its log so far.
-    pub(crate) fn log(&self) -> String {
-        self.log.lock().expect("the log lock").clone()
-    }
-
-    /// Kills it with SIGKILL (what `Child::kill` sends) and returns its log.
-    pub(crate) fn kill(mut self) -> String {
-        self.child.kill().expect("suivi can be killed");
-        let status = self.child.wait().expect("suivi can be waited for");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "suivi died of the SIGKILL, not before: {status}\n{}",
-            self.log()
-        );
-        self.wait_for_log_end();
-        self.log()
-    }
-
-    /// Stops it with SIGTERM and returns how it ended. The runtime's tasks run meanwhile: a gRPC
-    /// channel of the test must answer suivi's goodbye for suivi to stop without waiting for its
-    /// shutdown grace.
-    pub(crate) async fn terminate(mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let deadline = Instant::now() + START_PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("suivi can be waited for") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "suivi still runs {START_PATIENCE:?} after SIGTERM: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Gives the log reader a moment to take the last lines of a process that ended.
-    fn wait_for_log_end(&self) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> Value {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.http_addr))
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("GET {path} gets an answer: {error}"));
-        let status = response.status();
-        let text = response.text().await.expect("a body");
-        assert_eq!(status, StatusCode::OK, "GET {path}: {text}");
-        serde_json::from_str(&text).unwrap_or_else(|error| panic!("GET {path}: {error}: {text}"))
-    }
-
-    async fn ingest_client(&self) -> IngestServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .expect("a valid URI")
-            .connect()
-            .await
-            .expect("connects to suivi's gRPC API");
-        IngestServiceClient::new(channel)
-    }
-}
-
-impl Drop for Suivi {
-    fn drop(&mut self) {
-        // A no-op when the process was already waited for.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What clients saw, per event (by its index in the test's event list).
@@ -1001,14 +836,6 @@ fn expected_counters(figures: &Figures) -> Served {
         campaigns,
         timelines,
     }
-}
-
-fn without_as_of(mut counters: Value) -> Value {
-    counters
-        .as_object_mut()
-        .unwrap_or_else(|| panic!("counters are an object"))
-        .remove("as_of");
-    counters
 }
 
 /// Checks that suivi serves exactly the counters and timelines of `expected`.

@@ -23,9 +23,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::crash::Suivi;
 use crate::helpers::{
-    TestApp, enrolments, secret, spawn_app, spawn_app_with_faults, start_app_with, within,
+    Suivi, TestApp, enrolments, secret, spawn_app, spawn_app_with_faults, start_app_with, within,
 };
 
 /// The default topic, for the tests that run the `suivi` binary. Tests that run suivi in this

@@ -384,7 +384,7 @@ async fn missing_before_any_traffic(
     patience: std::time::Duration,
 ) -> (Vec<String>, String) {
     let data_dir = tempfile::tempdir().expect("a data dir");
-    let suivi = crate::crash::Suivi::start(data_dir.path(), env);
+    let suivi = crate::helpers::Suivi::start(data_dir.path(), env);
     let mut used: Vec<String> = series_the_dashboard_and_alerts_read()
         .into_iter()
         .filter(|name| wanted(name))

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::crash::Suivi;
-use crate::helpers::{Kind, PATIENCE, event, json_batch, spawn_app, spawn_app_with};
+use crate::helpers::{Kind, PATIENCE, Suivi, event, json_batch, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn an_event_id_is_an_event_only_within_its_source() {

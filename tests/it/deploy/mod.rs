@@ -10,12 +10,10 @@
 //! (librdkafka's mock cluster). (`promtool check` and `test rules`, and `docker-compose config`,
 //! run in scripts/test itself.)
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -26,7 +24,7 @@ use serde_json::{Value, json};
 use suivi::config::Settings;
 use suivi::simulate::kafka::message;
 
-use crate::helpers::{Kind, TestApp, event, json_batch, secret, start_app_with};
+use crate::helpers::{Kind, Suivi, TestApp, event, json_batch, secret, start_app_with};
 
 mod compose;
 mod docker;
@@ -115,7 +113,28 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
             true,
         ),
     ] {
-        let mut running = RunningSuivi::start(origin, &env);
+        // The deployment's own environment, but for PostgreSQL: its host is the compose
+        // network's, so the test points it at a port where nothing listens (the sink then only
+        // reports failures; suivi starts and serves all the same).
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| {
+                let value = if name == "SUIVI_POSTGRES_URL" {
+                    let (before, after) = value.split_once('@').expect("a URL with a host");
+                    let database = after.split_once('/').map_or("", |(_, database)| database);
+                    format!("{before}@127.0.0.1:{}/{database}", free_port())
+                } else {
+                    value.clone()
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let data_dir = tempfile::tempdir().expect("a temporary dir");
+        let running = Suivi::start(data_dir.path(), &env);
         let status = check(running.http_addr.port());
         assert!(
             status.success(),
@@ -150,7 +169,8 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        running.stop();
+        let status = running.terminate().await;
+        assert!(status.success(), "suivi ({origin}) stopped with {status}");
     }
     drop((compose_kafka, kubernetes_kafka));
 }
@@ -386,138 +406,6 @@ impl KafkaScene {
         }
         second.stop().await;
     }
-}
-
-/// The real `suivi serve` with a deployment's `SUIVI_…` environment; only the addresses and
-/// the data dir are overridden (by flags, which rank above the environment), and PostgreSQL is
-/// pointed at a closed local port: suivi must start without it.
-struct RunningSuivi {
-    child: Child,
-    http_addr: SocketAddr,
-    origin: &'static str,
-    _data_dir: tempfile::TempDir,
-}
-
-impl RunningSuivi {
-    fn start(origin: &'static str, env: &BTreeMap<String, String>) -> RunningSuivi {
-        let data_dir = tempfile::tempdir().expect("a temporary dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_suivi"));
-        command
-            .arg("serve")
-            .arg("--grpc-addr=127.0.0.1:0")
-            .arg("--http-addr=127.0.0.1:0")
-            .arg(format!("--data-dir={}", data_dir.path().display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("SUIVI_")) {
-            command.env_remove(name);
-        }
-        for (name, value) in env {
-            let value = if name == "SUIVI_POSTGRES_URL" {
-                let (before, after) = value.split_once('@').expect("a URL with a host");
-                let database = after.split_once('/').map_or("", |(_, database)| database);
-                format!("{before}@127.0.0.1:{}/{database}", free_port())
-            } else {
-                value.clone()
-            };
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("the suivi binary runs");
-        let stderr = child.stderr.take().expect("suivi's stderr");
-        let (lines, received) = mpsc::channel();
-        // Reads stderr to its end: suivi must never write into a closed pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let _ = lines.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut log = Vec::new();
-        let http_addr = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = match received.recv_timeout(remaining) {
-                Ok(line) => line,
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "suivi with the environment of {origin} ({env:?}) did not get ready:\n{}",
-                        log.join("\n")
-                    );
-                }
-            };
-            if let Some(addr) = ready_http_addr(&line) {
-                break addr;
-            }
-            log.push(line);
-        };
-        RunningSuivi {
-            child,
-            http_addr,
-            origin,
-            _data_dir: data_dir,
-        }
-    }
-
-    /// SIGTERM, then a clean exit within the test's patience.
-    fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("suivi can be waited for") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "suivi ({}) did not stop on SIGTERM",
-                self.origin
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "suivi ({}) stopped with {status}",
-            self.origin
-        );
-    }
-}
-
-impl Drop for RunningSuivi {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The HTTP address in suivi's "suivi is ready" log line, JSON or text.
-fn ready_http_addr(line: &str) -> Option<SocketAddr> {
-    if let Ok(record) = serde_json::from_str::<Value>(line) {
-        let fields = &record["fields"];
-        if fields["message"] != json!("suivi is ready") {
-            return None;
-        }
-        return fields["http"].as_str()?.parse().ok();
-    }
-    if !line.contains("suivi is ready") {
-        return None;
-    }
-    line.split_whitespace()
-        .filter_map(|word| word.strip_prefix("http="))
-        .find_map(|addr| {
-            addr.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-                .parse()
-                .ok()
-        })
 }
 
 fn repo() -> PathBuf {

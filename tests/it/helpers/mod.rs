@@ -2,7 +2,11 @@
 //! 127.0.0.1:0 with its own data directory, and [`TestApp`] talks to it only through real clients
 //! (tonic for gRPC, reqwest for HTTP). [`event`] builds learner events that can be sent over
 //! either transport. Waits that guard against a hung service use the wall clock, never tokio's,
-//! so they keep their meaning in tests that pause tokio's clock.
+//! so they keep their meaning in tests that pause tokio's clock. Tests that run the real binary
+//! (a kill -9, an exit code, memory, a deployment's environment) use [`Suivi`] from `binary`:
+//! one harness for every test of the process.
+
+mod binary;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +26,8 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+pub use binary::Suivi;
 
 pub use suivi::proto::EventKind as Kind;
 
