@@ -1,7 +1,8 @@
 //! The recording side of telemetry: the `record_*` helpers other modules call with the causes
 //! they observed (given as values: this file imports no stage above it but the plain types it
 //! reads), and the registration at zero of every series the service can have, so that each one
-//! exists from the start. Names and label values come from `spec.rs`; nothing here spells one.
+//! exists from the start. Metric names and the label values registered at zero come from
+//! `spec.rs`; nothing here spells a metric name.
 
 use std::time::Duration;
 
