@@ -454,3 +454,67 @@ async fn with_kafka_every_series_the_dashboard_and_alerts_read_is_exported_befor
         "a fresh suivi reading Kafka does not export {missing:#?}:\n{text}"
     );
 }
+
+/// Every family `/metrics` exports is a row of `telemetry::spec::METRICS` (one table of name,
+/// kind, unit, labels and help), with the `# TYPE` of its kind, the `# HELP` of its row, and no
+/// label the row does not name: the recorder's families and the scrape-time gauges alike.
+#[tokio::test]
+async fn every_exported_family_is_the_one_row_of_the_specification_that_names_it() {
+    use suivi::telemetry::spec;
+
+    let mut app = spawn_app().await;
+    let response = app
+        .ingest(&[event("ms-1", Kind::Enrolled)
+            .campaign("gendarmerie")
+            .learner("u1")])
+        .await;
+    assert_eq!(response.accepted, 1);
+    let (text, samples) = scrape(&app).await;
+    app.stop().await;
+
+    let mut described = 0;
+    for line in text.lines().filter(|line| line.starts_with("# ")) {
+        let mut words = line.splitn(4, ' ').skip(1);
+        let (Some(what), Some(name)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !name.starts_with("suivi_") {
+            continue;
+        }
+        let metric =
+            spec::metric(name).unwrap_or_else(|| panic!("{name} is not in the specification"));
+        let rest = words.next().unwrap_or_default();
+        match what {
+            "HELP" => {
+                assert_eq!(rest, metric.help, "the help of {name}");
+                described += 1;
+            }
+            "TYPE" => assert_eq!(rest, metric.kind.as_str(), "the type of {name}"),
+            _ => {}
+        }
+    }
+    assert!(described > 40, "/metrics describes its families: {text}");
+    for series in samples.keys().filter(|series| series.starts_with("suivi_")) {
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let metric = spec::metric(name)
+            .or_else(|| {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .filter_map(|suffix| spec::metric(name.strip_suffix(suffix)?))
+                    .find(|metric| metric.kind == spec::Kind::Histogram)
+            })
+            .unwrap_or_else(|| panic!("{series} is of no family in the specification"));
+        for label in labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+        {
+            let label = label.split_once('=').map_or(label, |(label, _)| label);
+            assert!(
+                metric.labels.contains(&label) || label == "le",
+                "{series} has the label {label}, which {} does not specify",
+                metric.name
+            );
+        }
+    }
+}
