@@ -1058,6 +1058,15 @@ async fn with_no_broker_answering_suivi_counts_grpc_events_but_stays_unready() {
     // Events sent over gRPC meanwhile are taken, durably: only figures wait for Kafka.
     let answer = app.ingest(&enrolments("no-broker", "gendarmerie", 4)).await;
     assert_eq!(answer.accepted, 4, "{answer:?}");
+    // The writer answers once it has recovered; the service says it waits for Kafka a moment
+    // later, once the consumer is started.
+    let left_starting = within(CONSUME_PATIENCE, async {
+        while app.get("/readyz").await.1["status"] == "starting" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(left_starting.is_some(), "/readyz still says starting");
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {
         let (ready, readyz) = app.get("/readyz").await;
