@@ -58,6 +58,37 @@ fn enrolments(numbers: std::ops::Range<u32>) -> Vec<Event> {
         .collect()
 }
 
+/// Durable state in `directory`, with records of at most `max_record_bytes`.
+fn durable_in(directory: &Path, max_record_bytes: u32) -> DurableSettings {
+    DurableSettings {
+        journal_dir: directory.join("journal"),
+        checkpoint_dir: directory.join("checkpoints"),
+        fsync: FsyncPolicy::Always,
+        segment_bytes: DEFAULT_SEGMENT_BYTES,
+        max_record_bytes,
+    }
+}
+
+/// Starts the writer on `durable`, with [`CAMPAIGN`] registered and no checkpoint until the stop
+/// (so that the journal holds everything for the end); answers its queue, the thread and the
+/// figures it publishes to.
+fn start_writer(durable: &DurableSettings) -> (Queue, Writer, Arc<Figures>) {
+    let settings = PipelineSettings {
+        durable: durable.clone(),
+        aggregator: aggregator_settings(),
+        registered: vec![CAMPAIGN.to_owned()],
+        queue_events: 10_000,
+        queue_timeout: Duration::from_secs(10),
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_journal_bytes: u64::MAX,
+    };
+    let registry = Registry::parse("[[campaign]]\nid = \"gendarmerie\"\nname = \"Gendarmerie\"")
+        .expect("the registry parses");
+    let figures = Arc::new(Figures::new(&registry, CHAPTER_COUNT, Utc::now()));
+    let (queue, writer) = start(settings, figures.clone()).expect("the writer starts");
+    (queue, writer, figures)
+}
+
 /// The published counters of [`CAMPAIGN`].
 fn published(figures: &Figures) -> CampaignCounters {
     figures
@@ -83,27 +114,8 @@ fn journaled_events(journal_dir: &Path) -> Vec<StoredEvent> {
 async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_is_freed() {
     let disk = SmallDisk::mount("256k");
     let filler = disk.path().join("filler");
-    let storage = DurableSettings {
-        journal_dir: disk.path().join("journal"),
-        checkpoint_dir: disk.path().join("checkpoints"),
-        fsync: FsyncPolicy::Always,
-        segment_bytes: DEFAULT_SEGMENT_BYTES,
-        max_record_bytes: MAX_RECORD_BYTES,
-    };
-    let settings = PipelineSettings {
-        durable: storage.clone(),
-        aggregator: aggregator_settings(),
-        registered: vec![CAMPAIGN.to_owned()],
-        queue_events: 10_000,
-        queue_timeout: Duration::from_secs(10),
-        // No checkpoint until the stop, so that the journal holds everything for the end.
-        checkpoint_interval: Duration::from_secs(3600),
-        checkpoint_journal_bytes: u64::MAX,
-    };
-    let registry = Registry::parse("[[campaign]]\nid = \"gendarmerie\"\nname = \"Gendarmerie\"")
-        .expect("the registry parses");
-    let figures = Arc::new(Figures::new(&registry, CHAPTER_COUNT, Utc::now()));
-    let (ingest, writer) = start(settings, figures.clone()).expect("the writer starts");
+    let storage = durable_in(disk.path(), MAX_RECORD_BYTES);
+    let (ingest, writer, figures) = start_writer(&storage);
     writer
         .recovered
         .await
@@ -172,26 +184,8 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
 async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recovers_whole() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     // About 40 events fit in a record: every submission fits, but a group of them does not.
-    let storage = DurableSettings {
-        journal_dir: directory.path().join("journal"),
-        checkpoint_dir: directory.path().join("checkpoints"),
-        fsync: FsyncPolicy::Always,
-        segment_bytes: DEFAULT_SEGMENT_BYTES,
-        max_record_bytes: 4096,
-    };
-    let settings = PipelineSettings {
-        durable: storage.clone(),
-        aggregator: aggregator_settings(),
-        registered: vec![CAMPAIGN.to_owned()],
-        queue_events: 10_000,
-        queue_timeout: Duration::from_secs(10),
-        checkpoint_interval: Duration::from_secs(3600),
-        checkpoint_journal_bytes: u64::MAX,
-    };
-    let registry = Registry::parse("[[campaign]]\nid = \"gendarmerie\"\nname = \"Gendarmerie\"")
-        .expect("the registry parses");
-    let figures = Arc::new(Figures::new(&registry, CHAPTER_COUNT, Utc::now()));
-    let (ingest, writer) = start(settings, figures.clone()).expect("the writer starts");
+    let storage = durable_in(directory.path(), 4096);
+    let (ingest, writer, figures) = start_writer(&storage);
     // Queued before recovery ends, the submissions are taken as one group.
     let submissions: Vec<_> = (0..16)
         .map(|part| {
