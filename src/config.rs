@@ -83,111 +83,227 @@ pub const DEFAULT_KAFKA_DEAD_LETTER_TOPIC: &str = "{topic}.dlq";
 /// The default most messages in one batch read from Kafka.
 pub const DEFAULT_KAFKA_BATCH_EVENTS: usize = 5000;
 
-/// Every setting of `suivi serve`. Each is a TOML key, a `SUIVI_<KEY>` environment variable
-/// and a `--<key>` flag.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
+/// Defines every setting once: its doc, type, default and flag. From that one list come
+/// [`Settings`] (the TOML keys and `SUIVI_…` variables, through serde), its `Default`, and
+/// [`SettingsFlags`] (the `--…` flags, whose help is the doc with the variable and the default
+/// appended, from [`flag_help`]).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $(#[serde($($serde:tt)*)])?
+        $name:ident: $ty:ty = $default:expr;
+        $(flag $flag_ty:ty $(, $arg:ident $(= $value:expr)?)*; $(unset $unset:literal;)?)?
+    )*) => {
+        /// Every setting of `suivi serve`. Each is a TOML key, a `SUIVI_<KEY>` environment
+        /// variable and (but `kafka_options`, file only) a `--<key>` flag.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $(
+                $(#[doc = $doc])+
+                $(#[serde($($serde)*)])?
+                pub $name: $ty,
+            )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Settings {
+                Settings {
+                    $($name: $default,)*
+                }
+            }
+        }
+
+        /// The doc of setting `name`, line by line.
+        fn setting_doc(name: &str) -> &'static [&'static str] {
+            $(
+                if name == stringify!($name) {
+                    return &[$($doc),+];
+                }
+            )*
+            &[]
+        }
+
+        /// The flags of `suivi serve`: each overrides the file and the environment.
+        #[derive(Debug, Clone, Default, Serialize, clap::Args)]
+        pub struct SettingsFlags {
+            /// A TOML file of settings (keys as below, snake_case) [env: SUIVI_CONFIG]
+            #[arg(long, value_name = "FILE")]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            $($(
+                #[arg(
+                    long,
+                    $($arg $(= $value)?,)*
+                    help = flag_help(stringify!($name), [$($unset)?].first().copied())
+                )]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $name: Option<$flag_ty>,
+            )?)*
+        }
+    };
+}
+
+settings! {
     /// Where the gRPC API listens.
-    pub grpc_addr: SocketAddr,
+    grpc_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051));
+        flag String, value_name = "ADDR";
     /// Where the HTTP API (JSON, /metrics, /healthz, /readyz) listens.
-    pub http_addr: SocketAddr,
-    /// Where suivi keeps its key, snapshots and (later) journal.
-    pub data_dir: PathBuf,
+    http_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        flag String, value_name = "ADDR";
+    /// Where suivi keeps its key, journal, checkpoints and snapshots.
+    data_dir: PathBuf = PathBuf::from(DEFAULT_DATA_DIR);
+        flag PathBuf, value_name = "DIR";
     /// The campaign registry file; the embedded one when unset.
-    pub campaigns: Option<PathBuf>,
+    campaigns: Option<PathBuf> = None;
+        flag PathBuf, value_name = "FILE"; unset "the embedded Objectif IA registry";
     /// The IANA time zone in which timeline days are counted.
-    pub time_zone: String,
+    time_zone: String = DEFAULT_TIME_ZONE.to_owned();
+        flag String, value_name = "ZONE";
     /// The number of chapters of the course (1 to 32).
-    pub chapter_count: u8,
+    chapter_count: u8 = DEFAULT_CHAPTER_COUNT;
+        flag u8, value_name = "N";
     /// The most events in one ingest request.
-    pub max_batch_events: usize,
+    max_batch_events: usize = DEFAULT_MAX_BATCH_EVENTS;
+        flag usize, value_name = "N";
     /// The most bytes in one ingest request.
-    pub max_request_bytes: usize,
+    max_request_bytes: usize = DEFAULT_MAX_REQUEST_BYTES;
+        flag usize, value_name = "BYTES";
     /// The most campaigns missing from the registry that get counters of their own; events of
     /// further ones count under the campaign `unregistered`. Registered campaigns, `direct` and
     /// `unregistered` are always counted.
-    pub max_unregistered_campaigns: usize,
+    max_unregistered_campaigns: usize = DEFAULT_MAX_UNREGISTERED_CAMPAIGNS;
+        flag usize, value_name = "N";
     /// The most events in the ingest queue (accepted for processing, not yet answered).
-    pub ingest_queue_events: usize,
+    ingest_queue_events: usize = DEFAULT_INGEST_QUEUE_EVENTS;
+        flag usize, value_name = "N";
     /// How long a request waits for room in the ingest queue before being told to retry.
     #[serde(with = "humantime_serde")]
-    pub ingest_queue_timeout: Duration,
+    ingest_queue_timeout: Duration = DEFAULT_INGEST_QUEUE_TIMEOUT;
+        flag String, value_name = "DURATION";
     /// How often changed counters are written to the snapshot sinks.
     #[serde(with = "humantime_serde")]
-    pub snapshot_interval: Duration,
+    snapshot_interval: Duration = DEFAULT_SNAPSHOT_INTERVAL;
+        flag String, value_name = "DURATION";
     /// The longest wait between two attempts on a failing snapshot sink (the backoff doubles
     /// from `snapshot_interval` up to this).
     #[serde(with = "humantime_serde")]
-    pub snapshot_retry_max: Duration,
+    snapshot_retry_max: Duration = DEFAULT_SNAPSHOT_RETRY_MAX;
+        flag String, value_name = "DURATION";
     /// The PostgreSQL database snapshots also go to (and reports are read from), as a URL such
     /// as `postgres://user:password@host:5432/database`; PostgreSQL is off when unset. A secret.
-    pub postgres_url: Option<Secret>,
+    postgres_url: Option<Secret> = None;
+        flag String, value_name = "URL"; unset "off";
     /// Kafka's bootstrap servers (`host:port,host:port`); Kafka is off when unset.
-    pub kafka_brokers: Option<String>,
+    kafka_brokers: Option<String> = None;
+        flag String, value_name = "HOSTS"; unset "off";
     /// The topics learner events are consumed from, comma-separated.
-    pub kafka_topics: String,
+    kafka_topics: String = DEFAULT_KAFKA_TOPIC.to_owned();
+        flag String, value_name = "TOPICS";
     /// The consumer group.
-    pub kafka_group: String,
+    kafka_group: String = DEFAULT_KAFKA_GROUP.to_owned();
+        flag String, value_name = "GROUP";
     /// Where a message that is not a valid event goes; `{topic}` is its topic.
-    pub kafka_dead_letter_topic: String,
+    kafka_dead_letter_topic: String = DEFAULT_KAFKA_DEAD_LETTER_TOPIC.to_owned();
+        flag String, value_name = "TOPIC";
     /// The most messages read into one batch for the aggregate.
-    pub kafka_batch_events: usize,
+    kafka_batch_events: usize = DEFAULT_KAFKA_BATCH_EVENTS;
+        flag usize, value_name = "N";
     /// More librdkafka client properties for the consumer and the dead-letter producer, such as
     /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
     /// `ssl.ca.location`. Secrets: never logged.
-    pub kafka_options: BTreeMap<String, Secret>,
+    kafka_options: BTreeMap<String, Secret> = BTreeMap::new();
     /// Where every campaign's report is written at the end of each half-quarter; off when unset.
-    pub reports_dir: Option<PathBuf>,
+    reports_dir: Option<PathBuf> = None;
+        flag PathBuf, value_name = "DIR"; unset "off";
     /// The language of scheduled reports: `fr` or `en`.
-    pub report_lang: Lang,
+    report_lang: Lang = Lang::Fr;
+        flag Lang, value_enum;
     /// How long shutdown waits for in-flight work before giving up.
     #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
+    shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE;
+        flag String, value_name = "DURATION";
     /// The least time between two pushes of one campaign to a WatchCampaigns client.
     #[serde(with = "humantime_serde")]
-    pub watch_interval: Duration,
+    watch_interval: Duration = DEFAULT_WATCH_INTERVAL;
+        flag String, value_name = "DURATION";
     /// The most connections open at once on each listener (gRPC, HTTP); one more is closed at
     /// once.
-    pub max_connections: usize,
+    max_connections: usize = DEFAULT_MAX_CONNECTIONS;
+        flag usize, value_name = "N";
     /// How long a new connection has to send its HTTP/2 preface (gRPC) or its first bytes (HTTP),
     /// and an HTTP/1 request its headers, before it is closed.
     #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
+    header_read_timeout: Duration = DEFAULT_HEADER_READ_TIMEOUT;
+        flag String, value_name = "DURATION";
     /// The interval between keep-alive pings on an HTTP/2 connection (both listeners).
     #[serde(with = "humantime_serde")]
-    pub http2_keepalive_interval: Duration,
+    http2_keepalive_interval: Duration = DEFAULT_HTTP2_KEEPALIVE_INTERVAL;
+        flag String, value_name = "DURATION";
     /// How long a keep-alive ping may go unanswered before the connection is closed.
     #[serde(with = "humantime_serde")]
-    pub http2_keepalive_timeout: Duration,
+    http2_keepalive_timeout: Duration = DEFAULT_HTTP2_KEEPALIVE_TIMEOUT;
+        flag String, value_name = "DURATION";
     /// The most report requests (`/v1/reports`, `/v1/campaigns/{campaign}/report`) answered at
     /// once; more are answered 503 with Retry-After.
-    pub max_concurrent_reports: usize,
+    max_concurrent_reports: usize = DEFAULT_MAX_CONCURRENT_REPORTS;
+        flag usize, value_name = "N";
     /// The most ingest requests in flight at once: gRPC `Ingest` calls and `IngestStream`
     /// streams, and HTTP `POST /v1/events`, together. Each may buffer up to twice
     /// `max_request_bytes`; more are refused (UNAVAILABLE / 503) before their body is read.
-    pub max_concurrent_ingest_requests: usize,
+    max_concurrent_ingest_requests: usize = DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS;
+        flag usize, value_name = "N";
     /// The pseudonymisation key, 64 hex digits; generated once and kept in the data dir when
     /// unset.
-    pub pseudonym_key: Option<Secret>,
+    pseudonym_key: Option<Secret> = None;
+        flag String, value_name = "HEX"; unset "generated once and kept in the data dir";
     /// When journal appends are forced to disk: `always` (before every acknowledgement) or
     /// `interval` (every `fsync_interval`; a crash may lose what was acknowledged meanwhile).
-    pub fsync: Fsync,
+    fsync: Fsync = Fsync::Always;
+        flag Fsync, value_enum;
     /// The interval between fsyncs under `fsync = "interval"`.
     #[serde(with = "humantime_serde")]
-    pub fsync_interval: Duration,
+    fsync_interval: Duration = DEFAULT_FSYNC_INTERVAL;
+        flag String, value_name = "DURATION";
     /// How often the whole state is checkpointed (and the journal before it removed).
     #[serde(with = "humantime_serde")]
-    pub checkpoint_interval: Duration,
+    checkpoint_interval: Duration = DEFAULT_CHECKPOINT_INTERVAL;
+        flag String, value_name = "DURATION";
     /// Journal growth (bytes) that triggers a checkpoint before the interval.
-    pub checkpoint_journal_bytes: u64,
+    checkpoint_journal_bytes: u64 = DEFAULT_CHECKPOINT_JOURNAL_BYTES;
+        flag u64, value_name = "BYTES";
     /// The size at which a journal segment is closed and a new one started.
-    pub journal_segment_bytes: u64,
+    journal_segment_bytes: u64 = crate::durable::journal::DEFAULT_SEGMENT_BYTES;
+        flag u64, value_name = "BYTES";
     /// The most registered campaigns whose figures (clicks, enrolled, started, certified) are
     /// exported as per-campaign metrics; the label's cardinality stays bounded.
-    pub max_campaign_metrics: usize,
+    max_campaign_metrics: usize = DEFAULT_MAX_CAMPAIGN_METRICS;
+        flag usize, value_name = "N";
     /// Log format: `text` or `json`.
-    pub log_format: LogFormat,
+    log_format: LogFormat = LogFormat::Text;
+        flag LogFormat, value_enum;
+}
+
+/// The help of the flag of setting `name`: its doc, then its variable and its default (what
+/// `Settings::default()` holds, or `unset` for a setting that is off unless set).
+fn flag_help(name: &str, unset: Option<&str>) -> String {
+    let doc = setting_doc(name)
+        .iter()
+        .map(|line| line.trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let default = serde_json::to_value(Settings::default())
+        .ok()
+        .and_then(|defaults| defaults.get(name).cloned());
+    let default = match default {
+        Some(serde_json::Value::String(text)) => text,
+        Some(serde_json::Value::Null) | None => unset.unwrap_or("off").to_owned(),
+        Some(value) => value.to_string(),
+    };
+    format!(
+        "{doc} [env: SUIVI_{}] [default: {default}]",
+        name.to_uppercase()
+    )
 }
 
 /// The log output format.
@@ -227,228 +343,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            campaigns: None,
-            time_zone: DEFAULT_TIME_ZONE.to_owned(),
-            chapter_count: DEFAULT_CHAPTER_COUNT,
-            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_unregistered_campaigns: DEFAULT_MAX_UNREGISTERED_CAMPAIGNS,
-            ingest_queue_events: DEFAULT_INGEST_QUEUE_EVENTS,
-            ingest_queue_timeout: DEFAULT_INGEST_QUEUE_TIMEOUT,
-            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
-            snapshot_retry_max: DEFAULT_SNAPSHOT_RETRY_MAX,
-            postgres_url: None,
-            kafka_brokers: None,
-            kafka_topics: DEFAULT_KAFKA_TOPIC.to_owned(),
-            kafka_group: DEFAULT_KAFKA_GROUP.to_owned(),
-            kafka_dead_letter_topic: DEFAULT_KAFKA_DEAD_LETTER_TOPIC.to_owned(),
-            kafka_batch_events: DEFAULT_KAFKA_BATCH_EVENTS,
-            kafka_options: BTreeMap::new(),
-            reports_dir: None,
-            report_lang: Lang::Fr,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            watch_interval: DEFAULT_WATCH_INTERVAL,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            http2_keepalive_interval: DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
-            http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
-            max_concurrent_reports: DEFAULT_MAX_CONCURRENT_REPORTS,
-            max_concurrent_ingest_requests: DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS,
-            pseudonym_key: None,
-            fsync: Fsync::Always,
-            fsync_interval: DEFAULT_FSYNC_INTERVAL,
-            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
-            checkpoint_journal_bytes: DEFAULT_CHECKPOINT_JOURNAL_BYTES,
-            journal_segment_bytes: crate::durable::journal::DEFAULT_SEGMENT_BYTES,
-            max_campaign_metrics: DEFAULT_MAX_CAMPAIGN_METRICS,
-            log_format: LogFormat::Text,
-        }
-    }
-}
-
-/// The flags of `suivi serve`: each overrides the file and the environment.
-#[derive(Debug, Clone, Default, Serialize, clap::Args)]
-pub struct SettingsFlags {
-    /// A TOML file of settings (keys as below, snake_case) [env: SUIVI_CONFIG]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Where the gRPC API listens [env: SUIVI_GRPC_ADDR] [default: 127.0.0.1:50051]
-    #[arg(long, value_name = "ADDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_addr: Option<String>,
-    /// Where the HTTP API listens [env: SUIVI_HTTP_ADDR] [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_addr: Option<String>,
-    /// Where suivi keeps its data [env: SUIVI_DATA_DIR] [default: ./suivi-data]
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// The campaign registry, a TOML file like config/campaigns.toml [env: SUIVI_CAMPAIGNS]
-    /// [default: the embedded Objectif IA registry]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub campaigns: Option<PathBuf>,
-    /// The time zone of timeline days [env: SUIVI_TIME_ZONE] [default: Europe/Paris]
-    #[arg(long, value_name = "ZONE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
-    /// The course's chapter count, 1 to 32 [env: SUIVI_CHAPTER_COUNT] [default: 12]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chapter_count: Option<u8>,
-    /// The most events in one request [env: SUIVI_MAX_BATCH_EVENTS] [default: 10000]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_batch_events: Option<usize>,
-    /// The most bytes in one request [env: SUIVI_MAX_REQUEST_BYTES] [default: 8388608]
-    #[arg(long, value_name = "BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_request_bytes: Option<usize>,
-    /// The most unregistered campaigns counted on their own; more count under `unregistered`
-    /// [env: SUIVI_MAX_UNREGISTERED_CAMPAIGNS] [default: 1000]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_unregistered_campaigns: Option<usize>,
-    /// The most events queued for processing [env: SUIVI_INGEST_QUEUE_EVENTS] [default: 200000]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ingest_queue_events: Option<usize>,
-    /// How long a request waits for queue room before "retry later"
-    /// [env: SUIVI_INGEST_QUEUE_TIMEOUT] [default: 2s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ingest_queue_timeout: Option<String>,
-    /// How often changed counters are snapshotted [env: SUIVI_SNAPSHOT_INTERVAL] [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot_interval: Option<String>,
-    /// The longest wait between two attempts on a failing snapshot sink
-    /// [env: SUIVI_SNAPSHOT_RETRY_MAX] [default: 60s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot_retry_max: Option<String>,
-    /// PostgreSQL to write snapshots to and read reports from, e.g.
-    /// postgres://user:password@host:5432/db [env: SUIVI_POSTGRES_URL] [default: off]
-    #[arg(long, value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub postgres_url: Option<String>,
-    /// Kafka bootstrap servers, host:port,host:port [env: SUIVI_KAFKA_BROKERS] [default: off]
-    #[arg(long, value_name = "HOSTS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka_brokers: Option<String>,
-    /// Topics consumed, comma-separated [env: SUIVI_KAFKA_TOPICS] [default: learner-events]
-    #[arg(long, value_name = "TOPICS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka_topics: Option<String>,
-    /// The Kafka consumer group [env: SUIVI_KAFKA_GROUP] [default: suivi]
-    #[arg(long, value_name = "GROUP")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka_group: Option<String>,
-    /// Where invalid messages go, {topic} being their topic [env: SUIVI_KAFKA_DEAD_LETTER_TOPIC]
-    /// [default: {topic}.dlq]
-    #[arg(long, value_name = "TOPIC")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka_dead_letter_topic: Option<String>,
-    /// The most messages in one batch read from Kafka [env: SUIVI_KAFKA_BATCH_EVENTS]
-    /// [default: 5000]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka_batch_events: Option<usize>,
-    /// Where every campaign's report is written at the end of each half-quarter
-    /// [env: SUIVI_REPORTS_DIR] [default: off]
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reports_dir: Option<PathBuf>,
-    /// The language of scheduled reports [env: SUIVI_REPORT_LANG] [default: fr]
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report_lang: Option<Lang>,
-    /// How long shutdown waits for in-flight work [env: SUIVI_SHUTDOWN_GRACE] [default: 20s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shutdown_grace: Option<String>,
-    /// The least time between two pushes of a campaign to a watcher
-    /// [env: SUIVI_WATCH_INTERVAL] [default: 250ms]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub watch_interval: Option<String>,
-    /// The most connections open at once on each listener [env: SUIVI_MAX_CONNECTIONS]
-    /// [default: 4096]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
-    /// How long a new connection has to send its HTTP/2 preface or request headers
-    /// [env: SUIVI_HEADER_READ_TIMEOUT] [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header_read_timeout: Option<String>,
-    /// The interval between HTTP/2 keep-alive pings [env: SUIVI_HTTP2_KEEPALIVE_INTERVAL]
-    /// [default: 30s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http2_keepalive_interval: Option<String>,
-    /// How long a keep-alive ping may go unanswered [env: SUIVI_HTTP2_KEEPALIVE_TIMEOUT]
-    /// [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http2_keepalive_timeout: Option<String>,
-    /// The most report requests answered at once [env: SUIVI_MAX_CONCURRENT_REPORTS]
-    /// [default: 4]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_reports: Option<usize>,
-    /// The most ingest requests (gRPC calls and streams, HTTP posts) in flight at once
-    /// [env: SUIVI_MAX_CONCURRENT_INGEST_REQUESTS] [default: 64]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_ingest_requests: Option<usize>,
-    /// The pseudonymisation key, 64 hex digits [env: SUIVI_PSEUDONYM_KEY] [default: generated
-    /// once and kept in the data dir]
-    #[arg(long, value_name = "HEX")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pseudonym_key: Option<String>,
-    /// When the journal is forced to disk: always (before each acknowledgement) or interval
-    /// [env: SUIVI_FSYNC] [default: always]
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fsync: Option<Fsync>,
-    /// The interval between fsyncs under --fsync interval [env: SUIVI_FSYNC_INTERVAL]
-    /// [default: 200ms]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fsync_interval: Option<String>,
-    /// How often the state is checkpointed [env: SUIVI_CHECKPOINT_INTERVAL] [default: 60s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint_interval: Option<String>,
-    /// Journal growth that triggers an early checkpoint [env: SUIVI_CHECKPOINT_JOURNAL_BYTES]
-    /// [default: 1073741824]
-    #[arg(long, value_name = "BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint_journal_bytes: Option<u64>,
-    /// The size of a journal segment [env: SUIVI_JOURNAL_SEGMENT_BYTES] [default: 67108864]
-    #[arg(long, value_name = "BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub journal_segment_bytes: Option<u64>,
-    /// The most registered campaigns exported as per-campaign metrics
-    /// [env: SUIVI_MAX_CAMPAIGN_METRICS] [default: 200]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_campaign_metrics: Option<usize>,
-    /// Log format [env: SUIVI_LOG_FORMAT] [default: text]; the level comes from RUST_LOG
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
 }
 
 /// The environment variables that are not settings but are read by suivi all the same.
