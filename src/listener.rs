@@ -171,7 +171,7 @@ pub fn accept(
             let stream = match accepted {
                 Ok((stream, _peer)) => stream,
                 Err(error) => {
-                    tracing::warn!(listener = which.as_str(), error = %error, "cannot accept a connection");
+                    tracing::warn!(listener = which.as_str(), error = %telemetry::chain(&error), "cannot accept a connection");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
@@ -187,7 +187,7 @@ pub fn accept(
                 let mut stream = stream;
                 // Small answers must not wait for Nagle's algorithm.
                 if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+                    tracing::debug!(error = %telemetry::chain(&error), "cannot set TCP_NODELAY");
                 }
                 let opening =
                     tokio::time::timeout(settings.header_read_timeout, read_opening(&mut stream))
@@ -282,7 +282,7 @@ pub async fn serve_http(
                         "header_read_timeout",
                     );
                 }
-                tracing::debug!(error = %error, "HTTP connection ended with an error");
+                tracing::debug!(error = %telemetry::chain(&*error), "HTTP connection ended with an error");
             }
         });
     }

@@ -352,7 +352,7 @@ impl Running {
             Some(error) => {
                 readiness.set(State::Failed);
                 tracing::error!(
-                    error = format!("{error:#}"),
+                    error = %telemetry::chain(error.as_ref()),
                     "a thread suivi cannot run without ended; stopping with an error, to be restarted"
                 );
             }

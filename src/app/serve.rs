@@ -94,7 +94,7 @@ impl Serving {
         let failed = self.stop.clone();
         self.servers.spawn(async move {
             if let Err(error) = grpc_server.await {
-                tracing::error!(error = %error, "gRPC server failed");
+                tracing::error!(error = %crate::telemetry::chain(&error), "gRPC server failed");
                 failed.cancel();
             }
         });

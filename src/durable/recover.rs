@@ -72,7 +72,7 @@ pub fn recover<S>(
             checkpoint = %rejected.path.display(),
             set_aside = %set_aside.display(),
             renamed = renamed.is_ok(),
-            error = format!("{:#}", rejected.error),
+            error = %crate::telemetry::chain(rejected.error.as_ref()),
             "checkpoint unusable; falling back to an older one"
         );
     }

@@ -121,7 +121,7 @@ impl WriterState {
                 _ => {}
             }
             if let Err(error) = self.journal.sync_if_due() {
-                tracing::error!(error = %error, "journal sync failed");
+                tracing::error!(error = %telemetry::chain(&error), "journal sync failed");
             }
             if self.checkpoint_due() {
                 self.checkpoint(false);
@@ -191,7 +191,7 @@ impl WriterState {
             // Admission said accepted, and applying in the same order agrees: admission kept
             // a slot for every campaign it let through.
             if let Err(error) = self.aggregator.apply(event) {
-                tracing::error!(error = %error, "an admitted event was not applied");
+                tracing::error!(error = %telemetry::chain(&error), "an admitted event was not applied");
             }
             self.note_source(&event.campaign, source_of(&partitions, source));
         }
@@ -223,7 +223,7 @@ impl WriterState {
                     _ => Refusal::StorageUnwritable,
                 };
                 tracing::error!(
-                    error = format!("{:#}", anyhow::Error::new(error)),
+                    error = %telemetry::chain(&error),
                     "journal append failed"
                 );
                 telemetry::record_journal_failure(refusal == Refusal::DiskFull);
@@ -345,7 +345,7 @@ impl WriterState {
         let position = match self.journal.rotate() {
             Ok(position) => position,
             Err(error) => {
-                tracing::warn!(error = %error, "cannot start a journal segment; checkpoint postponed");
+                tracing::warn!(error = %telemetry::chain(&error), "cannot start a journal segment; checkpoint postponed");
                 telemetry::record_checkpoint(Duration::ZERO, 0, false);
                 return;
             }
@@ -378,7 +378,7 @@ impl WriterState {
                 Err(error) => {
                     telemetry::record_checkpoint(elapsed, 0, false);
                     tracing::error!(
-                        error = format!("{error:#}"),
+                        error = %telemetry::chain(error.as_ref()),
                         "checkpoint failed; the journal is kept until one succeeds"
                     );
                 }
@@ -392,7 +392,9 @@ impl WriterState {
                 .spawn(write)
             {
                 Ok(thread) => self.checkpointing = Some(thread),
-                Err(error) => tracing::error!(error = %error, "cannot start the checkpoint thread"),
+                Err(error) => {
+                    tracing::error!(error = %telemetry::chain(&error), "cannot start the checkpoint thread")
+                }
             }
         }
     }

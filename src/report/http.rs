@@ -109,7 +109,7 @@ async fn report(
                 error.to_string(),
             ),
             ReportError::Empty(_) | ReportError::Store(_) => {
-                tracing::warn!(error = %error, "cannot make a report");
+                tracing::warn!(error = %crate::telemetry::chain(&error), "cannot make a report");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",

@@ -116,7 +116,7 @@ async fn write_with_retries(
             }
             Err(error) => tracing::warn!(
                 period = %half_quarter,
-                error = format!("{error:#}"),
+                error = %crate::telemetry::chain(error.as_ref()),
                 retry_in = ?RETRY_INTERVAL,
                 "cannot write the half-quarterly reports"
             ),

@@ -263,7 +263,7 @@ pub async fn run(
             last_call.cancel();
             for task in tasks {
                 if let Err(error) = task.await {
-                    tracing::error!(error = %error, "a snapshot sink's task failed");
+                    tracing::error!(error = %telemetry::chain(&error), "a snapshot sink's task failed");
                 }
             }
             return;
@@ -319,7 +319,7 @@ async fn write_loop(
                 Err(error) => {
                     // Only a panic in a sink gets here; the sink is lost with it, so stop
                     // writing to it loudly rather than pretend.
-                    tracing::error!(sink = name, error = %error, "snapshot sink failed; no more snapshots will be written to it");
+                    tracing::error!(sink = name, error = %telemetry::chain(&error), "snapshot sink failed; no more snapshots will be written to it");
                     health.lost(name);
                     return;
                 }

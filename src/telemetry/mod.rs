@@ -118,3 +118,43 @@ fn describe() {
         }
     });
 }
+
+/// An error and its causes, `outer: cause: …`: how every log line writes an error, under the key
+/// `error` (`tracing::warn!(error = %telemetry::chain(&error), "…")`; for an `anyhow::Error`,
+/// `chain(error.as_ref())`).
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> Chain<'a> {
+    Chain(error)
+}
+
+/// See [`chain`].
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_logged_with_its_causes() {
+        let cause = std::io::Error::other("disk full");
+        assert_eq!(chain(&cause).to_string(), "disk full");
+        let error = anyhow::Error::new(cause).context("cannot append to the journal");
+        assert_eq!(
+            chain(error.as_ref()).to_string(),
+            "cannot append to the journal: disk full"
+        );
+        assert_eq!(chain(error.as_ref()).to_string(), format!("{error:#}"));
+    }
+}

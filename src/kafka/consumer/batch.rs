@@ -173,7 +173,7 @@ impl Flow {
             if let Err(error) = sent {
                 telemetry::record_dead_letter_failure();
                 tracing::warn!(
-                    error = %error,
+                    error = %telemetry::chain(&error),
                     "cannot write to the dead-letter topic; pausing and reading the batch again"
                 );
                 self.rewind(consumer, &batch.ranges);

@@ -15,7 +15,7 @@ pub(super) fn commit(consumer: &BaseConsumer<Context>, offsets: &[KafkaOffset], 
     let assigned = match consumer.assignment() {
         Ok(assigned) => assigned,
         Err(error) => {
-            tracing::debug!(error = %error, "no assignment to commit");
+            tracing::debug!(error = %telemetry::chain(&error), "no assignment to commit");
             return;
         }
     };
@@ -41,7 +41,7 @@ pub(super) fn commit(consumer: &BaseConsumer<Context>, offsets: &[KafkaOffset], 
     }
     if let Err(error) = consumer.commit(&list, mode) {
         telemetry::record_kafka_commit_failure();
-        tracing::warn!(error = %error, "cannot commit offsets to the consumer group");
+        tracing::warn!(error = %telemetry::chain(&error), "cannot commit offsets to the consumer group");
     }
 }
 

@@ -132,7 +132,9 @@ pub fn run(consumer: &BaseConsumer<Context>, stop: &CancellationToken) {
         let mut flow = consumer.context().flow.lock();
         match polled {
             Some(Ok(message)) => flow.take(&message),
-            Some(Err(error)) => tracing::warn!(error = %error, "Kafka consumer error"),
+            Some(Err(error)) => {
+                tracing::warn!(error = %crate::telemetry::chain(&error), "Kafka consumer error")
+            }
             None => {}
         }
         flow.step(consumer);

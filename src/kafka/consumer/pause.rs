@@ -53,7 +53,7 @@ impl Flow {
                 Offset::from_raw(start),
                 Duration::from_secs(10),
             ) {
-                tracing::error!(error = %error, ?partition, start, "cannot seek a partition back");
+                tracing::error!(error = %telemetry::chain(&error), ?partition, start, "cannot seek a partition back");
             }
         }
     }
@@ -70,7 +70,7 @@ impl Flow {
             if let Ok(assigned) = consumer.assignment()
                 && let Err(error) = consumer.pause(&assigned)
             {
-                tracing::warn!(error = %error, "cannot pause the Kafka partitions");
+                tracing::warn!(error = %telemetry::chain(&error), "cannot pause the Kafka partitions");
             }
             self.paused = Some(Pause {
                 cause,
@@ -88,7 +88,7 @@ impl Flow {
         if let Ok(assigned) = consumer.assignment()
             && let Err(error) = consumer.resume(&assigned)
         {
-            tracing::warn!(error = %error, "cannot resume the Kafka partitions");
+            tracing::warn!(error = %telemetry::chain(&error), "cannot resume the Kafka partitions");
         }
         self.paused_total[pause.cause] += pause.since.elapsed();
         telemetry::record_kafka_paused(

@@ -37,7 +37,7 @@ impl Flow {
             .zip(partitions.iter().zip(positions))
         {
             if let Err(error) = element.set_offset(Offset::from_raw(position)) {
-                tracing::error!(error = %error, ?partition, "cannot set a partition's start");
+                tracing::error!(error = %telemetry::chain(&error), ?partition, "cannot set a partition's start");
             }
             self.chains.insert(partition.clone(), position);
         }
@@ -45,7 +45,7 @@ impl Flow {
         if self.paused.is_some()
             && let Err(error) = consumer.pause(list)
         {
-            tracing::warn!(error = %error, "cannot pause the new partitions");
+            tracing::warn!(error = %telemetry::chain(&error), "cannot pause the new partitions");
         }
         telemetry::record_kafka_rebalance("assign", self.chains.len());
         tracing::info!(partitions = ?partitions, "Kafka partitions assigned");
@@ -96,7 +96,9 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Assign(list) => flow.assign(consumer, list),
             Rebalance::Revoke(list) => flow.revoke(consumer, list),
-            Rebalance::Error(error) => tracing::error!(error = %error, "Kafka rebalance failed"),
+            Rebalance::Error(error) => {
+                tracing::error!(error = %telemetry::chain(error), "Kafka rebalance failed");
+            }
         }
     }
 }

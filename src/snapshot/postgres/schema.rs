@@ -118,7 +118,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Client> {
     })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
-            tracing::debug!(error = %error, "PostgreSQL connection closed");
+            tracing::debug!(error = %crate::telemetry::chain(&error), "PostgreSQL connection closed");
         }
     });
     Ok(client)
