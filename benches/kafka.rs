@@ -262,7 +262,9 @@ async fn suivi_consume(
         kafka_group: group.to_owned(),
         ..Settings::default()
     };
-    let app = suivi::app::bind(settings).await.expect("suivi binds");
+    let app = suivi::app::bind(settings.validated().expect("valid settings"))
+        .await
+        .expect("suivi binds");
     let metrics_url = format!("http://{}/metrics", app.http_addr());
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run(stop.clone().cancelled_owned()));

@@ -351,7 +351,7 @@ const ENV_NOT_SETTINGS: [&str; 1] = ["config"];
 impl Settings {
     /// Loads the settings from the file named by `--config` or `SUIVI_CONFIG` (if any), the
     /// `SUIVI_…` environment, and `flags`, in rising priority, and validates them.
-    pub fn load(flags: &SettingsFlags) -> anyhow::Result<Settings> {
+    pub fn load(flags: &SettingsFlags) -> anyhow::Result<Valid> {
         let file = flags
             .config
             .clone()
@@ -371,8 +371,13 @@ impl Settings {
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|error| anyhow::anyhow!(describe(error)))?;
-        settings.validate()?;
-        Ok(settings)
+        settings.validated()
+    }
+
+    /// These settings, once checked: what `app::bind` takes, so that they are checked once.
+    pub fn validated(self) -> anyhow::Result<Valid> {
+        self.validate()?;
+        Ok(Valid(self))
     }
 
     /// Checks what types alone cannot.
@@ -580,6 +585,19 @@ fn describe(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Settings that passed [`Settings::validate`] (made by [`Settings::validated`] and
+/// [`Settings::load`] only): read like [`Settings`].
+#[derive(Debug, Clone)]
+pub struct Valid(Settings);
+
+impl std::ops::Deref for Valid {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.0
+    }
 }
 
 /// The language of a report (`report_lang`); `report::lang` holds its words and formats.

@@ -26,7 +26,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::aggregate::AggregatorSettings;
-use crate::config::{MAX_CAMPAIGNS, Settings};
+use crate::config::{MAX_CAMPAIGNS, Settings, Valid};
 use crate::durable::journal;
 use crate::durable::{DurableSettings, RecoveryReport};
 use crate::event::EventParser;
@@ -58,16 +58,15 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// suivi with its listeners bound, ready to run.
 #[derive(Debug)]
 pub struct App {
-    settings: Settings,
+    settings: Valid,
     registry: Registry,
     grpc: TcpListener,
     http: TcpListener,
     faults: Faults,
 }
 
-/// Validates `settings` and binds the gRPC and HTTP listeners (port 0 picks a free port).
-pub async fn bind(settings: Settings) -> anyhow::Result<App> {
-    settings.validate()?;
+/// Binds the gRPC and HTTP listeners of validated `settings` (port 0 picks a free port).
+pub async fn bind(settings: Valid) -> anyhow::Result<App> {
     let registry = Registry::load(settings.campaigns_path())?;
     // Every registered campaign, `direct`, `unregistered` and max_unregistered_campaigns
     // others must fit in the campaign slots, so that nothing valid is ever refused.

@@ -63,7 +63,9 @@ pub fn recover<S>(
             .collect(),
         ..RecoveryReport::default()
     };
-    for rejected in &rejected {
+    // The reasons, each the error and its causes, as every log line writes them (durable sits
+    // below telemetry, so the report's text is logged rather than `telemetry::chain`).
+    for (rejected, reason) in rejected.iter().zip(&report.checkpoints_rejected) {
         // Set aside, not deleted: an operator may want it, and it must no longer count as one of
         // the checkpoints kept (the journal it would let go of is still needed).
         let set_aside = rejected.path.with_extension("ckpt.corrupt");
@@ -72,7 +74,7 @@ pub fn recover<S>(
             checkpoint = %rejected.path.display(),
             set_aside = %set_aside.display(),
             renamed = renamed.is_ok(),
-            error = %crate::telemetry::chain(rejected.error.as_ref()),
+            error = %reason,
             "checkpoint unusable; falling back to an older one"
         );
     }

@@ -87,6 +87,7 @@ async fn spawn_app_in(data_dir: TempDir, tweak: impl FnOnce(&mut Settings)) -> T
 async fn start_app_in(data_dir: TempDir, tweak: impl FnOnce(&mut Settings)) -> (TestApp, Faults) {
     let mut settings = test_settings(data_dir.path());
     tweak(&mut settings);
+    let settings = settings.validated().expect("the test settings are valid");
     let app = suivi::app::bind(settings).await.expect("suivi binds");
     let faults = app.faults();
     let grpc_addr = app.grpc_addr();
