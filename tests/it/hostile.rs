@@ -3,11 +3,8 @@
 //! bounds allow, and older reflection clients. Each is refused early, with the client's error, a
 //! named limit and a metric, while normal requests still work.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prost::Message;
@@ -26,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    PATIENCE, PSEUDONYM_KEY, TestApp, assert_error, enrolments, json_batch, proto_batch, spawn_app,
+    PATIENCE, Suivi, TestApp, assert_error, enrolments, json_batch, proto_batch, spawn_app,
     spawn_app_with, stream_batch,
 };
 
@@ -262,68 +259,6 @@ async fn malformed_protobuf_is_invalid_argument_not_internal() {
     app.stop().await;
 }
 
-/// `suivi serve` on ports of 127.0.0.1 it picks itself, with its data under `dir`, once ready:
-/// the child, its gRPC and HTTP addresses (read from its JSON log), and its log.
-fn start_binary(
-    dir: &Path,
-    env: &[(&str, &str)],
-) -> (Child, SocketAddr, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_suivi"))
-        .arg("serve")
-        .env("SUIVI_GRPC_ADDR", "127.0.0.1:0")
-        .env("SUIVI_HTTP_ADDR", "127.0.0.1:0")
-        .env("SUIVI_DATA_DIR", dir.join("data"))
-        .env("SUIVI_SNAPSHOT_INTERVAL", "1h")
-        .env("SUIVI_PSEUDONYM_KEY", PSEUDONYM_KEY)
-        .env("SUIVI_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env_remove("SUIVI_CONFIG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the suivi binary runs");
-    let stderr = child.stderr.take().expect("suivi's stderr");
-    let log = Arc::new(Mutex::new(String::new()));
-    let (ready, addresses) = mpsc::channel();
-    let kept = log.clone();
-    // Reads the log to its end, so that suivi never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                && entry["fields"]["message"] == "suivi is ready"
-                && let (Some(grpc), Some(http)) = (
-                    entry["fields"]["grpc"].as_str(),
-                    entry["fields"]["http"].as_str(),
-                )
-            {
-                let _ = ready.send((grpc.to_owned(), http.to_owned()));
-            }
-            let mut kept = kept.lock().expect("the log lock");
-            kept.push_str(&line);
-            kept.push('\n');
-        }
-    });
-    match addresses.recv_timeout(Duration::from_secs(20)) {
-        Ok((grpc, http)) => (
-            child,
-            grpc.parse().expect("the log gives an address"),
-            http.parse().expect("the log gives an address"),
-            log,
-        ),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "suivi did not log that it is ready: {}",
-                log.lock().expect("the log lock")
-            );
-        }
-    }
-}
-
 /// The peak resident memory of process `pid` so far, in bytes (VmHWM).
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
@@ -349,8 +284,9 @@ async fn grpc_decoding_is_bounded_before_allocation() {
     const AT_ONCE: usize = 4;
     let dir = tempfile::tempdir().expect("a temporary dir");
     // The default limits: max_request_bytes 8 MiB, max_batch_events 10,000.
-    let (mut child, grpc_addr, _, log) = start_binary(dir.path(), &[]);
-    let before = peak_rss(child.id());
+    let suivi = Suivi::start(dir.path(), &[]);
+    let grpc_addr = suivi.grpc_addr;
+    let before = peak_rss(suivi.id());
 
     // 8 million empty events, 16 MB: over max_request_bytes, under tonic's own limit.
     let over_bytes = [0x0a_u8, 0x00].repeat(8_000_000);
@@ -379,20 +315,18 @@ async fn grpc_decoding_is_bounded_before_allocation() {
             assert!(status.message().contains(limit), "{status:?}");
         }
     }
-    let peak = peak_rss(child.id());
+    let peak = peak_rss(suivi.id());
     println!(
         "peak RSS {} MB, {} MB before",
         peak / 1_000_000,
         before / 1_000_000
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    let log = suivi.kill();
     assert!(
         peak < MAX_RSS,
-        "suivi peaked at {} MB (from {} MB) decoding refused requests: {}",
+        "suivi peaked at {} MB (from {} MB) decoding refused requests: {log}",
         peak / 1_000_000,
         before / 1_000_000,
-        log.lock().expect("the log lock")
     );
 }
 

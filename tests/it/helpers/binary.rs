@@ -102,6 +102,11 @@ impl Suivi {
     }
 
     /// Its log so far.
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("the log lock").clone()
     }
