@@ -355,7 +355,7 @@ fn ingest_once(
             tasks.spawn(async move {
                 let mut accepted = 0;
                 for batch in batches {
-                    let outcomes = ingest.submit(batch).await.expect("a batch is taken");
+                    let outcomes = ingest.submit(batch, None).await.expect("a batch is taken");
                     accepted += outcomes
                         .iter()
                         .filter(|outcome| **outcome == Applied::Accepted)

@@ -68,6 +68,11 @@ pub const DEFAULT_MAX_CONCURRENT_REPORTS: usize = 4;
 /// The default most ingest requests (gRPC calls and streams, HTTP posts) in flight at once.
 pub const DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS: usize = 64;
 
+/// The default events per second of a credential.
+pub const DEFAULT_CREDENTIAL_EVENTS_PER_SECOND: u32 = 5000;
+/// The default new unregistered campaigns a credential may open per day.
+pub const DEFAULT_CREDENTIAL_NEW_CAMPAIGNS_PER_DAY: u32 = 20;
+
 /// The most campaigns one instance can hold, registered, unregistered, `direct` and
 /// `unregistered` together (the aggregate numbers them in 16 bits).
 pub const MAX_CAMPAIGNS: usize = crate::aggregate::CAMPAIGN_SLOTS;
@@ -257,6 +262,28 @@ settings! {
     /// unset.
     pseudonym_key: Option<Secret> = None;
         flag String, value_name = "HEX"; unset "generated once and kept in the data dir";
+    /// The credentials file (made with `suivi credentials add`): every request but health,
+    /// readiness and gRPC reflection then needs a bearer token with the scopes for it. It is
+    /// read again when it changes and on SIGHUP. Unset: access is open (loopback only, unless
+    /// `allow_anonymous`).
+    credentials: Option<PathBuf> = None;
+        flag PathBuf, value_name = "FILE"; unset "open access";
+    /// Serve without credentials on an address other than loopback: anyone who reaches the
+    /// ports may then send events for any campaign and read every partner's figures.
+    allow_anonymous: bool = false;
+        flag bool, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL";
+    /// The bearer token `/metrics` requires (Prometheus's `authorization` credentials); open
+    /// when unset. A secret.
+    metrics_token: Option<Secret> = None;
+        flag String, value_name = "TOKEN"; unset "open";
+    /// Events per second each credential may send (a token bucket holding at least one batch),
+    /// unless its entry in the credentials file says otherwise; 0 for no limit.
+    credential_events_per_second: u32 = DEFAULT_CREDENTIAL_EVENTS_PER_SECOND;
+        flag u32, value_name = "N";
+    /// New unregistered campaigns each credential's events may open per day (UTC), unless its
+    /// entry says otherwise; events opening more are rejected with `campaign_quota_exceeded`.
+    credential_new_campaigns_per_day: u32 = DEFAULT_CREDENTIAL_NEW_CAMPAIGNS_PER_DAY;
+        flag u32, value_name = "N";
     /// When journal appends are forced to disk: `always` (before every acknowledgement) or
     /// `interval` (every `fsync_interval`; a crash may lose what was acknowledged meanwhile).
     fsync: Fsync = Fsync::Always;
@@ -383,6 +410,22 @@ impl Settings {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.time_zone()?;
+        if self.credentials.is_none() && !self.allow_anonymous {
+            for (name, address) in [("grpc_addr", self.grpc_addr), ("http_addr", self.http_addr)] {
+                if !address.ip().is_loopback() {
+                    bail!(
+                        "{name} {address} is not a loopback address, and no credentials file is set \
+                         (credentials, SUIVI_CREDENTIALS): anyone who reaches it could send events for \
+                         any campaign and read every partner's figures. Create credentials with \
+                         `suivi credentials add`, or set allow_anonymous (--allow-anonymous) to serve \
+                         open all the same"
+                    );
+                }
+            }
+        }
+        if let Some(path) = &self.credentials {
+            crate::auth::file::CredentialsFile::read(path, false).context("invalid credentials")?;
+        }
         if !(1..=MAX_CHAPTER_COUNT).contains(&self.chapter_count) {
             bail!(
                 "invalid chapter_count {}: a course has 1 to {MAX_CHAPTER_COUNT} chapters",

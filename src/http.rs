@@ -25,6 +25,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry may succeed, sent as `Retry-After`.
     pub retry_after: Option<u32>,
+    /// Whether to challenge the client for a bearer token (`WWW-Authenticate: Bearer`).
+    pub www_authenticate: bool,
 }
 
 #[derive(Serialize)]
@@ -40,6 +42,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            www_authenticate: false,
         }
     }
 }
@@ -55,6 +58,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.www_authenticate {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"suivi\""),
+            );
         }
         response
     }

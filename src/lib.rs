@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod day;
 pub mod durable;

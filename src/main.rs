@@ -1,5 +1,6 @@
 //! The `suivi` command: `serve` runs the service, `simulate` sends a simulated programme to it,
-//! `report` makes partners' reports from the downstream store.
+//! `report` makes partners' reports from the downstream store, `credentials` manages who may
+//! do what.
 //! It parses the command line, loads and validates settings, starts logging, and hands over to
 //! the library; it holds no logic of its own.
 
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use suivi::config::{Settings, SettingsFlags};
-use suivi::{app, report, shutdown, simulate, telemetry};
+use suivi::{app, auth, report, shutdown, simulate, telemetry};
 
 /// suivi counts, for each partner's tracking campaign of a national online course, how many
 /// people clicked, enrolled, started, completed each chapter and were certified, exactly and
@@ -33,6 +34,9 @@ enum Command {
     /// PostgreSQL when postgres_url is set), as printable HTML with charts, CSV or JSON, in French
     /// or English. Needs no running suivi.
     Report(Box<report::ReportArgs>),
+    /// Manage the credentials file: add a credential (printing its token once), list them,
+    /// revoke one. A running suivi reads the file again within a second.
+    Credentials(auth::cli::CredentialsArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
             telemetry::init_logging(suivi::config::LogFormat::Text);
             runtime.block_on(simulate::run(args))
         }
+        Command::Credentials(args) => auth::cli::run(args, &mut std::io::stdout()),
         Command::Report(args) => {
             telemetry::init_logging(suivi::config::LogFormat::Text);
             runtime.block_on(report::run(*args))

@@ -26,7 +26,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::aggregate::AggregatorSettings;
-use crate::config::{MAX_CAMPAIGNS, Settings, Valid};
+use crate::auth::{Gate, QuotaDefaults};
+use crate::config::{MAX_CAMPAIGNS, Secret, Settings, Valid};
 use crate::durable::journal;
 use crate::durable::{DurableSettings, RecoveryReport};
 use crate::event::EventParser;
@@ -147,13 +148,17 @@ impl App {
             queue: queue.clone(),
             parser: EventParser::new(settings.chapter_count, key),
             max_batch_events: settings.max_batch_events,
+            figures: figures.clone(),
         });
+        let gate = Arc::new(gate(&settings)?);
 
         let stop_serving = CancellationToken::new();
         let stop_snapshots = CancellationToken::new();
         let servers = TaskTracker::new();
 
+        gate.clone().watch(stop_snapshots.clone())?;
         let serving = serve::Serving {
+            gate,
             intake: intake.clone(),
             figures: figures.clone(),
             readiness: readiness.clone(),
@@ -304,6 +309,35 @@ impl App {
         .await?;
         tracing::info!("suivi stopped");
         Ok(())
+    }
+}
+
+/// The gate of `settings`: the credentials file's, or open (and said so).
+fn gate(settings: &Settings) -> anyhow::Result<Gate> {
+    let metrics_token = settings.metrics_token.as_ref().map(Secret::expose);
+    match &settings.credentials {
+        Some(path) => {
+            let gate = Gate::load(
+                path,
+                QuotaDefaults {
+                    events_per_second: settings.credential_events_per_second,
+                    new_campaigns_per_day: settings.credential_new_campaigns_per_day,
+                    max_batch_events: settings.max_batch_events,
+                },
+                metrics_token,
+            )?;
+            tracing::info!(file = %path.display(), "access needs a credential (bearer token)");
+            Ok(gate)
+        }
+        None => {
+            tracing::warn!(
+                grpc = %settings.grpc_addr,
+                http = %settings.http_addr,
+                "access is open: no credentials file is set (credentials, SUIVI_CREDENTIALS), so \
+                 anyone who reaches these addresses may send events and read every figure"
+            );
+            Ok(Gate::open(metrics_token))
+        }
     }
 }
 

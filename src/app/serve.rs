@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{self, Gate};
 use crate::config::Settings;
 use crate::figures::Figures;
 use crate::http::Bound;
@@ -28,6 +29,8 @@ use crate::{ingest, query, report};
 
 /// What the servers serve, and what stops them.
 pub(super) struct Serving {
+    /// Lets requests in by their credential.
+    pub gate: Arc<Gate>,
     pub intake: Arc<Intake>,
     pub figures: Arc<Figures>,
     pub readiness: Arc<Readiness>,
@@ -66,15 +69,17 @@ impl Serving {
         let ingest_service = ingest::grpc::IngestServer::new(
             ingest::grpc::IngestApi::new(self.intake.clone(), settings.max_request_bytes),
             self.ingest_bound.clone(),
+            self.gate.clone(),
         );
         let query_readiness = self.readiness.clone();
+        let query_gate = self.gate.clone();
         let counter_service = CounterServiceServer::with_interceptor(
             query::grpc::CounterApi::new(
                 self.figures.clone(),
                 settings.watch_interval,
                 self.stop.clone(),
             ),
-            move |request| query::grpc::require_ready(&query_readiness, request),
+            move |request| query::grpc::admit(&query_gate, &query_readiness, request),
         );
         let incoming = listener::accept(
             listener,
@@ -112,18 +117,20 @@ impl Serving {
         reports: Arc<Store>,
         time_zone: Tz,
     ) {
+        let query_state = QueryState {
+            figures: self.figures.clone(),
+            metrics,
+            readiness: self.readiness.clone(),
+            max_campaign_metrics: settings.max_campaign_metrics,
+            sinks,
+        };
+        // Layers run outside in: a request is let in by its credential before it takes a place.
         let router = ingest::http::routes(self.intake.clone(), settings.max_request_bytes)
             .route_layer(axum::middleware::from_fn_with_state(
                 self.ingest_bound.clone(),
                 crate::http::shed,
             ))
-            .merge(query::http::routes(QueryState {
-                figures: self.figures.clone(),
-                metrics,
-                readiness: self.readiness.clone(),
-                max_campaign_metrics: settings.max_campaign_metrics,
-                sinks,
-            }))
+            .merge(query::http::routes(query_state.clone()))
             .merge(
                 report::http::routes(ReportState {
                     store: reports,
@@ -133,7 +140,15 @@ impl Serving {
                     Bound::new("max_concurrent_reports", settings.max_concurrent_reports),
                     crate::http::shed,
                 )),
-            );
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.gate.clone(),
+                auth::http::authenticate,
+            ))
+            .merge(query::http::operational_routes(
+                query_state,
+                self.gate.clone(),
+            ));
         let connections = listener::accept(
             listener,
             Listener::Http,

@@ -141,11 +141,22 @@ pub enum RejectReason {
     ChapterOutOfRange { chapter: i64, chapter_count: u8 },
     #[error("event is not a valid JSON event object: {0}")]
     InvalidEvent(String),
+    #[error("credential {credential:?} may not send events of source {name:?}")]
+    SourceNotAllowed { name: String, credential: String },
+    #[error("credential {credential:?} may not send events of campaign {campaign:?}")]
+    CampaignNotAllowed {
+        campaign: String,
+        credential: String,
+    },
+    #[error(
+        "campaign {campaign:?} is not registered, and this credential already opened its {limit} new campaigns of the day: register the campaign, or use an existing one"
+    )]
+    CampaignQuotaExceeded { campaign: String, limit: u32 },
 }
 
 impl RejectReason {
     /// Every code a rejection can carry, for documentation and metric pre-registration.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 17] = [
         "missing_event_id",
         "field_too_long",
         "invalid_kind",
@@ -160,6 +171,9 @@ impl RejectReason {
         "missing_chapter",
         "chapter_out_of_range",
         "invalid_event",
+        "source_not_allowed",
+        "campaign_not_allowed",
+        "campaign_quota_exceeded",
     ];
 
     /// The stable machine code of this reason.
@@ -181,6 +195,9 @@ impl RejectReason {
             RejectReason::MissingChapter(_) => "missing_chapter",
             RejectReason::ChapterOutOfRange { .. } => "chapter_out_of_range",
             RejectReason::InvalidEvent(_) => "invalid_event",
+            RejectReason::SourceNotAllowed { .. } => "source_not_allowed",
+            RejectReason::CampaignNotAllowed { .. } => "campaign_not_allowed",
+            RejectReason::CampaignQuotaExceeded { .. } => "campaign_quota_exceeded",
         }
     }
 }
@@ -502,6 +519,12 @@ fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), Rejec
         });
     }
     Ok(())
+}
+
+/// The source name a platform's `source` text stands for: trimmed and lower-case, as events
+/// are identified and credentials limited by it.
+pub fn source_name(text: &str) -> String {
+    normalise(text).into_owned()
 }
 
 /// The campaign id a tracking link's campaign text stands for: trimmed, lower-case, and

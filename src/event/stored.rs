@@ -44,6 +44,8 @@ impl From<&Event> for StoredEvent {
             chapter,
             // Set by the writer for an event read from Kafka.
             source: 0,
+            // Set by the writer for an event sent with a credential.
+            sender: 0,
         }
     }
 }

@@ -22,6 +22,7 @@ use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstEncoder;
 
+use crate::auth::{self, Caller, Gate};
 use crate::event::RawEvent;
 use crate::http::Bound;
 use crate::ingest::{BatchRefusal, BatchResult, Intake};
@@ -59,14 +60,19 @@ impl IngestApi {
         }
     }
 
-    async fn answer(&self, events: &[proto::LearnerEvent]) -> Result<BatchResult, Status> {
+    async fn answer(
+        &self,
+        caller: &Caller,
+        events: &[proto::LearnerEvent],
+    ) -> Result<BatchResult, Status> {
         // The decoder already refused more bytes or events than allowed; this is cheap.
         self.intake
-            .check_size(Transport::Grpc, events.len())
+            .check_batch(Transport::Grpc, caller, events.len())
             .map_err(status)?;
         self.intake
             .ingest_batch(
                 Transport::Grpc,
+                caller,
                 events.iter().map(|event| Ok(RawEvent::from(event))),
             )
             .await
@@ -83,8 +89,9 @@ impl IngestService for IngestApi {
         &self,
         request: Request<proto::IngestRequest>,
     ) -> Result<Response<proto::IngestResponse>, Status> {
+        let caller = auth::grpc::caller(&request)?;
         let request = request.into_inner();
-        let result = self.answer(&request.events).await?;
+        let result = self.answer(&caller, &request.events).await?;
         Ok(Response::new(proto::IngestResponse {
             accepted: result.accepted,
             duplicates: result.duplicates,
@@ -99,13 +106,15 @@ impl IngestService for IngestApi {
         request: Request<Streaming<proto::IngestStreamRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
         let api = self.clone();
+        let caller = auth::grpc::caller(&request)?;
         let requests = request.into_inner();
         // One request at a time, so answers come in request order; a stream error ends the stream.
         let responses = requests.then(move |request| {
             let api = api.clone();
+            let caller = caller.clone();
             async move {
                 let request = request?;
-                let result = api.answer(&request.events).await?;
+                let result = api.answer(&caller, &request.events).await?;
                 Ok(proto::IngestStreamResponse {
                     accepted: result.accepted,
                     duplicates: result.duplicates,
@@ -133,6 +142,16 @@ fn status(refusal: BatchRefusal) -> Status {
     let message = refusal.to_string();
     match refusal {
         BatchRefusal::TooManyEvents { .. } => Status::invalid_argument(message),
+        BatchRefusal::RateLimited(limited) => {
+            let mut status = Status::resource_exhausted(message);
+            // The wait, for clients that look (grpc-retry-pushback-ms, as gRPC's retry policy reads).
+            if let Ok(value) = limited.retry_after.as_millis().to_string().parse() {
+                status
+                    .metadata_mut()
+                    .insert("grpc-retry-pushback-ms", value);
+            }
+            status
+        }
         BatchRefusal::Pipeline(Refusal::Overloaded(_) | Refusal::ShuttingDown) => {
             Status::unavailable(message)
         }
@@ -155,18 +174,21 @@ struct Limits {
 /// `IngestServiceServer`, whose prost codec builds every event of a message before anything can
 /// be checked. The same routes, decoded by [`BoundedDecoder`], each call or stream holding a place
 /// under `max_concurrent_ingest_requests` (shared with HTTP) from before its body is read to its
-/// end; without a place it is answered UNAVAILABLE at once.
+/// end; without a place it is answered UNAVAILABLE at once. A call is let in by its credential
+/// (`events:write`) before it takes a place.
 #[derive(Debug, Clone)]
 pub struct IngestServer {
     api: Arc<IngestApi>,
     bound: Bound,
+    gate: Arc<Gate>,
 }
 
 impl IngestServer {
-    pub fn new(api: IngestApi, bound: Bound) -> IngestServer {
+    pub fn new(api: IngestApi, bound: Bound, gate: Arc<Gate>) -> IngestServer {
         IngestServer {
             api: Arc::new(api),
             bound,
+            gate,
         }
     }
 
@@ -205,7 +227,24 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // Who sends, before anything else of the request is read.
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        let caller = match self.gate.authenticate(authorization) {
+            Ok(caller) => caller,
+            Err(failure) => {
+                let refusal = auth::grpc::unauthenticated(failure);
+                return Box::pin(async move { Ok(refusal.into_http()) });
+            }
+        };
+        if let Err(denied) = caller.require_write() {
+            let refusal = auth::grpc::denied(denied);
+            return Box::pin(async move { Ok(refusal.into_http()) });
+        }
+        request.extensions_mut().insert(caller);
         let path = request.uri().path();
         let known = matches!(
             path,

@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::auth::Caller;
+use crate::auth::quota::retry_after_seconds;
 use crate::event::JsonEvent;
 use crate::http::ApiError;
 use crate::ingest::{BatchRefusal, BatchResult, Intake};
@@ -46,9 +48,11 @@ struct Wrapped<'a> {
 
 async fn post_events(
     State(state): State<IngestState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResult>, ApiError> {
+    caller.require_write().map_err(crate::auth::http::denied)?;
     if !is_json(&headers) {
         telemetry::record_refused(Transport::Http, "unsupported_media_type", 0);
         return Err(ApiError::new(
@@ -75,7 +79,7 @@ async fn post_events(
     let elements = decode_elements(&body)?;
     state
         .intake
-        .check_size(Transport::Http, elements.len())
+        .check_batch(Transport::Http, &caller, elements.len())
         .map_err(api_error)?;
     let events: Vec<_> = elements
         .iter()
@@ -86,7 +90,7 @@ async fn post_events(
         .map(|event| event.as_ref().map(JsonEvent::raw).map_err(Clone::clone));
     state
         .intake
-        .ingest_batch(Transport::Http, raw_events)
+        .ingest_batch(Transport::Http, &caller, raw_events)
         .await
         .map(Json)
         .map_err(api_error)
@@ -127,6 +131,10 @@ fn api_error(refusal: BatchRefusal) -> ApiError {
         BatchRefusal::TooManyEvents { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message)
         }
+        BatchRefusal::RateLimited(limited) => ApiError {
+            retry_after: Some(retry_after_seconds(limited.retry_after)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        },
         BatchRefusal::Pipeline(Refusal::Overloaded(_)) => ApiError {
             retry_after: Some(1),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)

@@ -6,13 +6,17 @@
 pub mod grpc;
 pub mod http;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use serde::Serialize;
 
 use crate::aggregate::Applied;
-use crate::event::{EventParser, RawEvent, RejectReason};
+use crate::auth::Caller;
+use crate::auth::quota::RateLimited;
+use crate::event::{EventParser, RawEvent, RejectReason, source_name};
+use crate::figures::Figures;
 use crate::pipeline::{Queue, Refusal};
 use crate::telemetry::{self, BatchTally, Transport};
 
@@ -41,6 +45,8 @@ pub enum BatchRefusal {
     )]
     TooManyEvents { count: usize, limit: usize },
     #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error(transparent)]
     Pipeline(#[from] Refusal),
 }
 
@@ -49,38 +55,55 @@ impl BatchRefusal {
     pub fn reason(&self) -> &'static str {
         match self {
             BatchRefusal::TooManyEvents { .. } => "batch_too_large",
+            BatchRefusal::RateLimited(_) => "rate_limited",
             BatchRefusal::Pipeline(refusal) => refusal.reason(),
         }
     }
 }
 
-/// What the edges share: the pipeline, the parser and the batch limit.
+/// What the edges share: the pipeline, the parser, the batch limit, and the figures that say
+/// which campaigns already exist (for the credentials' new-campaign quota).
 #[derive(Debug)]
 pub struct Intake {
     pub queue: Queue,
     pub parser: EventParser,
     pub max_batch_events: usize,
+    pub figures: Arc<Figures>,
 }
 
 impl Intake {
-    /// Refuses a batch of `count` events when it is over the limit, before any work on it.
-    pub fn check_size(&self, transport: Transport, count: usize) -> Result<(), BatchRefusal> {
-        if count > self.max_batch_events {
-            let refusal = BatchRefusal::TooManyEvents {
+    /// Refuses a batch of `count` events sent by `caller` when it is over the batch limit or the
+    /// caller's rate, before any work on it.
+    pub fn check_batch(
+        &self,
+        transport: Transport,
+        caller: &Caller,
+        count: usize,
+    ) -> Result<(), BatchRefusal> {
+        let refusal = if count > self.max_batch_events {
+            BatchRefusal::TooManyEvents {
                 count,
                 limit: self.max_batch_events,
-            };
-            telemetry::record_refused(transport, refusal.reason(), count);
-            return Err(refusal);
-        }
-        Ok(())
+            }
+        } else {
+            match caller.take_events(count) {
+                Ok(()) => return Ok(()),
+                Err(limited) => {
+                    telemetry::record_credential_events(caller.id(), "rate_limited", count as u64);
+                    BatchRefusal::RateLimited(limited)
+                }
+            }
+        };
+        telemetry::record_refused(transport, refusal.reason(), count);
+        Err(refusal)
     }
 
-    /// Parses, submits and answers one batch; each item is an event as it arrived, or the reason
-    /// it could not even be read as one.
+    /// Parses, checks against `caller`'s grants, submits and answers one batch; each item is an
+    /// event as it arrived, or the reason it could not even be read as one.
     pub async fn ingest_batch<'a>(
         &self,
         transport: Transport,
+        caller: &Caller,
         raw_events: impl IntoIterator<Item = Result<RawEvent<'a>, RejectReason>>,
     ) -> Result<BatchResult, BatchRefusal> {
         let started = Instant::now();
@@ -90,12 +113,12 @@ impl Intake {
         let mut received = 0usize;
         for (index, raw) in raw_events.into_iter().enumerate() {
             received += 1;
-            match raw.and_then(|raw| self.parser.parse(&raw, now)) {
+            match raw.and_then(|raw| self.admit(caller, &raw, now)) {
                 Ok(event) => events.push(event),
                 Err(reason) => rejected.push((index, reason)),
             }
         }
-        let outcomes = match self.queue.submit(events).await {
+        let outcomes = match self.queue.submit(events, Some(caller.id().clone())).await {
             Ok(outcomes) => outcomes,
             Err(refusal) => {
                 let refusal = BatchRefusal::from(refusal);
@@ -120,6 +143,9 @@ impl Intake {
         let reasons: Vec<RejectReason> =
             rejected.iter().map(|(_, reason)| reason.clone()).collect();
         telemetry::record_batch(transport, tally, &reasons, started.elapsed());
+        telemetry::record_credential_events(caller.id(), "accepted", tally.accepted);
+        telemetry::record_credential_events(caller.id(), "duplicate", tally.duplicates);
+        telemetry::record_credential_events(caller.id(), "rejected", reasons.len() as u64);
         Ok(BatchResult {
             // Batches are limited to far fewer than 2^32 events.
             accepted: u32::try_from(tally.accepted).unwrap_or(u32::MAX),
@@ -133,5 +159,23 @@ impl Intake {
                 })
                 .collect(),
         })
+    }
+
+    /// Parses one event and checks it against the caller's grants and new-campaign quota.
+    fn admit(
+        &self,
+        caller: &Caller,
+        raw: &RawEvent<'_>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<crate::event::Event, RejectReason> {
+        let event = self.parser.parse(raw, now)?;
+        let names_campaign = !raw.campaign.trim().is_empty();
+        caller.check_event(&source_name(raw.source), &event.campaign, names_campaign)?;
+        // A campaign neither registered nor seen is opened by this event: a credential opens
+        // only so many a day.
+        if names_campaign && self.figures.campaign_version(&event.campaign).is_none() {
+            caller.open_campaign(&event.campaign, now.date_naive())?;
+        }
+        Ok(event)
     }
 }

@@ -158,19 +158,26 @@ enum Message {
 struct Submission {
     events: Vec<Event>,
     kafka: Option<KafkaBatch>,
+    /// The credential that sent the events over gRPC or HTTP, journaled with them.
+    sender: Option<Arc<str>>,
     reply: oneshot::Sender<Result<Outcomes, Refusal>>,
     /// Room in the queue, given back once the submission is answered.
     _room: OwnedSemaphorePermit,
 }
 
 impl Queue {
-    /// Submits `events` and waits until each is durable, applied and published.
-    pub async fn submit(&self, events: Vec<Event>) -> Result<Outcomes, Refusal> {
+    /// Submits `events`, sent by the credential `sender`, and waits until each is durable,
+    /// applied and published.
+    pub async fn submit(
+        &self,
+        events: Vec<Event>,
+        sender: Option<Arc<str>>,
+    ) -> Result<Outcomes, Refusal> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let room = self.room(events.len(), self.queue_timeout).await?;
-        let answer = self.send(events, None, room).await?;
+        let answer = self.send(events, None, sender, room).await?;
         answer.await.map_err(|_dropped| Refusal::ShuttingDown)?
     }
 
@@ -186,7 +193,8 @@ impl Queue {
     ) -> Result<Answer, Refusal> {
         runtime.block_on(async {
             let room = self.room(events.len().max(1), wait).await?;
-            self.send(std::mem::take(events), Some(batch), room).await
+            self.send(std::mem::take(events), Some(batch), None, room)
+                .await
         })
     }
 
@@ -264,12 +272,14 @@ impl Queue {
         &self,
         events: Vec<Event>,
         kafka: Option<KafkaBatch>,
+        sender: Option<Arc<str>>,
         room: OwnedSemaphorePermit,
     ) -> Result<Answer, Refusal> {
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             events,
             kafka,
+            sender,
             reply,
             _room: room,
         };

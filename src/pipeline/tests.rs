@@ -124,7 +124,7 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
 
     let first = enrolments(0..20);
     assert_eq!(
-        ingest.submit(first.clone()).await,
+        ingest.submit(first.clone(), None).await,
         Ok(vec![Applied::Accepted; 20])
     );
     let before = published(&figures);
@@ -135,7 +135,10 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
     // Large enough that its record cannot fit in the slack of the journal's last page.
     let second = enrolments(20..220);
     for _ in 0..2 {
-        assert_eq!(ingest.submit(second.clone()).await, Err(Refusal::DiskFull));
+        assert_eq!(
+            ingest.submit(second.clone(), None).await,
+            Err(Refusal::DiskFull)
+        );
         assert_eq!(
             published(&figures),
             before,
@@ -147,12 +150,12 @@ async fn a_full_disk_refuses_submissions_whole_and_ingestion_resumes_once_space_
     std::fs::remove_file(&filler).expect("the filler removes");
     // Accepted, not duplicates: nothing of the refused submissions was remembered either.
     assert_eq!(
-        ingest.submit(second.clone()).await,
+        ingest.submit(second.clone(), None).await,
         Ok(vec![Applied::Accepted; 200])
     );
     assert_eq!(published(&figures).enrolled, 220);
     assert_eq!(
-        ingest.submit(first.clone()).await,
+        ingest.submit(first.clone(), None).await,
         Ok(vec![Applied::Duplicate { conflict: false }; 20])
     );
 
@@ -190,7 +193,11 @@ async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recover
     let submissions: Vec<_> = (0..16)
         .map(|part| {
             let ingest = ingest.clone();
-            tokio::spawn(async move { ingest.submit(enrolments(part * 30..part * 30 + 30)).await })
+            tokio::spawn(async move {
+                ingest
+                    .submit(enrolments(part * 30..part * 30 + 30), None)
+                    .await
+            })
         })
         .collect();
     writer
@@ -207,7 +214,7 @@ async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recover
     assert_eq!(published(&figures).enrolled, 480);
     // A submission over the limit on its own is refused whole, and nothing of it counts.
     assert_eq!(
-        ingest.submit(enrolments(1000..1100)).await,
+        ingest.submit(enrolments(1000..1100), None).await,
         Err(Refusal::StorageUnwritable)
     );
     assert_eq!(published(&figures).enrolled, 480);

@@ -454,10 +454,28 @@ fn journal_record(
             }
         }
     }
+    // Each sender once, in the order first met; an event names its sender by index plus one.
+    let mut senders: Vec<String> = Vec::new();
+    let sender_of: Vec<u32> = group
+        .iter()
+        .map(|submission| {
+            submission.sender.as_deref().map_or(0, |sender| {
+                let index = senders
+                    .iter()
+                    .position(|known| known == sender)
+                    .unwrap_or_else(|| {
+                        senders.push(sender.to_owned());
+                        senders.len() - 1
+                    });
+                u32::try_from(index + 1).unwrap_or(u32::MAX)
+            })
+        })
+        .collect();
     let events: Vec<StoredEvent> = admitted
         .iter()
         .map(|(submission, event, source)| StoredEvent {
             source: *source,
+            sender: sender_of[*submission],
             ..StoredEvent::from(&group[*submission].events[*event])
         })
         .collect();
@@ -471,6 +489,7 @@ fn journal_record(
         events,
         positions,
         released: Vec::new(),
+        senders,
     };
     (record, admitted)
 }

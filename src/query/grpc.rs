@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Caller, Gate, PermissionDenied, Read};
 use crate::event::{TOTALS_CAMPAIGN, campaign_id};
 use crate::figures::{CampaignCounters, DayCounters, Figures};
 use crate::proto;
@@ -56,12 +57,12 @@ impl CounterService for CounterApi {
         request: Request<proto::GetCampaignRequest>,
     ) -> Result<Response<proto::GetCampaignResponse>, Status> {
         let started = Instant::now();
+        let caller = reader(&request)?;
         let campaign = campaign_id(&request.into_inner().campaign);
-        let counters = self.figures.campaign(&campaign).ok_or_else(|| {
-            Status::not_found(format!(
-                "campaign {campaign:?} is neither registered nor seen"
-            ))
-        })?;
+        let counters = Some(&campaign)
+            .filter(|campaign| caller.may_read(Read::Figures, campaign))
+            .and_then(|campaign| self.figures.campaign(campaign))
+            .ok_or_else(|| not_found(&campaign))?;
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::GetCampaignResponse {
             counters: Some(message(counters)),
@@ -70,19 +71,28 @@ impl CounterService for CounterApi {
 
     async fn list_campaigns(
         &self,
-        _request: Request<proto::ListCampaignsRequest>,
+        request: Request<proto::ListCampaignsRequest>,
     ) -> Result<Response<proto::ListCampaignsResponse>, Status> {
         let started = Instant::now();
-        let campaigns = self.figures.campaigns().into_iter().map(message).collect();
+        let caller = reader(&request)?;
+        let campaigns = self
+            .figures
+            .campaigns()
+            .into_iter()
+            .filter(|counters| caller.may_read(Read::Figures, &counters.campaign))
+            .map(message)
+            .collect();
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::ListCampaignsResponse { campaigns }))
     }
 
     async fn get_totals(
         &self,
-        _request: Request<proto::GetTotalsRequest>,
+        request: Request<proto::GetTotalsRequest>,
     ) -> Result<Response<proto::GetTotalsResponse>, Status> {
         let started = Instant::now();
+        let caller = reader(&request)?;
+        require_totals(&caller)?;
         let totals = message(self.figures.totals());
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::GetTotalsResponse {
@@ -95,17 +105,20 @@ impl CounterService for CounterApi {
         request: Request<proto::GetTimelineRequest>,
     ) -> Result<Response<proto::GetTimelineResponse>, Status> {
         let started = Instant::now();
+        let caller = reader(&request)?;
         let request = request.into_inner();
         let from = day_bound(Some(&request.from_day))
             .map_err(|error| Status::invalid_argument(format!("from_day: {error}")))?;
         let to = day_bound(Some(&request.to_day))
             .map_err(|error| Status::invalid_argument(format!("to_day: {error}")))?;
         let campaign = timeline_campaign(&request.campaign);
-        let days = self.figures.timeline(&campaign, from, to).ok_or_else(|| {
-            Status::not_found(format!(
-                "campaign {campaign:?} is neither registered nor seen"
-            ))
-        })?;
+        if campaign == TOTALS_CAMPAIGN {
+            require_totals(&caller)?;
+        }
+        let days = Some(&campaign)
+            .filter(|campaign| caller.may_read(Read::Figures, campaign))
+            .and_then(|campaign| self.figures.timeline(campaign, from, to))
+            .ok_or_else(|| not_found(&campaign))?;
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::GetTimelineResponse {
             days: days.into_iter().map(day_message).collect(),
@@ -118,6 +131,7 @@ impl CounterService for CounterApi {
         &self,
         request: Request<proto::WatchCampaignsRequest>,
     ) -> Result<Response<Self::WatchCampaignsStream>, Status> {
+        let caller = reader(&request)?;
         let wanted: Vec<String> = request
             .into_inner()
             .campaigns
@@ -125,15 +139,22 @@ impl CounterService for CounterApi {
             .map(|campaign| timeline_campaign(campaign))
             .collect();
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(watch(self.clone(), wanted, sender));
+        tokio::spawn(watch(self.clone(), caller, wanted, sender));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
 
-/// Lets queries through once the state is recovered; until then answers UNAVAILABLE rather
-/// than figures still being rebuilt.
+/// Lets queries through once the caller is let in by its credential (kept in the request for
+/// the method) and the state is recovered; until then answers UNAVAILABLE rather than figures
+/// still being rebuilt.
 #[allow(clippy::result_large_err)] // tonic's interceptor signature.
-pub fn require_ready<T>(readiness: &Readiness, request: Request<T>) -> Result<Request<T>, Status> {
+pub fn admit<T>(
+    gate: &Gate,
+    readiness: &Readiness,
+    mut request: Request<T>,
+) -> Result<Request<T>, Status> {
+    let caller = auth::grpc::authenticate(gate, request.metadata())?;
+    request.extensions_mut().insert(caller);
     match readiness.get() {
         State::Ready => Ok(request),
         life => Err(Status::unavailable(format!(
@@ -147,6 +168,7 @@ pub fn require_ready<T>(readiness: &Readiness, request: Request<T>) -> Result<Re
 /// `watch_interval`; ends when the client goes away or suivi shuts down.
 async fn watch(
     api: CounterApi,
+    caller: Caller,
     wanted: Vec<String>,
     sender: mpsc::Sender<Result<proto::WatchCampaignsResponse, Status>>,
 ) {
@@ -158,7 +180,11 @@ async fn watch(
         } else {
             wanted.clone()
         };
+        // A campaign out of the caller's reach is watched as one that does not exist: never sent.
         for campaign in campaigns {
+            if !caller.may_read(Read::Figures, &campaign) {
+                continue;
+            }
             let Some(version) = api.figures.campaign_version(&campaign) else {
                 continue;
             };
@@ -191,6 +217,35 @@ async fn watch(
             () = tokio::time::sleep(api.watch_interval) => {}
         }
     }
+}
+
+/// The caller of a query, which needs `figures:read`.
+#[allow(clippy::result_large_err)] // tonic's Status.
+fn reader<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let caller = auth::grpc::caller(request)?;
+    caller
+        .require_read(Read::Figures)
+        .map_err(auth::grpc::denied)?;
+    Ok(caller)
+}
+
+/// The programme totals need `figures:read` with the totals.
+#[allow(clippy::result_large_err)] // tonic's Status.
+fn require_totals(caller: &Caller) -> Result<(), Status> {
+    if caller.may_read_totals(Read::Figures) {
+        return Ok(());
+    }
+    telemetry::record_auth_failure("permission_denied");
+    Err(auth::grpc::denied(PermissionDenied {
+        credential: caller.id().to_string(),
+        scope: "figures:read of the programme totals",
+    }))
+}
+
+fn not_found(campaign: &str) -> Status {
+    Status::not_found(format!(
+        "campaign {campaign:?} is neither registered nor seen"
+    ))
 }
 
 /// Campaign ids as queries name them; `*` names the totals.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::auth::http::denied;
+use crate::auth::{Caller, Gate, PermissionDenied, Read};
 use crate::event::{TOTALS_CAMPAIGN, campaign_id};
 use crate::figures::{CampaignCounters, DayCounters, Figures};
 use crate::http::ApiError;
@@ -34,8 +36,10 @@ pub struct QueryState {
     pub max_campaign_metrics: usize,
 }
 
-/// The query and operational routes. Queries answer 503 until the state is recovered, rather
-/// than figures that are still being rebuilt.
+/// The query routes, for callers let in by `auth::http::authenticate`: each answers only what
+/// the caller's `figures:read` grant reaches, and a campaign out of its reach as one that does
+/// not exist. Queries answer 503 until the state is recovered, rather than figures that are
+/// still being rebuilt.
 pub fn routes(state: QueryState) -> Router {
     Router::new()
         .route("/v1/campaigns", get(list_campaigns))
@@ -44,7 +48,17 @@ pub fn routes(state: QueryState) -> Router {
         .route("/v1/totals", get(get_totals))
         .route("/v1/totals/timeline", get(totals_timeline))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
+        .with_state(state)
+}
+
+/// `/metrics` (guarded by `metrics_token` when set), `/healthz` and `/readyz`.
+pub fn operational_routes(state: QueryState, gate: Arc<Gate>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            gate,
+            crate::auth::http::require_metrics_token,
+        ))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -84,47 +98,80 @@ struct DayRange {
     to: Option<String>,
 }
 
-async fn list_campaigns(State(state): State<QueryState>) -> Json<CampaignList> {
+async fn list_campaigns(
+    State(state): State<QueryState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<CampaignList>, ApiError> {
     let started = Instant::now();
-    let campaigns = state.figures.campaigns();
+    caller.require_read(Read::Figures).map_err(denied)?;
+    let mut campaigns = state.figures.campaigns();
+    campaigns.retain(|counters| caller.may_read(Read::Figures, &counters.campaign));
     telemetry::record_query(Transport::Http, started.elapsed());
-    Json(CampaignList { campaigns })
+    Ok(Json(CampaignList { campaigns }))
 }
 
 async fn get_campaign(
     State(state): State<QueryState>,
+    Extension(caller): Extension<Caller>,
     Path(campaign): Path<String>,
 ) -> Result<Json<CampaignCounters>, ApiError> {
     let started = Instant::now();
+    caller.require_read(Read::Figures).map_err(denied)?;
     let campaign = campaign_id(&campaign);
-    let counters = state
-        .figures
-        .campaign(&campaign)
+    let counters = Some(&campaign)
+        .filter(|campaign| caller.may_read(Read::Figures, campaign))
+        .and_then(|campaign| state.figures.campaign(campaign))
         .ok_or_else(|| not_found(&campaign))?;
     telemetry::record_query(Transport::Http, started.elapsed());
     Ok(Json(counters))
 }
 
-async fn get_totals(State(state): State<QueryState>) -> Json<CampaignCounters> {
+async fn get_totals(
+    State(state): State<QueryState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<CampaignCounters>, ApiError> {
     let started = Instant::now();
+    require_totals(&caller)?;
     let totals = state.figures.totals();
     telemetry::record_query(Transport::Http, started.elapsed());
-    Json(totals)
+    Ok(Json(totals))
 }
 
 async fn campaign_timeline(
     State(state): State<QueryState>,
+    Extension(caller): Extension<Caller>,
     Path(campaign): Path<String>,
     Query(range): Query<DayRange>,
 ) -> Result<Json<Timeline>, ApiError> {
-    timeline(&state, &campaign_id(&campaign), &range)
+    caller.require_read(Read::Figures).map_err(denied)?;
+    let campaign = campaign_id(&campaign);
+    if !caller.may_read(Read::Figures, &campaign) {
+        return Err(not_found(&campaign));
+    }
+    timeline(&state, &campaign, &range)
 }
 
 async fn totals_timeline(
     State(state): State<QueryState>,
+    Extension(caller): Extension<Caller>,
     Query(range): Query<DayRange>,
 ) -> Result<Json<Timeline>, ApiError> {
+    require_totals(&caller)?;
     timeline(&state, TOTALS_CAMPAIGN, &range)
+}
+
+/// The programme totals need `figures:read` with the totals.
+fn require_totals(caller: &Caller) -> Result<(), ApiError> {
+    caller.require_read(Read::Figures).map_err(denied)?;
+    if caller.may_read_totals(Read::Figures) {
+        Ok(())
+    } else {
+        telemetry::record_auth_failure("permission_denied");
+        Err(denied(PermissionDenied {
+            credential: caller.id().to_string(),
+            scope: "figures:read of the programme totals",
+        }))
+    }
 }
 
 fn timeline(
@@ -218,7 +265,14 @@ mod tests {
             .await
             .expect("a free port");
         let address = listener.local_addr().expect("a bound address");
-        let server = tokio::spawn(axum::serve(listener, routes(state)).into_future());
+        let gate = Arc::new(crate::auth::Gate::open(None));
+        let app = routes(state.clone())
+            .route_layer(axum::middleware::from_fn_with_state(
+                gate.clone(),
+                crate::auth::http::authenticate,
+            ))
+            .merge(operational_routes(state, gate));
+        let server = tokio::spawn(axum::serve(listener, app).into_future());
         let get = |path: &'static str| async move {
             let response = reqwest::get(format!("http://{address}{path}"))
                 .await

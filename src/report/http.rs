@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,6 +15,8 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use crate::auth::http::denied;
+use crate::auth::{Caller, Read};
 use crate::event::campaign_id;
 use crate::http::ApiError;
 use crate::report::period::{self, Period};
@@ -47,24 +49,28 @@ struct ReportQuery {
 
 async fn campaign_report(
     State(state): State<ReportState>,
+    Extension(caller): Extension<Caller>,
     Path(campaign): Path<String>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    report(&state, Some(campaign_id(&campaign)), &query).await
+    report(&state, &caller, Some(campaign_id(&campaign)), &query).await
 }
 
 async fn all_reports(
     State(state): State<ReportState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    report(&state, None, &query).await
+    report(&state, &caller, None, &query).await
 }
 
 async fn report(
     state: &ReportState,
+    caller: &Caller,
     campaign: Option<String>,
     query: &ReportQuery,
 ) -> Result<Response, ApiError> {
+    caller.require_read(Read::Reports).map_err(denied)?;
     let bad =
         |code: &'static str, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
     let format = match query.format.as_deref() {
@@ -100,23 +106,31 @@ async fn report(
         )),
     }
     .map_err(|error| bad("invalid_period", format!("{error:#}")))?;
-    let reports = make(&state.store, campaign.as_deref(), &period, state.time_zone)
-        .await
-        .map_err(|error| match error {
-            ReportError::CampaignNotFound { .. } => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "campaign_not_found",
+    // A campaign out of the caller's reach is answered as one the store does not hold.
+    let reachable = |campaign: &str| caller.may_read(Read::Reports, campaign);
+    let made = match campaign.as_deref() {
+        Some(campaign) if !reachable(campaign) => Err(ReportError::CampaignNotFound {
+            campaign: campaign.to_owned(),
+            store: state.store.name(),
+        }),
+        _ => make(&state.store, campaign.as_deref(), &period, state.time_zone).await,
+    };
+    let mut reports = made.map_err(|error| match error {
+        ReportError::CampaignNotFound { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "campaign_not_found",
+            error.to_string(),
+        ),
+        ReportError::Empty(_) | ReportError::Store(_) => {
+            tracing::warn!(error = %crate::telemetry::chain(&error), "cannot make a report");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
                 error.to_string(),
-            ),
-            ReportError::Empty(_) | ReportError::Store(_) => {
-                tracing::warn!(error = %crate::telemetry::chain(&error), "cannot make a report");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    error.to_string(),
-                )
-            }
-        })?;
+            )
+        }
+    })?;
+    reports.retain(|report| reachable(&report.campaign));
     let body = render(&reports, format, lang, campaign.is_some()).map_err(|error| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -42,6 +42,12 @@ pub(super) fn register_failure_series() {
         }
         gauge!(CONNECTIONS_OPEN, "transport" => listener).increment(0.0);
     }
+    for cause in AUTH_FAILURE_CAUSES {
+        counter!(AUTH_FAILURES, "cause" => cause).increment(0);
+    }
+    for outcome in ["ok", "failed"] {
+        counter!(CREDENTIALS_RELOADS, "outcome" => outcome).increment(0);
+    }
     for bound in SHEDDING_BOUNDS {
         counter!(REQUESTS_SHED, "reason" => bound).increment(0);
     }
@@ -221,6 +227,40 @@ pub fn record_refused(transport: Transport, reason: &'static str, events: usize)
     let transport = transport.as_str();
     counter!(REQUESTS_REFUSED, "transport" => transport, "reason" => reason).increment(1);
     counter!(EVENTS_RECEIVED, "transport" => transport).increment(events as u64);
+}
+
+/// Records a request refused for its credential (`cause`: one of [`AUTH_FAILURE_CAUSES`]).
+pub fn record_auth_failure(cause: &'static str) {
+    counter!(AUTH_FAILURES, "cause" => cause).increment(1);
+}
+
+/// Records how many credentials are in force.
+pub fn record_credentials(active: usize) {
+    #[allow(clippy::cast_precision_loss)] // A few hundred credentials at most.
+    gauge!(CREDENTIALS).set(active as f64);
+}
+
+/// Records a reload of the credentials file.
+pub fn record_credentials_reload(ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    counter!(CREDENTIALS_RELOADS, "outcome" => outcome).increment(1);
+}
+
+/// Registers a credential's event series at zero, so that its rates exist before it sends.
+pub fn register_credential(credential: &str) {
+    for outcome in CREDENTIAL_OUTCOMES {
+        counter!(CREDENTIAL_EVENTS, "credential" => credential.to_owned(), "outcome" => outcome)
+            .increment(0);
+    }
+}
+
+/// Records what became of `events` sent with `credential` (`outcome`: one of
+/// [`CREDENTIAL_OUTCOMES`]).
+pub fn record_credential_events(credential: &str, outcome: &'static str, events: u64) {
+    if events > 0 {
+        counter!(CREDENTIAL_EVENTS, "credential" => credential.to_owned(), "outcome" => outcome)
+            .increment(events);
+    }
 }
 
 /// Records a connection closed before it was served.

@@ -191,6 +191,14 @@ specify! {
             "Events of campaigns missing from the registry counted under the campaign unregistered, because max_unregistered_campaigns of them already have counters of their own.";
         UNREGISTERED_CAMPAIGNS: Gauge "suivi_unregistered_campaigns", COUNT, [],
             "Campaigns missing from the registry that have counters of their own (at most max_unregistered_campaigns).";
+        AUTH_FAILURES: Counter "suivi_auth_failures_total", COUNT, ["cause"],
+            "Requests refused for their credential: no token, a malformed header, an unknown or revoked token, or a scope the credential does not grant.";
+        CREDENTIALS: Gauge "suivi_credentials", COUNT, [],
+            "Credentials in force (not revoked) from the credentials file.";
+        CREDENTIALS_RELOADS: Counter "suivi_credentials_reloads_total", COUNT, ["outcome"],
+            "Reloads of the credentials file, by outcome (ok, or failed: the credentials in force stayed).";
+        CREDENTIAL_EVENTS: Counter "suivi_credential_events_total", COUNT, ["credential", "outcome"],
+            "Events sent over gRPC and HTTP by credential: accepted, duplicate, rejected, or rate_limited (refused with their batch).";
     }
 
     // The business figures: only registered campaigns carry a `campaign` label (and `name`, on
@@ -249,11 +257,16 @@ pub const JOURNAL_CAUSE_UNWRITABLE: &str = "unwritable";
 pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 2] = [
     (
         super::Transport::Grpc,
-        &["batch_too_large", "request_too_large"],
+        &["batch_too_large", "request_too_large", "rate_limited"],
     ),
     (
         super::Transport::Http,
-        &["batch_too_large", "request_too_large", "invalid_body"],
+        &[
+            "batch_too_large",
+            "request_too_large",
+            "invalid_body",
+            "rate_limited",
+        ],
     ),
 ];
 
@@ -285,6 +298,18 @@ pub const CONNECTION_REFUSALS: [(&str, [&str; 3]); 2] = [
 
 /// The settings whose bound sheds requests (`http::Bound`), the reasons of
 /// [`REQUESTS_SHED`].
+/// The `cause` of an authentication or permission failure.
+pub const AUTH_FAILURE_CAUSES: [&str; 5] = [
+    "missing_token",
+    "malformed_token",
+    "unknown_token",
+    "revoked_token",
+    "permission_denied",
+];
+
+/// The `outcome` of events sent with a credential.
+pub const CREDENTIAL_OUTCOMES: [&str; 4] = ["accepted", "duplicate", "rejected", "rate_limited"];
+
 pub const SHEDDING_BOUNDS: [&str; 2] = ["max_concurrent_ingest_requests", "max_concurrent_reports"];
 
 /// Why Kafka consumption pauses: the aggregate is behind, the journal cannot be written, or the
@@ -346,7 +371,10 @@ mod tests {
                         "partition",
                         "chapter",
                         "campaign",
-                        "name"
+                        "name",
+                        "outcome",
+                        // Bounded by the credentials file, which operators write.
+                        "credential"
                     ]
                     .contains(label),
                     "{} has the label {label}",

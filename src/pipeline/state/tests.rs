@@ -336,6 +336,7 @@ impl Process {
             positions: positions.clone(),
             released: Vec::new(),
             event_identity: EventIdentity::SourceAndEventId.into(),
+            senders: Vec::new(),
         };
         self.recovered
             .journal
@@ -669,6 +670,7 @@ fn recovery_brings_kafka_positions_to_the_journal_end_with_the_campaigns_each_pa
             positions: vec![offset(1, 25, &[])],
             released: Vec::new(),
             event_identity: EventIdentity::SourceAndEventId.into(),
+            senders: Vec::new(),
         })
         .expect("the journal appends");
     drop(recovered);

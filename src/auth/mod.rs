@@ -1,0 +1,525 @@
+//! Who may do what. A client presents a bearer token; the [`Gate`] finds its credential (hashes
+//! compared in constant time, over every credential) and answers a [`Caller`], whose grants every
+//! surface checks: ingest per event (`source_not_allowed`, `campaign_not_allowed`), queries,
+//! watch streams and reports per campaign — a campaign out of a caller's reach answers exactly
+//! as one that does not exist. Without a credentials file the gate is open: every caller is
+//! `anonymous`, with every grant and no quota (suivi refuses to start that way on a non-loopback
+//! address unless `allow_anonymous` is set). The file is read again when it changes and on
+//! SIGHUP; a request holds the credential it was let in with until it ends.
+//!
+//! `file` is the credentials file, `quota` the per-credential quotas, `cli` the `suivi
+//! credentials` command, `http` and `grpc` the two edges' checks.
+
+pub mod cli;
+pub mod file;
+pub mod grpc;
+pub mod http;
+pub mod quota;
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use chrono::NaiveDate;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{RejectReason, TOTALS_CAMPAIGN};
+use crate::telemetry;
+use file::{CredentialsFile, Scope, StoredCredential};
+use quota::{Limits, Quota, RateLimited};
+
+/// How often the credentials file is looked at for a change.
+const RELOAD_POLL: Duration = Duration::from_millis(250);
+/// The id of every caller when no credentials file is configured.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Which campaigns a grant reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Campaigns {
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl Campaigns {
+    fn contains(&self, campaign: &str) -> bool {
+        match self {
+            Campaigns::All => true,
+            Campaigns::Only(campaigns) => campaigns.contains(campaign),
+        }
+    }
+}
+
+/// What a caller may read: figures (`figures:read`) or reports (`reports:read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Figures,
+    Reports,
+}
+
+/// A caller let in: its credential's id, grants and quota.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    entry: Arc<Entry>,
+}
+
+/// One credential, as the gate holds it.
+#[derive(Debug)]
+struct Entry {
+    id: Arc<str>,
+    hash: blake3::Hash,
+    revoked: bool,
+    scopes: BTreeSet<Scope>,
+    sources: BTreeSet<String>,
+    campaigns: Campaigns,
+    totals: bool,
+    quota: Arc<Quota>,
+}
+
+/// Why a request was not let in; `cause()` is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("this request needs a bearer token: send the header Authorization: Bearer <token>")]
+    Missing,
+    #[error("the Authorization header must be \"Bearer <token>\"")]
+    Malformed,
+    #[error("the bearer token is not a valid credential")]
+    Unknown,
+    #[error("the bearer token's credential was revoked")]
+    Revoked,
+}
+
+impl Unauthenticated {
+    pub fn cause(self) -> &'static str {
+        match self {
+            Unauthenticated::Missing => "missing_token",
+            Unauthenticated::Malformed => "malformed_token",
+            Unauthenticated::Unknown => "unknown_token",
+            Unauthenticated::Revoked => "revoked_token",
+        }
+    }
+}
+
+/// A caller asking for what its credential does not grant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("credential {credential:?} does not grant {scope}")]
+pub struct PermissionDenied {
+    pub credential: String,
+    pub scope: &'static str,
+}
+
+impl Caller {
+    /// The caller of an open gate: every grant, no quota.
+    pub fn anonymous() -> Caller {
+        Caller {
+            entry: Arc::new(Entry {
+                id: Arc::from(ANONYMOUS),
+                hash: blake3::hash(b""),
+                revoked: false,
+                scopes: [Scope::Admin].into_iter().collect(),
+                sources: BTreeSet::new(),
+                campaigns: Campaigns::All,
+                totals: true,
+                quota: Arc::new(Quota::new(Limits {
+                    events_per_second: None,
+                    burst: NonZeroU32::MIN,
+                    new_campaigns_per_day: u32::MAX,
+                })),
+            }),
+        }
+    }
+
+    /// The credential's id, as the journal and the metrics name it.
+    pub fn id(&self) -> &Arc<str> {
+        &self.entry.id
+    }
+
+    fn has(&self, scope: Scope) -> bool {
+        self.entry.scopes.contains(&Scope::Admin) || self.entry.scopes.contains(&scope)
+    }
+
+    fn require(&self, scope: Scope) -> Result<(), PermissionDenied> {
+        if self.has(scope) {
+            return Ok(());
+        }
+        telemetry::record_auth_failure("permission_denied");
+        Err(PermissionDenied {
+            credential: self.entry.id.to_string(),
+            scope: scope.as_str(),
+        })
+    }
+
+    fn scope_of(read: Read) -> Scope {
+        match read {
+            Read::Figures => Scope::FiguresRead,
+            Read::Reports => Scope::ReportsRead,
+        }
+    }
+
+    /// Whether the caller may read anything of this kind at all; when it may not, every such
+    /// request is refused (403) whatever it names.
+    pub fn require_read(&self, read: Read) -> Result<(), PermissionDenied> {
+        self.require(Caller::scope_of(read))
+    }
+
+    /// Whether the caller may send events at all.
+    pub fn require_write(&self) -> Result<(), PermissionDenied> {
+        self.require(Scope::EventsWrite)
+    }
+
+    /// Whether the caller may read this campaign's figures or reports (`*`: the programme
+    /// totals). A campaign it may not read must be answered as one that does not exist.
+    pub fn may_read(&self, read: Read, campaign: &str) -> bool {
+        if self.entry.scopes.contains(&Scope::Admin) {
+            return true;
+        }
+        if !self.entry.scopes.contains(&Caller::scope_of(read)) {
+            return false;
+        }
+        if campaign == TOTALS_CAMPAIGN {
+            self.entry.totals
+        } else {
+            self.entry.campaigns.contains(campaign)
+        }
+    }
+
+    /// Whether the caller may read the programme totals with its `read` grant.
+    pub fn may_read_totals(&self, read: Read) -> bool {
+        self.may_read(read, TOTALS_CAMPAIGN)
+    }
+
+    /// Checks one parsed event against the caller's write grant: its `source` (as events name
+    /// it) and its `campaign`. An event that names no campaign is the sender's own to send.
+    pub fn check_event(
+        &self,
+        source: &str,
+        campaign: &str,
+        names_campaign: bool,
+    ) -> Result<(), RejectReason> {
+        if self.entry.scopes.contains(&Scope::Admin) {
+            return Ok(());
+        }
+        if !self.entry.sources.contains(source) {
+            return Err(RejectReason::SourceNotAllowed {
+                name: source.to_owned(),
+                credential: self.entry.id.to_string(),
+            });
+        }
+        if names_campaign && !self.entry.campaigns.contains(campaign) {
+            return Err(RejectReason::CampaignNotAllowed {
+                campaign: campaign.to_owned(),
+                credential: self.entry.id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes a batch of `events` from the caller's rate.
+    pub fn take_events(&self, events: usize) -> Result<(), RateLimited> {
+        self.entry.quota.take(events)
+    }
+
+    /// Whether the caller may open the new unregistered `campaign` on `day`.
+    pub fn open_campaign(&self, campaign: &str, day: NaiveDate) -> Result<(), RejectReason> {
+        if self.entry.quota.open_campaign(campaign, day) {
+            Ok(())
+        } else {
+            Err(RejectReason::CampaignQuotaExceeded {
+                campaign: campaign.to_owned(),
+                limit: self.entry.quota.limits().new_campaigns_per_day,
+            })
+        }
+    }
+}
+
+/// The quotas a credential gets when its entry does not set them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDefaults {
+    /// Events per second; 0 for no limit.
+    pub events_per_second: u32,
+    pub new_campaigns_per_day: u32,
+    /// The largest batch: a bucket holds at least that many events.
+    pub max_batch_events: usize,
+}
+
+/// The credentials in force, swapped whole on reload.
+#[derive(Debug)]
+struct Table {
+    entries: Vec<Arc<Entry>>,
+}
+
+/// Lets requests in by their bearer token.
+#[derive(Debug)]
+pub struct Gate {
+    /// `None`: open (no credentials file).
+    source: Option<Source>,
+    table: ArcSwap<Table>,
+    metrics_token: Option<blake3::Hash>,
+}
+
+/// Where the credentials come from.
+#[derive(Debug)]
+struct Source {
+    path: PathBuf,
+    defaults: QuotaDefaults,
+    /// The file's modification time and length when last read.
+    seen: parking_lot::Mutex<Option<(SystemTime, u64)>>,
+}
+
+impl Gate {
+    /// A gate that lets everyone in as `anonymous` (no credentials file); `/metrics` still needs
+    /// `metrics_token` when one is set.
+    pub fn open(metrics_token: Option<&str>) -> Gate {
+        telemetry::register_credential(ANONYMOUS);
+        Gate {
+            source: None,
+            table: ArcSwap::from_pointee(Table {
+                entries: Vec::new(),
+            }),
+            metrics_token: metrics_token.map(|token| blake3::hash(token.as_bytes())),
+        }
+    }
+
+    /// A gate holding the credentials of the file at `path`, which must exist and be valid.
+    pub fn load(
+        path: &Path,
+        defaults: QuotaDefaults,
+        metrics_token: Option<&str>,
+    ) -> anyhow::Result<Gate> {
+        let source = Source {
+            path: path.to_owned(),
+            defaults,
+            seen: parking_lot::Mutex::new(stamp(path)),
+        };
+        let file = CredentialsFile::read(path, false)?;
+        let table = build(&file, defaults, None);
+        table.register();
+        let gate = Gate {
+            source: Some(source),
+            table: ArcSwap::from_pointee(table),
+            metrics_token: metrics_token.map(|token| blake3::hash(token.as_bytes())),
+        };
+        telemetry::record_credentials(gate.table.load().active());
+        Ok(gate)
+    }
+
+    /// Whether every request is let in as `anonymous`.
+    pub fn is_open(&self) -> bool {
+        self.source.is_none()
+    }
+
+    /// The caller presenting `authorization` (the header's value, if any).
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Unauthenticated> {
+        if self.source.is_none() {
+            return Ok(Caller::anonymous());
+        }
+        let result = self.find(authorization);
+        if let Err(failure) = result {
+            telemetry::record_auth_failure(failure.cause());
+        }
+        result
+    }
+
+    fn find(&self, authorization: Option<&[u8]>) -> Result<Caller, Unauthenticated> {
+        let token = bearer(authorization)?;
+        let hash = blake3::hash(token);
+        let table = self.table.load();
+        // Every hash is compared, each in constant time: how long this takes says nothing of
+        // which credential, if any, was close.
+        let mut found = None;
+        for entry in &table.entries {
+            if entry.hash == hash {
+                found = Some(entry);
+            }
+        }
+        match found {
+            None => Err(Unauthenticated::Unknown),
+            Some(entry) if entry.revoked => Err(Unauthenticated::Revoked),
+            Some(entry) => Ok(Caller {
+                entry: entry.clone(),
+            }),
+        }
+    }
+
+    /// Whether `authorization` may read `/metrics`: always when no `metrics_token` is set.
+    pub fn allows_metrics(&self, authorization: Option<&[u8]>) -> Result<(), Unauthenticated> {
+        let Some(expected) = &self.metrics_token else {
+            return Ok(());
+        };
+        let result = bearer(authorization).and_then(|token| {
+            if blake3::hash(token) == *expected {
+                Ok(())
+            } else {
+                Err(Unauthenticated::Unknown)
+            }
+        });
+        if let Err(failure) = result {
+            telemetry::record_auth_failure(failure.cause());
+        }
+        result
+    }
+
+    /// Reads the credentials file again if it changed since last read (or `force`). A file that
+    /// does not parse leaves the credentials in force as they were and is an error.
+    pub fn reload(&self, force: bool) -> anyhow::Result<bool> {
+        let Some(source) = &self.source else {
+            return Ok(false);
+        };
+        let now = stamp(&source.path);
+        {
+            let mut seen = source.seen.lock();
+            if !force && *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let file = match CredentialsFile::read(&source.path, false) {
+            Ok(file) => file,
+            Err(error) => {
+                telemetry::record_credentials_reload(false);
+                return Err(error);
+            }
+        };
+        let old = self.table.load();
+        let table = build(&file, source.defaults, Some(&old));
+        table.register();
+        telemetry::record_credentials(table.active());
+        telemetry::record_credentials_reload(true);
+        self.table.store(Arc::new(table));
+        Ok(true)
+    }
+
+    /// Reloads the file whenever it changes or SIGHUP arrives, until `stop`.
+    pub fn watch(self: Arc<Gate>, stop: CancellationToken) -> anyhow::Result<()> {
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        let path = source.path.clone();
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            let mut poll = tokio::time::interval(RELOAD_POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                #[cfg(unix)]
+                let force = tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = poll.tick() => false,
+                    _ = hangup.recv() => true,
+                };
+                #[cfg(not(unix))]
+                let force = tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = poll.tick() => false,
+                };
+                match self.reload(force) {
+                    Ok(true) => tracing::info!(
+                        file = %path.display(),
+                        credentials = self.table.load().active(),
+                        "credentials reloaded"
+                    ),
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(
+                        error = %telemetry::chain(&*error),
+                        "credentials file not reloaded: the credentials in force stay as they were"
+                    ),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Table {
+    fn active(&self) -> usize {
+        self.entries.iter().filter(|entry| !entry.revoked).count()
+    }
+
+    /// Registers the metric series of every credential in force.
+    fn register(&self) {
+        for entry in self.entries.iter().filter(|entry| !entry.revoked) {
+            telemetry::register_credential(&entry.id);
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+fn bearer(authorization: Option<&[u8]>) -> Result<&[u8], Unauthenticated> {
+    let value = authorization.ok_or(Unauthenticated::Missing)?;
+    let (scheme, token) = value
+        .iter()
+        .position(|byte| *byte == b' ')
+        .map(|space| (&value[..space], value[space + 1..].trim_ascii()))
+        .ok_or(Unauthenticated::Malformed)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
+        return Err(Unauthenticated::Malformed);
+    }
+    Ok(token)
+}
+
+/// The modification time and length of a file, to notice it changed.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+/// The table of a file's credentials. A credential whose limits did not change keeps its quota
+/// state from `old`, so that a reload neither refills a bucket nor forgets the day's campaigns.
+fn build(file: &CredentialsFile, defaults: QuotaDefaults, old: Option<&Table>) -> Table {
+    let old_quotas: HashMap<&str, &Arc<Quota>> = old
+        .map(|table| {
+            table
+                .entries
+                .iter()
+                .map(|entry| (&*entry.id, &entry.quota))
+                .collect()
+        })
+        .unwrap_or_default();
+    let entries = file
+        .credentials
+        .iter()
+        .filter_map(|stored| {
+            let hash = file::parse_hash(&stored.hash)?;
+            let limits = limits(stored, defaults);
+            let quota = match old_quotas.get(stored.id.as_str()) {
+                Some(quota) if quota.limits() == limits => Arc::clone(quota),
+                _ => Arc::new(Quota::new(limits)),
+            };
+            Some(Arc::new(Entry {
+                id: Arc::from(stored.id.as_str()),
+                hash,
+                revoked: stored.revoked.is_some(),
+                scopes: stored.scopes.clone(),
+                sources: stored.sources.clone(),
+                campaigns: if stored.campaigns.is_empty() {
+                    Campaigns::All
+                } else {
+                    Campaigns::Only(stored.campaigns.clone())
+                },
+                totals: stored.totals,
+                quota,
+            }))
+        })
+        .collect();
+    Table { entries }
+}
+
+/// A credential's limits: its own, else the defaults; a bucket holds at least a whole batch.
+fn limits(stored: &StoredCredential, defaults: QuotaDefaults) -> Limits {
+    let per_second = stored
+        .events_per_second
+        .unwrap_or(defaults.events_per_second);
+    let batch = u32::try_from(defaults.max_batch_events).unwrap_or(u32::MAX);
+    Limits {
+        events_per_second: NonZeroU32::new(per_second),
+        burst: NonZeroU32::new(per_second.max(batch)).unwrap_or(NonZeroU32::MIN),
+        new_campaigns_per_day: stored
+            .new_campaigns_per_day
+            .unwrap_or(defaults.new_campaigns_per_day),
+    }
+}
+
+#[cfg(test)]
+mod tests;
