@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod config;
 mod crash;
 mod deploy;

@@ -155,6 +155,21 @@ impl TestApp {
             .into_inner()
     }
 
+    /// Sends `events` in one gRPC `Ingest` request with the bearer `token`, which must succeed.
+    pub async fn ingest_as(&self, token: &str, events: &[Ev]) -> proto::IngestResponse {
+        let mut request = tonic::Request::new(proto_batch(events));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("a metadata value"),
+        );
+        self.ingest_client()
+            .await
+            .ingest(request)
+            .await
+            .expect("Ingest succeeds")
+            .into_inner()
+    }
+
     /// Posts `body` as JSON to `/v1/events`.
     pub async fn post_events(&self, body: &Value) -> (StatusCode, Value) {
         self.post_raw_events(body.to_string()).await
