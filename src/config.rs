@@ -423,9 +423,6 @@ impl Settings {
                 }
             }
         }
-        if let Some(path) = &self.credentials {
-            crate::auth::file::CredentialsFile::read(path, false).context("invalid credentials")?;
-        }
         if !(1..=MAX_CHAPTER_COUNT).contains(&self.chapter_count) {
             bail!(
                 "invalid chapter_count {}: a course has 1 to {MAX_CHAPTER_COUNT} chapters",

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(flags) => match Settings::load(&flags) {
+        Command::Serve(flags) => match Settings::load(&flags).and_then(auth::check_settings) {
             Ok(settings) => {
                 telemetry::init_logging(settings.log_format);
                 runtime.block_on(async {

@@ -26,10 +26,20 @@ use arc_swap::ArcSwap;
 use chrono::NaiveDate;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Valid;
 use crate::event::{RejectReason, TOTALS_CAMPAIGN};
 use crate::telemetry;
 use file::{CredentialsFile, Scope, StoredCredential};
 use quota::{Limits, Quota, RateLimited};
+
+/// Checks what settings say of credentials before anything starts: the credentials file, when
+/// set, must read and parse (`suivi serve` exits 2 otherwise, as for any invalid setting).
+pub fn check_settings(settings: Valid) -> anyhow::Result<Valid> {
+    if let Some(path) = &settings.credentials {
+        CredentialsFile::read(path, false)?;
+    }
+    Ok(settings)
+}
 
 /// How often the credentials file is looked at for a change.
 const RELOAD_POLL: Duration = Duration::from_millis(250);

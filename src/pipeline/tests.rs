@@ -248,6 +248,64 @@ async fn a_group_over_the_journal_record_limit_is_journaled_in_parts_and_recover
     assert_eq!(recovered.state.aggregator.holdings().event_ids, 480);
 }
 
+#[tokio::test]
+async fn the_journal_records_which_credential_sent_each_event() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let storage = durable_in(directory.path(), MAX_RECORD_BYTES);
+    let (ingest, writer, _figures) = start_writer(&storage);
+    // Queued before recovery ends, the three submissions are journaled as one group.
+    let senders = [Some("gendform3"), None, Some("moodle-lyon")];
+    let submissions: Vec<_> = senders
+        .iter()
+        .enumerate()
+        .map(|(part, sender)| {
+            let ingest = ingest.clone();
+            let sender = sender.map(Arc::from);
+            let first = u32::try_from(part).expect("a few parts") * 2;
+            tokio::spawn(async move { ingest.submit(enrolments(first..first + 2), sender).await })
+        })
+        .collect();
+    writer
+        .recovered
+        .await
+        .expect("the writer reports its recovery")
+        .expect("an empty storage recovers");
+    for submission in submissions {
+        assert!(submission.await.expect("the task ends").is_ok());
+    }
+    ingest.close().await;
+    writer
+        .thread
+        .join()
+        .expect("the writer does not panic")
+        .expect("the writer stops cleanly");
+    let mut sent_by = Vec::new();
+    Journal::open(
+        &storage.journal_dir,
+        FsyncPolicy::Always,
+        DEFAULT_SEGMENT_BYTES,
+        0,
+        |_, record| {
+            for event in &record.events {
+                let sender = (event.sender as usize)
+                    .checked_sub(1)
+                    .map(|index| record.senders[index].clone());
+                sent_by.push((event.campaign.clone(), sender));
+            }
+        },
+    )
+    .expect("the journal opens");
+    let expected: Vec<(String, Option<String>)> = senders
+        .iter()
+        .flat_map(|sender| [sender.map(str::to_owned), sender.map(str::to_owned)])
+        .map(|sender| (CAMPAIGN.to_owned(), sender))
+        .collect();
+    sent_by.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut expected = expected;
+    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(sent_by, expected);
+}
+
 #[test]
 fn every_pipeline_refusal_is_registered_at_start() {
     let refusals = [

@@ -174,13 +174,17 @@ async fn metrics_count_events_by_transport_and_reason() {
             let name = label.split_once('=').map_or(label, |(name, _)| name);
             let per_campaign = family.starts_with("suivi_campaign_") && name == "campaign"
                 || family == "suivi_campaign_info" && name == "name";
+            // A credential id, bounded by the credentials file that operators write.
+            let per_credential = family == "suivi_credential_events_total" && name == "credential";
             assert!(
                 per_campaign
+                    || per_credential
                     || [
                         "transport",
                         "kind",
                         "reason",
                         "result",
+                        "outcome",
                         "sink",
                         "cause",
                         "chapter",
