@@ -19,7 +19,7 @@ use crate::event::campaign_id;
 use crate::http::ApiError;
 use crate::report::period::{self, Period};
 use crate::report::store::Store;
-use crate::report::{Format, Lang, ReportError, make, render};
+use crate::report::{Allowed, Format, Lang, Programme, ReportError, make, render};
 
 /// What the report routes read.
 #[derive(Debug, Clone)]
@@ -100,23 +100,31 @@ async fn report(
         )),
     }
     .map_err(|error| bad("invalid_period", format!("{error:#}")))?;
-    let reports = make(&state.store, campaign.as_deref(), &period, state.time_zone)
-        .await
-        .map_err(|error| match error {
-            ReportError::CampaignNotFound { .. } => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "campaign_not_found",
+    // Every caller sees every campaign and the programme's figures, for now.
+    let (allowed, programme) = (Allowed::All, Programme::Included);
+    let made = make(
+        &state.store,
+        campaign.as_deref(),
+        allowed,
+        programme,
+        &period,
+        state.time_zone,
+    );
+    let reports = made.await.map_err(|error| match error {
+        ReportError::CampaignNotFound { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "campaign_not_found",
+            error.to_string(),
+        ),
+        ReportError::Empty(_) | ReportError::Store(_) => {
+            tracing::warn!(error = %crate::telemetry::chain(&error), "cannot make a report");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
                 error.to_string(),
-            ),
-            ReportError::Empty(_) | ReportError::Store(_) => {
-                tracing::warn!(error = %crate::telemetry::chain(&error), "cannot make a report");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    error.to_string(),
-                )
-            }
-        })?;
+            )
+        }
+    })?;
     let body = render(&reports, format, lang, campaign.is_some()).map_err(|error| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
