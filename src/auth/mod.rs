@@ -195,6 +195,20 @@ impl Caller {
         }
     }
 
+    /// The campaigns the caller's `read` grant reaches: `None` for every campaign, an empty set
+    /// without the grant.
+    pub fn campaigns(&self, read: Read) -> Option<&BTreeSet<String>> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        if !self.has(Caller::scope_of(read)) {
+            return Some(&NONE);
+        }
+        match &self.entry.campaigns {
+            _ if self.entry.scopes.contains(&Scope::Admin) => None,
+            Campaigns::All => None,
+            Campaigns::Only(campaigns) => Some(campaigns),
+        }
+    }
+
     /// Whether the caller may read the programme totals with its `read` grant.
     pub fn may_read_totals(&self, read: Read) -> bool {
         self.may_read(read, TOTALS_CAMPAIGN)

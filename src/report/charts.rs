@@ -1,6 +1,7 @@
 //! The report's charts, as inline SVG: the cumulative enrolments and certificates from the first
 //! day with data to the end of the period (the period shaded, a month grid, round ceilings), and
-//! the chapter funnel (each stage as a share of the enrolled, the programme's share marked).
+//! the chapter funnel (each stage as a share of the enrolled, the programme's share marked when
+//! the report has the programme's figures).
 //! Coordinates are in the SVG's own units; the SVG scales to the page's width. Every text comes
 //! from `Lang`; every text from the data is escaped.
 
@@ -168,10 +169,11 @@ const FUNNEL_LABEL: f64 = 170.0;
 const FUNNEL_BARS: f64 = 430.0;
 
 /// One bar per stage (enrolled, started, each chapter, certified), as a share of the enrolled,
-/// with the programme's share of the same stage marked.
+/// with the programme's share of the same stage marked; without `programme`, the campaign's bars
+/// alone, and no marker in the legend.
 pub(super) fn funnel_chart(
     campaign: &ReportFigures,
-    programme: &ReportFigures,
+    programme: Option<&ReportFigures>,
     lang: Lang,
 ) -> String {
     let words = lang.words();
@@ -189,8 +191,7 @@ pub(super) fn funnel_chart(
     };
     let stages = stages(funnel, words);
     let programme_stages = programme
-        .funnel
-        .as_ref()
+        .and_then(|programme| programme.funnel.as_ref())
         .filter(|funnel| funnel.enrolled > 0)
         .map(|funnel| stages_shares(funnel, words));
     let height = 34.0 + FUNNEL_ROW * stages.len() as f64 + 8.0;
@@ -203,16 +204,21 @@ pub(super) fn funnel_chart(
     let _ = writeln!(
         svg,
         "<rect x=\"{FUNNEL_LABEL}\" y=\"8\" width=\"14\" height=\"10\" fill=\"{CHAPTER_COLOUR}\"/>\
-         <text x=\"{:.1}\" y=\"17\" font-size=\"12\">{}</text>\
-         <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"6\" y2=\"20\" stroke=\"#111827\" stroke-width=\"3\"/>\
          <text x=\"{:.1}\" y=\"17\" font-size=\"12\">{}</text>",
         FUNNEL_LABEL + 19.0,
         escape(words.share_of_enrolled),
-        FUNNEL_LABEL + 150.0,
-        FUNNEL_LABEL + 150.0,
-        FUNNEL_LABEL + 158.0,
-        escape(words.funnel_legend_programme)
     );
+    if programme.is_some() {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"6\" y2=\"20\" stroke=\"#111827\" stroke-width=\"3\"/>\
+             <text x=\"{:.1}\" y=\"17\" font-size=\"12\">{}</text>",
+            FUNNEL_LABEL + 150.0,
+            FUNNEL_LABEL + 150.0,
+            FUNNEL_LABEL + 158.0,
+            escape(words.funnel_legend_programme)
+        );
+    }
     #[allow(clippy::cast_precision_loss)] // Counts stay far below 2^52.
     let share = |value: u64| value as f64 / funnel.enrolled as f64;
     for (row, (label, value, colour)) in stages.iter().enumerate() {

@@ -4,7 +4,8 @@
 //! as_of`. `metric` is a stable machine name (`enrolled_in_period`, `chapter_03_completed`, …),
 //! `label` the same in the report's language; values are plain numbers (rates as fractions, a
 //! point for decimals), empty where a figure cannot be given; `as_of` is the snapshot a figure
-//! comes from when it is not dated by day (unique visitors, chapters).
+//! comes from when it is not dated by day (unique visitors, chapters). A report made without
+//! the programme's figures keeps every column, `programme_value` empty on every row.
 //!
 //! Campaign ids come from senders, and the file is opened in a spreadsheet: a cell that starts
 //! like a formula (`=`, `+`, `-`, `@`, a tab or a carriage return, or their full-width forms)
@@ -60,7 +61,7 @@ struct Row {
 
 fn rows(report: &Report, lang: Lang) -> Vec<Row> {
     let words = lang.words();
-    let (campaign, programme) = (&report.figures, &report.programme);
+    let (campaign, programme) = (&report.figures, report.programme.as_ref());
     let mut rows = Vec::new();
     let mut row = |metric: String, label: String, value: String, programme_value: String| {
         rows.push(Row {
@@ -102,7 +103,9 @@ fn rows(report: &Report, lang: Lang) -> Vec<Row> {
                 format!("{metric}_{suffix}"),
                 format!("{label} ({})", qualifier.to_lowercase()),
                 pick(campaign, which),
-                pick(programme, which),
+                programme
+                    .map(|programme| pick(programme, which))
+                    .unwrap_or_default(),
             );
         }
     }
@@ -111,19 +114,22 @@ fn rows(report: &Report, lang: Lang) -> Vec<Row> {
         "completion_rate_at_period_end".to_owned(),
         words.completion_rate.to_owned(),
         optional(campaign.completion_rate),
-        optional(programme.completion_rate),
+        optional(programme.and_then(|programme| programme.completion_rate)),
     );
     row(
         "target".to_owned(),
         words.target.to_owned(),
         campaign.target.map(|t| t.to_string()).unwrap_or_default(),
-        programme.target.map(|t| t.to_string()).unwrap_or_default(),
+        programme
+            .and_then(|programme| programme.target)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
     );
     row(
         "progress_at_period_end".to_owned(),
         words.progress.to_owned(),
         optional(campaign.progress),
-        optional(programme.progress),
+        optional(programme.and_then(|programme| programme.progress)),
     );
     let as_of = |funnel: &Option<Funnel>| {
         funnel
@@ -135,19 +141,19 @@ fn rows(report: &Report, lang: Lang) -> Vec<Row> {
             })
             .unwrap_or_default()
     };
-    let from_funnel = |funnel: &Option<Funnel>, get: &dyn Fn(&Funnel) -> Option<u64>| {
+    let from_funnel = |funnel: Option<&Funnel>, get: &dyn Fn(&Funnel) -> Option<u64>| {
         funnel
-            .as_ref()
             .and_then(get)
             .map(|value| value.to_string())
             .unwrap_or_default()
     };
     let snapshot_as_of = as_of(&campaign.funnel);
+    let programme_funnel = programme.and_then(|programme| programme.funnel.as_ref());
     rows.push(Row {
         metric: "unique_visitors".to_owned(),
         label: words.unique_visitors.to_owned(),
-        value: from_funnel(&campaign.funnel, &|f| Some(f.unique_visitors)),
-        programme_value: from_funnel(&programme.funnel, &|f| Some(f.unique_visitors)),
+        value: from_funnel(campaign.funnel.as_ref(), &|f| Some(f.unique_visitors)),
+        programme_value: from_funnel(programme_funnel, &|f| Some(f.unique_visitors)),
         as_of: snapshot_as_of.clone(),
     });
     let chapters = campaign
@@ -158,10 +164,10 @@ fn rows(report: &Report, lang: Lang) -> Vec<Row> {
         rows.push(Row {
             metric: format!("chapter_{:02}_completed", chapter + 1),
             label: format!("{} {}", words.chapter, chapter + 1),
-            value: from_funnel(&campaign.funnel, &|f| {
+            value: from_funnel(campaign.funnel.as_ref(), &|f| {
                 f.chapters_completed.get(chapter).copied()
             }),
-            programme_value: from_funnel(&programme.funnel, &|f| {
+            programme_value: from_funnel(programme_funnel, &|f| {
                 f.chapters_completed.get(chapter).copied()
             }),
             as_of: snapshot_as_of.clone(),

@@ -1,6 +1,8 @@
 //! Reports as one self-contained HTML page: no script, no outside font, image or style sheet;
 //! the charts are inline SVG drawn here (cumulative enrolments and certificates over time, with
 //! the period shaded; the chapter funnel, with the programme's shares beside the campaign's).
+//! A report made without the programme's figures shows the campaign alone: no programme column,
+//! card detail, funnel marker or note.
 //! The page is laid out for A4 and prints to PDF as it shows: each report starts a new page,
 //! sections do not break across pages, colours are kept. Every text comes from [`Lang`]; every
 //! text from the data (names, ids) is escaped.
@@ -11,10 +13,13 @@ use chrono_tz::Tz;
 
 use super::charts;
 use crate::report::lang::Lang;
-use crate::report::{Flow, Funnel, Report};
+use crate::report::{Flow, Funnel, Report, ReportFigures};
 
 /// One count of a [`Flow`].
 type FlowCount = fn(&Flow) -> u64;
+
+/// One rate of a [`ReportFigures`].
+type Rate = fn(&ReportFigures) -> Option<f64>;
 
 const STYLE: &str = r#"
 @page { size: A4; margin: 14mm 14mm 16mm; }
@@ -137,7 +142,8 @@ fn report_html(page: &mut String, report: &Report, lang: Lang) {
             .map_or_else(|| words.not_available.to_owned(), |rate| lang.percent(rate)),
         &report
             .programme
-            .completion_rate
+            .as_ref()
+            .and_then(|programme| programme.completion_rate)
             .map_or_else(String::new, |rate| {
                 lang.label_value(words.programme, &lang.percent(rate))
             }),
@@ -180,7 +186,7 @@ fn report_html(page: &mut String, report: &Report, lang: Lang) {
         page,
         "<section class=\"chart\">\n<h2>{}</h2>\n{as_of}{}</section>",
         words.funnel_chart,
-        charts::funnel_chart(&report.figures, &report.programme, lang)
+        charts::funnel_chart(&report.figures, report.programme.as_ref(), lang)
     );
     notes(page, report, lang, time_zone);
     page.push_str("</article>\n");
@@ -233,18 +239,29 @@ fn signed_percent(lang: Lang, change: f64) -> String {
 
 fn figures_table(page: &mut String, report: &Report, lang: Lang) {
     let words = lang.words();
-    let (campaign, programme) = (&report.figures, &report.programme);
+    let (campaign, programme) = (&report.figures, report.programme.as_ref());
+    // The programme's two cells of a row (in the period, at its end), or none without it.
+    let programme_cells = |in_period: &str, at_end: &dyn Fn(&ReportFigures) -> String| {
+        programme.map_or_else(String::new, |programme| {
+            format!(
+                "<td class=\"programme\">{in_period}</td><td class=\"programme\">{}</td>",
+                at_end(programme)
+            )
+        })
+    };
+    let programme_heads = if programme.is_some() {
+        format!(
+            "<th class=\"programme\">{}</th><th class=\"programme\">{}</th>",
+            words.programme_in_period, words.programme_at_period_end
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         page,
         "<section>\n<h2>{}</h2>\n<table>\n<thead><tr><th></th><th>{}</th><th>{}</th><th>{}</th>\
-         <th>{}</th><th class=\"programme\">{}</th><th class=\"programme\">{}</th></tr></thead>\n<tbody>",
-        words.figures,
-        words.period,
-        words.previous_period,
-        words.change,
-        words.at_period_end,
-        words.programme_in_period,
-        words.programme_at_period_end
+         <th>{}</th>{programme_heads}</tr></thead>\n<tbody>",
+        words.figures, words.period, words.previous_period, words.change, words.at_period_end,
     );
     let flows: [(&str, FlowCount); 4] = [
         (words.clicks, |flow| flow.clicks),
@@ -262,17 +279,21 @@ fn figures_table(page: &mut String, report: &Report, lang: Lang) {
             c if c > 0 => " class=\"up\"",
             _ => " class=\"down\"",
         };
+        let programme = programme.map_or_else(String::new, |programme| {
+            format!(
+                "<td class=\"programme\">{}</td><td class=\"programme\">{}</td>",
+                lang.number(get(&programme.in_period)),
+                lang.number(get(&programme.at_period_end)),
+            )
+        });
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td{class}>{}</td><td>{}</td>\
-             <td class=\"programme\">{}</td><td class=\"programme\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td{class}>{}</td><td>{}</td>{programme}</tr>",
             escape(label),
             lang.number(now),
             lang.number(before),
             lang.signed(change),
             lang.number(get(&campaign.at_period_end)),
-            lang.number(get(&programme.in_period)),
-            lang.number(get(&programme.at_period_end)),
         );
     }
     let missing = words.not_available;
@@ -284,39 +305,33 @@ fn figures_table(page: &mut String, report: &Report, lang: Lang) {
     };
     let _ = writeln!(
         page,
-        "<tr><td>{}</td><td>{missing}</td><td>{missing}</td><td>{missing}</td><td>{}</td>\
-         <td class=\"programme\">{missing}</td><td class=\"programme\">{}</td></tr>",
+        "<tr><td>{}</td><td>{missing}</td><td>{missing}</td><td>{missing}</td><td>{}</td>{}</tr>",
         escape(words.unique_visitors),
         visitors(&campaign.funnel),
-        visitors(&programme.funnel),
+        programme_cells(missing, &|programme| visitors(&programme.funnel)),
     );
     let rate = |rate: Option<f64>| rate.map_or_else(|| missing.to_owned(), |r| lang.percent(r));
-    for (label, value, programme_value) in [
-        (
-            words.completion_rate,
-            campaign.completion_rate,
-            programme.completion_rate,
-        ),
-        (words.progress, campaign.progress, programme.progress),
-    ] {
+    let rates: [(&str, Rate); 2] = [
+        (words.completion_rate, |figures| figures.completion_rate),
+        (words.progress, |figures| figures.progress),
+    ];
+    for (label, get) in rates {
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{missing}</td><td>{missing}</td><td>{missing}</td><td>{}</td>\
-             <td class=\"programme\">{missing}</td><td class=\"programme\">{}</td></tr>",
+            "<tr><td>{}</td><td>{missing}</td><td>{missing}</td><td>{missing}</td><td>{}</td>{}</tr>",
             escape(label),
-            rate(value),
-            rate(programme_value),
+            rate(get(campaign)),
+            programme_cells(missing, &|programme| rate(get(programme))),
         );
     }
     let target =
         |target: Option<u64>| target.map_or_else(|| missing.to_owned(), |t| lang.number(t));
     let _ = writeln!(
         page,
-        "<tr><td>{}</td><td></td><td></td><td></td><td>{}</td><td class=\"programme\"></td>\
-         <td class=\"programme\">{}</td></tr>\n</tbody>\n</table>\n</section>",
+        "<tr><td>{}</td><td></td><td></td><td></td><td>{}</td>{}</tr>\n</tbody>\n</table>\n</section>",
         escape(words.target),
         target(campaign.target),
-        target(programme.target),
+        programme_cells("", &|programme| target(programme.target)),
     );
 }
 
@@ -338,7 +353,9 @@ fn notes(page: &mut String, report: &Report, lang: Lang, time_zone: Tz) {
         None => words.note_no_snapshot.to_owned(),
     });
     items.push(words.note_visitors.to_owned());
-    items.push(words.note_programme.to_owned());
+    if report.programme.is_some() {
+        items.push(words.note_programme.to_owned());
+    }
     let _ = writeln!(
         page,
         "<section class=\"notes\">\n<h2>{}</h2>\n<ul>",

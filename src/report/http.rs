@@ -21,7 +21,7 @@ use crate::event::campaign_id;
 use crate::http::ApiError;
 use crate::report::period::{self, Period};
 use crate::report::store::Store;
-use crate::report::{Format, Lang, ReportError, make, render};
+use crate::report::{Allowed, Format, Lang, Programme, ReportError, make, render};
 
 /// What the report routes read.
 #[derive(Debug, Clone)]
@@ -106,16 +106,25 @@ async fn report(
         )),
     }
     .map_err(|error| bad("invalid_period", format!("{error:#}")))?;
-    // A campaign out of the caller's reach is answered as one the store does not hold.
-    let reachable = |campaign: &str| caller.may_read(Read::Reports, campaign);
-    let made = match campaign.as_deref() {
-        Some(campaign) if !reachable(campaign) => Err(ReportError::CampaignNotFound {
-            campaign: campaign.to_owned(),
-            store: state.store.name(),
-        }),
-        _ => make(&state.store, campaign.as_deref(), &period, state.time_zone).await,
+    // A campaign out of the caller's reach is answered as one the store does not hold, and the
+    // programme's figures are shown only to a caller granted the totals.
+    let allowed = caller
+        .campaigns(Read::Reports)
+        .map_or(Allowed::All, Allowed::Only);
+    let programme = if caller.may_read_totals(Read::Reports) {
+        Programme::Included
+    } else {
+        Programme::LeftOut
     };
-    let mut reports = made.map_err(|error| match error {
+    let made = make(
+        &state.store,
+        campaign.as_deref(),
+        allowed,
+        programme,
+        &period,
+        state.time_zone,
+    );
+    let reports = made.await.map_err(|error| match error {
         ReportError::CampaignNotFound { .. } => ApiError::new(
             StatusCode::NOT_FOUND,
             "campaign_not_found",
@@ -130,7 +139,6 @@ async fn report(
             )
         }
     })?;
-    reports.retain(|report| reachable(&report.campaign));
     let body = render(&reports, format, lang, campaign.is_some()).map_err(|error| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

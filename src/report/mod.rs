@@ -1,7 +1,9 @@
 //! Partner reports: for one campaign (or each) and one period, the figures the programme sends
 //! its partners twice a quarter — clicks, unique visitors, enrolled, started, certified,
 //! completion rate, progress towards the target, the change since the previous period, where
-//! learners stop (completions per chapter) — beside the same figures for the whole programme.
+//! learners stop (completions per chapter) — beside the same figures for the whole programme,
+//! unless the caller may not see those ([`Programme::LeftOut`]); a caller may also be limited to
+//! some campaigns ([`Allowed`]).
 //! Reports are built from the downstream store ([`store`]: the snapshot files or PostgreSQL),
 //! never from the live counters, so any process can make them for any past period; they are
 //! rendered as a printable HTML page with inline SVG charts ([`html`]), CSV ([`csv`]) or JSON, in
@@ -25,6 +27,7 @@ pub mod period;
 pub mod schedule;
 pub mod store;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -61,8 +64,10 @@ pub struct Report {
     pub generated_at: DateTime<Utc>,
     /// The campaign's figures.
     pub figures: ReportFigures,
-    /// The same figures for the whole programme (distinct learners over every campaign).
-    pub programme: ReportFigures,
+    /// The same figures for the whole programme (distinct learners over every campaign);
+    /// `None` (and absent from the JSON) when made with [`Programme::LeftOut`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub programme: Option<ReportFigures>,
 }
 
 /// The figures of a campaign, or of the programme, for a period.
@@ -263,31 +268,103 @@ impl Store {
     }
 }
 
-/// The reports of `campaign` (every campaign in the store, by id, when `None`) for `period`,
-/// from `store`; days are in `time_zone`.
+/// Whether reports give the whole programme's figures beside the campaign's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Programme {
+    /// [`Report::programme`] holds the programme's figures, and every format shows them
+    /// (`suivi report`, the half-quarterly writer).
+    Included,
+    /// No programme figure anywhere: [`Report::programme`] is `None`, the HTML has no programme
+    /// column, card detail, funnel marker or note, the CSV's `programme_value` is empty and the
+    /// JSON has no `programme` key; the totals campaign (`*`) cannot be asked for as a
+    /// campaign either. Only the programme's name is still read from the store, for the title.
+    LeftOut,
+}
+
+/// The campaigns a caller may have reports on.
+#[derive(Debug, Clone, Copy)]
+pub enum Allowed<'a> {
+    /// Every campaign in the store.
+    All,
+    /// Only these campaign ids (as [`crate::event::campaign_id`] gives them). Asking for one
+    /// outside the set gives the same [`ReportError::CampaignNotFound`] as asking for one the
+    /// store never held, and the others are not even read from the store.
+    Only(&'a BTreeSet<String>),
+}
+
+impl Allowed<'_> {
+    /// Whether reports on `campaign` may be given.
+    pub fn contains(&self, campaign: &str) -> bool {
+        match self {
+            Allowed::All => true,
+            Allowed::Only(campaigns) => campaigns.contains(campaign),
+        }
+    }
+}
+
+/// The reports of `campaign` (every campaign in the store that `allowed` contains, by id, when
+/// `None`) for `period`, from `store`; days are in `time_zone`; with or without the programme's
+/// figures, as `programme` says. A `campaign` that `allowed` does not contain (or the totals,
+/// `*`, when the programme is left out) is [`ReportError::CampaignNotFound`], word for word as
+/// one the store never held.
 pub async fn make(
     store: &Store,
     campaign: Option<&str>,
+    allowed: Allowed<'_>,
+    programme: Programme,
     period: &Period,
     time_zone: Tz,
 ) -> Result<Vec<Report>, ReportError> {
-    let wanted = campaign.map(|campaign| vec![campaign.to_owned(), TOTALS_CAMPAIGN.to_owned()]);
+    let visible = |id: &str| {
+        allowed.contains(id) && !(programme == Programme::LeftOut && id == TOTALS_CAMPAIGN)
+    };
+    // The totals are read even when their figures are left out: they hold the programme's name.
+    let totals = TOTALS_CAMPAIGN.to_owned();
+    let wanted: Option<Vec<String>> = match (campaign, allowed) {
+        (Some(campaign), _) => Some(
+            Some(campaign.to_owned())
+                .filter(|campaign| visible(campaign))
+                .into_iter()
+                .chain([totals])
+                .collect(),
+        ),
+        (None, Allowed::All) => None,
+        (None, Allowed::Only(campaigns)) => {
+            Some(campaigns.iter().cloned().chain([totals]).collect())
+        }
+    };
     let (_, last_day) = period.days();
-    let stored = store
+    let mut stored = store
         .load(wanted.as_deref(), period.end_instant(time_zone), last_day)
         .await
         .map_err(ReportError::Store)?;
     if stored.latest_snapshot.is_none() {
         return Err(ReportError::Empty(store.name()));
     }
-    let empty = StoredCampaign::default();
-    let programme = stored.campaigns.get(TOTALS_CAMPAIGN).unwrap_or(&empty);
+    let programme_name = stored
+        .campaigns
+        .get(TOTALS_CAMPAIGN)
+        .and_then(|totals| totals.latest.as_ref())
+        .map(|stamped| stamped.counters.name.clone())
+        .unwrap_or_default();
+    let programme_figures = match programme {
+        Programme::Included => {
+            let empty = StoredCampaign::default();
+            let totals = stored.campaigns.get(TOTALS_CAMPAIGN).unwrap_or(&empty);
+            Some(figures(totals, period, time_zone))
+        }
+        Programme::LeftOut => {
+            // Nothing below can reach the totals.
+            stored.campaigns.remove(TOTALS_CAMPAIGN);
+            None
+        }
+    };
     let ids: Vec<&String> = match campaign {
         Some(campaign) => {
             let id = stored
                 .campaigns
                 .get_key_value(campaign)
-                .filter(|(_, stored)| stored.latest.is_some())
+                .filter(|(id, stored)| visible(id) && stored.latest.is_some())
                 .ok_or_else(|| ReportError::CampaignNotFound {
                     campaign: campaign.to_owned(),
                     store: store.name(),
@@ -298,16 +375,11 @@ pub async fn make(
         None => stored
             .campaigns
             .iter()
-            .filter(|(id, stored)| *id != TOTALS_CAMPAIGN && stored.latest.is_some())
+            .filter(|(id, stored)| *id != TOTALS_CAMPAIGN && visible(id) && stored.latest.is_some())
             .map(|(id, _)| id)
             .collect(),
     };
     let generated_at = Utc::now();
-    let programme_name = programme
-        .latest
-        .as_ref()
-        .map(|stamped| stamped.counters.name.clone())
-        .unwrap_or_default();
     Ok(ids
         .into_iter()
         .map(|id| {
@@ -325,7 +397,7 @@ pub async fn make(
                 latest_snapshot: stored.latest_snapshot,
                 generated_at,
                 figures: figures(campaign, period, time_zone),
-                programme: figures(programme, period, time_zone),
+                programme: programme_figures.clone(),
             }
         })
         .collect())
@@ -429,7 +501,15 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
     };
     let campaign = args.campaign.as_deref().map(crate::event::campaign_id);
-    let reports = make(&store, campaign.as_deref(), &period, time_zone).await?;
+    let reports = make(
+        &store,
+        campaign.as_deref(),
+        Allowed::All,
+        Programme::Included,
+        &period,
+        time_zone,
+    )
+    .await?;
     match (&args.output, &args.output_dir) {
         (_, Some(directory)) => {
             let written = write_each(&reports, directory, &[args.format], args.lang)?;

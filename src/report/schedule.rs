@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::report::period::{self, HalfQuarter};
 use crate::report::store::Store;
-use crate::report::{ALL_CAMPAIGNS_FILE_NAME, Format, Lang, make, render, write_each};
+use crate::report::{
+    ALL_CAMPAIGNS_FILE_NAME, Allowed, Format, Lang, Programme, make, render, write_each,
+};
 
 /// How long a failed write waits before it is tried again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(60);
@@ -67,7 +69,15 @@ pub async fn write_half_quarter(
     half_quarter: HalfQuarter,
 ) -> anyhow::Result<PathBuf> {
     let period = half_quarter.period();
-    let reports = make(&settings.store, None, &period, settings.time_zone).await?;
+    let reports = make(
+        &settings.store,
+        None,
+        Allowed::All,
+        Programme::Included,
+        &period,
+        settings.time_zone,
+    )
+    .await?;
     let directory = settings.directory.clone();
     let lang = settings.lang;
     let name = half_quarter.to_string();

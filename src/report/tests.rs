@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::*;
 use crate::figures::{CampaignCounters, DayCounters};
 use crate::report::store::{Stamped, Stored, StoredCampaign};
+use crate::snapshot::file::Record;
 
 fn instant(text: &str) -> DateTime<Utc> {
     text.parse().expect("an RFC 3339 instant")
@@ -175,7 +176,7 @@ fn every_format_renders_the_figures() {
         latest_snapshot: stored.latest_snapshot,
         generated_at: instant("2021-01-11T08:00:00Z"),
         figures: figures(&stored.campaigns["gendarmerie"], &period, paris),
-        programme: figures(&stored.campaigns["*"], &period, paris),
+        programme: Some(figures(&stored.campaigns["*"], &period, paris)),
     };
     let reports = [report];
 
@@ -236,6 +237,319 @@ fn every_format_renders_the_figures() {
         serde_json::from_str(&render(&reports, Format::Json, Lang::Fr, false).expect("json"))
             .expect("valid JSON");
     assert_eq!(all["reports"][0]["campaign"], "gendarmerie");
+}
+
+/// A snapshot directory holding one snapshot (10 January 2021) of `campaigns` (each like
+/// [`campaign`]) and of the programme, whose figures are all large and distinctive
+/// ([`PROGRAMME_NUMBERS`]).
+fn store_of(campaigns: &[&str]) -> (tempfile::TempDir, Store) {
+    let directory = tempfile::tempdir().expect("a temporary dir");
+    let taken_at = instant("2021-01-10T12:00:00Z");
+    let mut records = Vec::new();
+    for id in campaigns {
+        records.push(Record::Campaign {
+            taken_at,
+            counters: counters(id, 9, 5, 30),
+        });
+        for (_, counts) in campaign().timeline {
+            records.push(Record::Day {
+                taken_at,
+                campaign: (*id).to_owned(),
+                counts,
+            });
+        }
+    }
+    let mut totals = counters(TOTALS_CAMPAIGN, 400_000, 123_456, 987_654);
+    totals.name = "Objectif IA".to_owned();
+    totals.clicks = 666_666;
+    totals.started = 350_000;
+    totals.chapters_completed = vec![171_717, 161_616];
+    totals.target = Some(670_000);
+    records.push(Record::Totals {
+        taken_at,
+        counters: totals,
+    });
+    for (_, counts) in [
+        day("2020-10-05", [444_444, 288_889, 250_001, 100_000]),
+        day("2020-12-01", [222_222, 111_111, 99_999, 23_456]),
+    ] {
+        records.push(Record::Day {
+            taken_at,
+            campaign: TOTALS_CAMPAIGN.to_owned(),
+            counts,
+        });
+    }
+    let lines: Vec<String> = records
+        .iter()
+        .map(|record| serde_json::to_string(record).expect("a record as JSON") + "\n")
+        .collect();
+    std::fs::write(directory.path().join("2021-01-10.jsonl"), lines.concat())
+        .expect("a snapshot file");
+    let store = Store::Files(directory.path().to_owned());
+    (directory, store)
+}
+
+/// The programme's figures in [`store_of`], none of which a campaign's report can hold.
+const PROGRAMME_NUMBERS: [u64; 16] = [
+    987_654, 400_000, 123_456, 666_666, 350_000, 171_717, 161_616, 670_000, 444_444, 288_889,
+    250_001, 100_000, 222_222, 111_111, 99_999, 23_456,
+];
+
+/// Every way `text` could show one of the programme's figures.
+fn programme_numbers_in(text: &str) -> Vec<String> {
+    PROGRAMME_NUMBERS
+        .iter()
+        .flat_map(|number| {
+            [
+                number.to_string(),
+                Lang::Fr.number(*number),
+                Lang::En.number(*number),
+            ]
+        })
+        .filter(|shown| text.contains(shown.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_report_made_without_the_programme_shows_no_programme_figure_in_any_format() {
+    let (_directory, store) = store_of(&["gendarmerie"]);
+    let period = Period::parse("2020-Q4-2").expect("a period");
+    let paris = chrono_tz::Europe::Paris;
+    let make_one = |programme| {
+        make(
+            &store,
+            Some("gendarmerie"),
+            Allowed::All,
+            programme,
+            &period,
+            paris,
+        )
+    };
+
+    // With the programme, its figures are there (so the checks below can fail).
+    let with = make_one(Programme::Included).await.expect("a report");
+    let figures = with[0].programme.as_ref().expect("the programme's figures");
+    assert_eq!(figures.at_period_end.enrolled, 400_000);
+    let html = render(&with, Format::Html, Lang::Fr, true).expect("html");
+    assert!(!programme_numbers_in(&html).is_empty());
+    assert!(html.contains("class=\"programme\""));
+    let json = render(&with, Format::Json, Lang::Fr, true).expect("json");
+    assert!(json.contains("\"programme\""), "{json}");
+
+    let reports = make_one(Programme::LeftOut).await.expect("a report");
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].programme, None);
+    assert_eq!(
+        reports[0].figures.at_period_end.enrolled, 8,
+        "the campaign's own"
+    );
+    assert_eq!(reports[0].programme_name, "Objectif IA", "the name stays");
+
+    for lang in [Lang::Fr, Lang::En] {
+        let words = lang.words();
+        let html = render(&reports, Format::Html, lang, true).expect("html");
+        assert_eq!(programme_numbers_in(&html), Vec::<String>::new(), "{html}");
+        assert!(!html.contains("class=\"programme\""), "{html}");
+        for text in [
+            words.programme_in_period,
+            words.programme_at_period_end,
+            words.funnel_legend_programme,
+            words.note_programme,
+        ] {
+            assert!(!html.contains(&html::escape(text)), "{text:?} in {html}");
+        }
+        assert!(!html.contains(&lang.label_value(words.programme, "")));
+        assert!(!html.contains(&lang.percent(123_456.0 / 400_000.0)));
+        assert!(html.contains("Objectif IA") && html.contains(words.enrolled));
+        assert_eq!(html.matches("<svg").count(), 2, "both charts");
+        assert_eq!(
+            html.matches("stroke=\"#111827\" stroke-width=\"3\"")
+                .count(),
+            0,
+            "no programme marker in the funnel"
+        );
+        // The funnel still has the campaign's bars: enrolled, started, two chapters, certified.
+        assert!(html.contains(&lang.percent(5.0 / 9.0)), "{html}");
+
+        let csv = render(&reports, Format::Csv, lang, true).expect("csv");
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some(csv::HEADER), "the columns stay");
+        let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
+        assert!(rows.len() > 10, "{csv}");
+        for row in &rows {
+            assert_eq!(row.len(), 9, "{row:?}");
+            assert_eq!(row[7], "", "no programme_value: {row:?}");
+        }
+        assert!(
+            rows.iter()
+                .any(|row| row[4] == "enrolled_at_period_end" && row[6] == "8")
+        );
+        assert_eq!(programme_numbers_in(&csv), Vec::<String>::new(), "{csv}");
+    }
+
+    for one in [true, false] {
+        let text = render(&reports, Format::Json, Lang::Fr, one).expect("json");
+        assert!(!text.contains("programme\""), "{text}");
+        assert_eq!(programme_numbers_in(&text), Vec::<String>::new(), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let report = if one { &json } else { &json["reports"][0] };
+        assert_eq!(report["figures"]["at_period_end"]["enrolled"], 8);
+        assert!(report.get("programme").is_none(), "{report}");
+    }
+
+    // Every campaign, without the programme: none of them carries it.
+    let all = make(
+        &store,
+        None,
+        Allowed::All,
+        Programme::LeftOut,
+        &period,
+        paris,
+    )
+    .await
+    .expect("reports");
+    assert_eq!(all.len(), 1);
+    assert!(all.iter().all(|report| report.programme.is_none()));
+}
+
+#[tokio::test]
+async fn only_the_allowed_campaigns_are_reported() {
+    let (_directory, store) = store_of(&["apec", "gendarmerie", "la-poste"]);
+    let period = Period::parse("2020-Q4-2").expect("a period");
+    let paris = chrono_tz::Europe::Paris;
+    let campaigns = |reports: Vec<Report>| -> Vec<String> {
+        reports.into_iter().map(|report| report.campaign).collect()
+    };
+    let everything = make(
+        &store,
+        None,
+        Allowed::All,
+        Programme::Included,
+        &period,
+        paris,
+    )
+    .await
+    .expect("reports");
+    assert_eq!(campaigns(everything), ["apec", "gendarmerie", "la-poste"]);
+
+    let allowed: BTreeSet<String> = ["gendarmerie", "la-poste", "never-seen", TOTALS_CAMPAIGN]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for programme in [Programme::Included, Programme::LeftOut] {
+        let reports = make(
+            &store,
+            None,
+            Allowed::Only(&allowed),
+            programme,
+            &period,
+            paris,
+        )
+        .await
+        .expect("reports");
+        assert_eq!(
+            campaigns(reports),
+            ["gendarmerie", "la-poste"],
+            "{programme:?}"
+        );
+    }
+    let none = BTreeSet::new();
+    let reports = make(
+        &store,
+        None,
+        Allowed::Only(&none),
+        Programme::Included,
+        &period,
+        paris,
+    )
+    .await
+    .expect("no reports");
+    assert!(reports.is_empty());
+
+    let one = make(
+        &store,
+        Some("la-poste"),
+        Allowed::Only(&allowed),
+        Programme::LeftOut,
+        &period,
+        paris,
+    )
+    .await
+    .expect("an allowed campaign");
+    assert_eq!(campaigns(one), ["la-poste"]);
+}
+
+/// The text of the [`ReportError::CampaignNotFound`] that asking `store` for `campaign` gives.
+async fn not_found(
+    store: &Store,
+    campaign: &str,
+    allowed: Allowed<'_>,
+    programme: Programme,
+) -> String {
+    let period = Period::parse("2020-Q4-2").expect("a period");
+    let paris = chrono_tz::Europe::Paris;
+    match make(store, Some(campaign), allowed, programme, &period, paris).await {
+        Err(error @ ReportError::CampaignNotFound { .. }) => error.to_string(),
+        other => panic!("{campaign}: not found expected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_campaign_not_allowed_is_not_found_like_one_never_stored() {
+    let (_directory, store) = store_of(&["apec", "gendarmerie"]);
+    let allowed: BTreeSet<String> = ["gendarmerie".to_owned()].into_iter().collect();
+    let only = Allowed::Only(&allowed);
+    let never_stored = not_found(&store, "apec-2", only, Programme::Included).await;
+    assert_eq!(
+        never_stored,
+        "campaign \"apec-2\" is not in the downstream store (files)"
+    );
+    let stored_but_not_allowed = not_found(&store, "apec", only, Programme::Included).await;
+    assert_eq!(
+        stored_but_not_allowed,
+        never_stored.replace("apec-2", "apec"),
+        "the same words"
+    );
+    assert_eq!(
+        not_found(&store, "apec", only, Programme::LeftOut).await,
+        stored_but_not_allowed
+    );
+    // Without the programme, the totals cannot be asked for as a campaign, allowed or not.
+    let totals_not_found = never_stored.replace("apec-2", TOTALS_CAMPAIGN);
+    assert_eq!(
+        not_found(&store, TOTALS_CAMPAIGN, Allowed::All, Programme::LeftOut).await,
+        totals_not_found
+    );
+    let totals: BTreeSet<String> = [TOTALS_CAMPAIGN.to_owned()].into_iter().collect();
+    assert_eq!(
+        not_found(
+            &store,
+            TOTALS_CAMPAIGN,
+            Allowed::Only(&totals),
+            Programme::LeftOut
+        )
+        .await,
+        totals_not_found
+    );
+    // An empty store says so whether the campaign is allowed or not.
+    let empty = tempfile::tempdir().expect("a temporary dir");
+    let empty = Store::Files(empty.path().to_owned());
+    let period = Period::parse("2020-Q4-2").expect("a period");
+    for campaign in ["gendarmerie", "apec"] {
+        let result = make(
+            &empty,
+            Some(campaign),
+            only,
+            Programme::LeftOut,
+            &period,
+            chrono_tz::Europe::Paris,
+        )
+        .await;
+        assert!(
+            matches!(result, Err(ReportError::Empty("files"))),
+            "{result:?}"
+        );
+    }
 }
 
 #[test]

@@ -157,7 +157,7 @@ fn with_token<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {
 
 #[tokio::test]
 async fn every_route_and_method_answers_each_caller_by_its_grants() {
-    let (mut app, callers, _directory) = guarded_app().await;
+    let (mut app, callers, directory) = guarded_app().await;
     let admin = format!("Bearer {}", callers.admin);
     let (status, body, _) = send(
         &app,
@@ -351,6 +351,38 @@ async fn every_route_and_method_answers_each_caller_by_its_grants() {
         .map(|report| report["campaign"].as_str().expect("an id"))
         .collect();
     assert_eq!(reported, ["gendarmerie"]);
+    // Without the totals, a partner's report holds no programme figure; with them it does.
+    assert!(
+        reports["reports"][0].get("programme").is_none(),
+        "{reports}"
+    );
+    let with_totals = add(
+        &directory.path().join("credentials.toml"),
+        &["partner-a-totals", "--read", "gendarmerie", "--with-totals"],
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let report = loop {
+        let (status, report, _) = send(
+            &app,
+            reqwest::Method::GET,
+            &format!("/v1/campaigns/gendarmerie/report{report}"),
+            Some(&format!("Bearer {with_totals}")),
+            None,
+        )
+        .await;
+        if status == StatusCode::OK {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new credential is not let in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        report["programme"]["in_period"]["enrolled"].as_u64() >= Some(5),
+        "{report}"
+    );
 
     grpc_matrix(&app, &callers).await;
     app.stop().await;
