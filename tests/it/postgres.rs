@@ -1346,6 +1346,25 @@ async fn verify_full_refuses_a_certificate_from_another_ca_or_for_another_host()
         assert!(error.contains("error performing TLS handshake"), "{error}");
         assert!(error.contains(cause), "{url}: {error}");
     }
+    // Without sslrootcert (or with `system`), the system's roots are trusted, and the test CA is
+    // not one of them (a machine without any gets an error saying so).
+    for url in [
+        format!("postgres://postgres@localhost:5432/{name}?sslmode=verify-full"),
+        format!("postgres://postgres@localhost:5432/{name}?sslmode=verify-ca"),
+        format!("postgres://postgres@localhost:5432/{name}?sslrootcert=system"),
+    ] {
+        let error = format!(
+            "{:#}",
+            connect_as_suivi(&url)
+                .await
+                .expect_err("the test CA is not a system root")
+        );
+        assert!(
+            error.contains("invalid peer certificate: UnknownIssuer")
+                || error.contains("no trusted root certificate found on this system"),
+            "{url}: {error}"
+        );
+    }
 
     // The service starts, reports the sink failing, and writes nothing.
     let url = format!(
