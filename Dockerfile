@@ -17,6 +17,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/suivi /out/suivi
 
 FROM debian:${DEBIAN_RELEASE}-slim
+# The system's trusted roots: PostgreSQL's sslmode=verify-ca or verify-full without sslrootcert
+# checks the server's certificate against them.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid, so that Kubernetes' runAsNonRoot can check it (deploy/kubernetes uses it).
 RUN groupadd --system --gid 10001 suivi \
     && useradd --system --uid 10001 --gid suivi --home-dir /var/lib/suivi --shell /usr/sbin/nologin suivi \

@@ -166,8 +166,8 @@ async fn load_postgres(
     end: DateTime<Utc>,
     last_day: Day,
 ) -> anyhow::Result<Stored> {
-    let config = crate::config::parse_postgres_url(url)?;
-    let mut client = pg::connect(&config).await?;
+    let target = crate::config::parse_postgres_url(url)?;
+    let mut client = pg::connect(&target).await?;
     // One consistent view of every table, whatever the sink commits meanwhile.
     let transaction = client
         .build_transaction()

@@ -2,13 +2,16 @@
 //! `scripts/test` starts it when it is down): each test creates a database of its own and drops
 //! it. Snapshots land and match the live counters; a flush killed by `pg_terminate_backend` or
 //! by stopping the server is retried until it lands, with nothing lost and nothing doubled;
-//! migrations run twice are a no-op; a snapshot written twice changes nothing. When the server
-//! cannot be reached, these tests fail; they never skip.
+//! migrations run twice are a no-op; a snapshot written twice changes nothing; snapshots go over
+//! TLS as `sslmode` says, and a certificate that `verify-full` cannot trust is refused. When the
+//! server cannot be reached, or the test CA that `scripts/test` gives it is missing, these tests
+//! fail; they never skip.
 //!
 //! Every test that uses the server holds [`shared`] (or [`exclusive`], for the one that stops
 //! the server) so the stop never disturbs another test of this binary.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -122,7 +125,11 @@ pub async fn connect(url: &str) -> Client {
 
 /// Starts suivi with both sinks, snapshots every 50 ms and retries at most every 200 ms.
 pub async fn spawn_app_with_postgres(database: &TestDatabase) -> TestApp {
-    let url = database.secret();
+    spawn_app_with_postgres_url(database.secret()).await
+}
+
+/// [`spawn_app_with_postgres`] with a URL of the test's own (for its TLS parameters).
+pub async fn spawn_app_with_postgres_url(url: Secret) -> TestApp {
     spawn_app_with(move |settings| {
         settings.postgres_url = Some(url);
         settings.snapshot_interval = Duration::from_millis(50);
@@ -1161,5 +1168,241 @@ async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_t
     let (status, readiness) = postgres_readiness(&app).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{readiness}");
     assert_eq!(readiness, Value::from("ok"), "the sink is not failing");
+    app.stop().await;
+}
+
+/// Where `scripts/test` puts the CA that signed the server's certificate (for `localhost` and
+/// 127.0.0.1), when `SUIVI_TEST_PG_CA` does not say.
+const DEFAULT_TEST_CA: &str = "/var/lib/postgresql/suivi-test-tls/ca.crt";
+
+/// The test CA, and beside it `other-ca.crt`, a CA that signed nothing the server holds; panics,
+/// naming the fix, when either is missing.
+fn test_cas() -> (PathBuf, PathBuf) {
+    let ca = std::env::var_os("SUIVI_TEST_PG_CA")
+        .map_or_else(|| PathBuf::from(DEFAULT_TEST_CA), PathBuf::from);
+    let other = ca.with_file_name("other-ca.crt");
+    for path in [&ca, &other] {
+        assert!(
+            path.is_file(),
+            "the PostgreSQL test CA {} is missing: ./scripts/test makes it and gives the server \
+             a certificate it signed (or set SUIVI_TEST_PG_CA to the CA's path)",
+            path.display()
+        );
+    }
+    (ca, other)
+}
+
+/// Whether suivi's own connection (the sink's, by its application_name) to `database` is TLS.
+async fn suivi_connections_encrypted(client: &Client, database: &str) -> Vec<bool> {
+    client
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.datname = $1 AND a.application_name = 'suivi'",
+            &[&database],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Connects as suivi does (`pg::connect`), and says whether the connection is TLS.
+async fn connect_as_suivi(url: &str) -> anyhow::Result<bool> {
+    let target = suivi::config::parse_postgres_url(&Secret::new(url))?;
+    let client = pg::connect(&target).await?;
+    Ok(client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+#[tokio::test]
+async fn snapshots_reach_postgres_over_tls_with_require_and_verify_full() {
+    let _server = shared().await;
+    let (ca, _) = test_cas();
+    let database = TestDatabase::create().await;
+    let client = database.client().await;
+    let name = &database.name;
+    for url in [
+        format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=require"),
+        format!(
+            "postgres://postgres@localhost:5432/{name}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        ),
+        format!(
+            "host=localhost port=5432 user=postgres dbname={name} sslmode=verify-full \
+             sslrootcert='{}'",
+            ca.display()
+        ),
+    ] {
+        assert!(
+            connect_as_suivi(&url).await.expect("connects over TLS"),
+            "{url}: not encrypted"
+        );
+        let mut app = spawn_app_with_postgres_url(Secret::new(url.clone())).await;
+        let prefix = format!("tls{}", url.len());
+        let response = app.ingest(&programme_events(&prefix, 10)).await;
+        assert!(response.rejections.is_empty(), "{response:?}");
+        wait_until_postgres_matches(&app, &client, PATIENCE).await;
+        // The sink keeps its connection open: it is there, and encrypted.
+        let encrypted = suivi_connections_encrypted(&client, name).await;
+        assert!(
+            !encrypted.is_empty() && encrypted.iter().all(|ssl| *ssl),
+            "{url}: suivi's connections are {encrypted:?}"
+        );
+        let (status, postgres) = postgres_readiness(&app).await;
+        assert_eq!((status.as_u16(), postgres), (200, Value::from("ok")));
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn each_sslmode_encrypts_as_libpq_would() {
+    let _server = shared().await;
+    let (ca, _) = test_cas();
+    let database = TestDatabase::create().await;
+    let name = &database.name;
+    let ca = ca.display();
+    for (url, encrypted) in [
+        (format!("{SERVER_URL}/{name}?sslmode=disable"), false),
+        // The server offers TLS (scripts/test sets it up): prefer, the default, takes it.
+        (format!("{SERVER_URL}/{name}"), true),
+        (format!("{SERVER_URL}/{name}?sslmode=prefer"), true),
+        (
+            format!("{SERVER_URL}/{name}?sslmode=require&sslrootcert={ca}"),
+            true,
+        ),
+        // The certificate names 127.0.0.1 too.
+        (
+            format!("{SERVER_URL}/{name}?sslmode=verify-full&sslrootcert={ca}"),
+            true,
+        ),
+        // verify-ca does not look at the host name.
+        (
+            format!(
+                "postgres://postgres@suivi-not-in-the-certificate.invalid:5432/{name}\
+                 ?hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert={ca}"
+            ),
+            true,
+        ),
+    ] {
+        assert_eq!(
+            connect_as_suivi(&url)
+                .await
+                .unwrap_or_else(|error| panic!("{url}: {error:#}")),
+            encrypted,
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn verify_full_refuses_a_certificate_from_another_ca_or_for_another_host() {
+    let _server = shared().await;
+    let (ca, other_ca) = test_cas();
+    let database = TestDatabase::create().await;
+    let name = &database.name;
+    for (url, cause) in [
+        (
+            format!(
+                "postgres://postgres@localhost:5432/{name}?sslmode=verify-full&sslrootcert={}",
+                other_ca.display()
+            ),
+            "invalid peer certificate: UnknownIssuer",
+        ),
+        // As in libpq, require with a root certificate checks the chain.
+        (
+            format!(
+                "postgres://postgres@localhost:5432/{name}?sslmode=require&sslrootcert={}",
+                other_ca.display()
+            ),
+            "invalid peer certificate: UnknownIssuer",
+        ),
+        // The certificate names localhost and 127.0.0.1, not this host.
+        (
+            format!(
+                "postgres://postgres@suivi-not-in-the-certificate.invalid:5432/{name}\
+                 ?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
+                ca.display()
+            ),
+            "invalid peer certificate: certificate not valid for name \
+             \"suivi-not-in-the-certificate.invalid\"",
+        ),
+    ] {
+        let error = format!(
+            "{:#}",
+            connect_as_suivi(&url)
+                .await
+                .expect_err("a certificate it cannot trust")
+        );
+        assert!(
+            error.starts_with("cannot connect to PostgreSQL at postgres@"),
+            "{error}"
+        );
+        assert!(error.contains("error performing TLS handshake"), "{error}");
+        assert!(error.contains(cause), "{url}: {error}");
+    }
+    // Without sslrootcert (or with `system`), the system's roots are trusted, and the test CA is
+    // not one of them (a machine without any gets an error saying so).
+    for url in [
+        format!("postgres://postgres@localhost:5432/{name}?sslmode=verify-full"),
+        format!("postgres://postgres@localhost:5432/{name}?sslmode=verify-ca"),
+        format!("postgres://postgres@localhost:5432/{name}?sslrootcert=system"),
+    ] {
+        let error = format!(
+            "{:#}",
+            connect_as_suivi(&url)
+                .await
+                .expect_err("the test CA is not a system root")
+        );
+        assert!(
+            error.contains("invalid peer certificate: UnknownIssuer")
+                || error.contains("no trusted root certificate found on this system"),
+            "{url}: {error}"
+        );
+    }
+
+    // The service starts, reports the sink failing, and writes nothing.
+    let url = format!(
+        "postgres://postgres@localhost:5432/{name}?sslmode=verify-full&sslrootcert={}",
+        other_ca.display()
+    );
+    let mut app = spawn_app_with_postgres_url(Secret::new(url)).await;
+    let response = app.ingest(&programme_events("untrusted", 5)).await;
+    assert!(response.rejections.is_empty(), "{response:?}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let readiness = loop {
+        let (_, postgres) = postgres_readiness(&app).await;
+        if postgres != "ok" {
+            break postgres;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink is not failing with an untrusted certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let readiness = readiness.as_str().expect("a text").to_owned();
+    assert!(readiness.starts_with("failing since"), "{readiness}");
+    assert!(
+        readiness.contains("sslmode=verify-full")
+            && readiness.contains("invalid peer certificate: UnknownIssuer"),
+        "{readiness}"
+    );
+    let tables: i64 = database
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'suivi'",
+            &[],
+        )
+        .await
+        .expect("pg_tables")
+        .get(0);
+    assert_eq!(tables, 0, "nothing was written");
     app.stop().await;
 }

@@ -22,7 +22,8 @@
 //! that were not in it are deleted then: a day emptied while PostgreSQL was out of reach does not
 //! linger. The sink holds one connection, opened (and the schema migrated) on first use and again
 //! after any failure; it never blocks ingestion, and the snapshot task retries it with backoff.
-//! The connection URL is a secret: it never reaches Debug output, logs or error messages.
+//! The connection URL is a secret: it never reaches Debug output, logs or error messages. TLS
+//! follows the URL's `sslmode`, as in libpq ([`tls`]).
 //!
 //! A campaign whose rows the server refuses never stops the others: a NUL character (which no
 //! PostgreSQL text takes) or a count beyond a bigint is set aside before sending; anything else
@@ -33,18 +34,19 @@
 
 mod rows;
 mod schema;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 use self::rows::{CampaignRows, SnapshotRows, refuses_the_rows};
 pub use self::schema::{
     COUNTER_COLUMNS, MIGRATIONS, Migration, connect, counters_from_row, migrate,
 };
-use crate::config::{Secret, parse_postgres_url};
+use crate::config::{PostgresTarget, Secret, parse_postgres_url};
 use crate::snapshot::{Snapshot, Written};
 
 /// How long one snapshot's transaction may take before it is abandoned (and retried later on a
@@ -53,7 +55,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Writes snapshots to PostgreSQL.
 pub struct PostgresSink {
-    config: Config,
+    target: PostgresTarget,
     client: Option<Client>,
     /// Campaigns whose whole timeline this sink has written (see the module's doc).
     reconciled: HashSet<String>,
@@ -73,7 +75,7 @@ impl PostgresSink {
     /// A sink for the database at `url`; it connects on its first write.
     pub fn new(url: &Secret) -> anyhow::Result<PostgresSink> {
         Ok(PostgresSink {
-            config: parse_postgres_url(url)?,
+            target: parse_postgres_url(url)?,
             client: None,
             reconciled: HashSet::new(),
         })
@@ -172,7 +174,7 @@ impl PostgresSink {
             self.client = None;
         }
         if self.client.is_none() {
-            let mut client = connect(&self.config).await?;
+            let mut client = connect(&self.target).await?;
             let applied = migrate(&mut client).await?;
             tracing::info!(
                 migrations_applied = ?applied,
@@ -194,11 +196,11 @@ mod tests {
 
     #[test]
     fn a_sink_names_its_target_and_never_its_password() {
-        let config = parse_postgres_url(&Secret::new("postgres://suivi:hunter2@db:5433/reports"))
+        let target = parse_postgres_url(&Secret::new("postgres://suivi:hunter2@db:5433/reports"))
             .expect("a URL");
-        assert_eq!(describe_target(&config), "suivi@db:5433/reports");
+        assert_eq!(describe_target(&target.config), "suivi@db:5433/reports");
         let sink = PostgresSink {
-            config,
+            target,
             client: None,
             reconciled: HashSet::new(),
         };

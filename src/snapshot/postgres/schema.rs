@@ -7,8 +7,9 @@
 use std::collections::HashSet;
 
 use anyhow::{Context, bail};
-use tokio_postgres::{Client, Config, NoTls, Row};
+use tokio_postgres::{Client, Config, Row};
 
+use crate::config::PostgresTarget;
 use crate::figures::CampaignCounters;
 
 /// The `pg_advisory_xact_lock` key that serialises migrations ("suivi" in ASCII, then 1).
@@ -107,13 +108,24 @@ CREATE VIEW suivi.programme_days AS
 ",
 }];
 
-/// Opens a connection, and drives it on a task of its own until the client is dropped or the
-/// server goes away.
-pub async fn connect(config: &Config) -> anyhow::Result<Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|error| {
+/// Opens a connection, with TLS as the target's `sslmode` says (see [`super::tls`]), and drives
+/// it on a task of its own until the client is dropped or the server goes away. The error names
+/// the target (without its password), the TLS mode, and the cause (such as the certificate
+/// check that failed).
+pub async fn connect(target: &PostgresTarget) -> anyhow::Result<Client> {
+    let tls = super::tls::make_connect(target).with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL at {} (sslmode={})",
+            describe_target(&target.config),
+            target.tls.as_str()
+        )
+    })?;
+    let (client, connection) = target.config.connect(tls).await.map_err(|error| {
         anyhow::anyhow!(
-            "cannot connect to PostgreSQL at {}: {error}",
-            describe_target(config)
+            "cannot connect to PostgreSQL at {} (sslmode={}): {}",
+            describe_target(&target.config),
+            target.tls.as_str(),
+            crate::telemetry::chain(&error)
         )
     })?;
     tokio::spawn(async move {
