@@ -25,13 +25,21 @@ RUN apt-get update \
 # A fixed numeric uid, so that Kubernetes' runAsNonRoot can check it (deploy/kubernetes uses it).
 RUN groupadd --system --gid 10001 suivi \
     && useradd --system --uid 10001 --gid suivi --home-dir /var/lib/suivi --shell /usr/sbin/nologin suivi \
-    && install -d -o suivi -g suivi -m 0750 /var/lib/suivi
+    && install -d -o suivi -g suivi -m 0750 /var/lib/suivi \
+    && install -d -o suivi -g suivi -m 0755 /etc/suivi
 COPY --from=build /out/suivi /usr/local/bin/suivi
 # Listen on every interface inside the container; keep the data in the volume. Any other setting
 # comes the same way (SUIVI_<KEY>, see README.md).
+# Credentials: suivi refuses to serve on 0.0.0.0 without a credentials file, and none is in the
+# image. Mount one at /etc/suivi/credentials.toml (made with `suivi credentials --file
+# credentials.toml add …`; it holds token hashes only), e.g.
+#   docker run -v "$PWD/credentials.toml:/etc/suivi/credentials.toml:ro" -e SUIVI_METRICS_TOKEN=… suivi
+# (mount the directory rather than the file to have suivi see `add` and `revoke` without a restart).
+# TLS: mount a certificate and key and set SUIVI_TLS_CERT and SUIVI_TLS_KEY (deploy/README.md).
 ENV SUIVI_GRPC_ADDR=0.0.0.0:50051 \
     SUIVI_HTTP_ADDR=0.0.0.0:8080 \
     SUIVI_DATA_DIR=/var/lib/suivi \
+    SUIVI_CREDENTIALS=/etc/suivi/credentials.toml \
     SUIVI_LOG_FORMAT=json
 USER 10001:10001
 VOLUME ["/var/lib/suivi"]

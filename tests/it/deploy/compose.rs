@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use suivi::config::Settings;
@@ -110,6 +111,65 @@ fn compose_and_grafana_provisioning_are_wired_together() {
             config_file.with_file_name(&rules).is_file(),
             "{rules} exists"
         );
+    }
+
+    // Credentials: a one-shot service makes suivi's credentials file and its settings file with
+    // the /metrics token, and the token alone for Prometheus, in a volume; suivi and Prometheus
+    // start once it has, and read them there.
+    let made = ComposeCredentials::make(&compose);
+    let creator = &services[&made.service];
+    assert_eq!(
+        creator["image"], suivi["image"],
+        "the credentials service runs suivi's image"
+    );
+    assert_eq!(creator["restart"], json!("no"), "a one-shot service");
+    for (name, service) in [("suivi", suivi), ("prometheus", prometheus)] {
+        assert_eq!(
+            service["depends_on"][&made.service]["condition"],
+            json!("service_completed_successfully"),
+            "{name} starts once the credentials exist"
+        );
+    }
+    let credentials = made.file(suivi, &env["SUIVI_CREDENTIALS"]);
+    let file = suivi::auth::file::CredentialsFile::read(&credentials, false)
+        .unwrap_or_else(|error| panic!("{}: {error:#}", credentials.display()));
+    assert_eq!(file.credentials.len(), 1, "{file:?}");
+    let settings = made.file(suivi, &env["SUIVI_CONFIG"]);
+    let settings: Value = toml::from_str(&std::fs::read_to_string(&settings).expect("suivi.toml"))
+        .expect("suivi's settings file is TOML");
+    let metrics_token = settings["metrics_token"]
+        .as_str()
+        .expect("the settings file sets metrics_token");
+    assert!(metrics_token.len() >= 32, "{metrics_token}");
+    // suivi only reads the volume; the credentials are added with the credentials service.
+    for volume in strings(&suivi["volumes"]) {
+        if volume.starts_with(&format!("{}:", made.volume)) {
+            assert!(volume.ends_with(":ro"), "suivi mounts {volume} read-only");
+        }
+    }
+    let token_file = job["authorization"]["credentials_file"]
+        .as_str()
+        .expect("the scrape job reads its bearer token from a file");
+    assert_eq!(job["authorization"]["type"], json!("Bearer"));
+    let token_file = made.file(prometheus, token_file);
+    assert_eq!(
+        std::fs::read_to_string(&token_file)
+            .expect("Prometheus's token file")
+            .trim(),
+        metrics_token,
+        "Prometheus sends the metrics_token suivi requires"
+    );
+    // Prometheus runs as another user: it may read its token, not suivi's files.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode(&token_file) & 0o004, 0o004, "{}", token_file.display());
+    for private in [&credentials, &made.file(suivi, &env["SUIVI_CONFIG"])] {
+        assert_eq!(mode(private) & 0o077, 0, "{} is private", private.display());
     }
 
     // Grafana → Prometheus, and the dashboards where the provider looks.
@@ -402,6 +462,181 @@ pub(super) fn created_topics(script: &str) -> BTreeMap<String, BTreeMap<String, 
         created.insert(topic, flags);
     }
     created
+}
+
+/// What the compose file's credentials service makes, run as compose runs it on the first
+/// `up` (its script, with `$$` unescaped), with the test's `suivi` binary, each named volume it
+/// mounts a directory of the test's own.
+pub(super) struct ComposeCredentials {
+    /// The one-shot service.
+    pub service: String,
+    /// The volume holding suivi's credentials file.
+    pub volume: String,
+    /// The named volumes it fills, each a directory here.
+    pub volumes: BTreeMap<String, PathBuf>,
+    /// The admin token it printed.
+    pub admin_token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ComposeCredentials {
+    /// Runs the service that fills the volume of suivi's `SUIVI_CREDENTIALS`, twice: the second
+    /// `up` must leave the credentials as they are and print no token.
+    pub fn make(compose: &Value) -> ComposeCredentials {
+        let services = compose["services"].as_object().expect("services");
+        let suivi = &services["suivi"];
+        let path = compose_env(suivi)
+            .get("SUIVI_CREDENTIALS")
+            .cloned()
+            .expect("suivi has a credentials file in compose");
+        let (volume, rest) = named_volume_at(suivi, &path)
+            .unwrap_or_else(|| panic!("{path} is in a named volume of suivi's"));
+        let writers: Vec<&String> = services
+            .iter()
+            .filter(|(name, service)| {
+                *name != "suivi"
+                    && strings(&service["volumes"]).iter().any(|mount| {
+                        mount.split(':').next() == Some(volume.as_str()) && !mount.ends_with(":ro")
+                    })
+            })
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(
+            writers.len(),
+            1,
+            "one service writes the volume {volume}: {writers:?}"
+        );
+        let service = writers[0].clone();
+        let creator = &services[&service];
+        assert_eq!(strings(&creator["entrypoint"]), ["bash", "-c"]);
+        let command = strings(&creator["command"]);
+        assert_eq!(command.len(), 1, "one script: {command:?}");
+        let dir = tempfile::tempdir().expect("a temporary dir");
+        let mut volumes = BTreeMap::new();
+        let mut script = command[0].replace("$$", "$");
+        let mut env = compose_env(creator);
+        for mount in strings(&creator["volumes"]) {
+            let mut parts = mount.split(':');
+            let (source, target) = (
+                parts.next().expect("a source"),
+                parts.next().expect("a target"),
+            );
+            assert!(
+                compose["volumes"].get(source).is_some(),
+                "{service} mounts named volumes only: {mount}"
+            );
+            let host = dir.path().join(source);
+            std::fs::create_dir(&host).expect("the volume's directory");
+            script = script.replace(target, &host.to_string_lossy());
+            for value in env.values_mut() {
+                *value = value.replace(target, &host.to_string_lossy());
+            }
+            volumes.insert(source.to_owned(), host);
+        }
+        let binary = Path::new(env!("CARGO_BIN_EXE_suivi"));
+        let path = format!(
+            "{}:{}",
+            binary.parent().expect("the binary's directory").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let run = || {
+            let mut command = Command::new("bash");
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("SUIVI_") {
+                    command.env_remove(name);
+                }
+            }
+            let output = command
+                .args(["-c", &script])
+                .env("PATH", &path)
+                .envs(&env)
+                .stdin(Stdio::null())
+                .output()
+                .expect("bash runs the credentials script");
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(
+                output.status.success(),
+                "{service} failed ({}):\n{stdout}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+        };
+        let tokens = |stdout: &str| -> Vec<String> {
+            stdout
+                .lines()
+                .filter(|line| line.starts_with(suivi::auth::file::TOKEN_PREFIX))
+                .map(str::to_owned)
+                .collect()
+        };
+        let first = run();
+        let printed = tokens(&first);
+        assert_eq!(printed.len(), 1, "one token, the admin's:\n{first}");
+        let credentials = volumes[&volume].join(&rest);
+        let before = std::fs::read(&credentials).expect("the credentials file");
+        let mut made = volumes
+            .values()
+            .flat_map(|dir| std::fs::read_dir(dir).expect("a volume"))
+            .map(|entry| entry.expect("an entry").path())
+            .collect::<Vec<_>>();
+        let second = run();
+        assert!(
+            tokens(&second).is_empty(),
+            "no token the second time:\n{second}"
+        );
+        assert_eq!(
+            std::fs::read(&credentials).expect("the credentials file"),
+            before,
+            "the second `up` keeps the credentials"
+        );
+        let mut after = volumes
+            .values()
+            .flat_map(|dir| std::fs::read_dir(dir).expect("a volume"))
+            .map(|entry| entry.expect("an entry").path())
+            .collect::<Vec<_>>();
+        made.sort();
+        after.sort();
+        assert_eq!(made, after, "the second `up` leaves the same files");
+        ComposeCredentials {
+            service,
+            volume,
+            volumes,
+            admin_token: printed[0].clone(),
+            _dir: dir,
+        }
+    }
+
+    /// Where the file `service` sees at `container_path` is here: in one of the volumes made.
+    pub fn file(&self, service: &Value, container_path: &str) -> PathBuf {
+        let (volume, rest) = named_volume_at(service, container_path)
+            .unwrap_or_else(|| panic!("{container_path} is in a named volume"));
+        let dir = self.volumes.get(&volume).unwrap_or_else(|| {
+            panic!(
+                "{container_path} is in {volume}, which {} fills",
+                self.service
+            )
+        });
+        let file = dir.join(rest);
+        assert!(
+            file.is_file(),
+            "{container_path} ({}) is made",
+            file.display()
+        );
+        file
+    }
+}
+
+/// The named volume `service` mounts over `container_path`, and the path inside it.
+fn named_volume_at(service: &Value, container_path: &str) -> Option<(String, String)> {
+    strings(&service["volumes"]).iter().find_map(|mount| {
+        let mut parts = mount.split(':');
+        let (source, target) = (parts.next()?, parts.next()?);
+        if source.starts_with('.') || source.starts_with('/') {
+            return None;
+        }
+        let rest = container_path.strip_prefix(target)?.strip_prefix('/')?;
+        Some((source.to_owned(), rest.to_owned()))
+    })
 }
 
 /// A compose service's environment (a map, as the file writes it).

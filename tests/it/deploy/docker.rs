@@ -2,7 +2,7 @@
 //! the build context leaves out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
@@ -37,6 +37,42 @@ fn the_dockerfile_and_dockerignore_fit_suivi() {
     assert_eq!(port_of(&env["SUIVI_HTTP_ADDR"]), 8080);
     assert!(env["SUIVI_GRPC_ADDR"].starts_with("0.0.0.0:"));
     assert!(env["SUIVI_HTTP_ADDR"].starts_with("0.0.0.0:"));
+    // On 0.0.0.0 suivi needs credentials: the image names the file, to be mounted, and bakes
+    // in no secret and no way around them.
+    assert_eq!(env["SUIVI_CREDENTIALS"], "/etc/suivi/credentials.toml");
+    for unset in [
+        "SUIVI_ALLOW_ANONYMOUS",
+        "SUIVI_METRICS_TOKEN",
+        "SUIVI_PSEUDONYM_KEY",
+        "SUIVI_CONFIG",
+    ] {
+        assert!(!env.contains_key(unset), "the image sets {unset}");
+    }
+    for (instruction, argument) in &instructions {
+        assert!(
+            !(matches!(instruction.as_str(), "COPY" | "ADD") && argument.contains("credentials")),
+            "the image holds no credentials file: {instruction} {argument}"
+        );
+    }
+    // Without the file, suivi refuses to start, saying which; without the setting, it refuses
+    // to serve the image's addresses at all.
+    let data_dir = tempfile::tempdir().expect("a temporary dir");
+    let missing = data_dir.path().join("credentials.toml");
+    let mut without_file = env.clone();
+    without_file.insert(
+        "SUIVI_CREDENTIALS".to_owned(),
+        missing.display().to_string(),
+    );
+    let mut without_setting = env.clone();
+    without_setting.remove("SUIVI_CREDENTIALS");
+    for (env, expected) in [
+        (without_file, missing.display().to_string()),
+        (without_setting, "grpc_addr".to_owned()),
+    ] {
+        let (code, stderr) = serve_until_it_exits(&env, data_dir.path());
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(&expected), "{expected} in {stderr}");
+    }
     let volumes = arguments(&instructions, "VOLUME");
     assert!(
         volumes
@@ -89,6 +125,46 @@ fn the_dockerfile_and_dockerignore_fit_suivi() {
     for left_out in ["target", ".git", "suivi-data", "deploy", "README.md"] {
         assert!(ignored(left_out), ".dockerignore leaves out {left_out}");
     }
+}
+
+/// Runs `suivi serve` with exactly the settings of `env` (its data in `data_dir`), which must
+/// make it exit within 10 s; its exit code and its log.
+fn serve_until_it_exits(env: &BTreeMap<String, String>, data_dir: &Path) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_suivi"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SUIVI_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .arg("serve")
+        .envs(env)
+        .env("SUIVI_DATA_DIR", data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the suivi binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("suivi can be waited for") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // Our own child, by its handle.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("suivi started with {env:?}: it must refuse");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut child.stderr.take().expect("suivi's stderr"),
+        &mut stderr,
+    )
+    .expect("suivi's log");
+    (status.code(), stderr)
 }
 
 /// The Dockerfile's instructions, continuation lines joined, comments left out.

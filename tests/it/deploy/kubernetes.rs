@@ -85,7 +85,8 @@ fn the_kubernetes_manifests_use_suivis_ports_probes_user_and_data_volume() {
     assert_eq!(port_of(&env["SUIVI_GRPC_ADDR"]), 50051);
     assert_eq!(port_of(&env["SUIVI_HTTP_ADDR"]), 8080);
     assert!(env.keys().all(|name| name.starts_with("SUIVI_")), "{env:?}");
-    // Settings from Secrets and ConfigMaps are all optional: the pod starts without any of them.
+    // Settings from Secrets and ConfigMaps are optional, but the credentials': the pod starts
+    // without the others, never without its credentials.
     for var in container["env"].as_array().expect("an env list") {
         let Some(from) = var["valueFrom"].as_object() else {
             continue;
@@ -94,7 +95,11 @@ fn the_kubernetes_manifests_use_suivis_ports_probes_user_and_data_volume() {
             .get("secretKeyRef")
             .or_else(|| from.get("configMapKeyRef"))
             .unwrap_or_else(|| panic!("{var} is a plain value, a Secret's or a ConfigMap's"));
-        assert_eq!(reference["optional"], json!(true), "{var} is optional");
+        if reference["name"] == json!(KUBERNETES_CREDENTIALS_SECRET) {
+            assert_ne!(reference["optional"], json!(true), "{var} is required");
+        } else {
+            assert_eq!(reference["optional"], json!(true), "{var} is optional");
+        }
         assert!(
             var["name"]
                 .as_str()
@@ -102,6 +107,37 @@ fn the_kubernetes_manifests_use_suivis_ports_probes_user_and_data_volume() {
             "{var}"
         );
     }
+    // Credentials: the file from the Secret suivi-credentials, mounted as a directory (a
+    // subPath mount would never see the kubelet's updates, which suivi reloads), and the
+    // /metrics token from the same Secret. The Secret shipped is a placeholder: it holds no
+    // credential, and no metrics token, so that suivi never runs with a token everyone knows.
+    assert_eq!(
+        secret_env(container).get("SUIVI_METRICS_TOKEN"),
+        Some(&(
+            KUBERNETES_CREDENTIALS_SECRET.to_owned(),
+            "metrics-token".to_owned()
+        ))
+    );
+    let credentials_file = &env["SUIVI_CREDENTIALS"];
+    let placeholder = mounted_secret_file(pod, container, credentials_file, &documents);
+    let placeholder = suivi::auth::file::CredentialsFile::parse(&placeholder)
+        .expect("the placeholder is a credentials file");
+    assert!(placeholder.credentials.is_empty(), "{placeholder:?}");
+    let secret = of_kind("Secret")
+        .into_iter()
+        .find(|secret| secret["metadata"]["name"] == json!(KUBERNETES_CREDENTIALS_SECRET))
+        .expect("the credentials Secret");
+    for data in ["data", "stringData"] {
+        assert!(
+            secret[data].get("metrics-token").is_none(),
+            "no metrics token is shipped: {secret}"
+        );
+    }
+    assert_eq!(
+        env.get("SUIVI_ALLOW_ANONYMOUS"),
+        None,
+        "the manifests never serve without credentials"
+    );
     // Kafka is turned on by the ConfigMap's brokers.
     let from_config_map = config_map_env(container);
     assert_eq!(
@@ -216,6 +252,80 @@ pub(super) fn container_env(container: &Value) -> BTreeMap<String, String> {
             Some((var["name"].as_str()?.to_owned(), value.to_owned()))
         })
         .collect()
+}
+
+/// A Kubernetes container's settings taken from Secrets: variable → (Secret, key).
+pub(super) fn secret_env(container: &Value) -> BTreeMap<String, (String, String)> {
+    container["env"]
+        .as_array()
+        .expect("an env list")
+        .iter()
+        .filter_map(|var| {
+            let reference = &var["valueFrom"]["secretKeyRef"];
+            Some((
+                var["name"].as_str()?.to_owned(),
+                (
+                    reference["name"].as_str()?.to_owned(),
+                    reference["key"].as_str()?.to_owned(),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// The text of the file `container` sees at `path`, from a Secret volume of `pod` mounted as a
+/// directory (no subPath, so that the kubelet's updates reach it), the Secret being one of
+/// `documents` with the file in `stringData`.
+pub(super) fn mounted_secret_file(
+    pod: &Value,
+    container: &Value,
+    path: &str,
+    documents: &[Value],
+) -> String {
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volume mounts")
+        .iter()
+        .find(|mount| {
+            mount["mountPath"]
+                .as_str()
+                .and_then(|dir| path.strip_prefix(dir))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .unwrap_or_else(|| panic!("{path} is in a mounted volume"));
+    assert!(mount["subPath"].is_null(), "{mount} mounts a directory");
+    assert_eq!(mount["readOnly"], json!(true), "{mount}");
+    let dir = mount["mountPath"].as_str().expect("a mount path");
+    let name = path[dir.len() + 1..].to_owned();
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("pod volumes")
+        .iter()
+        .find(|volume| volume["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("the volume of {mount}"));
+    let secret_name = volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{volume} is a Secret"));
+    let key = match volume["secret"]["items"].as_array() {
+        None => name.clone(),
+        Some(items) => items
+            .iter()
+            .find(|item| item["path"] == json!(name))
+            .and_then(|item| item["key"].as_str())
+            .unwrap_or_else(|| panic!("{volume} projects {name}"))
+            .to_owned(),
+    };
+    let secret = documents
+        .iter()
+        .find(|document| {
+            document["kind"] == json!("Secret")
+                && document["metadata"]["name"] == json!(secret_name)
+        })
+        .unwrap_or_else(|| panic!("the manifests have the Secret {secret_name}"));
+    secret["stringData"][&key]
+        .as_str()
+        .unwrap_or_else(|| panic!("the Secret {secret_name} has {key} in stringData: {secret}"))
+        .to_owned()
 }
 
 /// A Kubernetes container's settings taken from ConfigMaps: variable → (ConfigMap, key).

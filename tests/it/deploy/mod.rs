@@ -31,10 +31,12 @@ mod docker;
 mod kubernetes;
 mod prometheus;
 
-use compose::compose_env;
+use compose::{ComposeCredentials, compose_env};
 use docker::{dockerfile, dockerfile_env, dockerfile_user};
-use kubernetes::{base64url_decoded_len, config_map_env, container_env};
-use prometheus::{collect_panels, dashboard, has_series};
+use kubernetes::{
+    base64url_decoded_len, config_map_env, container_env, mounted_secret_file, secret_env,
+};
+use prometheus::{bearer_client, collect_panels, dashboard, has_series};
 
 /// The campaign the dashboard's `$campaign` stands for in these tests: registered, with a target.
 const CAMPAIGN: &str = "gendarmerie";
@@ -46,11 +48,13 @@ const PROMETHEUS_SERIES: [&str; 1] = ["up"];
 const KAFKA_PATIENCE: Duration = Duration::from_secs(60);
 /// The ConfigMap that turns Kafka on in the Kubernetes manifests (see deploy/README.md).
 const KUBERNETES_KAFKA_CONFIG_MAP: &str = "suivi-kafka";
+/// The Secret that holds suivi's credentials file and /metrics token in the Kubernetes manifests.
+const KUBERNETES_CREDENTIALS_SECRET: &str = "suivi-credentials";
 
 #[tokio::test]
 async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthcheck() {
-    let compose = yaml(&deploy("docker-compose.yml"));
-    let suivi = &compose["services"]["suivi"];
+    let compose_file = yaml(&deploy("docker-compose.yml"));
+    let suivi = &compose_file["services"]["suivi"];
     let healthcheck = strings(&suivi["healthcheck"]["test"]);
     assert_eq!(healthcheck[..3], ["CMD", "bash", "-c"], "{healthcheck:?}");
     let http_port = port_of(&compose_env(suivi)["SUIVI_HTTP_ADDR"]);
@@ -77,13 +81,36 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         "the healthcheck fails where nothing listens"
     );
 
-    let statefulset = yaml_documents(&deploy("kubernetes/statefulset.yaml"))
-        .into_iter()
+    let manifests: Vec<Value> =
+        strings(&yaml(&deploy("kubernetes/kustomization.yaml"))["resources"])
+            .iter()
+            .flat_map(|file| yaml_documents(&deploy("kubernetes").join(file)))
+            .collect();
+    let statefulset = manifests
+        .iter()
         .find(|document| document["kind"] == json!("StatefulSet"))
         .expect("a StatefulSet");
-    let container = statefulset["spec"]["template"]["spec"]["containers"][0].clone();
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let container = pod["containers"][0].clone();
+    let files = tempfile::tempdir().expect("a temporary dir");
+
+    // The image: its credentials file, mounted where SUIVI_CREDENTIALS says, here with an
+    // operator's credential; no /metrics token is in the image.
+    let mut docker = dockerfile_env(&dockerfile());
+    let docker_credentials = files.path().join("credentials.toml");
+    let operator = add_credential(&docker_credentials, "ops", &["--operator"]);
+    docker.insert(
+        "SUIVI_CREDENTIALS".to_owned(),
+        docker_credentials.display().to_string(),
+    );
+    let docker_access = Access {
+        token: Some(operator),
+        metrics_token: None,
+    };
     // Kafka, where a deployment turns it on, is a broker of the test's own, one for each: a
     // member that left a group still holds up the mock cluster's next rebalance for a session.
+    // Compose: the files its credentials service makes, where suivi finds them.
+    let made = ComposeCredentials::make(&compose_file);
     let compose_kafka = KafkaScene::start().await;
     let mut compose = compose_env(suivi);
     assert!(compose.contains_key("SUIVI_KAFKA_BROKERS"), "{compose:?}");
@@ -91,26 +118,77 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         "SUIVI_KAFKA_BROKERS".to_owned(),
         compose_kafka.bootstrap.clone(),
     );
-    // The manifests with the ConfigMap that turns Kafka on, holding only the brokers.
-    let kubernetes_kafka = KafkaScene::start().await;
+    for name in ["SUIVI_CREDENTIALS", "SUIVI_CONFIG"] {
+        let file = made.file(suivi, &compose[name]);
+        compose.insert(name.to_owned(), file.display().to_string());
+    }
+    let prometheus_token = compose_file["services"]["prometheus"].clone();
+    let prometheus_config = yaml(&deploy("prometheus/prometheus.yml"));
+    let token_file = made.file(
+        &prometheus_token,
+        prometheus_config["scrape_configs"][0]["authorization"]["credentials_file"]
+            .as_str()
+            .expect("the scrape job's token file"),
+    );
+    let compose_access = Access {
+        token: Some(made.admin_token.clone()),
+        metrics_token: Some(
+            std::fs::read_to_string(token_file)
+                .expect("the token file")
+                .trim()
+                .to_owned(),
+        ),
+    };
+    // The manifests: the placeholder Secret's credentials file, mounted as the StatefulSet
+    // mounts it (no credential: every request is refused), and a /metrics token.
     let mut kubernetes = container_env(&container);
-    for (name, (config_map, key)) in config_map_env(&container) {
-        if config_map == KUBERNETES_KAFKA_CONFIG_MAP && key == "brokers" {
-            kubernetes.insert(name, kubernetes_kafka.bootstrap.clone());
+    let placeholder = files.path().join("kubernetes-credentials.toml");
+    std::fs::write(
+        &placeholder,
+        mounted_secret_file(
+            pod,
+            &container,
+            &kubernetes["SUIVI_CREDENTIALS"],
+            &manifests,
+        ),
+    )
+    .expect("the placeholder's credentials file");
+    kubernetes.insert(
+        "SUIVI_CREDENTIALS".to_owned(),
+        placeholder.display().to_string(),
+    );
+    let kubernetes_metrics_token = suivi::auth::file::new_token();
+    for (name, (secret, key)) in secret_env(&container) {
+        if (secret.as_str(), key.as_str()) == (KUBERNETES_CREDENTIALS_SECRET, "metrics-token") {
+            kubernetes.insert(name, kubernetes_metrics_token.clone());
         }
     }
-    for (origin, env, kafka_on) in [
-        ("Dockerfile", dockerfile_env(&dockerfile()), false),
-        ("docker-compose.yml", compose, true),
+    let kubernetes_access = || Access {
+        token: None,
+        metrics_token: Some(kubernetes_metrics_token.clone()),
+    };
+    // The manifests with the ConfigMap that turns Kafka on, holding only the brokers.
+    let kubernetes_kafka = KafkaScene::start().await;
+    let mut kubernetes_with_kafka = kubernetes.clone();
+    for (name, (config_map, key)) in config_map_env(&container) {
+        if config_map == KUBERNETES_KAFKA_CONFIG_MAP && key == "brokers" {
+            kubernetes_with_kafka.insert(name, kubernetes_kafka.bootstrap.clone());
+        }
+    }
+    for (origin, env, kafka_on, access) in [
+        ("Dockerfile", docker, false, docker_access),
+        ("docker-compose.yml", compose, true, compose_access),
         (
             "kubernetes/statefulset.yaml",
-            container_env(&container),
+            kubernetes,
             false,
+            kubernetes_access(),
         ),
         (
             "kubernetes/statefulset.yaml with the ConfigMap suivi-kafka",
-            kubernetes,
+            kubernetes_with_kafka,
             true,
+            kubernetes_access(),
         ),
     ] {
         // The deployment's own environment, but for PostgreSQL: its host is the compose
@@ -140,11 +218,18 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
             status.success(),
             "the compose healthcheck passes on suivi ({origin})"
         );
+        access.check(running.http_addr, origin).await;
+        let metrics = match &access.metrics_token {
+            Some(token) => bearer_client(token),
+            None => reqwest::Client::new(),
+        };
         // Each process has metrics of its own: the Kafka series are there when Kafka is on,
         // and its partitions get assigned.
         let deadline = Instant::now() + KAFKA_PATIENCE;
         loop {
-            let text = reqwest::get(format!("http://{}/metrics", running.http_addr))
+            let text = metrics
+                .get(format!("http://{}/metrics", running.http_addr))
+                .send()
                 .await
                 .expect("GET /metrics answers")
                 .text()
@@ -172,7 +257,98 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         let status = running.terminate().await;
         assert!(status.success(), "suivi ({origin}) stopped with {status}");
     }
-    drop((compose_kafka, kubernetes_kafka));
+    drop((compose_kafka, kubernetes_kafka, made, files));
+}
+
+/// What a deployment's suivi lets in: the token of a credential that reads the totals (none:
+/// every request is refused), and the token `/metrics` requires (none: open).
+struct Access {
+    token: Option<String>,
+    metrics_token: Option<String>,
+}
+
+impl Access {
+    /// Checks that suivi at `addr` lets in what it should, and nothing else.
+    async fn check(&self, addr: SocketAddr, origin: &str) {
+        let status = |client: reqwest::Client, path: &str| {
+            let url = format!("http://{addr}{path}");
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+                    .status()
+            }
+        };
+        let anyone = reqwest::Client::new;
+        assert_eq!(
+            status(anyone(), "/v1/totals").await,
+            StatusCode::UNAUTHORIZED,
+            "{origin}: no token, no figures"
+        );
+        let stranger = bearer_client(&suivi::auth::file::new_token());
+        assert_eq!(
+            status(stranger, "/v1/totals").await,
+            StatusCode::UNAUTHORIZED,
+            "{origin}: an unknown token"
+        );
+        if let Some(token) = &self.token {
+            assert_eq!(
+                status(bearer_client(token), "/v1/totals").await,
+                StatusCode::OK,
+                "{origin}: the deployment's credential"
+            );
+        }
+        match &self.metrics_token {
+            Some(token) => {
+                assert_eq!(
+                    status(anyone(), "/metrics").await,
+                    StatusCode::UNAUTHORIZED,
+                    "{origin}: /metrics needs its token"
+                );
+                assert_eq!(
+                    status(bearer_client(token), "/metrics").await,
+                    StatusCode::OK,
+                    "{origin}: /metrics with its token"
+                );
+            }
+            None => assert_eq!(status(anyone(), "/metrics").await, StatusCode::OK),
+        }
+        for open in ["/healthz", "/readyz"] {
+            assert_eq!(
+                status(anyone(), open).await,
+                StatusCode::OK,
+                "{origin}: {open}"
+            );
+        }
+    }
+}
+
+/// Adds a credential to the credentials file `file` with `suivi credentials add` (the real
+/// binary) and returns the token it prints.
+fn add_credential(file: &Path, id: &str, role: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_suivi"))
+        .arg("credentials")
+        .arg(format!("--file={}", file.display()))
+        .args(["add", id])
+        .args(role)
+        .env_remove("SUIVI_CREDENTIALS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("suivi credentials runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "suivi credentials add: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find(|line| line.starts_with(suivi::auth::file::TOKEN_PREFIX))
+        .unwrap_or_else(|| panic!("a token in:\n{stdout}"))
+        .to_owned()
 }
 
 #[test]
@@ -184,6 +360,7 @@ fn every_file_in_deploy_is_one_these_tests_check() {
         "grafana/dashboards/suivi.json",
         "grafana/provisioning/dashboards/suivi.yml",
         "grafana/provisioning/datasources/prometheus.yml",
+        "kubernetes/credentials-secret.yaml",
         "kubernetes/kustomization.yaml",
         "kubernetes/service.yaml",
         "kubernetes/statefulset.yaml",

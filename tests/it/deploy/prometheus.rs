@@ -17,14 +17,44 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_suivi_and_every_dashboard_query_returns_data() {
     let kafka = KafkaScene::start().await;
+    let metrics_token = suivi::auth::file::new_token();
     let mut app = spawn_app_with(|settings| {
         // Checkpoints and snapshots within the test, so their metrics have data too.
         settings.snapshot_interval = Duration::from_secs(1);
         settings.checkpoint_interval = Duration::from_secs(1);
+        // /metrics needs its token, as every deployment sets it.
+        settings.metrics_token = Some(secret(&metrics_token));
         kafka.turn_on(settings);
     })
     .await;
-    let prometheus = Prometheus::start(app.http_addr);
+    // Without the token, or with another, /metrics answers 401 and asks for a bearer token.
+    let url = format!("http://{}/metrics", app.http_addr);
+    for authorization in [
+        None,
+        Some("Bearer suivi_not-the-metrics-token"),
+        Some("Basic Og=="),
+    ] {
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let response = request.send().await.expect("GET /metrics answers");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "GET /metrics with {authorization:?}"
+        );
+        let challenge = &response.headers()[reqwest::header::WWW_AUTHENTICATE];
+        assert!(
+            challenge.as_bytes().starts_with(b"Bearer"),
+            "GET /metrics with {authorization:?}: {challenge:?}"
+        );
+    }
+    // The test's own reads of /metrics carry the token (suivi's other routes are open here).
+    app.http = bearer_client(&metrics_token);
+    let (status, _) = app.get_text("/metrics").await;
+    assert_eq!(status, StatusCode::OK, "GET /metrics with its token");
+    let prometheus = Prometheus::start(app.http_addr, &metrics_token);
     prometheus.wait_until_ready().await;
     feed(&app).await;
     kafka.wait_until_consumed(&app).await;
@@ -201,9 +231,12 @@ pub(super) struct Prometheus {
 
 impl Prometheus {
     /// Starts Prometheus with deploy/prometheus/prometheus.yml and its rules, scraping suivi at
-    /// `target` every second, on a free port of 127.0.0.1.
-    fn start(target: SocketAddr) -> Prometheus {
+    /// `target` every second with `metrics_token`, on a free port of 127.0.0.1. The token is in
+    /// a file of its own, as the deployments give it, newline-terminated (Prometheus trims it).
+    fn start(target: SocketAddr, metrics_token: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("a temporary dir");
+        let token_file = dir.path().join("suivi-metrics-token");
+        std::fs::write(&token_file, format!("{metrics_token}\n")).expect("the token file");
         let mut config = yaml(&deploy("prometheus/prometheus.yml"));
         config["global"]["scrape_interval"] = json!("1s");
         config["global"]["evaluation_interval"] = json!("1s");
@@ -216,6 +249,17 @@ impl Prometheus {
             .expect("scrape jobs");
         assert_eq!(jobs.len(), 1, "one scrape job, suivi's");
         jobs[0]["static_configs"] = json!([{"targets": [target.to_string()]}]);
+        let authorization = &mut jobs[0]["authorization"];
+        assert_eq!(
+            authorization["type"],
+            json!("Bearer"),
+            "the job sends suivi's metrics token: {authorization}"
+        );
+        assert!(
+            authorization["credentials_file"].is_string(),
+            "read from a file, at each scrape: {authorization}"
+        );
+        authorization["credentials_file"] = json!(token_file);
         let config_file = dir.path().join("prometheus.yml");
         std::fs::write(
             &config_file,
@@ -349,6 +393,21 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// An HTTP client that sends `Authorization: Bearer <token>` with every request.
+pub(super) fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a valid header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 impl Drop for Prometheus {
