@@ -35,6 +35,11 @@ pub struct SimulateArgs {
     /// gRPC endpoint of the running suivi
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub grpc: String,
+    /// The bearer token to send, when suivi has credentials: one with events:write for the
+    /// simulated sources (an admin's, or `suivi credentials add simulator --write-source
+    /// openclassrooms --write-source gendform3 …`).
+    #[arg(long, env = "SUIVI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Seed of the simulation: the same seed and scale give the same events, ids included, so
     /// sending them again changes nothing (every event is a duplicate)
     #[arg(long, default_value_t = 1)]
@@ -137,6 +142,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         grpc: args.grpc,
         streams: args.streams,
         batch_size: args.batch_size,
+        token: args.token,
     };
     let report = send(Arc::clone(&simulation), &settings).await?;
     let seconds = report.elapsed.as_secs_f64();

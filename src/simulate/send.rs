@@ -26,6 +26,8 @@ pub struct SendSettings {
     /// Concurrent streams, each on its own connection; batch `i` goes on stream `i % streams`.
     pub streams: usize,
     pub batch_size: usize,
+    /// The bearer token sent with every call, when suivi needs credentials.
+    pub token: Option<String>,
 }
 
 /// What the service answered.
@@ -93,6 +95,7 @@ pub async fn send(
                 Arc::clone(&simulation),
                 own_batches,
                 Arc::clone(&tally),
+                settings.token.clone(),
             ));
         }
     }
@@ -223,23 +226,31 @@ impl Failure {
     fn from_status(status: tonic::Status) -> Failure {
         use tonic::Code;
         let code = status.code();
+        // Over the credential's rate: suivi says when to come back.
+        let rate_limited = status.metadata().contains_key("grpc-retry-pushback-ms");
         let hint = match code {
+            Code::ResourceExhausted if rate_limited => "; over the credential's rate, retrying",
             Code::InvalidArgument | Code::ResourceExhausted => "; try a smaller --batch-size",
+            Code::Unauthenticated => "; give a token with --token or SUIVI_TOKEN",
+            Code::PermissionDenied => {
+                "; the token's credential needs events:write for these sources"
+            }
             _ => "",
         };
         Failure {
             error: anyhow!("{code:?}: {}{hint}", status.message()),
             // Transport failures surface as these codes; UNAVAILABLE is also how an overloaded
             // service asks to be called again later.
-            retryable: matches!(
-                code,
-                Code::Unavailable
-                    | Code::Unknown
-                    | Code::Internal
-                    | Code::Cancelled
-                    | Code::DeadlineExceeded
-                    | Code::Aborted
-            ),
+            retryable: rate_limited
+                || matches!(
+                    code,
+                    Code::Unavailable
+                        | Code::Unknown
+                        | Code::Internal
+                        | Code::Cancelled
+                        | Code::DeadlineExceeded
+                        | Code::Aborted
+                ),
         }
     }
 }
@@ -251,13 +262,21 @@ async fn run_stream(
     simulation: Arc<Simulation>,
     batches: Vec<Range<usize>>,
     tally: Arc<Tally>,
+    token: Option<String>,
 ) -> anyhow::Result<()> {
     let mut answered = 0;
     let mut failures_without_progress = 0;
     loop {
         let answered_before = answered;
-        let Err(failure) =
-            stream_once(&endpoint, &simulation, &batches, &mut answered, &tally).await
+        let Err(failure) = stream_once(
+            &endpoint,
+            &simulation,
+            &batches,
+            &mut answered,
+            &tally,
+            token.as_deref(),
+        )
+        .await
         else {
             return Ok(());
         };
@@ -293,6 +312,7 @@ async fn stream_once(
     batches: &[Range<usize>],
     answered: &mut usize,
     tally: &Tally,
+    token: Option<&str>,
 ) -> Result<(), Failure> {
     let channel = endpoint.connect().await.map_err(|error| Failure {
         error: anyhow!(error).context("cannot connect"),
@@ -315,9 +335,17 @@ async fn stream_once(
             tally.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
     };
+    let mut request = tonic::Request::new(ReceiverStream::new(request_stream));
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().map_err(|_| Failure {
+            error: anyhow!("the token is not a valid header value"),
+            retryable: false,
+        })?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let consumer = async {
         let mut responses = client
-            .ingest_stream(ReceiverStream::new(request_stream))
+            .ingest_stream(request)
             .await
             .map_err(Failure::from_status)?
             .into_inner();

@@ -958,3 +958,75 @@ async fn metrics_need_the_metrics_token_when_one_is_set() {
     assert_eq!(app.get("/v1/totals").await.0, StatusCode::OK);
     within(PATIENCE, app.stop()).await.expect("stops");
 }
+
+#[tokio::test]
+async fn suivi_simulate_sends_with_a_token_and_says_what_is_missing_without_one() {
+    let (mut app, callers, directory) = guarded_app().await;
+    let simulator = add(
+        &directory.path().join("credentials.toml"),
+        &["simulator", "--admin"],
+    );
+    let grpc = format!("http://{}", app.grpc_addr);
+    // Run on a blocking thread: the service answering it runs on this test's runtime.
+    let simulate = |token: Option<String>| {
+        let grpc = grpc.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_suivi"));
+            command
+                .args([
+                    "simulate", "--grpc", &grpc, "--scale", "0.002", "--seed", "7",
+                ])
+                .env_remove("SUIVI_TOKEN");
+            if let Some(token) = token {
+                command.env("SUIVI_TOKEN", token);
+            }
+            command.output().expect("suivi simulate runs")
+        })
+    };
+    let refused = simulate(None).await.expect("the thread ends");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("Unauthenticated") && stderr.contains("--token"),
+        "{stderr}"
+    );
+    // The file is read again within a second of the change.
+    let deadline = Instant::now() + PATIENCE;
+    let bearer = format!("Bearer {simulator}");
+    while send(
+        &app,
+        reqwest::Method::GET,
+        "/v1/totals",
+        Some(&bearer),
+        None,
+    )
+    .await
+    .0 != StatusCode::OK
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new credential is not let in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = simulate(Some(simulator))
+        .await
+        .expect("suivi simulate runs");
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let (_, totals, _) = send(
+        &app,
+        reqwest::Method::GET,
+        "/v1/totals",
+        Some(&format!("Bearer {}", callers.operator)),
+        None,
+    )
+    .await;
+    assert!(totals["enrolled"].as_u64() > Some(0), "{totals}");
+    assert!(stdout.contains(" 0 rejected"), "{stdout}");
+    app.stop().await;
+}

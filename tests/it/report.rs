@@ -334,6 +334,7 @@ async fn the_html_report_shows_its_charts_in_headless_chromium() {
             grpc: format!("http://{}", app.grpc_addr),
             streams: 2,
             batch_size: 1000,
+            token: None,
         },
     )
     .await
