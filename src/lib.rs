@@ -25,3 +25,4 @@ pub mod shutdown;
 pub mod simulate;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
