@@ -23,4 +23,5 @@ mod senders;
 mod shutdown;
 mod snapshots;
 mod tidy;
+mod tls;
 mod watch;
