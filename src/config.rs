@@ -231,8 +231,9 @@ settings! {
     /// once.
     max_connections: usize = DEFAULT_MAX_CONNECTIONS;
         flag usize, value_name = "N";
-    /// How long a new connection has to send its HTTP/2 preface (gRPC) or its first bytes (HTTP),
-    /// and an HTTP/1 request its headers, before it is closed.
+    /// How long a new connection has to finish its TLS handshake (with TLS on) and send its
+    /// HTTP/2 preface (gRPC) or its first bytes (HTTP), and an HTTP/1 request its headers, before
+    /// it is closed.
     #[serde(with = "humantime_serde")]
     header_read_timeout: Duration = DEFAULT_HEADER_READ_TIMEOUT;
         flag String, value_name = "DURATION";

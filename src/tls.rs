@@ -5,8 +5,10 @@
 //! change: the files are read every [`RELOAD_INTERVAL`], and when their contents change both
 //! configurations are rebuilt and swapped at once, so new connections get the new certificate
 //! while open ones keep theirs. A change that cannot be loaded (a half-written file, a key that
-//! does not match the certificate) keeps the previous configuration, is logged once and counted.
-//! `listener` does the handshakes; this module knows nothing of connections.
+//! does not match the certificate) keeps the previous configuration; each change is reported once
+//! to the caller, who logs and counts it. `listener` does the handshakes; this module knows
+//! nothing of connections, and imports no other module of suivi (`config` checks the files
+//! with it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +22,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use tokio_util::sync::CancellationToken;
-
-use crate::telemetry;
 
 /// How often the TLS files are read to see whether they changed.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -127,8 +127,12 @@ impl Tls {
 
     /// Reads the files every [`RELOAD_INTERVAL`] until `stop`; when what they hold changed,
     /// rebuilds both configurations and swaps them in, or, when that fails, keeps the ones in
-    /// use and logs why (once per change).
-    pub async fn reload_on_change(mut self, stop: CancellationToken) {
+    /// use. Each change is told to `changed` once: `Ok` when swapped in, else why not.
+    pub async fn reload_on_change(
+        mut self,
+        stop: CancellationToken,
+        mut changed: impl FnMut(anyhow::Result<()>) + Send,
+    ) {
         let mut ticks = tokio::time::interval(RELOAD_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -142,38 +146,30 @@ impl Tls {
                 // The runtime is shutting down.
                 return;
             };
-            self.reload(read);
+            if let Some(outcome) = self.reload(read) {
+                changed(outcome);
+            }
         }
     }
 
-    /// Swaps in the configurations of `read` if it differs from what was last seen.
-    fn reload(&mut self, read: anyhow::Result<Contents>) {
+    /// Swaps in the configurations of `read` if it differs from what was last seen, and says
+    /// how that went; `None` when nothing changed.
+    fn reload(&mut self, read: anyhow::Result<Contents>) -> Option<anyhow::Result<()>> {
         let seen = match &read {
             Ok(contents) => contents.fingerprint(),
             Err(error) => blake3::hash(format!("{error:#}").as_bytes()),
         };
         if seen == self.seen {
-            return;
+            return None;
         }
         self.seen = seen;
-        match read.and_then(|contents| contents.configs(&self.files)) {
-            Ok((grpc, http)) => {
-                self.grpc.0.store(Arc::new(grpc));
-                self.http.0.store(Arc::new(http));
-                telemetry::record_tls_reload(true);
-                tracing::info!(
-                    tls_cert = %self.files.cert.display(),
-                    "TLS files changed: new connections get the new certificate"
-                );
-            }
-            Err(error) => {
-                telemetry::record_tls_reload(false);
-                tracing::error!(
-                    error = %telemetry::chain(error.as_ref()),
-                    "TLS files changed but cannot be used; the previous certificate stays in use"
-                );
-            }
-        }
+        Some(
+            read.and_then(|contents| contents.configs(&self.files))
+                .map(|(grpc, http)| {
+                    self.grpc.0.store(Arc::new(grpc));
+                    self.http.0.store(Arc::new(http));
+                }),
+        )
     }
 }
 
@@ -392,13 +388,15 @@ mod tests {
         let mut tls = Tls::load(files.clone()).expect("loads");
         let first = tls.http().current();
 
-        // Unchanged: nothing swapped.
-        tls.reload(Contents::read(&files));
+        // Unchanged: nothing swapped, nothing said.
+        assert!(tls.reload(Contents::read(&files)).is_none());
         assert!(Arc::ptr_eq(&first, &tls.http().current()));
 
-        // Half written: the old configuration stays.
+        // Half written: the old configuration stays, and that is said once.
         std::fs::write(&files.cert, &cert[..cert.len() / 2]).expect("written");
-        tls.reload(Contents::read(&files));
+        let outcome = tls.reload(Contents::read(&files)).expect("a change");
+        assert!(format!("{:#}", outcome.expect_err("unusable")).contains("invalid tls_cert"));
+        assert!(tls.reload(Contents::read(&files)).is_none());
         assert!(Arc::ptr_eq(&first, &tls.http().current()));
 
         // A new certificate and key: both listeners get them.
@@ -406,7 +404,9 @@ mod tests {
         std::fs::write(&files.cert, &cert).expect("written");
         std::fs::write(&files.key, &key).expect("written");
         let grpc = tls.grpc().current();
-        tls.reload(Contents::read(&files));
+        tls.reload(Contents::read(&files))
+            .expect("a change")
+            .expect("swapped in");
         assert!(!Arc::ptr_eq(&first, &tls.http().current()));
         assert!(!Arc::ptr_eq(&grpc, &tls.grpc().current()));
     }

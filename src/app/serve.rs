@@ -114,7 +114,7 @@ impl Serving {
     pub fn reload_tls(&self) {
         if let Some(tls) = &self.tls {
             self.servers
-                .spawn(tls.clone().reload_on_change(self.stop.clone()));
+                .spawn(tls.clone().reload_on_change(self.stop.clone(), tls_changed));
         }
     }
 
@@ -171,5 +171,17 @@ impl Serving {
             self.listener_settings,
             self.stop.clone(),
         ));
+    }
+}
+
+/// Counts and logs a change of the TLS files, swapped in or not.
+fn tls_changed(outcome: anyhow::Result<()>) {
+    crate::telemetry::record_tls_reload(outcome.is_ok());
+    match outcome {
+        Ok(()) => tracing::info!("TLS files changed: new connections get the new certificate"),
+        Err(error) => tracing::error!(
+            error = %crate::telemetry::chain(error.as_ref()),
+            "TLS files changed but cannot be used; the previous certificate stays in use"
+        ),
     }
 }
