@@ -244,8 +244,9 @@ settings! {
     /// once.
     max_connections: usize = DEFAULT_MAX_CONNECTIONS;
         flag usize, value_name = "N";
-    /// How long a new connection has to send its HTTP/2 preface (gRPC) or its first bytes (HTTP),
-    /// and an HTTP/1 request its headers, before it is closed.
+    /// How long a new connection has to finish its TLS handshake (with TLS on) and send its
+    /// HTTP/2 preface (gRPC) or its first bytes (HTTP), and an HTTP/1 request its headers, before
+    /// it is closed.
     #[serde(with = "humantime_serde")]
     header_read_timeout: Duration = DEFAULT_HEADER_READ_TIMEOUT;
         flag String, value_name = "DURATION";
@@ -266,6 +267,18 @@ settings! {
     /// `max_request_bytes`; more are refused (UNAVAILABLE / 503) before their body is read.
     max_concurrent_ingest_requests: usize = DEFAULT_MAX_CONCURRENT_INGEST_REQUESTS;
         flag usize, value_name = "N";
+    /// The certificate chain both listeners serve TLS with (PEM, leaf first); with `tls_key`,
+    /// TLS is on, else off. Reloaded when the file changes.
+    tls_cert: Option<PathBuf> = None;
+        flag PathBuf, value_name = "FILE"; unset "off (plain text)";
+    /// The private key of `tls_cert` (PEM: PKCS#8, PKCS#1 or SEC1). Reloaded when the file
+    /// changes.
+    tls_key: Option<PathBuf> = None;
+        flag PathBuf, value_name = "FILE"; unset "off (plain text)";
+    /// The CAs (PEM bundle) that must have signed a client's certificate: when set, every client
+    /// of both listeners must present one. Needs `tls_cert` and `tls_key`.
+    tls_client_ca: Option<PathBuf> = None;
+        flag PathBuf, value_name = "FILE"; unset "off (no client certificate asked)";
     /// The pseudonymisation key, 64 hex digits; generated once and kept in the data dir when
     /// unset.
     pseudonym_key: Option<Secret> = None;
@@ -535,6 +548,9 @@ impl Settings {
                 );
             }
         }
+        if let Some(files) = self.tls_files()? {
+            crate::tls::Tls::load(files)?;
+        }
         if let Some(directory) = &self.reports_dir
             && directory.exists()
             && !directory.is_dir()
@@ -588,6 +604,15 @@ impl Settings {
         self.kafka_dead_letter_topic
             .trim()
             .replace("{topic}", topic)
+    }
+
+    /// The TLS files of both listeners; none when TLS is off.
+    pub fn tls_files(&self) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+        crate::tls::TlsFiles::from_settings(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )
     }
 
     /// The campaign registry path, if one is configured.

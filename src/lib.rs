@@ -26,3 +26,4 @@ pub mod shutdown;
 pub mod simulate;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;

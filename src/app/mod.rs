@@ -42,6 +42,7 @@ use crate::registry::Registry;
 use crate::report::schedule::ScheduleSettings;
 use crate::report::store::Store;
 use crate::snapshot::{self, Sink, SinkHealth};
+use crate::tls::Tls;
 use crate::{ingest, pipeline, pseudonym, query, report, telemetry};
 
 mod serve;
@@ -173,9 +174,11 @@ impl App {
                 http2_keepalive_interval: settings.http2_keepalive_interval,
                 http2_keepalive_timeout: settings.http2_keepalive_timeout,
             },
+            tls: settings.tls_files()?.map(Tls::load).transpose()?,
             stop: stop_serving.clone(),
             servers: servers.clone(),
         };
+        serving.reload_tls();
         let health = serving.grpc(grpc, &settings).await?;
 
         let sink_health = Arc::new(SinkHealth::default());

@@ -25,6 +25,7 @@ use crate::query::http::QueryState;
 use crate::report::http::ReportState;
 use crate::report::store::Store;
 use crate::snapshot::SinkHealth;
+use crate::tls::Tls;
 use crate::{ingest, query, report};
 
 /// What the servers serve, and what stops them.
@@ -37,6 +38,8 @@ pub(super) struct Serving {
     /// Ingest requests in flight, over gRPC and HTTP together.
     pub ingest_bound: Bound,
     pub listener_settings: ListenerSettings,
+    /// TLS on both listeners, when on.
+    pub tls: Option<Tls>,
     /// Cancelled to stop both servers; a server that fails cancels it too.
     pub stop: CancellationToken,
     pub servers: TaskTracker,
@@ -81,10 +84,16 @@ impl Serving {
             ),
             move |request| query::grpc::admit(&query_gate, &query_readiness, request),
         );
+        tracing::info!(
+            address = %listener.local_addr().context("the gRPC listener has no address")?,
+            security = Tls::describe(self.tls.as_ref()),
+            "gRPC listening"
+        );
         let incoming = listener::accept(
             listener,
             Listener::Grpc,
             self.listener_settings,
+            self.tls.as_ref().map(Tls::grpc),
             self.stop.clone(),
         );
         let grpc_server = tonic::transport::Server::builder()
@@ -104,6 +113,14 @@ impl Serving {
             }
         });
         Ok(health)
+    }
+
+    /// Keeps the TLS configurations up to date with their files until the servers stop.
+    pub fn reload_tls(&self) {
+        if let Some(tls) = &self.tls {
+            self.servers
+                .spawn(tls.clone().reload_on_change(self.stop.clone(), tls_changed));
+        }
     }
 
     /// Starts the HTTP server on `listener`: ingest (under the ingest bound), queries and
@@ -149,10 +166,18 @@ impl Serving {
                 query_state,
                 self.gate.clone(),
             ));
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(
+                %address,
+                security = Tls::describe(self.tls.as_ref()),
+                "HTTP listening"
+            );
+        }
         let connections = listener::accept(
             listener,
             Listener::Http,
             self.listener_settings,
+            self.tls.as_ref().map(Tls::http),
             self.stop.clone(),
         );
         self.servers.spawn(listener::serve_http(
@@ -161,5 +186,17 @@ impl Serving {
             self.listener_settings,
             self.stop.clone(),
         ));
+    }
+}
+
+/// Counts and logs a change of the TLS files, swapped in or not.
+fn tls_changed(outcome: anyhow::Result<()>) {
+    crate::telemetry::record_tls_reload(outcome.is_ok());
+    match outcome {
+        Ok(()) => tracing::info!("TLS files changed: new connections get the new certificate"),
+        Err(error) => tracing::error!(
+            error = %crate::telemetry::chain(error.as_ref()),
+            "TLS files changed but cannot be used; the previous certificate stays in use"
+        ),
     }
 }

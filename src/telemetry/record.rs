@@ -30,6 +30,8 @@ pub(super) fn register_failure_series() {
     counter!(JOURNAL_BYTES).increment(0);
     counter!(JOURNAL_RECORDS).increment(0);
     counter!(JOURNAL_TORN_BYTES).increment(0);
+    counter!(TLS_RELOADS).increment(0);
+    counter!(TLS_RELOAD_FAILURES).increment(0);
     // Registered: the handle itself is not needed.
     let _ = histogram!(CHECKPOINT_DURATION);
     // Registered: the handle itself is not needed.
@@ -271,6 +273,16 @@ pub fn record_connection_refused(listener: &'static str, reason: &'static str) {
 /// Records a connection opened (`1.0`) or closed (`-1.0`).
 pub fn record_connection_open(listener: &'static str, change: f64) {
     gauge!(CONNECTIONS_OPEN, "transport" => listener).increment(change);
+}
+
+/// Records a change of the TLS files, loaded (`true`) or not.
+pub fn record_tls_reload(loaded: bool) {
+    counter!(if loaded {
+        TLS_RELOADS
+    } else {
+        TLS_RELOAD_FAILURES
+    })
+    .increment(1);
 }
 
 /// Records an HTTP request shed by `bound`.

@@ -112,6 +112,10 @@ specify! {
             "Connections closed before being served, by transport (listener) and reason.";
         CONNECTIONS_OPEN: Gauge "suivi_open_connections", COUNT, ["transport"],
             "Connections open, by listener.";
+        TLS_RELOADS: Counter "suivi_tls_reloads_total", COUNT, [],
+            "Changes of the TLS files (tls_cert, tls_key, tls_client_ca) loaded and used for new connections.";
+        TLS_RELOAD_FAILURES: Counter "suivi_tls_reload_failures_total", COUNT, [],
+            "Changes of the TLS files that could not be loaded; the previous certificate stayed in use.";
         REQUESTS_SHED: Counter "suivi_http_requests_shed_total", COUNT, ["reason"],
             "HTTP requests answered 503 because their bound was reached, by reason (the bound's setting).";
         BATCH_EVENTS: Histogram "suivi_ingest_batch_events", COUNT, ["transport"],
@@ -281,16 +285,24 @@ pub const PIPELINE_REFUSALS: [&str; 5] = [
 ];
 
 /// Why each listener closes a connection before serving it (`listener::accept`, `serve_http`).
-pub const CONNECTION_REFUSALS: [(&str, [&str; 3]); 2] = [
+/// `tls_handshake_failed`: with TLS on, a handshake that failed (plain text, no or a wrong client
+/// certificate).
+pub const CONNECTION_REFUSALS: [(&str, [&str; 4]); 2] = [
     (
         "grpc",
-        ["too_many_connections", "handshake_timeout", "not_http2"],
+        [
+            "too_many_connections",
+            "handshake_timeout",
+            "tls_handshake_failed",
+            "not_http2",
+        ],
     ),
     (
         "http",
         [
             "too_many_connections",
             "handshake_timeout",
+            "tls_handshake_failed",
             "header_read_timeout",
         ],
     ),

@@ -24,4 +24,5 @@ mod senders;
 mod shutdown;
 mod snapshots;
 mod tidy;
+mod tls;
 mod watch;
