@@ -40,6 +40,10 @@ pub struct SimulateArgs {
     /// openclassrooms --write-source gendform3 …`).
     #[arg(long, env = "SUIVI_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an https:// endpoint (suivi with tls_cert): a PEM CA certificate to trust besides the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Seed of the simulation: the same seed and scale give the same events, ids included, so
     /// sending them again changes nothing (every event is a duplicate)
     #[arg(long, default_value_t = 1)]
@@ -143,6 +147,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         streams: args.streams,
         batch_size: args.batch_size,
         token: args.token,
+        ca_cert: args.ca_cert,
     };
     let report = send(Arc::clone(&simulation), &settings).await?;
     let seconds = report.elapsed.as_secs_f64();

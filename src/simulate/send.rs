@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::proto::{self, ingest_service_client::IngestServiceClient};
 
@@ -28,6 +28,8 @@ pub struct SendSettings {
     pub batch_size: usize,
     /// The bearer token sent with every call, when suivi needs credentials.
     pub token: Option<String>,
+    /// For an `https://` endpoint: a PEM CA to trust besides the system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// What the service answered.
@@ -67,11 +69,27 @@ pub async fn send(
         settings.streams >= 1 && settings.batch_size >= 1,
         "streams and batch size must be at least 1"
     );
-    let endpoint = Endpoint::from_shared(settings.grpc.clone())
+    let mut endpoint = Endpoint::from_shared(settings.grpc.clone())
         .with_context(|| format!("invalid gRPC endpoint {:?}", settings.grpc))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_adaptive_window(true);
+    if settings.grpc.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = &settings.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("cannot set up TLS to the gRPC endpoint")?;
+    } else {
+        ensure!(
+            settings.ca_cert.is_none(),
+            "--ca-cert is for an https:// endpoint"
+        );
+    }
     let num_events = simulation.num_events();
     let batches: Vec<Range<usize>> = (0..num_events)
         .step_by(settings.batch_size)

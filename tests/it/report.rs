@@ -335,6 +335,7 @@ async fn the_html_report_shows_its_charts_in_headless_chromium() {
             streams: 2,
             batch_size: 1000,
             token: None,
+            ca_cert: None,
         },
     )
     .await

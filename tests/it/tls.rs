@@ -601,3 +601,53 @@ fn tls_settings_are_checked_before_serving() {
         );
     }
 }
+
+/// The whole trust boundary at once, as a partner's platform meets it: `suivi simulate` sends
+/// over TLS (trusting the deployment's CA) with a token made by `suivi credentials`.
+#[tokio::test]
+async fn suivi_simulate_sends_over_tls_with_a_token() {
+    let ca = Ca::new("suivi test CA");
+    let files = Files::new(&ca.server(), None);
+    std::fs::write(files.path("ca.pem"), ca.pem()).expect("written");
+    let credentials = files.path("credentials.toml");
+    let added = Command::new(env!("CARGO_BIN_EXE_suivi"))
+        .args(["credentials", "--file"])
+        .arg(&credentials)
+        .args(["add", "platform", "--admin"])
+        .output()
+        .expect("suivi credentials runs");
+    assert!(added.status.success());
+    let token = String::from_utf8_lossy(&added.stdout)
+        .lines()
+        .last()
+        .expect("the token")
+        .to_owned();
+    let mut app = start_app_with(|settings| {
+        files.settings(settings, false);
+        settings.credentials = Some(credentials.clone());
+    })
+    .await;
+    wait_until_ready(&app, &https_client(&ca, None)).await;
+    let endpoint = format!("https://localhost:{}", app.grpc_addr.port());
+    let ca_path = files.path("ca.pem");
+    let sent = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_suivi"))
+            .args([
+                "simulate", "--grpc", &endpoint, "--scale", "0.002", "--seed", "3",
+            ])
+            .arg("--ca-cert")
+            .arg(&ca_path)
+            .env("SUIVI_TOKEN", token)
+            .output()
+            .expect("suivi simulate runs")
+    })
+    .await
+    .expect("the thread ends");
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success() && stdout.contains(" 0 rejected"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    app.stop().await;
+}
