@@ -24,6 +24,7 @@ pub mod html;
 pub mod http;
 pub mod lang;
 pub mod period;
+pub mod remote;
 pub mod schedule;
 pub mod store;
 
@@ -212,6 +213,16 @@ pub struct ReportArgs {
     /// The time zone of the days [env: SUIVI_TIME_ZONE] [default: Europe/Paris]
     #[arg(long, value_name = "ZONE")]
     pub time_zone: Option<String>,
+    /// Fetch the reports from this running suivi (http(s)://host:port, its HTTP API) instead of
+    /// reading the store: with --token, the campaigns that credential may read
+    #[arg(long, value_name = "URL", conflicts_with_all = ["store", "config", "data_dir", "postgres_url", "time_zone"])]
+    pub server: Option<String>,
+    /// The bearer token for --server (a credential with reports:read)
+    #[arg(long, env = "SUIVI_TOKEN", hide_env_values = true, requires = "server")]
+    pub token: Option<String>,
+    /// For an https:// --server: a PEM CA certificate to trust besides the system's roots
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The downstream stores reports read.
@@ -481,6 +492,9 @@ pub fn render(reports: &[Report], format: Format, lang: Lang, one: bool) -> anyh
 
 /// Runs `suivi report`.
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
+    if let Some(server) = &args.server {
+        return run_remote(server, &args).await;
+    }
     let settings = Settings::load(&SettingsFlags {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
@@ -527,6 +541,44 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
         (None, None) => {
             let text = render(&reports, args.format, args.lang, campaign.is_some())?;
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("cannot write to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+/// `suivi report --server`: the reports as the running suivi renders them for the token.
+async fn run_remote(server: &str, args: &ReportArgs) -> anyhow::Result<()> {
+    let remote = remote::Remote::new(server, args.token.clone(), args.ca_cert.as_deref())?;
+    let period = match (&args.period, &args.from, &args.to) {
+        (Some(period), _, _) => vec![("period", period.clone())],
+        (None, Some(from), Some(to)) => vec![("from", from.clone()), ("to", to.clone())],
+        _ => Vec::new(),
+    };
+    let query = remote::Query {
+        period,
+        format: args.format,
+        lang: args.lang,
+    };
+    let campaign = args.campaign.as_deref().map(crate::event::campaign_id);
+    match (&args.output, &args.output_dir) {
+        (_, Some(directory)) => {
+            let written = remote
+                .write_each(directory, campaign.as_deref(), &query)
+                .await?;
+            eprintln!("wrote {written} reports into {}", directory.display());
+        }
+        (Some(file), None) => {
+            let text = remote.report(campaign.as_deref(), &query).await?;
+            std::fs::write(file, text)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            eprintln!("wrote the report to {}", file.display());
+        }
+        (None, None) => {
+            let text = remote.report(campaign.as_deref(), &query).await?;
             use std::io::Write;
             std::io::stdout()
                 .write_all(text.as_bytes())

@@ -1030,3 +1030,87 @@ async fn suivi_simulate_sends_with_a_token_and_says_what_is_missing_without_one(
     assert!(stdout.contains(" 0 rejected"), "{stdout}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn suivi_report_from_a_server_gives_what_the_token_may_read() {
+    let (mut app, callers, _directory) = guarded_app().await;
+    app.ingest_as(&callers.admin, &both_partners()).await;
+    let server = format!("http://{}", app.http_addr);
+    let output = tempfile::tempdir().expect("a temporary directory");
+    let report = |token: Option<String>, extra: Vec<String>| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_suivi"));
+            command
+                .args([
+                    "report",
+                    "--server",
+                    &server,
+                    "--from",
+                    "2020-10-01",
+                    "--to",
+                    "2020-10-31",
+                ])
+                .args(extra)
+                .env_remove("SUIVI_TOKEN");
+            if let Some(token) = token {
+                command.env("SUIVI_TOKEN", token);
+            }
+            command.output().expect("suivi report runs")
+        })
+    };
+    let refused = report(None, vec![]).await.expect("the thread ends");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("--token"),
+        "{stderr}"
+    );
+    // The snapshots land every 50 ms: the partner's report shows its two enrolments.
+    let deadline = Instant::now() + PATIENCE;
+    let json = loop {
+        let made = report(
+            Some(callers.partner_a.clone()),
+            vec!["--format".into(), "json".into()],
+        )
+        .await
+        .expect("the thread ends");
+        let json: Value = serde_json::from_slice(&made.stdout).unwrap_or(Value::Null);
+        if made.status.success() && json["reports"][0]["figures"]["in_period"]["enrolled"] == 2 {
+            break json;
+        }
+        assert!(Instant::now() < deadline, "no report: {json}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(json["reports"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["reports"][0]["campaign"], "gendarmerie");
+    assert!(json["reports"][0].get("programme").is_none(), "{json}");
+    let written = report(
+        Some(callers.partner_a.clone()),
+        vec![
+            "--format".into(),
+            "csv".into(),
+            "--output-dir".into(),
+            output.path().display().to_string(),
+        ],
+    )
+    .await
+    .expect("the thread ends");
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let files: Vec<String> = std::fs::read_dir(output.path())
+        .expect("the directory")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(files, ["gendarmerie.csv"]);
+    app.stop().await;
+}
