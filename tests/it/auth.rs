@@ -1114,3 +1114,71 @@ async fn suivi_report_from_a_server_gives_what_the_token_may_read() {
     assert_eq!(files, ["gendarmerie.csv"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn no_token_or_secret_reaches_the_log() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let file = directory.path().join("credentials.toml");
+    let token = add(&file, &["root", "--admin"]);
+    let revoked = add(&file, &["old", "--operator"]);
+    let metrics_token = "metrics-secret-0f3c9a";
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    let suivi = crate::helpers::Suivi::start(
+        data_dir.path(),
+        &[
+            ("SUIVI_CREDENTIALS", file.to_str().expect("a UTF-8 path")),
+            ("SUIVI_METRICS_TOKEN", metrics_token),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let url = |path: &str| format!("http://{}{path}", suivi.http_addr);
+    let wrong = "suivi_not-a-token-4b1d";
+    for authorization in [
+        format!("Bearer {token}"),
+        format!("Bearer {wrong}"),
+        format!("Basic {token}"),
+        format!("Bearer {revoked}"),
+    ] {
+        for path in ["/v1/totals", "/metrics"] {
+            let _ = suivi
+                .http
+                .get(url(path))
+                .header("authorization", &authorization)
+                .send()
+                .await
+                .expect("suivi answers");
+        }
+    }
+    let _ = suivi
+        .http
+        .get(url("/metrics"))
+        .bearer_auth(metrics_token)
+        .send()
+        .await;
+    credentials(&file, &["revoke", "old"]);
+    // A broken file is logged as an error: its text must not carry a hash either.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let text = std::fs::read_to_string(&file).expect("the file");
+    std::fs::write(&file, format!("{text}\n[[credential]]\nid = ")).expect("written");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let log = suivi.log();
+    assert!(log.contains("credentials file not reloaded"), "{log}");
+    let hashes: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("hash = \"blake3:"))
+        .map(|hash| &hash[..16])
+        .collect();
+    for secret in [
+        token.as_str(),
+        &token[6..],
+        revoked.as_str(),
+        wrong,
+        metrics_token,
+    ]
+    .into_iter()
+    .chain(hashes)
+    {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
+    suivi.terminate().await;
+}

@@ -101,12 +101,12 @@ impl Suivi {
         }
     }
 
-    /// Its log so far.
     /// Its process id.
     pub fn id(&self) -> u32 {
         self.child.id()
     }
 
+    /// Its log so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("the log lock").clone()
     }
