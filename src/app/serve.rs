@@ -70,7 +70,11 @@ impl Serving {
             .build_v1alpha()
             .context("cannot build gRPC reflection v1alpha")?;
         let ingest_service = ingest::grpc::IngestServer::new(
-            ingest::grpc::IngestApi::new(self.intake.clone(), settings.max_request_bytes),
+            ingest::grpc::IngestApi::new(
+                self.intake.clone(),
+                settings.max_request_bytes,
+                self.gate.clone(),
+            ),
             self.ingest_bound.clone(),
             self.gate.clone(),
         );
@@ -79,6 +83,7 @@ impl Serving {
         let counter_service = CounterServiceServer::with_interceptor(
             query::grpc::CounterApi::new(
                 self.figures.clone(),
+                self.gate.clone(),
                 settings.watch_interval,
                 self.stop.clone(),
             ),

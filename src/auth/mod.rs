@@ -5,7 +5,9 @@
 //! as one that does not exist. Without a credentials file the gate is open: every caller is
 //! `anonymous`, with every grant and no quota (suivi refuses to start that way on a non-loopback
 //! address unless `allow_anonymous` is set). The file is read again when it changes and on
-//! SIGHUP; a request holds the credential it was let in with until it ends.
+//! SIGHUP; a request holds the credential it was let in with until it ends, and a stream (gRPC
+//! `IngestStream`, `WatchCampaigns`) asks the gate again before each message ([`Gate::current`]),
+//! so that revoking a credential ends its open streams too.
 //!
 //! `file` is the credentials file, `quota` the per-credential quotas, `cli` the `suivi
 //! credentials` command, `http` and `grpc` the two edges' checks.
@@ -365,6 +367,30 @@ impl Gate {
                 entry: entry.clone(),
             }),
         }
+    }
+
+    /// The credential `caller` was let in with, as it stands now: a long-lived stream asks
+    /// before each message, so that a revoked credential ends it and a changed one applies.
+    pub fn current(&self, caller: &Caller) -> Result<Caller, Unauthenticated> {
+        if self.source.is_none() {
+            return Ok(caller.clone());
+        }
+        let table = self.table.load();
+        let result = match table
+            .entries
+            .iter()
+            .find(|entry| entry.id == caller.entry.id && entry.hash == caller.entry.hash)
+        {
+            None => Err(Unauthenticated::Unknown),
+            Some(entry) if entry.revoked => Err(Unauthenticated::Revoked),
+            Some(entry) => Ok(Caller {
+                entry: entry.clone(),
+            }),
+        };
+        if let Err(failure) = result {
+            telemetry::record_auth_failure(failure.cause());
+        }
+        result
     }
 
     /// Whether `authorization` may read `/metrics`: always when no `metrics_token` is set.

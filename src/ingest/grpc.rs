@@ -36,6 +36,7 @@ use crate::telemetry::{self, Transport};
 pub struct IngestApi {
     intake: Arc<Intake>,
     max_request_bytes: usize,
+    gate: Arc<Gate>,
 }
 
 /// How far past `max_request_bytes` tonic still buffers a message, so that suivi itself refuses
@@ -45,10 +46,11 @@ pub const DECODE_LIMIT_FACTOR: usize = 2;
 
 impl IngestApi {
     /// The service, served by [`IngestServer`].
-    pub fn new(intake: Arc<Intake>, max_request_bytes: usize) -> IngestApi {
+    pub fn new(intake: Arc<Intake>, max_request_bytes: usize, gate: Arc<Gate>) -> IngestApi {
         IngestApi {
             intake,
             max_request_bytes,
+            gate,
         }
     }
 
@@ -111,9 +113,14 @@ impl IngestService for IngestApi {
         // One request at a time, so answers come in request order; a stream error ends the stream.
         let responses = requests.then(move |request| {
             let api = api.clone();
-            let caller = caller.clone();
+            // The credential as it stands now: revoked, it ends the stream.
+            let caller = api
+                .gate
+                .current(&caller)
+                .map_err(auth::grpc::unauthenticated);
             async move {
                 let request = request?;
+                let caller = caller?;
                 let result = api.answer(&caller, &request.events).await?;
                 Ok(proto::IngestStreamResponse {
                     accepted: result.accepted,

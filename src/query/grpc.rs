@@ -21,6 +21,9 @@ use crate::proto::counter_service_server::CounterService;
 use crate::query::{Readiness, State, day_bound};
 use crate::telemetry::{self, Transport};
 
+/// How often a quiet watch stream checks that its credential still stands.
+const CREDENTIAL_RECHECK: Duration = Duration::from_secs(1);
+
 /// Counters sent to one watcher without being read, before it waits.
 const WATCH_BUFFER: usize = 64;
 
@@ -28,6 +31,7 @@ const WATCH_BUFFER: usize = 64;
 #[derive(Debug, Clone)]
 pub struct CounterApi {
     figures: Arc<Figures>,
+    gate: Arc<Gate>,
     watch_interval: Duration,
     shutdown: CancellationToken,
 }
@@ -36,11 +40,13 @@ impl CounterApi {
     /// Watch streams end when `shutdown` is cancelled.
     pub fn new(
         figures: Arc<Figures>,
+        gate: Arc<Gate>,
         watch_interval: Duration,
         shutdown: CancellationToken,
     ) -> CounterApi {
         CounterApi {
             figures,
+            gate,
             watch_interval,
             shutdown,
         }
@@ -174,7 +180,16 @@ async fn watch(
 ) {
     let mut changes = api.figures.subscribe();
     let mut sent: HashMap<String, u64> = HashMap::new();
+    let mut caller = caller;
     loop {
+        // The credential as it stands now: revoked, it ends the stream; changed, it applies.
+        caller = match api.gate.current(&caller) {
+            Ok(current) => current,
+            Err(failure) => {
+                let _ = sender.send(Err(auth::grpc::unauthenticated(failure))).await;
+                return;
+            }
+        };
         let campaigns = if wanted.is_empty() {
             api.figures.campaign_ids()
         } else {
@@ -209,6 +224,8 @@ async fn watch(
             () = api.shutdown.cancelled() => return,
             () = sender.closed() => return,
             changed = changes.changed() => if changed.is_err() { return },
+            // Nothing changed: look at the credential again all the same.
+            () = tokio::time::sleep(CREDENTIAL_RECHECK) => continue,
         }
         // Throttle: changes arriving meanwhile are sent together after the interval.
         tokio::select! {

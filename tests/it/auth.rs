@@ -697,6 +697,18 @@ async fn a_revoked_token_stops_within_a_second_while_others_keep_streaming() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    // The operator's own watch stream is open when its credential is revoked.
+    let mut watched = CounterServiceClient::new(channel(&app).await)
+        .watch_campaigns(with_token(
+            proto::WatchCampaignsRequest {
+                campaigns: vec!["apec".to_owned()],
+            },
+            Some(&operator),
+        ))
+        .await
+        .expect("the operator may watch")
+        .into_inner();
+    assert!(watched.message().await.expect("a push").is_some());
     assert!(credentials(&file, &["revoke", "grafana"]).contains("revoked grafana"));
     let revoked_at = Instant::now();
     loop {
@@ -737,6 +749,21 @@ async fn a_revoked_token_stops_within_a_second_while_others_keep_streaming() {
         assert!(Instant::now() < deadline, "the new token does not work");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The revoked credential's stream ends, even with nothing to push.
+    let ended = within(Duration::from_secs(3), async {
+        loop {
+            match watched.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the revoked credential's watch ends within seconds");
+    assert_eq!(
+        ended.expect_err("it ends with an error").code(),
+        Code::Unauthenticated
+    );
     sender
         .send(batch("stream-2"))
         .await
