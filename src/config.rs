@@ -100,7 +100,7 @@ macro_rules! settings {
         $(flag $flag_ty:ty $(, $arg:ident $(= $value:expr)?)*; $(unset $unset:literal;)?)?
     )*) => {
         /// Every setting of `suivi serve`. Each is a TOML key, a `SUIVI_<KEY>` environment
-        /// variable and (but `kafka_options`, file only) a `--<key>` flag.
+        /// variable and (but `kafka_options` and `xapi`, file only) a `--<key>` flag.
         #[derive(Debug, Clone, Serialize, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct Settings {
@@ -226,6 +226,11 @@ settings! {
     /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
     /// `ssl.ca.location`. Secrets: never logged.
     kafka_options: BTreeMap<String, Secret> = BTreeMap::new();
+    /// How xAPI statements and Caliper events map onto learner events (file only, `[xapi]`):
+    /// `course` (the course's activity ids; empty: any activity typed as a course),
+    /// `[xapi.chapters]` (chapter activity ids and their numbers), `[xapi.sources]` (LMS hosts
+    /// renamed to sources).
+    xapi: crate::standards::Mapping = crate::standards::Mapping::default();
     /// Where every campaign's report is written at the end of each half-quarter; off when unset.
     reports_dir: Option<PathBuf> = None;
         flag PathBuf, value_name = "DIR"; unset "off";
@@ -450,6 +455,9 @@ impl Settings {
                 self.chapter_count
             );
         }
+        self.xapi
+            .check(self.chapter_count)
+            .map_err(|message| anyhow::anyhow!("invalid {message}"))?;
         for (name, value) in [
             ("max_batch_events", self.max_batch_events),
             ("max_request_bytes", self.max_request_bytes),

@@ -25,5 +25,6 @@ pub mod report;
 pub mod shutdown;
 pub mod simulate;
 pub mod snapshot;
+pub mod standards;
 pub mod telemetry;
 pub mod tls;

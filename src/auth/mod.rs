@@ -242,6 +242,27 @@ impl Caller {
         Ok(())
     }
 
+    /// The one source the caller's write grant names, when it names exactly one: the source of
+    /// what it sends in a standard that names none (xAPI, Caliper).
+    pub fn only_source(&self) -> Option<&str> {
+        let mut sources = self.entry.sources.iter();
+        match (sources.next(), sources.next()) {
+            (Some(source), None) if !self.entry.scopes.contains(&Scope::Admin) => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The one campaign the caller's grant names, when it names exactly one: the campaign of
+    /// what it sends without naming one.
+    pub fn only_campaign(&self) -> Option<&str> {
+        match &self.entry.campaigns {
+            Campaigns::Only(campaigns) if campaigns.len() == 1 => {
+                campaigns.iter().next().map(String::as_str)
+            }
+            _ => None,
+        }
+    }
+
     /// Takes a batch of `events` from the caller's rate.
     pub fn take_events(&self, events: usize) -> Result<(), RateLimited> {
         self.entry.quota.take(events)

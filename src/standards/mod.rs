@@ -1,0 +1,44 @@
+//! Learning-record standards (xAPI, Caliper) mapped onto suivi's events: an LMS points its
+//! LRS endpoint or Caliper sensor at suivi and its statements are counted as the learner events
+//! they stand for. [`Mapping`] is the configurable table both standards share (`[xapi]` in the
+//! settings file): which activities are the course, which are chapters and their numbers, and how
+//! LMS hosts are named as sources.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The activity types that make an activity the course when `course` lists no activity id.
+pub const COURSE_ACTIVITY_TYPES: [&str; 3] = [
+    "http://adlnet.gov/expapi/activities/course",
+    "http://id.tincanapi.com/activitytype/lms/course",
+    "https://w3id.org/xapi/cmi5/activitytype/course",
+];
+
+/// How statements map onto suivi's events (`[xapi]` in the settings file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mapping {
+    /// The course's activity ids (IRIs); empty: any activity typed as a course
+    /// ([`COURSE_ACTIVITY_TYPES`]).
+    pub course: Vec<String>,
+    /// Chapter activity ids (IRIs) and their numbers, from 1 to `chapter_count`.
+    pub chapters: BTreeMap<String, u8>,
+    /// Source names by LMS host (the host of `actor.account.homePage`): a statement from a host
+    /// not listed here has the host itself as its source.
+    pub sources: BTreeMap<String, String>,
+}
+
+impl Mapping {
+    /// Checks the mapping against the course's `chapter_count`.
+    pub fn check(&self, chapter_count: u8) -> Result<(), String> {
+        for (activity, chapter) in &self.chapters {
+            if !(1..=chapter_count).contains(chapter) {
+                return Err(format!(
+                    "xapi.chapters: {activity:?} is chapter {chapter}, but the course has chapters 1 to {chapter_count}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
