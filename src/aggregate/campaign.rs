@@ -83,7 +83,7 @@ pub(super) fn first_reached(
 }
 
 /// How far one learner went in one campaign, each stage dated by the earliest event reaching it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Progress {
     pub(super) enrolled: Option<Day>,
     pub(super) started: Option<Day>,
@@ -215,6 +215,58 @@ impl CampaignState {
         changed
     }
 
+    /// Sets `learner`'s record to `progress` (none when empty), moving the counters, chapter
+    /// counts and timeline days from what it was; says whether anything changed.
+    pub(super) fn set_learner(&mut self, learner: LearnerKey, progress: Progress) -> bool {
+        let old = self.learners.get(&learner).copied().unwrap_or_default();
+        if old == progress {
+            return false;
+        }
+        let CampaignState {
+            learners,
+            counts,
+            timeline,
+            changed_days,
+            ..
+        } = self;
+        let mut days = DayEdits {
+            timeline,
+            changed_days,
+        };
+        for (before, after, column) in [
+            (old.enrolled, progress.enrolled, Column::Enrolled),
+            (old.started, progress.started, Column::Started),
+            (old.certified, progress.certified, Column::Certified),
+        ] {
+            if before != after {
+                if let Some(day) = before {
+                    *counts.column(column) -= 1;
+                    days.bump(day, column, false);
+                }
+                if let Some(day) = after {
+                    *counts.column(column) += 1;
+                    days.bump(day, column, true);
+                }
+            }
+        }
+        for (bit, count) in counts.chapters_completed.iter_mut().enumerate() {
+            match (
+                old.chapters & (1 << bit) != 0,
+                progress.chapters & (1 << bit) != 0,
+            ) {
+                (true, false) => *count -= 1,
+                (false, true) => *count += 1,
+                _ => {}
+            }
+        }
+        if progress.is_empty() {
+            learners.remove(&learner);
+        } else {
+            learners.insert(learner, progress);
+        }
+        true
+    }
+
     pub(super) fn bump(&mut self, day: Day, column: Column, up: bool) {
         DayEdits {
             timeline: &mut self.timeline,
@@ -241,6 +293,36 @@ impl CampaignState {
 }
 
 impl Progress {
+    /// Whether nothing is reached (every stage implies enrolled).
+    pub(super) fn is_empty(&self) -> bool {
+        self.enrolled.is_none() && self.chapters == 0
+    }
+
+    /// This progress with `stage` reached on `day`, with every stage it implies: what
+    /// [`CampaignState::reach`] does to a learner's record.
+    pub(super) fn reached(mut self, stage: Stage, day: Day, all_chapters: u32) -> Progress {
+        let earliest = |slot: Option<Day>| Some(slot.map_or(day, |earlier| earlier.min(day)));
+        self.enrolled = earliest(self.enrolled);
+        if stage != Stage::Enrolled {
+            self.started = earliest(self.started);
+        }
+        self.chapters |= match stage {
+            Stage::ChapterCompleted(chapter) => 1u32 << (chapter - 1),
+            Stage::Certified => all_chapters,
+            Stage::Enrolled | Stage::Started => 0,
+        };
+        if stage == Stage::Certified {
+            self.certified = earliest(self.certified);
+        }
+        self
+    }
+
+    /// The merge of two progresses, as [`Progress::merge`].
+    pub(super) fn merged(mut self, other: &Progress) -> Progress {
+        self.merge(other);
+        self
+    }
+
     /// Adds what `other` reached: each stage at the earlier day of the two, chapters of both.
     pub(super) fn merge(&mut self, other: &Progress) {
         let earliest = |a: Option<Day>, b: Option<Day>| match (a, b) {

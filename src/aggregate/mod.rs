@@ -7,6 +7,11 @@
 //! earliest day that reached it (directly or by implication), so events may come in any order,
 //! any number of times, and the result is the same.
 //!
+//! A learner's progress events that name no campaign count under the learner's campaign — that
+//! of its earliest event naming one, ties broken by the smaller event id — and under `direct`
+//! while none does (`attribution`); when an earlier named event arrives, that progress moves with
+//! its counters and days, and the totals do not move.
+//!
 //! Campaigns can also be released ([`Aggregator::release`]): forgotten with their event ids, as
 //! if their events had never been applied, when the Kafka partition that feeds them goes to
 //! another instance.
@@ -18,15 +23,20 @@ use hashbrown::{HashMap, HashSet, HashTable};
 use serde::{Deserialize, Serialize};
 
 mod admission;
+mod attribution;
 mod campaign;
 mod stored;
 
+use attribution::{Attributions, Loose, Named, NamedSet};
 use campaign::{CampaignState, Column, Progress};
 
 pub use admission::Admission;
 
 use crate::day::Day;
-use crate::event::{DIRECT_CAMPAIGN, Event, EventId, TOTALS_CAMPAIGN, UNREGISTERED_CAMPAIGN};
+use crate::event::{
+    Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, Stage, TOTALS_CAMPAIGN,
+    UNREGISTERED_CAMPAIGN,
+};
 
 /// What the aggregator needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -145,6 +155,8 @@ pub struct Aggregator {
     totals: CampaignState,
     /// Slots of campaigns changed since the last drain, each once.
     changed: Vec<Slot>,
+    /// Where each learner's events naming no campaign count (see `attribution`).
+    attributions: Attributions,
 }
 
 impl Aggregator {
@@ -182,6 +194,7 @@ impl Aggregator {
             vacant: BTreeSet::new(),
             totals: CampaignState::new(TOTALS_CAMPAIGN.to_owned(), settings.chapter_count),
             changed: Vec::new(),
+            attributions: Attributions::default(),
             settings,
         }
     }
@@ -229,15 +242,124 @@ impl Aggregator {
             });
         let day = Day::of(event.occurred_at, self.settings.time_zone);
         let all_chapters = all_chapters(self.settings.chapter_count);
-        let campaign = &mut self.campaigns[usize::from(slot)];
-        if campaign.apply(event.action, day, all_chapters) && !campaign.changed {
-            campaign.changed = true;
-            self.changed.push(slot);
+        match event.action {
+            Action::Progress { learner, stage } => {
+                self.attribute(event, slot, learner, (stage, day, all_chapters));
+            }
+            Action::Click { .. } => {
+                if self.campaigns[usize::from(slot)].apply(event.action, day, all_chapters) {
+                    self.mark_changed(slot);
+                }
+            }
         }
         if self.totals.apply(event.action, day, all_chapters) {
             self.totals.changed = true;
         }
         Ok(Applied::Accepted)
+    }
+
+    /// Counts a learner's progress event (`reach`: its stage, day and the course's chapters)
+    /// under the campaign it names, in slot `slot`; or, naming none (`slot` is then `direct`'s),
+    /// under the learner's attributed campaign. An event naming a campaign earlier than the
+    /// learner's first one moves the learner's loose progress there (see `attribution`).
+    fn attribute(
+        &mut self,
+        event: &Event,
+        slot: Slot,
+        learner: LearnerKey,
+        reach: (Stage, Day, u32),
+    ) {
+        let (stage, day, all_chapters) = reach;
+        if event.campaign == DIRECT_CAMPAIGN {
+            let target = self.attributions.target(&learner, slot);
+            let own = self.learner_in(target, &learner);
+            let loose = self.attributions.loose.entry(learner).or_insert(Loose {
+                reached: Progress::default(),
+                own,
+            });
+            loose.reached = loose.reached.reached(stage, day, all_chapters);
+            self.reach(target, learner, reach);
+            return;
+        }
+        let named = Named {
+            at: event.occurred_at.timestamp_micros(),
+            id: event.id.0,
+            slot,
+        };
+        let before = self.attributions.named.get(&learner).map(NamedSet::first);
+        match self.attributions.named.get_mut(&learner) {
+            Some(set) => set.note(named),
+            None => {
+                self.attributions
+                    .named
+                    .insert(learner, NamedSet::One(named));
+            }
+        }
+        let Some(mut loose) = self.attributions.loose.get(&learner).copied() else {
+            self.reach(slot, learner, reach);
+            return;
+        };
+        // Loose progress exists: it counts under the first named campaign, else `direct`.
+        let old_target = before
+            .map(|first| first.slot)
+            .or_else(|| self.index.get(DIRECT_CAMPAIGN).copied());
+        let new_target = self.attributions.target(&learner, slot);
+        if Some(new_target) == old_target {
+            if slot == new_target {
+                loose.own = loose.own.reached(stage, day, all_chapters);
+                self.attributions.loose.insert(learner, loose);
+            }
+            self.reach(slot, learner, reach);
+            return;
+        }
+        // This event names a campaign earlier than the learner's first: the loose progress moves
+        // here from where it counted, which keeps only its own.
+        let own = self
+            .learner_in(slot, &learner)
+            .reached(stage, day, all_chapters);
+        if let Some(old_target) = old_target {
+            self.set_learner(old_target, learner, loose.own);
+        }
+        loose.own = own;
+        self.attributions.loose.insert(learner, loose);
+        self.set_learner(slot, learner, own.merged(&loose.reached));
+    }
+
+    /// `learner`'s record in the campaign of `slot`, empty when it has none.
+    fn learner_in(&self, slot: Slot, learner: &LearnerKey) -> Progress {
+        self.campaigns[usize::from(slot)]
+            .learners
+            .get(learner)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Moves `learner` to a stage in the campaign of `slot`, noting the change.
+    fn reach(
+        &mut self,
+        slot: Slot,
+        learner: LearnerKey,
+        (stage, day, all_chapters): (Stage, Day, u32),
+    ) {
+        if self.campaigns[usize::from(slot)].reach(learner, stage, day, all_chapters) {
+            self.mark_changed(slot);
+        }
+    }
+
+    /// Sets `learner`'s record in the campaign of `slot`, noting the change.
+    fn set_learner(&mut self, slot: Slot, learner: LearnerKey, progress: Progress) {
+        if self.campaigns[usize::from(slot)].set_learner(learner, progress) {
+            self.mark_changed(slot);
+        }
+    }
+
+    /// Notes that the campaign of `slot` changed since the last drain.
+    fn mark_changed(&mut self, slot: Slot) {
+        let campaign = &mut self.campaigns[usize::from(slot)];
+        if !campaign.changed {
+            campaign.changed = true;
+            self.changed.push(slot);
+        }
     }
 
     /// Takes what changed since the last call: each changed campaign once, then the totals.
@@ -307,7 +429,9 @@ impl Aggregator {
                 &mut self.campaigns[usize::from(slot)],
                 CampaignState::vacant(),
             );
-            held_anything |= state.holds_something();
+            // Events naming no campaign are remembered under direct's slot, wherever they count.
+            held_anything |= state.holds_something()
+                || (campaign == DIRECT_CAMPAIGN && !self.attributions.loose.is_empty());
             is_released[usize::from(slot)] = true;
             self.vacant.insert(slot);
             released.push(campaign.clone());
@@ -320,6 +444,7 @@ impl Aggregator {
         // when it is vacated: a campaign that held nothing has no remembered id, and took no
         // part in the totals.
         if held_anything {
+            self.release_attributions(&is_released);
             self.seen.retain(|seen| {
                 // A slot past the campaigns cannot be released; keep the entry rather than panic.
                 !is_released
@@ -333,6 +458,47 @@ impl Aggregator {
         // held, whoever counts their events.
         self.hold_always_held();
         released
+    }
+
+    /// Attributions after a release, as if the released campaigns' events had never been
+    /// applied: their named entries go, learners whose first campaign went are attributed to
+    /// the next (or `direct`), taking their loose progress there; and with `direct` released,
+    /// the events naming no campaign (remembered under its slot) go, and their loose progress
+    /// leaves the campaigns it counted under.
+    fn release_attributions(&mut self, is_released: &[bool]) {
+        let released = |slot: Slot| is_released.get(usize::from(slot)).copied().unwrap_or(false);
+        let direct = self.index.get(DIRECT_CAMPAIGN).copied();
+        if direct.is_none() {
+            for (learner, loose) in std::mem::take(&mut self.attributions.loose) {
+                if let Some(first) = self.attributions.named.get(&learner).map(NamedSet::first)
+                    && !released(first.slot)
+                {
+                    self.set_learner(first.slot, learner, loose.own);
+                }
+            }
+        }
+        let named = std::mem::take(&mut self.attributions.named);
+        for (learner, set) in named {
+            let first = set.first().slot;
+            let kept = set.without(is_released);
+            let new_first = kept.as_ref().map(|kept| kept.first().slot);
+            if let Some(kept) = kept {
+                self.attributions.named.insert(learner, kept);
+            }
+            if !released(first) {
+                continue;
+            }
+            // The learner's first campaign went, with the loose progress counted there.
+            let (Some(mut loose), Some(target)) = (
+                self.attributions.loose.get(&learner).copied(),
+                new_first.or(direct),
+            ) else {
+                continue;
+            };
+            loose.own = self.learner_in(target, &learner);
+            self.attributions.loose.insert(learner, loose);
+            self.set_learner(target, learner, loose.own.merged(&loose.reached));
+        }
     }
 
     /// The campaigns held that are neither registered nor reserved.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use hashbrown::HashTable;
 
 use super::{
-    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Progress, Slot,
-    seen_hash,
+    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose, Named,
+    NamedSet, Progress, Slot, seen_hash,
 };
 use crate::day::Day;
 use crate::event::{LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
@@ -25,7 +25,7 @@ impl Aggregator {
         for words in &self.seen {
             seen.extend_from_slice(words);
         }
-        Checkpoint {
+        let mut checkpoint = Checkpoint {
             journal_position,
             seen,
             campaigns: self.campaigns.iter().map(CampaignState::stored).collect(),
@@ -36,7 +36,117 @@ impl Aggregator {
             direct_campaigns: Vec::new(),
             time_zone: self.settings.time_zone.name().to_owned(),
             event_identity: EventIdentity::SourceAndEventId.into(),
+            ..Checkpoint::default()
+        };
+        self.store_attributions(&mut checkpoint);
+        checkpoint
+    }
+
+    /// Writes the attributions into `checkpoint`'s columns.
+    fn store_attributions(&self, checkpoint: &mut Checkpoint) {
+        let number = |day: Option<Day>| day.map_or(0, Day::number);
+        for (LearnerKey(key), set) in &self.attributions.named {
+            for named in set.iter() {
+                checkpoint.named_learners.extend_from_slice(key);
+                checkpoint.named_at.push(named.at);
+                checkpoint.named_ids.extend_from_slice(&named.id);
+                checkpoint.named_slots.push(u32::from(named.slot));
+            }
         }
+        for (LearnerKey(key), loose) in &self.attributions.loose {
+            checkpoint.loose_learners.extend_from_slice(key);
+            checkpoint
+                .loose_enrolled
+                .push(number(loose.reached.enrolled));
+            checkpoint.loose_started.push(number(loose.reached.started));
+            checkpoint
+                .loose_certified
+                .push(number(loose.reached.certified));
+            checkpoint.loose_chapters.push(loose.reached.chapters);
+            checkpoint.own_enrolled.push(number(loose.own.enrolled));
+            checkpoint.own_started.push(number(loose.own.started));
+            checkpoint.own_certified.push(number(loose.own.certified));
+            checkpoint.own_chapters.push(loose.own.chapters);
+        }
+    }
+
+    /// Reads the attributions of `checkpoint` back; every slot they name must be held.
+    fn restore_attributions(&mut self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+        let named = checkpoint.named_at.len();
+        anyhow::ensure!(
+            checkpoint.named_learners.len() == named * 3
+                && checkpoint.named_ids.len() == named * 3
+                && checkpoint.named_slots.len() == named,
+            "attribution columns of different lengths"
+        );
+        for index in 0..named {
+            let slot = Slot::try_from(checkpoint.named_slots[index])
+                .ok()
+                .filter(|slot| {
+                    self.campaigns
+                        .get(usize::from(*slot))
+                        .is_some_and(|campaign| !campaign.id.is_empty())
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "an attribution names campaign slot {}, which holds no campaign",
+                        checkpoint.named_slots[index]
+                    )
+                })?;
+            let words = &checkpoint.named_learners[index * 3..index * 3 + 3];
+            let ids = &checkpoint.named_ids[index * 3..index * 3 + 3];
+            let named = Named {
+                at: checkpoint.named_at[index],
+                id: [ids[0], ids[1], ids[2]],
+                slot,
+            };
+            let learner = LearnerKey([words[0], words[1], words[2]]);
+            match self.attributions.named.get_mut(&learner) {
+                Some(set) => set.note(named),
+                None => {
+                    self.attributions
+                        .named
+                        .insert(learner, NamedSet::One(named));
+                }
+            }
+        }
+        let loose = checkpoint.loose_enrolled.len();
+        let columns = [
+            &checkpoint.loose_started,
+            &checkpoint.loose_certified,
+            &checkpoint.loose_chapters,
+            &checkpoint.own_enrolled,
+            &checkpoint.own_started,
+            &checkpoint.own_certified,
+            &checkpoint.own_chapters,
+        ];
+        anyhow::ensure!(
+            checkpoint.loose_learners.len() == loose * 3
+                && columns.iter().all(|column| column.len() == loose),
+            "loose progress columns of different lengths"
+        );
+        let day = |number: u32| Day::from_number(number);
+        for index in 0..loose {
+            let words = &checkpoint.loose_learners[index * 3..index * 3 + 3];
+            self.attributions.loose.insert(
+                LearnerKey([words[0], words[1], words[2]]),
+                Loose {
+                    reached: Progress {
+                        enrolled: day(checkpoint.loose_enrolled[index]),
+                        started: day(checkpoint.loose_started[index]),
+                        certified: day(checkpoint.loose_certified[index]),
+                        chapters: checkpoint.loose_chapters[index],
+                    },
+                    own: Progress {
+                        enrolled: day(checkpoint.own_enrolled[index]),
+                        started: day(checkpoint.own_started[index]),
+                        certified: day(checkpoint.own_certified[index]),
+                        chapters: checkpoint.own_chapters[index],
+                    },
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Rebuilds an aggregator from `checkpoint`, each campaign in its slot and vacant slots
@@ -111,6 +221,7 @@ impl Aggregator {
             }
             aggregator.campaigns.push(campaign);
         }
+        aggregator.restore_attributions(checkpoint)?;
         aggregator.hold_always_held();
         if let Some(totals) = &checkpoint.totals {
             aggregator.totals = CampaignState::restore(totals, chapter_count)?;

@@ -162,6 +162,111 @@ fn clicks_count_events_and_unique_visitors_count_browsers() {
 }
 
 #[test]
+fn a_learner_named_by_its_enrolment_only_takes_its_later_events_there() {
+    // The LMS sends alice's progress without a campaign; her enrolment came through the
+    // Gendarmerie's link. Bob never names one: he stays direct.
+    check(
+        "
+        e1 enrolled  gendarmerie gf/alice 2020-10-05
+        e2 started   -           gf/alice 2020-10-06
+        e3 chapter:2 -           gf/alice 2020-10-07
+        e4 certified -           gf/alice 2020-10-09
+        e5 enrolled  -           gf/bob   2020-10-06
+        ",
+        "
+        direct: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-06: enrolled 1
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
+          2020-10-09: certified 1
+        *: clicks 0, visitors 0, enrolled 2, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-06: enrolled 1, started 1
+          2020-10-09: certified 1
+        ",
+    );
+}
+
+#[test]
+fn a_learner_named_by_a_later_event_only_moves_there_whole() {
+    // Everything alice did before naming a campaign moves to it, days included; the totals
+    // do not move.
+    check(
+        "
+        e1 enrolled  -        gf/alice 2020-10-05
+        e2 chapter:1 -        gf/alice 2020-10-06
+        e3 certified la-poste gf/alice 2020-10-08
+        ",
+        "
+        la-poste: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
+          2020-10-08: certified 1
+        *: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-06: started 1
+          2020-10-08: certified 1
+        ",
+    );
+}
+
+#[test]
+fn two_partners_links_arriving_in_reverse_order_attribute_to_the_earlier() {
+    // Alice followed la-poste's link on the 5th and the Gendarmerie's on the 7th; the
+    // Gendarmerie's arrives first. Her unnamed progress goes to the Gendarmerie, then moves to
+    // la-poste when its earlier link arrives; each campaign keeps what named it.
+    check(
+        "
+        e1 enrolled  gendarmerie gf/alice 2020-10-07
+        e2 chapter:3 -           gf/alice 2020-10-08
+        e3 certified -           gf/alice 2020-10-10
+        e4 enrolled  la-poste    gf/alice 2020-10-05
+        ",
+        "
+        gendarmerie: clicks 0, visitors 0, enrolled 1, started 0, chapters [0, 0, 0], certified 0
+          2020-10-07: enrolled 1
+        la-poste: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-08: started 1
+          2020-10-10: certified 1
+        *: clicks 0, visitors 0, enrolled 1, started 1, chapters [1, 1, 1], certified 1
+          2020-10-05: enrolled 1
+          2020-10-08: started 1
+          2020-10-10: certified 1
+        ",
+    );
+}
+
+#[test]
+fn two_links_at_the_same_instant_attribute_by_the_smaller_event_id() {
+    // The same instant: the smaller event id fingerprint decides, whatever the order.
+    let events = [
+        "e1 enrolled gendarmerie gf/alice 2020-10-05T10:00:00Z",
+        "e2 enrolled la-poste    gf/alice 2020-10-05T10:00:00Z",
+        "e3 started  -           gf/alice 2020-10-06",
+    ];
+    let parser = EventParser::new(settings().chapter_count, [0x11; 32]);
+    let parsed: Vec<Event> = parse_events(&parser, &events.join("\n"))
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect();
+    let winner = if parsed[0].id < parsed[1].id {
+        "gendarmerie"
+    } else {
+        "la-poste"
+    };
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let mut aggregator = Aggregator::new(settings(), []);
+        for index in order {
+            assert_eq!(aggregator.apply(&parsed[index]), Ok(Applied::Accepted));
+        }
+        let (counts, _) = aggregator.campaign(winner).expect("held");
+        assert_eq!((counts.enrolled, counts.started), (1, 1), "{order:?}");
+    }
+}
+
+#[test]
 fn events_without_a_campaign_count_under_direct() {
     check(
         "

@@ -42,6 +42,7 @@ fn checkpoint_at(journal_position: u64) -> Checkpoint {
         direct_campaigns: vec!["direct".to_owned()],
         time_zone: "Europe/Paris".to_owned(),
         event_identity: crate::proto::storage::EventIdentity::SourceAndEventId.into(),
+        ..Checkpoint::default()
     }
 }
 
