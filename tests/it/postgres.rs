@@ -1172,20 +1172,20 @@ async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_t
 }
 
 /// Where `scripts/test` puts the CA that signed the server's certificate (for `localhost` and
-/// 127.0.0.1), when `SUIVI_TEST_PG_CA` does not say.
+/// 127.0.0.1), when `TEST_POSTGRES_CA` does not say.
 const DEFAULT_TEST_CA: &str = "/var/lib/postgresql/suivi-test-tls/ca.crt";
 
 /// The test CA, and beside it `other-ca.crt`, a CA that signed nothing the server holds; panics,
 /// naming the fix, when either is missing.
 fn test_cas() -> (PathBuf, PathBuf) {
-    let ca = std::env::var_os("SUIVI_TEST_PG_CA")
+    let ca = std::env::var_os("TEST_POSTGRES_CA")
         .map_or_else(|| PathBuf::from(DEFAULT_TEST_CA), PathBuf::from);
     let other = ca.with_file_name("other-ca.crt");
     for path in [&ca, &other] {
         assert!(
             path.is_file(),
             "the PostgreSQL test CA {} is missing: ./scripts/test makes it and gives the server \
-             a certificate it signed (or set SUIVI_TEST_PG_CA to the CA's path)",
+             a certificate it signed (or set TEST_POSTGRES_CA to the CA's path)",
             path.display()
         );
     }
