@@ -316,8 +316,85 @@ pub(super) fn publish(
     Ok(())
 }
 
+/// How a learner of [`attribution_scenario`] names its campaign.
+#[derive(Debug, Clone, Copy)]
+enum Naming {
+    /// Its enrolment names a campaign; every later event names none.
+    ByEnrolmentOnly,
+    /// Its events name none, but a later one (a certification) does.
+    ByLaterEventOnly,
+    /// Two partners' links, the later one first in the stream.
+    TwoLinksInReverseOrder,
+    /// Nothing ever names a campaign: `direct`.
+    ByNone,
+}
+
+/// Learners each following one [`Naming`], with progress events naming no campaign around
+/// their named ones, in an order that puts the later named events first: the cases where
+/// attribution must move progress between campaigns.
+fn attribution_scenario() -> impl Strategy<Value = Vec<Event>> {
+    let naming = prop_oneof![
+        Just(Naming::ByEnrolmentOnly),
+        Just(Naming::ByLaterEventOnly),
+        Just(Naming::TwoLinksInReverseOrder),
+        Just(Naming::ByNone),
+    ];
+    let learner = (
+        naming,
+        0..CAMPAIGNS.len() - 1,
+        0..CAMPAIGNS.len() - 1,
+        vec((stage(), 0..DAYS * 24 * 60), 1..5),
+    );
+    vec(learner, 1..8).prop_map(|learners| {
+        let mut events = Vec::new();
+        for (number, (naming, first, second, loose)) in learners.into_iter().enumerate() {
+            let learner = LearnerKey([0, u32::try_from(number).expect("few learners"), 0]);
+            let progress = |stage| Action::Progress { learner, stage };
+            let mut push = |campaign: usize, minute: i64, stage: Stage| {
+                let number = events.len();
+                events.push(event_at(number, campaign, minute, progress(stage)));
+            };
+            // CAMPAIGNS ends with DIRECT_CAMPAIGN.
+            let direct = CAMPAIGNS.len() - 1;
+            match naming {
+                Naming::ByEnrolmentOnly => push(first, 0, Stage::Enrolled),
+                Naming::ByLaterEventOnly => push(first, DAYS * 24 * 60 - 1, Stage::Certified),
+                Naming::TwoLinksInReverseOrder => {
+                    push(second, 600, Stage::Enrolled);
+                    push(first, 60, Stage::Enrolled);
+                }
+                Naming::ByNone => {}
+            }
+            for (stage, minute) in loose {
+                push(direct, minute, stage);
+            }
+        }
+        events
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn attribution_follows_the_definition_whatever_the_order(
+        (events, shuffled) in attribution_scenario()
+            .prop_flat_map(|events| (Just(events.clone()), Just(events).prop_shuffle()))
+    ) {
+        let expected = oracle(&events);
+        prop_assert_eq!(state(&aggregate(&events)?), expected.clone());
+        prop_assert_eq!(state(&aggregate(&shuffled)?), expected);
+        // And through a checkpoint taken halfway.
+        let (first, rest) = shuffled.split_at(shuffled.len() / 2);
+        let checkpoint = aggregate(first)?.checkpoint(0, Vec::new());
+        let mut restored = Aggregator::restore(property_settings(), [], &checkpoint)
+            .map_err(|error| TestCaseError::fail(format!("{error:#}")))?;
+        for event in rest {
+            prop_assert_eq!(restored.apply(event).expect("a campaign slot"), Applied::Accepted);
+        }
+        prop_assert_eq!(state(&restored), oracle(&events));
+        check_funnels(&restored)?;
+    }
 
     #[test]
     fn counters_are_the_definition_applied_to_the_set_of_events(events in event_set(0..60)) {
