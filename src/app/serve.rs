@@ -148,6 +148,11 @@ impl Serving {
         };
         // Layers run outside in: a request is let in by its credential before it takes a place.
         let router = ingest::http::routes(self.intake.clone(), settings.max_request_bytes)
+            .merge(ingest::xapi::routes(
+                self.intake.clone(),
+                Arc::new(settings.xapi.clone()),
+                settings.max_request_bytes,
+            ))
             .route_layer(axum::middleware::from_fn_with_state(
                 self.ingest_bound.clone(),
                 crate::http::shed,
@@ -170,7 +175,9 @@ impl Serving {
             .merge(query::http::operational_routes(
                 query_state,
                 self.gate.clone(),
-            ));
+            ))
+            .merge(ingest::xapi::open_routes())
+            .layer(axum::middleware::from_fn(ingest::xapi::version_header));
         if let Ok(address) = listener.local_addr() {
             tracing::info!(
                 %address,

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http;
 pub mod quota;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use base64::Engine;
 use chrono::NaiveDate;
 use tokio_util::sync::CancellationToken;
 
@@ -95,7 +97,9 @@ struct Entry {
 pub enum Unauthenticated {
     #[error("this request needs a bearer token: send the header Authorization: Bearer <token>")]
     Missing,
-    #[error("the Authorization header must be \"Bearer <token>\"")]
+    #[error(
+        "the Authorization header must be \"Bearer <token>\" (or HTTP Basic with the token as password)"
+    )]
     Malformed,
     #[error("the bearer token is not a valid credential")]
     Unknown,
@@ -371,7 +375,7 @@ impl Gate {
 
     fn find(&self, authorization: Option<&[u8]>) -> Result<Caller, Unauthenticated> {
         let token = bearer(authorization)?;
-        let hash = blake3::hash(token);
+        let hash = blake3::hash(&token);
         let table = self.table.load();
         // Every hash is compared, each in constant time: how long this takes says nothing of
         // which credential, if any, was close.
@@ -420,7 +424,7 @@ impl Gate {
             return Ok(());
         };
         let result = bearer(authorization).and_then(|token| {
-            if blake3::hash(token) == *expected {
+            if blake3::hash(&token) == *expected {
                 Ok(())
             } else {
                 Err(Unauthenticated::Unknown)
@@ -516,18 +520,37 @@ impl Table {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header value.
-fn bearer(authorization: Option<&[u8]>) -> Result<&[u8], Unauthenticated> {
+/// The token of an `Authorization: Bearer <token>` header value, or of `Basic <base64 of
+/// user:token>` (the username ignored): LMSs such as Moodle's logstore_xapi send an LRS key and
+/// secret as HTTP Basic credentials, so the secret is the token.
+fn bearer(authorization: Option<&[u8]>) -> Result<Cow<'_, [u8]>, Unauthenticated> {
     let value = authorization.ok_or(Unauthenticated::Missing)?;
     let (scheme, token) = value
         .iter()
         .position(|byte| *byte == b' ')
         .map(|space| (&value[..space], value[space + 1..].trim_ascii()))
         .ok_or(Unauthenticated::Malformed)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
+    if token.is_empty() {
         return Err(Unauthenticated::Malformed);
     }
-    Ok(token)
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return Ok(Cow::Borrowed(token));
+    }
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return Err(Unauthenticated::Malformed);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| Unauthenticated::Malformed)?;
+    let colon = decoded
+        .iter()
+        .position(|byte| *byte == b':')
+        .ok_or(Unauthenticated::Malformed)?;
+    let password = decoded[colon + 1..].trim_ascii();
+    if password.is_empty() {
+        return Err(Unauthenticated::Malformed);
+    }
+    Ok(Cow::Owned(password.to_vec()))
 }
 
 /// The modification time and length of a file, to notice it changed.

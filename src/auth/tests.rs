@@ -72,6 +72,47 @@ fn bearer(token: &str) -> Vec<u8> {
 }
 
 #[test]
+fn http_basic_presents_its_password_as_the_token_whatever_the_username() {
+    use base64::Engine;
+    let (_directory, gate) = gate_of(&programme());
+    let basic = |credentials: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+        .into_bytes()
+    };
+    for username in ["moodle", "", "t-ops"] {
+        let caller = gate
+            .authenticate(Some(&basic(&format!("{username}:t-partner"))))
+            .expect("the password is a known token");
+        assert_eq!(&**caller.id(), "gendarmerie", "username {username:?}");
+    }
+    assert_eq!(
+        gate.authenticate(Some(&basic("t-partner"))).err(),
+        Some(Unauthenticated::Malformed),
+        "no colon: not user:password"
+    );
+    assert_eq!(
+        gate.authenticate(Some(&basic("moodle:"))).err(),
+        Some(Unauthenticated::Malformed),
+        "an empty password"
+    );
+    assert_eq!(
+        gate.authenticate(Some(b"Basic not*base64")).err(),
+        Some(Unauthenticated::Malformed)
+    );
+    assert_eq!(
+        gate.authenticate(Some(&basic("moodle:t-old"))).err(),
+        Some(Unauthenticated::Revoked)
+    );
+    assert_eq!(
+        gate.authenticate(Some(b"Digest t-partner")).err(),
+        Some(Unauthenticated::Malformed)
+    );
+}
+
+#[test]
 fn a_token_is_let_in_as_its_credential_and_nothing_else_is() {
     let (_directory, gate) = gate_of(&programme());
     let caller = gate
@@ -90,7 +131,8 @@ fn a_token_is_let_in_as_its_credential_and_nothing_else_is() {
     );
     assert_eq!(
         gate.authenticate(Some(b"Basic dXNlcjpwYXNz")).err(),
-        Some(Unauthenticated::Malformed)
+        Some(Unauthenticated::Unknown),
+        "HTTP Basic user:pass presents the token pass"
     );
     assert_eq!(
         gate.authenticate(Some(b"Bearer")).err(),

@@ -29,7 +29,8 @@ pub const MAX_CHAPTER_COUNT: u8 = 32;
 const MAX_EVENT_ID_BYTES: usize = 128;
 const MAX_CAMPAIGN_BYTES: usize = 64;
 const MAX_SOURCE_BYTES: usize = 64;
-const MAX_LEARNER_ID_BYTES: usize = 128;
+/// The longest `learner_id`, in bytes.
+pub const MAX_LEARNER_ID_BYTES: usize = 128;
 const MAX_VISITOR_ID_BYTES: usize = 128;
 /// How far in the future an event may be dated, for clocks that run a little ahead.
 const MAX_CLOCK_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;

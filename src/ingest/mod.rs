@@ -1,10 +1,12 @@
 //! The ingest edges' shared step: a batch of raw events, however it arrived, is parsed event by
 //! event, its valid events go through the pipeline together, and the answer says how many were
 //! accepted, how many were duplicates, and why each other one was rejected, by its index in the
-//! batch. gRPC (`grpc`) and HTTP (`http`) only decode their wire format and call [`ingest_batch`].
+//! batch. gRPC (`grpc`) and HTTP (`http`) only decode their wire format and call [`ingest_batch`];
+//! xAPI (`xapi`) maps statements onto events and calls [`Intake::ingest_whole`], all or nothing.
 
 pub mod grpc;
 pub mod http;
+pub mod xapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,6 +61,16 @@ impl BatchRefusal {
             BatchRefusal::Pipeline(refusal) => refusal.reason(),
         }
     }
+}
+
+/// Why an all-or-nothing batch ([`Intake::ingest_whole`]) was not counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WholeRefusal {
+    /// The event at `index` is invalid: none of the batch was submitted.
+    #[error("event {index}: {reason}")]
+    Invalid { index: usize, reason: RejectReason },
+    #[error(transparent)]
+    Batch(#[from] BatchRefusal),
 }
 
 /// What the edges share: the pipeline, the parser, the batch limit, and the figures that say
@@ -118,6 +130,64 @@ impl Intake {
                 Err(reason) => rejected.push((index, reason)),
             }
         }
+        let tally = self
+            .submit(transport, caller, events, received, started, &rejected)
+            .await?;
+        Ok(BatchResult {
+            // Batches are limited to far fewer than 2^32 events.
+            accepted: u32::try_from(tally.accepted).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(tally.duplicates).unwrap_or(u32::MAX),
+            rejections: rejected
+                .into_iter()
+                .map(|(index, reason)| Rejection {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    code: reason.code(),
+                    message: reason.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Parses and checks a whole batch against `caller`'s grants, and submits it only when every
+    /// event is valid: the all-or-nothing batch of a standard whose clients expect one (xAPI).
+    /// The first invalid event refuses the batch, with nothing submitted; the caller records
+    /// that refusal in its metrics.
+    pub async fn ingest_whole(
+        &self,
+        transport: Transport,
+        caller: &Caller,
+        raw_events: &[RawEvent<'_>],
+    ) -> Result<BatchResult, WholeRefusal> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let mut events = Vec::with_capacity(raw_events.len());
+        for (index, raw) in raw_events.iter().enumerate() {
+            match self.admit(caller, raw, now) {
+                Ok(event) => events.push(event),
+                Err(reason) => return Err(WholeRefusal::Invalid { index, reason }),
+            }
+        }
+        let tally = self
+            .submit(transport, caller, events, raw_events.len(), started, &[])
+            .await?;
+        Ok(BatchResult {
+            accepted: u32::try_from(tally.accepted).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(tally.duplicates).unwrap_or(u32::MAX),
+            rejections: Vec::new(),
+        })
+    }
+
+    /// Submits a batch's valid `events` (of `received`, the others `rejected`) and records the
+    /// outcome in the metrics.
+    async fn submit(
+        &self,
+        transport: Transport,
+        caller: &Caller,
+        events: Vec<crate::event::Event>,
+        received: usize,
+        started: Instant,
+        rejected: &[(usize, RejectReason)],
+    ) -> Result<BatchTally, BatchRefusal> {
         let outcomes = match self.queue.submit(events, Some(caller.id().clone())).await {
             Ok(outcomes) => outcomes,
             Err(refusal) => {
@@ -146,19 +216,7 @@ impl Intake {
         telemetry::record_credential_events(caller.id(), "accepted", tally.accepted);
         telemetry::record_credential_events(caller.id(), "duplicate", tally.duplicates);
         telemetry::record_credential_events(caller.id(), "rejected", reasons.len() as u64);
-        Ok(BatchResult {
-            // Batches are limited to far fewer than 2^32 events.
-            accepted: u32::try_from(tally.accepted).unwrap_or(u32::MAX),
-            duplicates: u32::try_from(tally.duplicates).unwrap_or(u32::MAX),
-            rejections: rejected
-                .into_iter()
-                .map(|(index, reason)| Rejection {
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                    code: reason.code(),
-                    message: reason.to_string(),
-                })
-                .collect(),
-        })
+        Ok(tally)
     }
 
     /// Parses one event and checks it against the caller's grants and new-campaign quota.

@@ -4,6 +4,8 @@
 //! settings file): which activities are the course, which are chapters and their numbers, and how
 //! LMS hosts are named as sources.
 
+pub mod xapi;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,12 @@ pub const COURSE_ACTIVITY_TYPES: [&str; 3] = [
     "http://id.tincanapi.com/activitytype/lms/course",
     "https://w3id.org/xapi/cmi5/activitytype/course",
 ];
+
+/// The context extension by which a statement names its campaign (the UTM campaign of the
+/// learner's tracking link): `"context": {"extensions": {CAMPAIGN_EXTENSION: "gendarmerie"}}`.
+/// A statement without it counts under the credential's campaign when the credential names
+/// exactly one, else under its learner's campaign (attribution).
+pub const CAMPAIGN_EXTENSION: &str = "urn:suivi:campaign";
 
 /// How statements map onto suivi's events (`[xapi]` in the settings file).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,5 +48,16 @@ impl Mapping {
             }
         }
         Ok(())
+    }
+}
+
+impl Mapping {
+    /// Whether the activity `id` of type `kind` is the course.
+    pub fn is_course(&self, id: &str, kind: Option<&str>) -> bool {
+        if self.course.is_empty() {
+            kind.is_some_and(|kind| COURSE_ACTIVITY_TYPES.contains(&kind))
+        } else {
+            self.course.iter().any(|course| course == id)
+        }
     }
 }

@@ -60,6 +60,9 @@ pub(super) fn register_failure_series() {
                 .increment(0);
         }
     }
+    for reason in XAPI_IGNORED_REASONS {
+        counter!(XAPI_IGNORED, "reason" => reason).increment(0);
+    }
 }
 
 /// The series of events that came in over `transport`, at zero.
@@ -364,4 +367,10 @@ pub fn record_recovery(report: &RecoveryReport) {
     gauge!(RECOVERY_EVENTS).set(report.events_replayed as f64);
     counter!(JOURNAL_TORN_BYTES).increment(report.torn_bytes);
     counter!(CHECKPOINTS_REJECTED).increment(report.checkpoints_rejected.len() as u64);
+}
+
+/// Records xAPI statements acknowledged and not counted, for `reason`
+/// (one of `XAPI_IGNORED_REASONS`).
+pub fn record_xapi_ignored(reason: &'static str, statements: u64) {
+    counter!(XAPI_IGNORED, "reason" => reason).increment(statements);
 }

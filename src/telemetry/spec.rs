@@ -203,6 +203,8 @@ specify! {
             "Reloads of the credentials file, by outcome (ok, or failed: the credentials in force stayed).";
         CREDENTIAL_EVENTS: Counter "suivi_credential_events_total", COUNT, ["credential", "outcome"],
             "Events sent over gRPC and HTTP by credential: accepted, duplicate, rejected, or rate_limited (refused with their batch).";
+        XAPI_IGNORED: Counter "suivi_xapi_statements_ignored_total", COUNT, ["reason"],
+            "xAPI statements acknowledged and not counted, by reason: voided (voiding statements are not applied), not_a_learner (a group), unmapped_verb, unmapped_object, incomplete (progressed without completion).";
     }
 
     // The business figures: only registered campaigns carry a `campaign` label (and `name`, on
@@ -258,7 +260,7 @@ pub const JOURNAL_CAUSE_UNWRITABLE: &str = "unwritable";
 
 /// Why a whole ingest request is refused, by transport: the edges' own reasons, then the
 /// pipeline's (`pipeline::Refusal::reason`).
-pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 2] = [
+pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 3] = [
     (
         super::Transport::Grpc,
         &["batch_too_large", "request_too_large", "rate_limited"],
@@ -269,6 +271,17 @@ pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 2] = [
             "batch_too_large",
             "request_too_large",
             "invalid_body",
+            "rate_limited",
+        ],
+    ),
+    (
+        super::Transport::Xapi,
+        &[
+            "batch_too_large",
+            "request_too_large",
+            "invalid_body",
+            "invalid_statement",
+            "unsupported_version",
             "rate_limited",
         ],
     ),
@@ -327,6 +340,15 @@ pub const SHEDDING_BOUNDS: [&str; 2] = ["max_concurrent_ingest_requests", "max_c
 /// Why Kafka consumption pauses: the aggregate is behind, the journal cannot be written, or the
 /// dead-letter topic cannot be written.
 pub const PAUSE_CAUSES: [&str; 3] = ["backpressure", "storage", "dead_letter"];
+
+/// Why an xAPI statement is acknowledged and not counted (`standards::xapi::Ignored`).
+pub const XAPI_IGNORED_REASONS: [&str; 5] = [
+    "voided",
+    "not_a_learner",
+    "unmapped_verb",
+    "unmapped_object",
+    "incomplete",
+];
 
 /// The `kind` of a consumer group rebalance.
 pub const REBALANCE_KINDS: [&str; 2] = ["assign", "revoke"];

@@ -37,7 +37,7 @@ fn credentials(file: &Path, args: &[&str]) -> String {
 }
 
 /// Adds a credential and returns its token, the last line `add` prints.
-fn add(file: &Path, args: &[&str]) -> String {
+pub(crate) fn add(file: &Path, args: &[&str]) -> String {
     let printed = credentials(file, &[&["add"], args].concat());
     let token = printed.lines().last().expect("add prints the token").trim();
     assert!(token.starts_with("suivi_"), "{printed}");

@@ -26,3 +26,4 @@ mod snapshots;
 mod tidy;
 mod tls;
 mod watch;
+mod xapi;
