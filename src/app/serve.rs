@@ -148,6 +148,11 @@ impl Serving {
         };
         // Layers run outside in: a request is let in by its credential before it takes a place.
         let router = ingest::http::routes(self.intake.clone(), settings.max_request_bytes)
+            .merge(ingest::caliper::routes(
+                self.intake.clone(),
+                settings.xapi.clone(),
+                settings.max_request_bytes,
+            ))
             .route_layer(axum::middleware::from_fn_with_state(
                 self.ingest_bound.clone(),
                 crate::http::shed,

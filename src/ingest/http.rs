@@ -125,7 +125,8 @@ fn invalid_body(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
 }
 
-fn api_error(refusal: BatchRefusal) -> ApiError {
+/// The HTTP answer to a batch refused whole.
+pub(super) fn api_error(refusal: BatchRefusal) -> ApiError {
     let message = refusal.to_string();
     match refusal {
         BatchRefusal::TooManyEvents { .. } => {

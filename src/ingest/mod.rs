@@ -3,6 +3,7 @@
 //! accepted, how many were duplicates, and why each other one was rejected, by its index in the
 //! batch. gRPC (`grpc`) and HTTP (`http`) only decode their wire format and call [`ingest_batch`].
 
+pub mod caliper;
 pub mod grpc;
 pub mod http;
 
@@ -162,7 +163,7 @@ impl Intake {
     }
 
     /// Parses one event and checks it against the caller's grants and new-campaign quota.
-    fn admit(
+    pub fn admit(
         &self,
         caller: &Caller,
         raw: &RawEvent<'_>,

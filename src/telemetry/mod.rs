@@ -37,6 +37,8 @@ pub enum Transport {
     Grpc,
     Http,
     Kafka,
+    /// `POST /caliper`.
+    Caliper,
 }
 
 impl Transport {
@@ -46,6 +48,7 @@ impl Transport {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
             Transport::Kafka => "kafka",
+            Transport::Caliper => "caliper",
         }
     }
 }

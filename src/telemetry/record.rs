@@ -60,6 +60,9 @@ pub(super) fn register_failure_series() {
                 .increment(0);
         }
     }
+    for reason in CALIPER_IGNORED_REASONS {
+        counter!(CALIPER_EVENTS_IGNORED, "reason" => reason).increment(0);
+    }
 }
 
 /// The series of events that came in over `transport`, at zero.
@@ -80,8 +83,9 @@ fn register_transport(transport: Transport) {
     let _ = histogram!(BATCH_EVENTS, "transport" => transport);
     // Registered: the handle itself is not needed.
     let _ = histogram!(INGEST_DURATION, "transport" => transport);
-    // Kafka has no query API; registering its query series would show a panel that never moves.
-    if transport != Transport::Kafka.as_str() {
+    // Kafka and Caliper have no query API; registering their query series would show a panel
+    // that never moves.
+    if transport != Transport::Kafka.as_str() && transport != Transport::Caliper.as_str() {
         // Registered: the handle itself is not needed.
         let _ = histogram!(QUERY_DURATION, "transport" => transport);
     }
@@ -364,4 +368,10 @@ pub fn record_recovery(report: &RecoveryReport) {
     gauge!(RECOVERY_EVENTS).set(report.events_replayed as f64);
     counter!(JOURNAL_TORN_BYTES).increment(report.torn_bytes);
     counter!(CHECKPOINTS_REJECTED).increment(report.checkpoints_rejected.len() as u64);
+}
+
+/// Records Caliper envelope items acknowledged but not counted (`reason`: one of
+/// [`CALIPER_IGNORED_REASONS`]).
+pub fn record_caliper_ignored(reason: &'static str, items: u64) {
+    counter!(CALIPER_EVENTS_IGNORED, "reason" => reason).increment(items);
 }

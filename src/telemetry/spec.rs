@@ -203,6 +203,8 @@ specify! {
             "Reloads of the credentials file, by outcome (ok, or failed: the credentials in force stayed).";
         CREDENTIAL_EVENTS: Counter "suivi_credential_events_total", COUNT, ["credential", "outcome"],
             "Events sent over gRPC and HTTP by credential: accepted, duplicate, rejected, or rate_limited (refused with their batch).";
+        CALIPER_EVENTS_IGNORED: Counter "suivi_caliper_events_ignored_total", COUNT, ["reason"],
+            "Caliper envelope items acknowledged but not counted, by reason: an action or object the mapping does not count, a course grade not passing or without a score, an entity.";
     }
 
     // The business figures: only registered campaigns carry a `campaign` label (and `name`, on
@@ -258,7 +260,7 @@ pub const JOURNAL_CAUSE_UNWRITABLE: &str = "unwritable";
 
 /// Why a whole ingest request is refused, by transport: the edges' own reasons, then the
 /// pipeline's (`pipeline::Refusal::reason`).
-pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 2] = [
+pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 3] = [
     (
         super::Transport::Grpc,
         &["batch_too_large", "request_too_large", "rate_limited"],
@@ -269,6 +271,17 @@ pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 2] = [
             "batch_too_large",
             "request_too_large",
             "invalid_body",
+            "rate_limited",
+        ],
+    ),
+    (
+        super::Transport::Caliper,
+        &[
+            "batch_too_large",
+            "request_too_large",
+            "unsupported_media_type",
+            "invalid_envelope",
+            "event_rejected",
             "rate_limited",
         ],
     ),
@@ -330,6 +343,16 @@ pub const PAUSE_CAUSES: [&str; 3] = ["backpressure", "storage", "dead_letter"];
 
 /// The `kind` of a consumer group rebalance.
 pub const REBALANCE_KINDS: [&str; 2] = ["assign", "revoke"];
+
+/// Why a Caliper envelope item is ignored (`standards::caliper::Ignored::reason`; a test of
+/// that module keeps the two in step).
+pub const CALIPER_IGNORED_REASONS: [&str; 5] = [
+    "unmapped_action",
+    "unmapped_object",
+    "grade_not_passing",
+    "grade_without_score",
+    "entity",
+];
 
 #[cfg(test)]
 mod tests {
@@ -415,3 +438,4 @@ mod tests {
         assert_eq!(help("suivi_not_a_metric"), "");
     }
 }
+
