@@ -438,4 +438,3 @@ mod tests {
         assert_eq!(help("suivi_not_a_metric"), "");
     }
 }
-
