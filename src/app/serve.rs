@@ -153,6 +153,11 @@ impl Serving {
                 Arc::new(settings.xapi.clone()),
                 settings.max_request_bytes,
             ))
+            .merge(ingest::caliper::routes(
+                self.intake.clone(),
+                settings.xapi.clone(),
+                settings.max_request_bytes,
+            ))
             .route_layer(axum::middleware::from_fn_with_state(
                 self.ingest_bound.clone(),
                 crate::http::shed,

@@ -125,7 +125,7 @@ fn invalid_body(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
 }
 
-/// The answer to a batch refused whole.
+/// The HTTP answer to a batch refused whole.
 pub(super) fn api_error(refusal: BatchRefusal) -> ApiError {
     let message = refusal.to_string();
     match refusal {

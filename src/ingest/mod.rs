@@ -4,6 +4,7 @@
 //! batch. gRPC (`grpc`) and HTTP (`http`) only decode their wire format and call [`ingest_batch`];
 //! xAPI (`xapi`) maps statements onto events and calls [`Intake::ingest_whole`], all or nothing.
 
+pub mod caliper;
 pub mod grpc;
 pub mod http;
 pub mod xapi;
@@ -220,7 +221,7 @@ impl Intake {
     }
 
     /// Parses one event and checks it against the caller's grants and new-campaign quota.
-    fn admit(
+    pub fn admit(
         &self,
         caller: &Caller,
         raw: &RawEvent<'_>,

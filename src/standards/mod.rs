@@ -4,6 +4,7 @@
 //! settings file): which activities are the course, which are chapters and their numbers, and how
 //! LMS hosts are named as sources.
 
+pub mod caliper;
 pub mod xapi;
 
 use std::collections::BTreeMap;
@@ -61,3 +62,12 @@ impl Mapping {
         }
     }
 }
+
+/// The Caliper event `extensions` key naming the event's campaign (a string: the tracking link's
+/// UTM campaign), for sensors that can add it; an event without it counts under the credential's
+/// only campaign, else under its learner's campaign. The same key as xAPI's.
+pub const CALIPER_CAMPAIGN_EXTENSION: &str = CAMPAIGN_EXTENSION;
+
+/// The Caliper `extensions` key (of a GradeEvent's generated Score, or of the event) saying
+/// whether a course grade passed (`true` or `false`), over `scoreGiven`/`maxScore`.
+pub const CALIPER_PASSED_EXTENSION: &str = "urn:suivi:passed";

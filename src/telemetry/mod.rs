@@ -39,6 +39,8 @@ pub enum Transport {
     Kafka,
     /// xAPI statements (`POST`/`PUT /xAPI/statements`).
     Xapi,
+    /// `POST /caliper`.
+    Caliper,
 }
 
 impl Transport {
@@ -49,6 +51,7 @@ impl Transport {
             Transport::Http => "http",
             Transport::Kafka => "kafka",
             Transport::Xapi => "xapi",
+            Transport::Caliper => "caliper",
         }
     }
 }

@@ -63,6 +63,9 @@ pub(super) fn register_failure_series() {
     for reason in XAPI_IGNORED_REASONS {
         counter!(XAPI_IGNORED, "reason" => reason).increment(0);
     }
+    for reason in CALIPER_IGNORED_REASONS {
+        counter!(CALIPER_EVENTS_IGNORED, "reason" => reason).increment(0);
+    }
 }
 
 /// The series of events that came in over `transport`, at zero.
@@ -83,8 +86,9 @@ fn register_transport(transport: Transport) {
     let _ = histogram!(BATCH_EVENTS, "transport" => transport);
     // Registered: the handle itself is not needed.
     let _ = histogram!(INGEST_DURATION, "transport" => transport);
-    // Kafka has no query API; registering its query series would show a panel that never moves.
-    if transport != Transport::Kafka.as_str() {
+    // Kafka and Caliper have no query API; registering their query series would show a panel
+    // that never moves.
+    if transport != Transport::Kafka.as_str() && transport != Transport::Caliper.as_str() {
         // Registered: the handle itself is not needed.
         let _ = histogram!(QUERY_DURATION, "transport" => transport);
     }
@@ -373,4 +377,10 @@ pub fn record_recovery(report: &RecoveryReport) {
 /// (one of `XAPI_IGNORED_REASONS`).
 pub fn record_xapi_ignored(reason: &'static str, statements: u64) {
     counter!(XAPI_IGNORED, "reason" => reason).increment(statements);
+}
+
+/// Records Caliper envelope items acknowledged but not counted (`reason`: one of
+/// [`CALIPER_IGNORED_REASONS`]).
+pub fn record_caliper_ignored(reason: &'static str, items: u64) {
+    counter!(CALIPER_EVENTS_IGNORED, "reason" => reason).increment(items);
 }

@@ -205,6 +205,8 @@ specify! {
             "Events sent over gRPC and HTTP by credential: accepted, duplicate, rejected, or rate_limited (refused with their batch).";
         XAPI_IGNORED: Counter "suivi_xapi_statements_ignored_total", COUNT, ["reason"],
             "xAPI statements acknowledged and not counted, by reason: voided (voiding statements are not applied), not_a_learner (a group), unmapped_verb, unmapped_object, incomplete (progressed without completion).";
+        CALIPER_EVENTS_IGNORED: Counter "suivi_caliper_events_ignored_total", COUNT, ["reason"],
+            "Caliper envelope items acknowledged but not counted, by reason: an action or object the mapping does not count, a course grade not passing or without a score, an entity.";
     }
 
     // The business figures: only registered campaigns carry a `campaign` label (and `name`, on
@@ -260,7 +262,7 @@ pub const JOURNAL_CAUSE_UNWRITABLE: &str = "unwritable";
 
 /// Why a whole ingest request is refused, by transport: the edges' own reasons, then the
 /// pipeline's (`pipeline::Refusal::reason`).
-pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 3] = [
+pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 4] = [
     (
         super::Transport::Grpc,
         &["batch_too_large", "request_too_large", "rate_limited"],
@@ -282,6 +284,17 @@ pub(super) const REQUEST_REFUSALS: [(super::Transport, &[&str]); 3] = [
             "invalid_body",
             "invalid_statement",
             "unsupported_version",
+            "rate_limited",
+        ],
+    ),
+    (
+        super::Transport::Caliper,
+        &[
+            "batch_too_large",
+            "request_too_large",
+            "unsupported_media_type",
+            "invalid_envelope",
+            "event_rejected",
             "rate_limited",
         ],
     ),
@@ -352,6 +365,16 @@ pub const XAPI_IGNORED_REASONS: [&str; 5] = [
 
 /// The `kind` of a consumer group rebalance.
 pub const REBALANCE_KINDS: [&str; 2] = ["assign", "revoke"];
+
+/// Why a Caliper envelope item is ignored (`standards::caliper::Ignored::reason`; a test of
+/// that module keeps the two in step).
+pub const CALIPER_IGNORED_REASONS: [&str; 5] = [
+    "unmapped_action",
+    "unmapped_object",
+    "grade_not_passing",
+    "grade_without_score",
+    "entity",
+];
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod caliper;
 mod config;
 mod crash;
 mod deploy;
