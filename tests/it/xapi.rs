@@ -927,3 +927,77 @@ async fn an_lms_credential_gives_the_source_and_campaign_of_what_it_sends() {
     assert_eq!(counters("direct").await.0, 1);
     app.stop().await;
 }
+
+/// The Gendarmerie's LMS sends statements naming no campaign; its learners enrolled through the
+/// Gendarmerie's tracking link (an event naming the campaign, with the same learner identity).
+/// Their progress fills the Gendarmerie's funnel, whichever arrives first, and a learner who
+/// never followed a link stays `direct`.
+#[tokio::test]
+async fn statements_naming_no_campaign_count_under_the_learners_campaign() {
+    let mut app = xapi_app(|_| {}).await;
+    let completed = format!("{ADL}completed");
+    // User 7 completes chapter 1 and the course before its tagged enrolment arrives.
+    let early = json!([
+        moodle_statement(
+            7,
+            &completed,
+            moodle_module(MOODLE_CHAPTER_1),
+            moodle_context(
+                true,
+                Some(moodle_course(
+                    "http://id.tincanapi.com/activitytype/lms/course"
+                ))
+            ),
+            "2021-01-10T09:00:00Z"
+        ),
+        moodle_statement(
+            7,
+            &completed,
+            moodle_course("http://id.tincanapi.com/activitytype/lms/course"),
+            moodle_context(false, None),
+            "2021-01-12T09:00:00Z"
+        ),
+        moodle_statement(
+            8,
+            &format!("{ADL}registered"),
+            moodle_course("http://id.tincanapi.com/activitytype/lms/course"),
+            moodle_context(false, None),
+            "2021-01-05T09:00:00Z"
+        ),
+    ]);
+    let (status, body) = post(&app, &early).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let direct = app.campaign_json("direct").await;
+    assert_eq!(
+        direct["enrolled"], 2,
+        "both learners count as direct first: {direct}"
+    );
+    // The tagged enrolment of user 7: the same learner (source and learner id) as the statements.
+    let enrolment = json!([{
+        "event_id": "link-7", "kind": "enrolled", "campaign": "gendarmerie", "source": "gendform3",
+        "learner_id": format!("account:7@{MOODLE}"), "occurred_at": "2021-01-03T08:00:00Z",
+    }]);
+    let (status, body) = app.post_events(&enrolment).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    let gendarmerie = app.campaign_json("gendarmerie").await;
+    assert_eq!(gendarmerie["enrolled"], 1, "{gendarmerie}");
+    assert_eq!(gendarmerie["certified"], 1, "{gendarmerie}");
+    assert_eq!(gendarmerie["chapters_completed"][0], 1, "{gendarmerie}");
+    let direct = app.campaign_json("direct").await;
+    assert_eq!(
+        (direct["enrolled"].as_u64(), direct["certified"].as_u64()),
+        (Some(1), Some(0)),
+        "{direct}"
+    );
+    let totals = app.totals_json().await;
+    assert_eq!(
+        (totals["enrolled"].as_u64(), totals["certified"].as_u64()),
+        (Some(2), Some(1)),
+        "{totals}"
+    );
+    app.stop().await;
+}
