@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::event::RejectReason;
 use crate::http::ApiError;
 use crate::ingest::Intake;
-use crate::ingest::http::api_error;
+use crate::ingest::http::{api_error, json_body};
 use crate::standards::Mapping;
 use crate::standards::caliper::{self, Defaults, Item};
 use crate::telemetry::{self, Transport};
@@ -65,29 +65,13 @@ async fn post_envelope(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CaliperResponse>, ApiError> {
     caller.require_write().map_err(crate::auth::http::denied)?;
-    if !is_json(&headers) {
-        telemetry::record_refused(Transport::Caliper, "unsupported_media_type", 0);
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "a Caliper envelope must be sent with Content-Type: application/json (or application/ld+json)",
-        ));
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            telemetry::record_refused(Transport::Caliper, "request_too_large", 0);
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                format!(
-                    "the request body is over the limit of {} bytes (max_request_bytes)",
-                    state.max_request_bytes
-                ),
-            )
-        } else {
-            ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
-        }
-    })?;
+    let body = json_body(
+        Transport::Caliper,
+        &headers,
+        body,
+        state.max_request_bytes,
+        &["application/json", "application/ld+json"],
+    )?;
     let defaults = Defaults {
         source: caller.only_source(),
         campaign: caller.only_campaign(),
@@ -158,18 +142,4 @@ fn refused_event(index: usize, reason: &RejectReason) -> ApiError {
         reason.code(),
         format!("data[{index}]: {reason}; the envelope was not taken"),
     )
-}
-
-/// Whether the request says its body is `application/json` or `application/ld+json`,
-/// parameters such as `charset` allowed.
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(str::trim)
-        .is_some_and(|essence| {
-            essence.eq_ignore_ascii_case("application/json")
-                || essence.eq_ignore_ascii_case("application/ld+json")
-        })
 }

@@ -53,29 +53,13 @@ async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResult>, ApiError> {
     caller.require_write().map_err(crate::auth::http::denied)?;
-    if !is_json(&headers) {
-        telemetry::record_refused(Transport::Http, "unsupported_media_type", 0);
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be sent with Content-Type: application/json",
-        ));
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            telemetry::record_refused(Transport::Http, "request_too_large", 0);
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                format!(
-                    "the request body is over the limit of {} bytes (max_request_bytes)",
-                    state.max_request_bytes
-                ),
-            )
-        } else {
-            ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
-        }
-    })?;
+    let body = json_body(
+        Transport::Http,
+        &headers,
+        body,
+        state.max_request_bytes,
+        &["application/json"],
+    )?;
     let elements = decode_elements(&body)?;
     state
         .intake
@@ -96,13 +80,50 @@ async fn post_events(
         .map_err(api_error)
 }
 
-/// Whether the request says its body is `application/json`, parameters such as `charset` allowed.
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
+/// The body of an ingest request over `transport`, refused (and counted) with 415
+/// `unsupported_media_type` unless its Content-Type is one of `media` (parameters such as
+/// `charset` allowed), and with 413 `request_too_large` over `max_request_bytes`.
+pub(super) fn json_body(
+    transport: Transport,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    max_request_bytes: usize,
+    media: &[&str],
+) -> Result<Bytes, ApiError> {
+    let essence = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        .map(str::trim);
+    if !essence.is_some_and(|essence| {
+        media
+            .iter()
+            .any(|accepted| essence.eq_ignore_ascii_case(accepted))
+    }) {
+        telemetry::record_refused(transport, "unsupported_media_type", 0);
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the body must be sent with Content-Type: {}",
+                media.join(" or ")
+            ),
+        ));
+    }
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            telemetry::record_refused(transport, "request_too_large", 0);
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!(
+                    "the request body is over the limit of {max_request_bytes} bytes (max_request_bytes)"
+                ),
+            )
+        } else {
+            ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+        }
+    })
 }
 
 /// Splits the body into its event elements, each still undecoded.
