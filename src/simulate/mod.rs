@@ -1,5 +1,6 @@
 //! `suivi simulate`: generates a realistic Objectif IA programme from the campaign registry and
-//! sends it to a running suivi over gRPC `IngestService.IngestStream`. It owns the simulated
+//! sends it to a running suivi over gRPC `IngestService.IngestStream` (or produces it into Kafka,
+//! or posts it as xAPI statements, as LMSs send them: `kafka`, `xapi`). It owns the simulated
 //! programme — the [`Plan`] of how many learners each campaign gets, which reproduces the
 //! published figures exactly, and the events that realise it — and the load-generating client
 //! that sends them, retries what failed and reports what the service answered. It never reaches
@@ -18,6 +19,7 @@ mod generate;
 pub mod kafka;
 mod plan;
 mod send;
+pub mod xapi;
 
 pub use generate::{Simulation, generate};
 pub use plan::{CampaignPlan, Plan};
@@ -78,6 +80,15 @@ pub struct SimulateArgs {
     /// instead of JSON
     #[arg(long)]
     pub protobuf: bool,
+    /// Send the programme as LMSs do, as xAPI statements to this LRS endpoint (suivi's
+    /// http://HOST:8080/xAPI) instead of over gRPC; clicks, which are not learning records, are
+    /// left out. The service's [xapi] table must map the simulated course and chapters: see
+    /// --print-xapi-mapping
+    #[arg(long, value_name = "URL", conflicts_with = "kafka")]
+    pub xapi: Option<String>,
+    /// Print the [xapi] settings that map the simulated course and chapters, and exit
+    #[arg(long)]
+    pub print_xapi_mapping: bool,
 }
 
 /// Generates the programme, sends it and prints a summary; fails when the service could not be
@@ -95,6 +106,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     );
     ensure!(args.streams >= 1, "--streams must be at least 1");
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    if args.print_xapi_mapping {
+        print!("{}", xapi::mapping_toml(args.chapters));
+        return Ok(());
+    }
     let registry = Registry::load(args.campaigns.as_deref())?;
 
     let generating = Instant::now();
@@ -103,6 +118,31 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         simulation.shuffle();
     }
     eprintln!("{}", simulation.plan());
+    if let Some(endpoint) = &args.xapi {
+        let settings = xapi::XapiSettings {
+            endpoint: endpoint.clone(),
+            token: args.token.clone(),
+            ca_cert: args.ca_cert.clone(),
+            batch_size: args.batch_size,
+        };
+        eprintln!(
+            "generated {} events in {:.1} s; sending them as xAPI statements to {endpoint}, {} a request",
+            simulation.num_events(),
+            generating.elapsed().as_secs_f64(),
+            args.batch_size
+        );
+        let report = xapi::send(&simulation, &settings).await?;
+        let seconds = report.elapsed.as_secs_f64();
+        println!(
+            "sent {} statements in {:.2} s ({:.0} statements/s), every one taken; {} clicks left out",
+            report.statements,
+            seconds,
+            report.statements as f64 / seconds.max(1e-9),
+            report.clicks_left_out
+        );
+        println!("expected: {}", simulation.plan().expected_figures());
+        return Ok(());
+    }
     if let Some(brokers) = &args.kafka {
         let settings = kafka::ProduceSettings {
             brokers: brokers.clone(),

@@ -1001,3 +1001,98 @@ async fn statements_naming_no_campaign_count_under_the_learners_campaign() {
     );
     app.stop().await;
 }
+
+/// `suivi simulate --xapi` sends the programme as LMSs do — the Gendarmerie's GendForm3.0-like
+/// platform naming the campaign on the registration only — and every funnel comes out as the
+/// same programme sent over gRPC gives it (clicks aside: they are not learning records).
+#[tokio::test]
+async fn the_programme_sent_as_xapi_statements_gives_the_figures_of_the_programme_sent_over_grpc() {
+    let mut over_grpc = spawn_app_with(|_| {}).await;
+    let mut over_xapi = spawn_app_with(|settings| {
+        settings.xapi.course = vec![suivi::simulate::xapi::COURSE.to_owned()];
+        for chapter in 1..=u32::from(settings.chapter_count) {
+            settings.xapi.chapters.insert(
+                suivi::simulate::xapi::chapter_activity(chapter),
+                u8::try_from(chapter).expect("few chapters"),
+            );
+        }
+    })
+    .await;
+    let simulate = |target: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_suivi"))
+                .args(["simulate", "--scale", "0.003", "--seed", "11"])
+                .args(target)
+                .env_remove("SUIVI_TOKEN")
+                .output()
+                .expect("suivi simulate runs")
+        })
+    };
+    for (app, target) in [
+        (
+            &over_grpc,
+            vec![
+                "--grpc".to_owned(),
+                format!("http://{}", over_grpc.grpc_addr),
+            ],
+        ),
+        (
+            &over_xapi,
+            vec![
+                "--xapi".to_owned(),
+                format!("http://{}/xAPI", over_xapi.http_addr),
+            ],
+        ),
+    ] {
+        let output = simulate(target).await.expect("the thread ends");
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let _ = app;
+    }
+    let funnels = |campaigns: &Value| -> Vec<(String, Value)> {
+        campaigns["campaigns"]
+            .as_array()
+            .expect("campaigns")
+            .iter()
+            .map(|counters| {
+                (
+                    counters["campaign"].as_str().expect("an id").to_owned(),
+                    json!([
+                        counters["enrolled"],
+                        counters["started"],
+                        counters["chapters_completed"],
+                        counters["certified"]
+                    ]),
+                )
+            })
+            .filter(|(_, funnel)| funnel[0] != 0)
+            .collect()
+    };
+    let (_, grpc_campaigns) = over_grpc.get("/v1/campaigns").await;
+    let (_, xapi_campaigns) = over_xapi.get("/v1/campaigns").await;
+    let expected = funnels(&grpc_campaigns);
+    assert!(
+        expected
+            .iter()
+            .any(|(campaign, _)| campaign == "gendarmerie")
+    );
+    assert_eq!(funnels(&xapi_campaigns), expected);
+    let totals = |totals: &Value| {
+        json!([
+            totals["enrolled"],
+            totals["started"],
+            totals["chapters_completed"],
+            totals["certified"]
+        ])
+    };
+    assert_eq!(
+        totals(&over_xapi.totals_json().await),
+        totals(&over_grpc.totals_json().await)
+    );
+    over_grpc.stop().await;
+    over_xapi.stop().await;
+}
