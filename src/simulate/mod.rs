@@ -1,6 +1,7 @@
 //! `suivi simulate`: generates a realistic Objectif IA programme from the campaign registry and
 //! sends it to a running suivi over gRPC `IngestService.IngestStream` (or produces it into Kafka,
-//! or posts it as xAPI statements, as LMSs send them: `kafka`, `xapi`). It owns the simulated
+//! or posts it as xAPI statements or Caliper envelopes, as LMSs send them: `kafka`, `xapi`,
+//! `caliper`, through `records`). It owns the simulated
 //! programme — the [`Plan`] of how many learners each campaign gets, which reproduces the
 //! published figures exactly, and the events that realise it — and the load-generating client
 //! that sends them, retries what failed and reports what the service answered. It never reaches
@@ -15,9 +16,11 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure};
 
+mod caliper;
 mod generate;
 pub mod kafka;
 mod plan;
+mod records;
 mod send;
 pub mod xapi;
 
@@ -84,8 +87,13 @@ pub struct SimulateArgs {
     /// http://HOST:8080/xAPI) instead of over gRPC; clicks, which are not learning records, are
     /// left out. The service's [xapi] table must map the simulated course and chapters: see
     /// --print-xapi-mapping
-    #[arg(long, value_name = "URL", conflicts_with = "kafka")]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["kafka", "caliper"])]
     pub xapi: Option<String>,
+    /// Send the programme as a Caliper sensor does, in Caliper 1.2 envelopes posted to this
+    /// endpoint (suivi's http://HOST:8080/caliper); clicks are left out, and the service's
+    /// [xapi] table must map the simulated course and chapters (--print-xapi-mapping)
+    #[arg(long, value_name = "URL", conflicts_with = "kafka")]
+    pub caliper: Option<String>,
     /// Print the [xapi] settings that map the simulated course and chapters, and exit
     #[arg(long)]
     pub print_xapi_mapping: bool,
@@ -118,26 +126,44 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         simulation.shuffle();
     }
     eprintln!("{}", simulation.plan());
-    if let Some(endpoint) = &args.xapi {
-        let settings = xapi::XapiSettings {
-            endpoint: endpoint.clone(),
+    let records = match (&args.xapi, &args.caliper) {
+        (Some(endpoint), _) => Some((
+            "xAPI statements",
+            format!("{}/statements", endpoint.trim_end_matches('/')),
+            vec![("x-experience-api-version", "1.0.3")],
+            xapi::requests as records::Encode,
+        )),
+        (None, Some(endpoint)) => Some((
+            "Caliper events",
+            endpoint.clone(),
+            Vec::new(),
+            caliper::requests as records::Encode,
+        )),
+        (None, None) => None,
+    };
+    if let Some((what, url, headers, encode)) = records {
+        let settings = records::RecordSettings {
+            url,
+            headers,
             token: args.token.clone(),
             ca_cert: args.ca_cert.clone(),
             batch_size: args.batch_size,
         };
         eprintln!(
-            "generated {} events in {:.1} s; sending them as xAPI statements to {endpoint}, {} a request",
+            "generated {} events in {:.1} s; sending them as {what} to {}, {} events a batch",
             simulation.num_events(),
             generating.elapsed().as_secs_f64(),
+            settings.url,
             args.batch_size
         );
-        let report = xapi::send(&simulation, &settings).await?;
+        let report = records::send(&simulation, &settings, encode).await?;
         let seconds = report.elapsed.as_secs_f64();
         println!(
-            "sent {} statements in {:.2} s ({:.0} statements/s), every one taken; {} clicks left out",
-            report.statements,
+            "sent {} {what} in {} requests in {:.2} s ({:.0} a second), every one taken; {} clicks left out",
+            report.records,
+            report.requests,
             seconds,
-            report.statements as f64 / seconds.max(1e-9),
+            report.records as f64 / seconds.max(1e-9),
             report.clicks_left_out
         );
         println!("expected: {}", simulation.plan().expected_figures());

@@ -1002,13 +1002,14 @@ async fn statements_naming_no_campaign_count_under_the_learners_campaign() {
     app.stop().await;
 }
 
-/// `suivi simulate --xapi` sends the programme as LMSs do — the Gendarmerie's GendForm3.0-like
-/// platform naming the campaign on the registration only — and every funnel comes out as the
-/// same programme sent over gRPC gives it (clicks aside: they are not learning records).
+/// `suivi simulate --xapi` and `--caliper` send the programme as LMSs do — the Gendarmerie's
+/// GendForm3.0-like platform naming the campaign on the registration only — and every funnel
+/// comes out as the same programme sent over gRPC gives it (clicks aside: they are not learning
+/// records).
 #[tokio::test]
-async fn the_programme_sent_as_xapi_statements_gives_the_figures_of_the_programme_sent_over_grpc() {
-    let mut over_grpc = spawn_app_with(|_| {}).await;
-    let mut over_xapi = spawn_app_with(|settings| {
+async fn the_programme_sent_as_xapi_statements_or_caliper_events_gives_the_figures_sent_over_grpc()
+{
+    let mapped = |settings: &mut suivi::config::Settings| {
         settings.xapi.course = vec![suivi::simulate::xapi::COURSE.to_owned()];
         for chapter in 1..=u32::from(settings.chapter_count) {
             settings.xapi.chapters.insert(
@@ -1016,8 +1017,10 @@ async fn the_programme_sent_as_xapi_statements_gives_the_figures_of_the_programm
                 u8::try_from(chapter).expect("few chapters"),
             );
         }
-    })
-    .await;
+    };
+    let mut over_grpc = spawn_app_with(|_| {}).await;
+    let mut over_xapi = spawn_app_with(mapped).await;
+    let mut over_caliper = spawn_app_with(mapped).await;
     let simulate = |target: Vec<String>| {
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_suivi"))
@@ -1028,21 +1031,19 @@ async fn the_programme_sent_as_xapi_statements_gives_the_figures_of_the_programm
                 .expect("suivi simulate runs")
         })
     };
-    for (app, target) in [
-        (
-            &over_grpc,
-            vec![
-                "--grpc".to_owned(),
-                format!("http://{}", over_grpc.grpc_addr),
-            ],
-        ),
-        (
-            &over_xapi,
-            vec![
-                "--xapi".to_owned(),
-                format!("http://{}/xAPI", over_xapi.http_addr),
-            ],
-        ),
+    for target in [
+        vec![
+            "--grpc".to_owned(),
+            format!("http://{}", over_grpc.grpc_addr),
+        ],
+        vec![
+            "--xapi".to_owned(),
+            format!("http://{}/xAPI", over_xapi.http_addr),
+        ],
+        vec![
+            "--caliper".to_owned(),
+            format!("http://{}/caliper", over_caliper.http_addr),
+        ],
     ] {
         let output = simulate(target).await.expect("the thread ends");
         assert!(
@@ -1051,7 +1052,6 @@ async fn the_programme_sent_as_xapi_statements_gives_the_figures_of_the_programm
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let _ = app;
     }
     let funnels = |campaigns: &Value| -> Vec<(String, Value)> {
         campaigns["campaigns"]
@@ -1072,15 +1072,6 @@ async fn the_programme_sent_as_xapi_statements_gives_the_figures_of_the_programm
             .filter(|(_, funnel)| funnel[0] != 0)
             .collect()
     };
-    let (_, grpc_campaigns) = over_grpc.get("/v1/campaigns").await;
-    let (_, xapi_campaigns) = over_xapi.get("/v1/campaigns").await;
-    let expected = funnels(&grpc_campaigns);
-    assert!(
-        expected
-            .iter()
-            .any(|(campaign, _)| campaign == "gendarmerie")
-    );
-    assert_eq!(funnels(&xapi_campaigns), expected);
     let totals = |totals: &Value| {
         json!([
             totals["enrolled"],
@@ -1089,10 +1080,20 @@ async fn the_programme_sent_as_xapi_statements_gives_the_figures_of_the_programm
             totals["certified"]
         ])
     };
-    assert_eq!(
-        totals(&over_xapi.totals_json().await),
-        totals(&over_grpc.totals_json().await)
+    let (_, grpc_campaigns) = over_grpc.get("/v1/campaigns").await;
+    let expected = funnels(&grpc_campaigns);
+    assert!(
+        expected
+            .iter()
+            .any(|(campaign, _)| campaign == "gendarmerie")
     );
+    let expected_totals = totals(&over_grpc.totals_json().await);
+    for app in [&over_xapi, &over_caliper] {
+        let (_, campaigns) = app.get("/v1/campaigns").await;
+        assert_eq!(funnels(&campaigns), expected);
+        assert_eq!(totals(&app.totals_json().await), expected_totals);
+    }
     over_grpc.stop().await;
     over_xapi.stop().await;
+    over_caliper.stop().await;
 }
