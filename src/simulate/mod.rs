@@ -94,6 +94,10 @@ pub struct SimulateArgs {
     /// [xapi] table must map the simulated course and chapters (--print-xapi-mapping)
     #[arg(long, value_name = "URL", conflicts_with = "kafka")]
     pub caliper: Option<String>,
+    /// With --xapi or --caliper: send the token as HTTP Basic's password with this user name (as
+    /// Moodle does; suivi takes both), for an LRS that wants Basic
+    #[arg(long, value_name = "USER", requires = "token")]
+    pub basic_user: Option<String>,
     /// Print the [xapi] settings that map the simulated course and chapters, and exit
     #[arg(long)]
     pub print_xapi_mapping: bool,
@@ -146,6 +150,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             url,
             headers,
             token: args.token.clone(),
+            basic_user: args.basic_user.clone(),
             ca_cert: args.ca_cert.clone(),
             batch_size: args.batch_size,
         };

@@ -25,6 +25,9 @@ pub struct RecordSettings {
     /// Headers every request carries besides the token (the xAPI version).
     pub headers: Vec<(&'static str, &'static str)>,
     pub token: Option<String>,
+    /// Send the token as HTTP Basic's password with this user name (as Moodle does, and as an
+    /// LRS such as Ralph wants) rather than as a bearer token.
+    pub basic_user: Option<String>,
     pub ca_cert: Option<std::path::PathBuf>,
     /// Events per batch.
     pub batch_size: usize,
@@ -96,8 +99,10 @@ async fn post(
         for (name, value) in &settings.headers {
             request = request.header(*name, *value);
         }
-        if let Some(token) = &settings.token {
-            request = request.bearer_auth(token);
+        match (&settings.token, &settings.basic_user) {
+            (Some(token), Some(user)) => request = request.basic_auth(user, Some(token)),
+            (Some(token), None) => request = request.bearer_auth(token),
+            (None, _) => {}
         }
         let response = request
             .send()

@@ -1018,8 +1018,17 @@ async fn the_programme_sent_as_xapi_statements_or_caliper_events_gives_the_figur
             );
         }
     };
+    // The xAPI run goes through credentials, the token sent as HTTP Basic's password, as
+    // Moodle sends it.
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let credentials = directory.path().join("credentials.toml");
+    let token = add(&credentials, &["platform", "--admin"]);
     let mut over_grpc = spawn_app_with(|_| {}).await;
-    let mut over_xapi = spawn_app_with(mapped).await;
+    let mut over_xapi = spawn_app_with(|settings| {
+        mapped(settings);
+        settings.credentials = Some(credentials.clone());
+    })
+    .await;
     let mut over_caliper = spawn_app_with(mapped).await;
     let simulate = |target: Vec<String>| {
         tokio::task::spawn_blocking(move || {
@@ -1039,6 +1048,10 @@ async fn the_programme_sent_as_xapi_statements_or_caliper_events_gives_the_figur
         vec![
             "--xapi".to_owned(),
             format!("http://{}/xAPI", over_xapi.http_addr),
+            "--token".to_owned(),
+            token.clone(),
+            "--basic-user".to_owned(),
+            "moodle".to_owned(),
         ],
         vec![
             "--caliper".to_owned(),
@@ -1088,10 +1101,27 @@ async fn the_programme_sent_as_xapi_statements_or_caliper_events_gives_the_figur
             .any(|(campaign, _)| campaign == "gendarmerie")
     );
     let expected_totals = totals(&over_grpc.totals_json().await);
-    for app in [&over_xapi, &over_caliper] {
-        let (_, campaigns) = app.get("/v1/campaigns").await;
-        assert_eq!(funnels(&campaigns), expected);
-        assert_eq!(totals(&app.totals_json().await), expected_totals);
+    for (app, authorization) in [
+        (&over_xapi, Some(format!("Bearer {token}"))),
+        (&over_caliper, None),
+    ] {
+        let get = |path: &str| {
+            let mut request = app.http.get(app.url(path));
+            if let Some(authorization) = &authorization {
+                request = request.header("authorization", authorization);
+            }
+            async move {
+                request
+                    .send()
+                    .await
+                    .expect("suivi answers")
+                    .json::<Value>()
+                    .await
+                    .expect("JSON")
+            }
+        };
+        assert_eq!(funnels(&get("/v1/campaigns").await), expected);
+        assert_eq!(totals(&get("/v1/totals").await), expected_totals);
     }
     over_grpc.stop().await;
     over_xapi.stop().await;
