@@ -5,14 +5,12 @@
 //! ignored items in `suivi_caliper_events_ignored_total`; malformed envelopes, wrong media types
 //! and credentials refused whole.
 
-use std::path::Path;
-use std::process::Command;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use suivi::standards::caliper::DATA_VERSIONS;
 use suivi::standards::{CALIPER_CAMPAIGN_EXTENSION, Mapping};
 
+use crate::auth::add;
 use crate::helpers::{TestApp, spawn_app_with};
 
 const LMS: &str = "https://courses.gendform3.example";
@@ -326,34 +324,11 @@ async fn a_body_that_is_not_json_is_refused_with_415() {
     app.stop().await;
 }
 
-/// Adds a credential with the real `suivi credentials add` and returns its token.
-fn add_credential(file: &Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_suivi"))
-        .args(["credentials", "--file"])
-        .arg(file)
-        .arg("add")
-        .args(args)
-        .output()
-        .expect("suivi credentials runs");
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    printed
-        .lines()
-        .last()
-        .expect("add prints the token")
-        .trim()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn with_credentials_an_lms_credential_names_the_source_and_campaign() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let file = directory.path().join("credentials.toml");
-    let lms = add_credential(
+    let lms = add(
         &file,
         &[
             "gendform3",
@@ -363,8 +338,8 @@ async fn with_credentials_an_lms_credential_names_the_source_and_campaign() {
             "gendarmerie",
         ],
     );
-    let reader = add_credential(&file, &["partner-a", "--read", "gendarmerie"]);
-    let admin = add_credential(&file, &["root", "--admin"]);
+    let reader = add(&file, &["partner-a", "--read", "gendarmerie"]);
+    let admin = add(&file, &["root", "--admin"]);
     let mut app = spawn_app_with(|settings| {
         settings.credentials = Some(file.clone());
         // The sensor's host is not renamed here: the credential's only source applies.

@@ -610,18 +610,7 @@ async fn suivi_simulate_sends_over_tls_with_a_token() {
     let files = Files::new(&ca.server(), None);
     std::fs::write(files.path("ca.pem"), ca.pem()).expect("written");
     let credentials = files.path("credentials.toml");
-    let added = Command::new(env!("CARGO_BIN_EXE_suivi"))
-        .args(["credentials", "--file"])
-        .arg(&credentials)
-        .args(["add", "platform", "--admin"])
-        .output()
-        .expect("suivi credentials runs");
-    assert!(added.status.success());
-    let token = String::from_utf8_lossy(&added.stdout)
-        .lines()
-        .last()
-        .expect("the token")
-        .to_owned();
+    let token = crate::auth::add(&credentials, &["platform", "--admin"]);
     let mut app = start_app_with(|settings| {
         files.settings(settings, false);
         settings.credentials = Some(credentials.clone());
