@@ -9,9 +9,10 @@
 
 use hashbrown::HashMap;
 
-use super::Slot;
 use super::campaign::Progress;
-use crate::event::LearnerKey;
+use super::{Aggregator, Slot};
+use crate::day::Day;
+use crate::event::{DIRECT_CAMPAIGN, Event, LearnerKey, Stage};
 
 /// A learner's earliest event naming one campaign: when it happened (microseconds since the
 /// epoch), its id fingerprint, and the campaign's slot.
@@ -127,5 +128,115 @@ impl Attributions {
         self.named
             .get(learner)
             .map_or(direct, |named| named.first().slot)
+    }
+}
+
+impl Aggregator {
+    /// Counts a learner's progress event (`reach`: its stage, day and the course's chapters)
+    /// under the campaign it names, in slot `slot`; or, naming none (`slot` is then `direct`'s),
+    /// under the learner's attributed campaign. An event naming a campaign earlier than the
+    /// learner's first one moves the learner's loose progress there (see `attribution`).
+    pub(super) fn attribute(
+        &mut self,
+        event: &Event,
+        slot: Slot,
+        learner: LearnerKey,
+        reach: (Stage, Day, u32),
+    ) {
+        let (stage, day, all_chapters) = reach;
+        if event.campaign == DIRECT_CAMPAIGN {
+            let target = self.attributions.target(&learner, slot);
+            let own = self.learner_in(target, &learner);
+            let loose = self.attributions.loose.entry(learner).or_insert(Loose {
+                reached: Progress::default(),
+                own,
+            });
+            loose.reached = loose.reached.reached(stage, day, all_chapters);
+            self.reach(target, learner, reach);
+            return;
+        }
+        let named = Named {
+            at: event.occurred_at.timestamp_micros(),
+            id: event.id.0,
+            slot,
+        };
+        let before = self.attributions.named.get(&learner).map(NamedSet::first);
+        match self.attributions.named.get_mut(&learner) {
+            Some(set) => set.note(named),
+            None => {
+                self.attributions
+                    .named
+                    .insert(learner, NamedSet::One(named));
+            }
+        }
+        let Some(mut loose) = self.attributions.loose.get(&learner).copied() else {
+            self.reach(slot, learner, reach);
+            return;
+        };
+        // Loose progress exists: it counts under the first named campaign, else `direct`.
+        let old_target = before
+            .map(|first| first.slot)
+            .or_else(|| self.index.get(DIRECT_CAMPAIGN).copied());
+        let new_target = self.attributions.target(&learner, slot);
+        if Some(new_target) == old_target {
+            if slot == new_target {
+                loose.own = loose.own.reached(stage, day, all_chapters);
+                self.attributions.loose.insert(learner, loose);
+            }
+            self.reach(slot, learner, reach);
+            return;
+        }
+        // This event names a campaign earlier than the learner's first: the loose progress moves
+        // here from where it counted, which keeps only its own.
+        let own = self
+            .learner_in(slot, &learner)
+            .reached(stage, day, all_chapters);
+        if let Some(old_target) = old_target {
+            self.set_learner(old_target, learner, loose.own);
+        }
+        loose.own = own;
+        self.attributions.loose.insert(learner, loose);
+        self.set_learner(slot, learner, own.merged(&loose.reached));
+    }
+
+    /// Attributions after a release, as if the released campaigns' events had never been
+    /// applied: their named entries go, learners whose first campaign went are attributed to
+    /// the next (or `direct`), taking their loose progress there; and with `direct` released,
+    /// the events naming no campaign (remembered under its slot) go, and their loose progress
+    /// leaves the campaigns it counted under.
+    pub(super) fn release_attributions(&mut self, is_released: &[bool]) {
+        let released = |slot: Slot| is_released.get(usize::from(slot)).copied().unwrap_or(false);
+        let direct = self.index.get(DIRECT_CAMPAIGN).copied();
+        if direct.is_none() {
+            for (learner, loose) in std::mem::take(&mut self.attributions.loose) {
+                if let Some(first) = self.attributions.named.get(&learner).map(NamedSet::first)
+                    && !released(first.slot)
+                {
+                    self.set_learner(first.slot, learner, loose.own);
+                }
+            }
+        }
+        let named = std::mem::take(&mut self.attributions.named);
+        for (learner, set) in named {
+            let first = set.first().slot;
+            let kept = set.without(is_released);
+            let new_first = kept.as_ref().map(|kept| kept.first().slot);
+            if let Some(kept) = kept {
+                self.attributions.named.insert(learner, kept);
+            }
+            if !released(first) {
+                continue;
+            }
+            // The learner's first campaign went, with the loose progress counted there.
+            let (Some(mut loose), Some(target)) = (
+                self.attributions.loose.get(&learner).copied(),
+                new_first.or(direct),
+            ) else {
+                continue;
+            };
+            loose.own = self.learner_in(target, &learner);
+            self.attributions.loose.insert(learner, loose);
+            self.set_learner(target, learner, loose.own.merged(&loose.reached));
+        }
     }
 }
