@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use crate::event::{RejectReason, TOTALS_CAMPAIGN};
+use crate::event::{RejectReason, TOTALS_CAMPAIGN, source_name};
 use crate::telemetry;
 use file::Scope;
 use quota::{Limits, Quota, RateLimited};
@@ -206,8 +206,9 @@ impl Caller {
         self.may_read(read, TOTALS_CAMPAIGN)
     }
 
-    /// Checks one parsed event against the caller's write grant: its `source` (as events name
-    /// it) and its `campaign`. An event that names no campaign is the sender's own to send.
+    /// Checks one parsed event against the caller's write grant: its `source` (as it was sent;
+    /// compared as events name it) and its `campaign`. An event that names no campaign is the
+    /// sender's own to send.
     pub fn check_event(
         &self,
         source: &str,
@@ -217,9 +218,10 @@ impl Caller {
         if self.entry.scopes.contains(&Scope::Admin) {
             return Ok(());
         }
-        if !self.entry.sources.contains(source) {
+        let source = source_name(source);
+        if !self.entry.sources.contains(&source) {
             return Err(RejectReason::SourceNotAllowed {
-                name: source.to_owned(),
+                name: source,
                 credential: self.entry.id.to_string(),
             });
         }
@@ -256,6 +258,12 @@ impl Caller {
     /// Takes a batch of `events` from the caller's rate.
     pub fn take_events(&self, events: usize) -> Result<(), RateLimited> {
         self.entry.quota.take(events)
+    }
+
+    /// Whether the caller's new unregistered campaigns are limited at all (not for `anonymous`):
+    /// when not, nothing need be looked up to know whether a campaign is new.
+    pub fn limits_new_campaigns(&self) -> bool {
+        self.entry.quota.limits().new_campaigns_per_day != u32::MAX
     }
 
     /// Whether the caller may open the new unregistered `campaign` on `day`.

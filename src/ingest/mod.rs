@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::aggregate::Applied;
 use crate::auth::Caller;
 use crate::auth::quota::RateLimited;
-use crate::event::{EventParser, RawEvent, RejectReason, source_name};
+use crate::event::{EventParser, RawEvent, RejectReason};
 use crate::figures::Figures;
 use crate::pipeline::{Queue, Refusal};
 use crate::telemetry::{self, BatchTally, Transport};
@@ -229,10 +229,13 @@ impl Intake {
     ) -> Result<crate::event::Event, RejectReason> {
         let event = self.parser.parse(raw, now)?;
         let names_campaign = !raw.campaign.trim().is_empty();
-        caller.check_event(&source_name(raw.source), &event.campaign, names_campaign)?;
+        caller.check_event(raw.source, &event.campaign, names_campaign)?;
         // A campaign neither registered nor seen is opened by this event: a credential opens
         // only so many a day.
-        if names_campaign && self.figures.campaign_version(&event.campaign).is_none() {
+        if names_campaign
+            && caller.limits_new_campaigns()
+            && self.figures.campaign_version(&event.campaign).is_none()
+        {
             caller.open_campaign(&event.campaign, now.date_naive())?;
         }
         Ok(event)
