@@ -885,11 +885,13 @@ impl Population {
         };
         let click = Action::Click {
             visitor: visitor(rng),
+            learner: None,
         };
         event(rng, click, enrolled_day);
         if rng.random_bool(0.6) {
             let click = Action::Click {
                 visitor: visitor(rng),
+                learner: None,
             };
             let day = rng.random_range(0..self.days);
             event(rng, click, day);

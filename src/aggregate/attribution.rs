@@ -134,8 +134,7 @@ impl Attributions {
 impl Aggregator {
     /// Counts a learner's progress event (`reach`: its stage, day and the course's chapters)
     /// under the campaign it names, in slot `slot`; or, naming none (`slot` is then `direct`'s),
-    /// under the learner's attributed campaign. An event naming a campaign earlier than the
-    /// learner's first one moves the learner's loose progress there (see `attribution`).
+    /// under the learner's attributed campaign.
     pub(super) fn attribute(
         &mut self,
         event: &Event,
@@ -155,6 +154,19 @@ impl Aggregator {
             self.reach(target, learner, reach);
             return;
         }
+        self.name_campaign(event, slot, learner, Some(reach));
+    }
+
+    /// Notes that `event`, one of `learner`'s, names the campaign of `slot`, and counts the
+    /// stage it reaches there, if any (a tagged click reaches none). An event naming a campaign
+    /// earlier than the learner's first one moves the learner's loose progress there.
+    pub(super) fn name_campaign(
+        &mut self,
+        event: &Event,
+        slot: Slot,
+        learner: LearnerKey,
+        reach: Option<(Stage, Day, u32)>,
+    ) {
         let named = Named {
             at: event.occurred_at.timestamp_micros(),
             id: event.id.0,
@@ -170,7 +182,9 @@ impl Aggregator {
             }
         }
         let Some(mut loose) = self.attributions.loose.get(&learner).copied() else {
-            self.reach(slot, learner, reach);
+            if let Some(reach) = reach {
+                self.reach(slot, learner, reach);
+            }
             return;
         };
         // Loose progress exists: it counts under the first named campaign, else `direct`.
@@ -179,18 +193,22 @@ impl Aggregator {
             .or_else(|| self.index.get(DIRECT_CAMPAIGN).copied());
         let new_target = self.attributions.target(&learner, slot);
         if Some(new_target) == old_target {
-            if slot == new_target {
-                loose.own = loose.own.reached(stage, day, all_chapters);
-                self.attributions.loose.insert(learner, loose);
+            if let Some(reach @ (stage, day, all_chapters)) = reach {
+                if slot == new_target {
+                    loose.own = loose.own.reached(stage, day, all_chapters);
+                    self.attributions.loose.insert(learner, loose);
+                }
+                self.reach(slot, learner, reach);
             }
-            self.reach(slot, learner, reach);
             return;
         }
         // This event names a campaign earlier than the learner's first: the loose progress moves
-        // here from where it counted, which keeps only its own.
-        let own = self
-            .learner_in(slot, &learner)
-            .reached(stage, day, all_chapters);
+        // here from where it counted, which keeps only its own. Not the target before, the
+        // campaign of `slot` holds the learner's own progress alone.
+        let mut own = self.learner_in(slot, &learner);
+        if let Some((stage, day, all_chapters)) = reach {
+            own = own.reached(stage, day, all_chapters);
+        }
         if let Some(old_target) = old_target {
             self.set_learner(old_target, learner, loose.own);
         }

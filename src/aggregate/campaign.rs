@@ -137,7 +137,7 @@ impl CampaignState {
     /// Folds one new event in; says whether any counter changed.
     pub(super) fn apply(&mut self, action: Action, day: Day, all_chapters: u32) -> bool {
         match action {
-            Action::Click { visitor } => {
+            Action::Click { visitor, .. } => {
                 self.counts.clicks += 1;
                 self.bump(day, Column::Clicks, true);
                 if let Some(visitor) = visitor

@@ -246,9 +246,15 @@ impl Aggregator {
             Action::Progress { learner, stage } => {
                 self.attribute(event, slot, learner, (stage, day, all_chapters));
             }
-            Action::Click { .. } => {
+            Action::Click { learner, .. } => {
                 if self.campaigns[usize::from(slot)].apply(event.action, day, all_chapters) {
                     self.mark_changed(slot);
+                }
+                // A tagged click names its learner's campaign, as the learner's events do.
+                if let Some(learner) = learner
+                    && event.campaign != DIRECT_CAMPAIGN
+                {
+                    self.name_campaign(event, slot, learner, None);
                 }
             }
         }

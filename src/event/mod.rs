@@ -50,8 +50,13 @@ pub struct Event {
 /// What the event says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Someone followed the tracking link; `visitor` identifies the browser when it is known.
-    Click { visitor: Option<VisitorKey> },
+    /// Someone followed the tracking link; `visitor` identifies the browser when it is known,
+    /// and `learner` the learner when the platform knew who clicked (a *tagged click*: it names
+    /// the learner's campaign for attribution, but is no stage of the funnel).
+    Click {
+        visitor: Option<VisitorKey>,
+        learner: Option<LearnerKey>,
+    },
     /// A learner reached a stage of the course.
     Progress { learner: LearnerKey, stage: Stage },
 }
@@ -334,6 +339,8 @@ impl EventParser {
         let action = match kind {
             EventKind::LinkClicked => Action::Click {
                 visitor: (!raw.visitor_id.is_empty()).then(|| self.visitor_key(raw.visitor_id)),
+                learner: (!raw.learner_id.is_empty())
+                    .then(|| self.learner_key(&source, raw.learner_id)),
             },
             _ => {
                 if raw.learner_id.is_empty() {

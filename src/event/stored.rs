@@ -11,7 +11,7 @@ impl From<&Event> for StoredEvent {
     fn from(event: &Event) -> StoredEvent {
         let EventId([id0, id1, id2]) = event.id;
         let (action, key, chapter) = match event.action {
-            Action::Click { visitor } => {
+            Action::Click { visitor, .. } => {
                 (StoredAction::Click, visitor.map(|VisitorKey(key)| key), 0)
             }
             Action::Progress {
@@ -29,6 +29,14 @@ impl From<&Event> for StoredEvent {
             },
         };
         let [key0, key1, key2] = key.unwrap_or_default();
+        let click_learner = match event.action {
+            Action::Click {
+                learner: Some(LearnerKey(key)),
+                ..
+            } => Some(key),
+            _ => None,
+        };
+        let [click_learner0, click_learner1, click_learner2] = click_learner.unwrap_or_default();
         StoredEvent {
             id0,
             id1,
@@ -46,6 +54,10 @@ impl From<&Event> for StoredEvent {
             source: 0,
             // Set by the writer for an event sent with a credential.
             sender: 0,
+            has_click_learner: click_learner.is_some(),
+            click_learner0,
+            click_learner1,
+            click_learner2,
         }
     }
 }
@@ -67,6 +79,11 @@ impl TryFrom<StoredEvent> for Event {
         let action = match StoredAction::try_from(stored.action) {
             Ok(StoredAction::Click) => Action::Click {
                 visitor: stored.has_key.then_some(VisitorKey(key)),
+                learner: stored.has_click_learner.then_some(LearnerKey([
+                    stored.click_learner0,
+                    stored.click_learner1,
+                    stored.click_learner2,
+                ])),
             },
             Ok(StoredAction::Enrolled) => Action::Progress {
                 learner: learner?,

@@ -83,8 +83,11 @@ fn outcome(result: Result<Event, RejectReason>) -> String {
         Err(reason) => format!("rejected {}", reason.code()),
         Ok(event) => {
             let what = match event.action {
-                Action::Click { visitor: Some(_) } => "link_clicked with visitor".to_owned(),
-                Action::Click { visitor: None } => "link_clicked without visitor".to_owned(),
+                Action::Click { visitor, learner } => format!(
+                    "link_clicked {} visitor{}",
+                    if visitor.is_some() { "with" } else { "without" },
+                    if learner.is_some() { ", tagged" } else { "" }
+                ),
                 Action::Progress {
                     stage: Stage::ChapterCompleted(chapter),
                     ..
@@ -154,7 +157,7 @@ fn event_id_is_required_and_at_most_128_bytes() {
 #[test]
 fn kind_is_required_and_one_of_five_names() {
     for (kind, expected) in [
-        ("link_clicked", "link_clicked without visitor"),
+        ("link_clicked", "link_clicked without visitor, tagged"),
         ("enrolled", "enrolled"),
         ("course_started", "course_started"),
         ("certified", "certified"),
@@ -320,6 +323,11 @@ fn learner_id_is_required_for_every_kind_but_link_clicked() {
         &event(json!({"kind": "link_clicked", "learner_id": null})),
         "link_clicked without visitor in gendarmerie at 2021-01-25T10:00:00Z",
     );
+    // A click whose platform knew the learner is tagged with the learner's pseudonym.
+    check(
+        &event(json!({"kind": "link_clicked"})),
+        "link_clicked without visitor, tagged in gendarmerie at 2021-01-25T10:00:00Z",
+    );
     check(&event(json!({"learner_id": bytes(128)})), ENROLLED);
     check(
         &event(json!({"learner_id": bytes(129)})),
@@ -346,15 +354,15 @@ fn learner_id_is_required_for_every_kind_but_link_clicked() {
 fn visitor_id_is_optional_and_at_most_128_bytes() {
     check(
         &event(json!({"kind": "link_clicked", "visitor_id": "browser-1"})),
-        "link_clicked with visitor in gendarmerie at 2021-01-25T10:00:00Z",
+        "link_clicked with visitor, tagged in gendarmerie at 2021-01-25T10:00:00Z",
     );
     check(
         &event(json!({"kind": "link_clicked", "visitor_id": ""})),
-        "link_clicked without visitor in gendarmerie at 2021-01-25T10:00:00Z",
+        "link_clicked without visitor, tagged in gendarmerie at 2021-01-25T10:00:00Z",
     );
     check(
         &event(json!({"kind": "link_clicked", "visitor_id": bytes(128)})),
-        "link_clicked with visitor in gendarmerie at 2021-01-25T10:00:00Z",
+        "link_clicked with visitor, tagged in gendarmerie at 2021-01-25T10:00:00Z",
     );
     check(
         &event(json!({"kind": "link_clicked", "visitor_id": bytes(129)})),
@@ -638,9 +646,32 @@ fn visitor_key(parser: &EventParser, json: &str) -> VisitorKey {
     match parse_json_ok(parser, json).action {
         Action::Click {
             visitor: Some(visitor),
+            ..
         } => visitor,
         action => panic!("{json} is not a click with a visitor: {action:?}"),
     }
+}
+
+#[test]
+fn a_tagged_click_names_the_learner_its_source_and_learner_id_name() {
+    let parser = parser();
+    let clicked = |fields: serde_json::Value| match parse_json_ok(&parser, &event(fields)).action {
+        Action::Click {
+            learner: Some(learner),
+            ..
+        } => learner,
+        action => panic!("not a tagged click: {action:?}"),
+    };
+    let learner = learner_key(&parser, &event(json!({})));
+    assert_eq!(clicked(json!({"kind": "link_clicked"})), learner);
+    assert_eq!(
+        clicked(json!({"kind": "link_clicked", "visitor_id": "browser-1"})),
+        learner
+    );
+    assert_ne!(
+        clicked(json!({"kind": "link_clicked", "source": "openclassrooms"})),
+        learner
+    );
 }
 
 #[test]
@@ -850,5 +881,28 @@ fn rejection_messages_quote_at_most_a_short_prefix_of_the_value() {
             &message[..200]
         );
         assert!(message.contains("bytes in all)"), "{message}");
+    }
+}
+
+#[test]
+fn every_kind_of_event_reads_back_from_its_stored_form_as_it_was() {
+    use prost::Message;
+
+    let parser = parser();
+    for fields in [
+        json!({"kind": "link_clicked", "learner_id": null}),
+        json!({"kind": "link_clicked", "learner_id": null, "visitor_id": "browser-1"}),
+        json!({"kind": "link_clicked"}),
+        json!({"kind": "link_clicked", "visitor_id": "browser-1"}),
+        json!({"kind": "enrolled"}),
+        json!({"kind": "course_started", "campaign": ""}),
+        json!({"kind": "chapter_completed", "chapter": 7}),
+        json!({"kind": "certified"}),
+    ] {
+        let event = parse_json_ok(&parser, &event(fields.clone()));
+        let bytes = crate::proto::storage::StoredEvent::from(&event).encode_to_vec();
+        let stored = crate::proto::storage::StoredEvent::decode(bytes.as_slice())
+            .expect("a stored event decodes");
+        assert_eq!(Event::try_from(stored), Ok(event), "for {fields}");
     }
 }

@@ -239,6 +239,33 @@ fn two_partners_links_arriving_in_reverse_order_attribute_to_the_earlier() {
 }
 
 #[test]
+fn a_tagged_click_names_the_learners_campaign_without_making_it_a_learner_there() {
+    // GendForm3.0 knows who follows the Gendarmerie's link: the click names alice's campaign,
+    // and her statements, naming none, count there. Her click on la-poste's link came later.
+    // Bob clicked but never enrolled: a click, not a learner.
+    check(
+        "
+        e1 enrolled  -           gf/alice 2020-10-05T12:00:00Z
+        e2 chapter:1 -           gf/alice 2020-10-06
+        e3 click     gendarmerie gf/alice 2020-10-05T11:00:00Z
+        e4 click     la-poste    gf/alice 2020-10-07
+        e5 click     gendarmerie gf/bob   2020-10-05
+        ",
+        "
+        gendarmerie: clicks 2, visitors 0, enrolled 1, started 1, chapters [1, 0, 0], certified 0
+          2020-10-05: clicks 2, enrolled 1
+          2020-10-06: started 1
+        la-poste: clicks 1, visitors 0, enrolled 0, started 0, chapters [0, 0, 0], certified 0
+          2020-10-07: clicks 1
+        *: clicks 3, visitors 0, enrolled 1, started 1, chapters [1, 0, 0], certified 0
+          2020-10-05: clicks 2, enrolled 1
+          2020-10-06: started 1
+          2020-10-07: clicks 1
+        ",
+    );
+}
+
+#[test]
 fn two_links_at_the_same_instant_attribute_by_the_smaller_event_id() {
     // The same instant: the smaller event id fingerprint decides, whatever the order.
     let events = [

@@ -35,8 +35,8 @@ fn instant(text: &str) -> DateTime<Utc> {
 
 /// Parses the event notation of `check`, one event a line: `<id> <kind> <campaign> <who> <when>`.
 /// `kind` is `click`, `enrolled`, `started`, `chapter:<n>` or `certified`; `campaign` is `-` for
-/// none; `who` is `<source>/<learner_id>` for progress and the visitor id (`-` for none) for
-/// clicks; `when` is a day, meaning noon UTC on that day, or an RFC 3339 instant. Events go
+/// none; `who` is `<source>/<learner_id>` for progress and for a tagged click, and the visitor id
+/// (`-` for none) for other clicks; `when` is a day, meaning noon UTC on that day, or an RFC 3339 instant. Events go
 /// through the real parser, so that learners are pseudonymised and contents fingerprinted as in
 /// the service.
 fn parse_events(parser: &EventParser, notation: &str) -> Vec<(String, Event)> {
@@ -67,7 +67,9 @@ fn parse_events(parser: &EventParser, notation: &str) -> Vec<(String, Event)> {
         };
         let (source, learner_id, visitor_id) = match (kind, who) {
             (EventKind::LinkClicked, "-") => ("web", "", ""),
-            (EventKind::LinkClicked, visitor_id) => ("web", "", visitor_id),
+            (EventKind::LinkClicked, visitor_id) if !visitor_id.contains('/') => {
+                ("web", "", visitor_id)
+            }
             (_, learner) => {
                 let (source, learner_id) = learner
                     .split_once('/')

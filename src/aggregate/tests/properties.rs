@@ -51,9 +51,14 @@ pub(super) fn stage() -> impl Strategy<Value = Stage> {
 
 pub(super) fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        1 => proptest::option::of(0..VISITORS).prop_map(|visitor| Action::Click {
-            visitor: visitor.map(|visitor| VisitorKey([visitor, 0, 0])),
-        }),
+        1 => (
+            proptest::option::of(0..VISITORS),
+            proptest::option::of((0..SOURCES, 0..LEARNER_IDS)),
+        )
+            .prop_map(|(visitor, learner)| Action::Click {
+                visitor: visitor.map(|visitor| VisitorKey([visitor, 0, 0])),
+                learner: learner.map(|(source, learner_id)| LearnerKey([source, learner_id, 0])),
+            }),
         3 => (0..SOURCES, 0..LEARNER_IDS, stage()).prop_map(|(source, learner_id, stage)| {
             Action::Progress {
                 learner: LearnerKey([source, learner_id, 0]),
@@ -122,14 +127,20 @@ pub(super) fn oracle(events: &[Event]) -> State {
         .collect()
 }
 
-/// Each learner's campaign (product.md §3): that of its earliest progress event naming one, ties
-/// broken by the smaller event id.
+/// Each learner's campaign (product.md §3): that of its earliest event naming one (a progress
+/// event or a tagged click), ties broken by the smaller event id.
 pub(super) fn attributions(events: &[Event]) -> BTreeMap<LearnerKey, String> {
     let mut first: BTreeMap<LearnerKey, (DateTime<Utc>, EventId, &str)> = BTreeMap::new();
     for event in events {
-        if let Action::Progress { learner, .. } = event.action
-            && event.campaign != DIRECT_CAMPAIGN
-        {
+        let learner = match event.action {
+            Action::Progress { learner, .. }
+            | Action::Click {
+                learner: Some(learner),
+                ..
+            } => learner,
+            Action::Click { learner: None, .. } => continue,
+        };
+        if event.campaign != DIRECT_CAMPAIGN {
             let candidate = (event.occurred_at, event.id, event.campaign.as_str());
             first
                 .entry(learner)
@@ -169,7 +180,7 @@ pub(super) fn oracle_scope(events: &[&Event]) -> (Counts, BTreeMap<Day, DayCount
     let mut reached_by_learner: BTreeMap<LearnerKey, Vec<(Stage, Day)>> = BTreeMap::new();
     for event in events {
         match event.action {
-            Action::Click { visitor } => {
+            Action::Click { visitor, .. } => {
                 counts.clicks += 1;
                 timeline.entry(day_of(event)).or_default().clicks += 1;
                 visitors.extend(visitor);

@@ -233,7 +233,15 @@ fn a_reused_id_is_a_conflict_when_the_high_16_bits_of_its_content_differ() {
     // in the low 16 bits passes for a resend, in the metrics only.
     let first = Event {
         content: 0x1234_5678,
-        ..event_at(0, 0, 0, Action::Click { visitor: None })
+        ..event_at(
+            0,
+            0,
+            0,
+            Action::Click {
+                visitor: None,
+                learner: None,
+            },
+        )
     };
     let mut aggregator = Aggregator::new(property_settings(), []);
     assert_eq!(
@@ -294,7 +302,10 @@ fn at_most_65536_campaigns_are_held_whatever_max_unregistered_campaigns_says() {
         id: event_id("openclassrooms", &format!("event-{number}")),
         content: 0,
         campaign: format!("campaign-{campaign}"),
-        action: Action::Click { visitor: None },
+        action: Action::Click {
+            visitor: None,
+            learner: None,
+        },
         occurred_at: instant("2020-10-05T12:00:00Z"),
     };
     let mut aggregator = Aggregator::new(over.clone(), []);
