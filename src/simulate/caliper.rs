@@ -3,7 +3,7 @@
 //! `https://<source>/users/<id>`; the course is [`COURSE`] (a `CourseOffering`) and its chapters
 //! [`chapter_activity`], the same `[xapi]` table as `--xapi` needs (`--print-xapi-mapping`). Campaigns are
 //! named with the `urn:suivi:campaign` extension as `--xapi` names them (the GendForm3.0-like
-//! platform on the registration only); clicks are left out.
+//! platform names none: its learners' tagged clicks do); clicks are sent apart (`records`).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -13,9 +13,9 @@ use crate::simulate::xapi::{COURSE, chapter_activity, names_campaign};
 use crate::standards::CALIPER_CAMPAIGN_EXTENSION;
 
 /// The envelopes of a batch of events: one per source, in the order sources first appear.
-pub fn requests(events: &[LearnerEvent]) -> Vec<Value> {
+pub fn requests(events: &[&LearnerEvent]) -> Vec<Value> {
     let mut envelopes: Vec<(String, Vec<Value>)> = Vec::new();
-    for event in events {
+    for &event in events {
         let Some(item) = caliper_event(event) else {
             continue;
         };
@@ -38,6 +38,12 @@ pub fn requests(events: &[LearnerEvent]) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// The learner id suivi reads from the Caliper events of learner `learner_id` of `source` (the
+/// actor's IRI): the id the platform's tagged clicks carry.
+pub fn learner_id(source: &str, learner_id: &str) -> String {
+    format!("https://{source}/users/{learner_id}")
 }
 
 /// The Caliper event a sensor would send for `event`, or `None` for a click.
@@ -64,7 +70,7 @@ pub fn caliper_event(event: &LearnerEvent) -> Option<Value> {
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, event.event_id.as_bytes())
         ),
         "type": "Event",
-        "actor": {"id": format!("https://{}/users/{}", event.source, event.learner_id), "type": "Person"},
+        "actor": {"id": learner_id(&event.source, &event.learner_id), "type": "Person"},
         "action": action,
         "object": object,
         "eventTime": at.to_rfc3339(),

@@ -127,15 +127,18 @@ impl Simulation {
             Step::Chapter(chapter) => (proto::EventKind::ChapterCompleted, chapter),
             Step::Certified => (proto::EventKind::Certified, 0),
         };
+        let learner_id = format!("{:08x}-{}", self.id_prefix, event.learner);
         let (learner_id, visitor_id) = match event.step {
+            // A platform where learners are signed in knows who clicked: the click is tagged.
             Step::Click => (
-                String::new(),
-                format!("{:08x}-v{}", self.id_prefix, event.person),
+                if event.learner != NOT_A_LEARNER && campaign.source == TAGS_CLICKS {
+                    learner_id
+                } else {
+                    String::new()
+                },
+                format!("{:08x}-v{}", self.id_prefix, event.visitor),
             ),
-            _ => (
-                format!("{:08x}-{}", self.id_prefix, event.person),
-                String::new(),
-            ),
+            _ => (learner_id, String::new()),
         };
         proto::LearnerEvent {
             event_id: uuid(event.id),
@@ -154,14 +157,25 @@ impl Simulation {
     }
 }
 
-/// One event, compact (40 bytes) until it is sent: the strings are made per batch.
+/// The platform whose learners are signed in when they follow the tracking link, like the
+/// Gendarmerie's GendForm3.0: its clicks carry the learner's id (tagged clicks), and they name
+/// the learner's campaign for the statements that name none.
+pub const TAGS_CLICKS: &str = "gendform3";
+
+/// The learner number of a visitor who never enrols.
+const NOT_A_LEARNER: u64 = u64::MAX;
+
+/// One event, compact (48 bytes) until it is sent: the strings are made per batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SimulatedEvent {
     /// 128 random bits, formatted as a UUID.
     pub(super) id: [u64; 2],
     pub(super) occurred_at_ms: i64,
-    /// The learner's number for progress events, the visitor's for clicks.
-    pub(super) person: u64,
+    /// The visitor's number, which clicks carry.
+    pub(super) visitor: u64,
+    /// The learner's number, which progress events and tagged clicks carry; [`NOT_A_LEARNER`]
+    /// for a visitor who never enrols.
+    pub(super) learner: u64,
     /// The index of its campaign in the plan.
     pub(super) campaign: u32,
     pub(super) step: Step,
@@ -296,10 +310,12 @@ impl Generator {
         };
         let visitor = self.next_visitor;
         self.next_visitor += 1;
-        let learner = self.next_learner;
-        if role != Role::Bounces {
+        let learner = if role == Role::Bounces {
+            NOT_A_LEARNER
+        } else {
             self.next_learner += 1;
-        }
+            self.next_learner - 1
+        };
         for &(step, offset) in &self.journey {
             // A journey longer than its window is compressed into it, keeping its order.
             let offset = if length <= span {
@@ -310,11 +326,8 @@ impl Generator {
             self.events.push(SimulatedEvent {
                 id: [self.rng.random(), self.rng.random()],
                 occurred_at_ms: journey_start + offset,
-                person: if step == Step::Click {
-                    visitor
-                } else {
-                    learner
-                },
+                visitor,
+                learner,
                 campaign,
                 step,
             });

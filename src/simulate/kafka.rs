@@ -102,7 +102,7 @@ pub fn message(event: &LearnerEvent, protobuf: bool) -> (String, Vec<u8>) {
 }
 
 /// The event as JSON with the HTTP field names.
-fn json(event: &LearnerEvent) -> serde_json::Value {
+pub(super) fn json(event: &LearnerEvent) -> serde_json::Value {
     let kind = match proto::EventKind::try_from(event.kind) {
         Ok(proto::EventKind::LinkClicked) => "link_clicked",
         Ok(proto::EventKind::Enrolled) => "enrolled",

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, ensure};
+use anyhow::{Context, bail, ensure};
 
 mod caliper;
 mod generate;
@@ -84,16 +84,25 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub protobuf: bool,
     /// Send the programme as LMSs do, as xAPI statements to this LRS endpoint (suivi's
-    /// http://HOST:8080/xAPI) instead of over gRPC; clicks, which are not learning records, are
-    /// left out. The service's [xapi] table must map the simulated course and chapters: see
+    /// http://HOST:8080/xAPI) instead of over gRPC. Clicks, which are not learning records, go
+    /// to --clicks. The service's [xapi] table must map the simulated course and chapters: see
     /// --print-xapi-mapping
     #[arg(long, value_name = "URL", conflicts_with_all = ["kafka", "caliper"])]
     pub xapi: Option<String>,
     /// Send the programme as a Caliper sensor does, in Caliper 1.2 envelopes posted to this
-    /// endpoint (suivi's http://HOST:8080/caliper); clicks are left out, and the service's
+    /// endpoint (suivi's http://HOST:8080/caliper); clicks go to --clicks, and the service's
     /// [xapi] table must map the simulated course and chapters (--print-xapi-mapping)
     #[arg(long, value_name = "URL", conflicts_with = "kafka")]
     pub caliper: Option<String>,
+    /// With --xapi or --caliper: where the tracking links' clicks are posted, as JSON events
+    /// (default: /v1/events on the host of --xapi or --caliper). The GendForm3.0-like platform's
+    /// clicks are tagged with the learner, and name the campaign its statements do not
+    #[arg(long, value_name = "URL", conflicts_with = "no_clicks")]
+    pub clicks: Option<String>,
+    /// With --xapi or --caliper: leave the clicks out (to an LRS that is not suivi); the
+    /// GendForm3.0-like platform's learners then count under direct
+    #[arg(long)]
+    pub no_clicks: bool,
     /// With --xapi or --caliper: send the token as HTTP Basic's password with this user name (as
     /// Moodle does; suivi takes both), for an LRS that wants Basic
     #[arg(long, value_name = "USER", requires = "token")]
@@ -135,18 +144,35 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "xAPI statements",
             format!("{}/statements", endpoint.trim_end_matches('/')),
             vec![("x-experience-api-version", "1.0.3")],
-            xapi::requests as records::Encode,
+            records::Standard {
+                encode: xapi::requests,
+                learner_id: xapi::learner_id,
+            },
         )),
         (None, Some(endpoint)) => Some((
             "Caliper events",
             endpoint.clone(),
             Vec::new(),
-            caliper::requests as records::Encode,
+            records::Standard {
+                encode: caliper::requests,
+                learner_id: caliper::learner_id,
+            },
         )),
         (None, None) => None,
     };
-    if let Some((what, url, headers, encode)) = records {
+    if let Some((what, url, headers, standard)) = records {
+        let clicks = match (&args.clicks, args.no_clicks) {
+            (_, true) => None,
+            (Some(clicks), false) => Some(clicks.clone()),
+            (None, false) => Some(
+                reqwest::Url::parse(&url)
+                    .and_then(|endpoint| endpoint.join("/v1/events"))
+                    .with_context(|| format!("{url} is not a URL"))?
+                    .to_string(),
+            ),
+        };
         let settings = records::RecordSettings {
+            clicks,
             url,
             headers,
             token: args.token.clone(),
@@ -161,11 +187,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             settings.url,
             args.batch_size
         );
-        let report = records::send(&simulation, &settings, encode).await?;
+        let report = records::send(&simulation, &settings, standard).await?;
         let seconds = report.elapsed.as_secs_f64();
         println!(
-            "sent {} {what} in {} requests in {:.2} s ({:.0} a second), every one taken; {} clicks left out",
+            "sent {} {what} and {} clicks in {} requests in {:.2} s ({:.0} records a second), every one taken; {} clicks left out",
             report.records,
+            report.clicks,
             report.requests,
             seconds,
             report.records as f64 / seconds.max(1e-9),

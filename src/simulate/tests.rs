@@ -208,7 +208,7 @@ fn a_journey_is_in_causal_order_within_its_campaign_window() {
     for pair in simulation.events.windows(2) {
         let (before, after) = (pair[0], pair[1]);
         let new_journey = after.step == Step::Click
-            && (before.step != Step::Click || before.person != after.person);
+            && (before.step != Step::Click || before.visitor != after.visitor);
         if !new_journey {
             assert!(before.occurred_at_ms <= after.occurred_at_ms, "{pair:?}");
             assert!(

@@ -2,23 +2,23 @@
 //! LRS endpoint (suivi's `/xAPI`). Each learner is an account of its platform
 //! (`https://<source>`, whose host is the source); the course and its chapters are the activities
 //! of [`COURSE`] and [`chapter_activity`], which the service's `[xapi]` table must map
-//! ([`mapping_toml`] prints it). Clicks are not learning records: they are left out.
+//! ([`mapping_toml`] prints it). Clicks are not learning records: they are sent apart, as the
+//! tracking links' redirector sends them (see `records`).
 //!
 //! Statements name their campaign with the `urn:suivi:campaign` extension, except on a
-//! GendForm3.0-like platform (source `gendform3`), which, like the Gendarmerie's LMS, names it
-//! only on the registration (the learner came through the partner's tracking link): its other
-//! statements name none and count under the learner's campaign by attribution.
+//! GendForm3.0-like platform ([`TAGS_CLICKS`]), which, like the Gendarmerie's LMS, names none:
+//! its learners are signed in when they follow the partner's tracking link, so their clicks are
+//! tagged with their id, and their statements count under the clicks' campaign by attribution.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::proto::{EventKind, LearnerEvent};
+use crate::simulate::generate::TAGS_CLICKS;
 use crate::standards::CAMPAIGN_EXTENSION;
 
 /// The simulated course's activity id.
 pub const COURSE: &str = "https://objectif-ia.example/course";
-/// The platform whose statements name their campaign on the registration only.
-pub const NAMES_CAMPAIGN_ON_REGISTRATION_ONLY: &str = "gendform3";
 
 /// The activity id of chapter `chapter`.
 pub fn chapter_activity(chapter: u32) -> String {
@@ -36,8 +36,8 @@ pub fn mapping_toml(chapters: u8) -> String {
 }
 
 /// The request bodies of a batch of events: one array of statements (clicks left out).
-pub fn requests(events: &[LearnerEvent]) -> Vec<Value> {
-    let statements: Vec<Value> = events.iter().filter_map(statement).collect();
+pub fn requests(events: &[&LearnerEvent]) -> Vec<Value> {
+    let statements: Vec<Value> = events.iter().copied().filter_map(statement).collect();
     if statements.is_empty() {
         Vec::new()
     } else {
@@ -45,12 +45,21 @@ pub fn requests(events: &[LearnerEvent]) -> Vec<Value> {
     }
 }
 
-/// Whether the campaign of `event` is named in what its platform sends: always, but on the
-/// GendForm3.0-like platform, which names it on the registration only.
+/// The learner id suivi reads from the statements of learner `learner_id` of `source`
+/// (`account:NAME@HOMEPAGE`): the id the platform's tagged clicks carry.
+pub fn learner_id(source: &str, learner_id: &str) -> String {
+    format!("account:{learner_id}@{}", home_page(source))
+}
+
+/// The home page of a platform's accounts, whose host is the source.
+fn home_page(source: &str) -> String {
+    format!("https://{source}")
+}
+
+/// Whether the campaign of `event` is named in the statement its platform sends: always, but
+/// on the GendForm3.0-like platform, whose learners' tagged clicks name it instead.
 pub fn names_campaign(event: &LearnerEvent) -> bool {
-    !event.campaign.is_empty()
-        && (event.source != NAMES_CAMPAIGN_ON_REGISTRATION_ONLY
-            || event.kind == i32::from(EventKind::Enrolled))
+    !event.campaign.is_empty() && event.source != TAGS_CLICKS
 }
 
 /// The statement an LMS would send for `event`, or `None` for a click.
@@ -86,7 +95,7 @@ pub fn statement(event: &LearnerEvent) -> Option<Value> {
         "id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, event.event_id.as_bytes()).to_string(),
         "actor": {
             "objectType": "Agent",
-            "account": {"homePage": format!("https://{}", event.source), "name": event.learner_id},
+            "account": {"homePage": home_page(&event.source), "name": event.learner_id},
         },
         "verb": {"id": verb},
         "object": object,
