@@ -289,15 +289,25 @@ fn simulated_events(registry: &Registry) -> Vec<Event> {
     events
 }
 
-fn pipeline_settings(dir: &Path, fsync: FsyncPolicy, registry: &Registry) -> PipelineSettings {
+fn pipeline_settings(
+    dir: &Path,
+    fsync: FsyncPolicy,
+    registry: &Registry,
+    shards: usize,
+) -> PipelineSettings {
     PipelineSettings {
-        durable: DurableSettings {
-            journal_dir: dir.join("journal"),
-            checkpoint_dir: dir.join("checkpoints"),
-            fsync,
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-            max_record_bytes: MAX_RECORD_BYTES,
-        },
+        durable: (0..shards)
+            .map(|shard| {
+                let (journal_dir, checkpoint_dir) = pipeline::shards::shard_dirs(dir, shard);
+                DurableSettings {
+                    journal_dir,
+                    checkpoint_dir,
+                    fsync,
+                    segment_bytes: DEFAULT_SEGMENT_BYTES,
+                    max_record_bytes: MAX_RECORD_BYTES,
+                }
+            })
+            .collect(),
         aggregator: settings(),
         registered: registered(registry),
         queue_events: DEFAULT_INGEST_QUEUE_EVENTS,
@@ -315,20 +325,23 @@ struct IngestRun {
     records: u64,
 }
 
-/// Starts a pipeline on an empty directory, submits every batch from `submitters` tasks
-/// (batch `i` from task `i % submitters`) and times from the first submission to the last
-/// answer. Stopping the writer (its final checkpoint) is not timed.
+/// Starts a pipeline of `shards` shards on an empty directory, submits every batch from
+/// `submitters` tasks (batch `i` from task `i % submitters`) and times from the first
+/// submission to the last answer. Stopping the writers (their final checkpoints) is not timed.
 fn ingest_once(
     runtime: &tokio::runtime::Runtime,
     base: &Path,
     registry: &Registry,
-    fsync: FsyncPolicy,
-    submitters: usize,
+    (fsync, submitters, shards): (FsyncPolicy, usize, usize),
     batches: &[Vec<Event>],
 ) -> IngestRun {
     let dir = temp_dir(base);
-    let settings = pipeline_settings(dir.path(), fsync, registry);
-    let checkpoint_dir = settings.durable.checkpoint_dir.clone();
+    let settings = pipeline_settings(dir.path(), fsync, registry, shards);
+    let checkpoint_dirs: Vec<PathBuf> = settings
+        .durable
+        .iter()
+        .map(|durable| durable.checkpoint_dir.clone())
+        .collect();
     let figures = Arc::new(Figures::new(registry, DEFAULT_CHAPTER_COUNT, Utc::now()));
     let (ingest, Writer { recovered, thread }) =
         pipeline::start(settings, figures).expect("the writer thread starts");
@@ -377,20 +390,26 @@ fn ingest_once(
         .join()
         .expect("the writer does not panic")
         .expect("the writer stops cleanly");
-    // The final checkpoint is named by the journal position: the number of records written.
-    let records = std::fs::read_dir(&checkpoint_dir)
-        .expect("the final checkpoint was written")
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()?
-                .strip_suffix(".ckpt")?
-                .parse()
-                .ok()
+    // Each shard's final checkpoint is named by its journal position: the number of records
+    // it wrote.
+    let records = checkpoint_dirs
+        .iter()
+        .map(|checkpoint_dir| {
+            std::fs::read_dir(checkpoint_dir)
+                .expect("the final checkpoint was written")
+                .filter_map(Result::ok)
+                .filter_map(|entry| {
+                    entry
+                        .file_name()
+                        .to_str()?
+                        .strip_suffix(".ckpt")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .expect("the final checkpoint is there")
         })
-        .max()
-        .expect("the final checkpoint is there");
+        .sum();
     IngestRun { elapsed, records }
 }
 
@@ -423,16 +442,34 @@ fn apply_directly(registry: &Registry, batches: &[Vec<Event>]) -> Duration {
 
 /// The variants of the interleaved ingest pass: (name, fsync policy or none for the aggregator
 /// alone, submitters).
-const INGEST_VARIANTS: [(&str, Option<FsyncPolicy>, usize); 5] = [
-    ("no_journal (admit + apply)", None, 1),
-    ("writer's CPU work, no IO", None, SUBMITTERS),
-    ("fsync_always", Some(FsyncPolicy::Always), SUBMITTERS),
+const INGEST_VARIANTS: [(&str, Option<FsyncPolicy>, usize, usize); 7] = [
+    ("no_journal (admit + apply)", None, 1, 1),
+    ("writer's CPU work, no IO", None, SUBMITTERS, 1),
+    ("fsync_always", Some(FsyncPolicy::Always), SUBMITTERS, 1),
     (
         "fsync_interval_200ms",
         Some(FsyncPolicy::Interval(DEFAULT_FSYNC_INTERVAL)),
         SUBMITTERS,
+        1,
     ),
-    ("fsync_always, 16 submitters", Some(FsyncPolicy::Always), 16),
+    (
+        "fsync_always, 16 submitters",
+        Some(FsyncPolicy::Always),
+        16,
+        1,
+    ),
+    (
+        "fsync_always, 2 shards",
+        Some(FsyncPolicy::Always),
+        SUBMITTERS,
+        2,
+    ),
+    (
+        "fsync_interval_200ms, 2 shards",
+        Some(FsyncPolicy::Interval(DEFAULT_FSYNC_INTERVAL)),
+        SUBMITTERS,
+        2,
+    ),
 ];
 
 /// Runs every ingest variant once per round, in turn, so that they share the machine's moods,
@@ -452,12 +489,18 @@ fn ingest_pass(
         // Each round starts with the next variant, so that none always runs first.
         for turn in 0..INGEST_VARIANTS.len() {
             let index = (round_number + turn) % INGEST_VARIANTS.len();
-            let (_, fsync, submitters) = &INGEST_VARIANTS[index];
+            let (_, fsync, submitters, shards) = &INGEST_VARIANTS[index];
             let elapsed = match fsync {
                 None if *submitters == 1 => apply_directly(registry, batches),
                 None => writer_work_without_io(registry, batches, *submitters),
                 Some(fsync) => {
-                    let run = ingest_once(runtime, base, registry, *fsync, *submitters, batches);
+                    let run = ingest_once(
+                        runtime,
+                        base,
+                        registry,
+                        (*fsync, *submitters, *shards),
+                        batches,
+                    );
                     records[index].push(run.records as f64);
                     run.elapsed
                 }
@@ -472,7 +515,7 @@ fn ingest_pass(
     println!(
         "durable ingest, {total} events in batches of {BATCH_EVENTS}, {INGEST_ROUNDS} interleaved rounds (median of the rounds):"
     );
-    for (index, (name, fsync, submitters)) in INGEST_VARIANTS.iter().enumerate() {
+    for (index, (name, fsync, submitters, _)) in INGEST_VARIANTS.iter().enumerate() {
         let groups = if fsync.is_some() {
             format!(
                 "; {submitters} submitters, {:.0} events per journal record (group)",
@@ -524,7 +567,7 @@ fn writer_work_without_io(
         for event in admitted {
             aggregator.apply(event).expect("a campaign slot");
         }
-        figures.publish(aggregator.drain_changes(), Utc::now());
+        figures.publish(0, aggregator.drain_changes(), Utc::now());
     }
     let elapsed = started.elapsed();
     assert!(bytes > 0);
@@ -563,7 +606,8 @@ fn ingest_benches(
             bencher.iter_custom(|iterations| {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iterations {
-                    let run = ingest_once(&runtime, base, registry, fsync, SUBMITTERS, &batches);
+                    let run =
+                        ingest_once(&runtime, base, registry, (fsync, SUBMITTERS, 1), &batches);
                     record_rate(
                         rates,
                         &format!("durable_ingest/{name}"),

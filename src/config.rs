@@ -33,6 +33,8 @@ pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 /// The default most campaigns missing from the registry that get counters of their own.
 pub const DEFAULT_MAX_UNREGISTERED_CAMPAIGNS: usize = 1_000;
+/// The most shards: the shards holding an unregistered campaign are kept as the bits of a word.
+pub const MAX_SHARDS: usize = 64;
 /// The default most events accepted for processing but not yet answered.
 pub const DEFAULT_INGEST_QUEUE_EVENTS: usize = 200_000;
 /// The default wait for room in the ingest queue before answering "overloaded".
@@ -178,6 +180,11 @@ settings! {
     /// further ones count under the campaign `unregistered`. Registered campaigns, `direct` and
     /// `unregistered` are always counted.
     max_unregistered_campaigns: usize = DEFAULT_MAX_UNREGISTERED_CAMPAIGNS;
+        flag usize, value_name = "N";
+    /// How many shards the state is split into by learner, each with its own writer thread,
+    /// journal and checkpoints (at most 64). 0: as many as the data directory holds, or, for a
+    /// new one, as many as there are cores. A data directory keeps its number of shards.
+    shards: usize = 0;
         flag usize, value_name = "N";
     /// The most events in the ingest queue (accepted for processing, not yet answered).
     ingest_queue_events: usize = DEFAULT_INGEST_QUEUE_EVENTS;
@@ -448,6 +455,9 @@ impl Settings {
                     );
                 }
             }
+        }
+        if self.shards > MAX_SHARDS {
+            bail!("invalid shards {}: at most {MAX_SHARDS}", self.shards);
         }
         if !(1..=MAX_CHAPTER_COUNT).contains(&self.chapter_count) {
             bail!(

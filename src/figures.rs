@@ -71,13 +71,24 @@ pub struct Figures {
 #[derive(Debug)]
 struct Published {
     info: Option<Arc<Info>>,
+    /// The sum of the shards' partials.
     counts: Counts,
     timeline: BTreeMap<Day, DayCounts>,
+    /// Each shard's own counts and timeline, by shard number: a learner (or visitor) lives in
+    /// one shard, so every figure is the sum of the shards'.
+    partials: Vec<Partial>,
     as_of: DateTime<Utc>,
     /// The figures version at which this campaign last changed.
     version: u64,
     snapshot_due: bool,
     snapshot_days: BTreeSet<Day>,
+}
+
+/// One shard's part of a campaign's figures.
+#[derive(Debug, Default)]
+struct Partial {
+    counts: Counts,
+    timeline: BTreeMap<Day, DayCounts>,
 }
 
 #[derive(Debug)]
@@ -113,8 +124,9 @@ impl Figures {
         figures
     }
 
-    /// Makes `changes` visible to readers, as of `now`, and wakes watchers.
-    pub fn publish(&self, changes: Vec<CampaignChange>, now: DateTime<Utc>) {
+    /// Makes `changes`, the new partials of shard `shard`, visible to readers as of `now` (each
+    /// figure becomes the sum of the shards' partials), and wakes watchers.
+    pub fn publish(&self, shard: usize, changes: Vec<CampaignChange>, now: DateTime<Utc>) {
         if changes.is_empty() {
             return;
         }
@@ -124,13 +136,24 @@ impl Figures {
                 .campaigns
                 .entry(change.campaign)
                 .or_insert_with(|| self.empty(None, now));
-            published.counts = change.counts;
+            let published = &mut *published;
+            if published.partials.len() <= shard {
+                published.partials.resize_with(shard + 1, Partial::default);
+            }
+            let partial = &mut published.partials[shard];
+            replace_counts(&mut published.counts, &partial.counts, &change.counts);
+            partial.counts = change.counts;
             for (day, counts) in change.days {
-                if counts == DayCounts::default() {
-                    published.timeline.remove(&day);
-                } else {
-                    published.timeline.insert(day, counts);
+                let old = partial.timeline.get(&day).copied().unwrap_or_default();
+                set_day(&mut partial.timeline, day, counts);
+                let mut sum = published.timeline.get(&day).copied().unwrap_or_default();
+                for (total, (before, after)) in day_columns(&mut sum)
+                    .into_iter()
+                    .zip(day_values(&old).into_iter().zip(day_values(&counts)))
+                {
+                    *total = *total - before + after;
                 }
+                set_day(&mut published.timeline, day, sum);
                 published.snapshot_days.insert(day);
             }
             published.as_of = now;
@@ -140,30 +163,59 @@ impl Figures {
         self.version.send_replace(version);
     }
 
-    /// Forgets `campaigns`, released to another instance with their Kafka partition: a
-    /// registered one goes back to zero, another one goes away. Neither is snapshotted from here
-    /// again until it changes here, so this instance never overwrites downstream what the new
-    /// owner writes.
-    pub fn remove(&self, campaigns: &[String], now: DateTime<Utc>) {
+    /// Forgets shard `shard`'s part of `campaigns`, released to another instance with their
+    /// Kafka partition. A campaign no shard holds any more goes back to zero when registered
+    /// and goes away otherwise. None is snapshotted from here again until it changes here, so
+    /// this instance never overwrites downstream what the new owner writes.
+    pub fn remove(&self, shard: usize, campaigns: &[String], now: DateTime<Utc>) {
         if campaigns.is_empty() {
             return;
         }
         let version = *self.version.borrow() + 1;
         for campaign in campaigns {
-            let registered = match self.campaigns.get_mut(campaign.as_str()) {
-                Some(mut published) if published.info.is_some() => {
-                    let info = published.info.take();
-                    *published = Published {
-                        info,
-                        version,
-                        ..self.empty(None, now)
-                    };
-                    true
-                }
-                _ => false,
+            let Some(mut entry) = self.campaigns.get_mut(campaign.as_str()) else {
+                continue;
             };
-            if !registered {
-                self.campaigns.remove(campaign.as_str());
+            let published = &mut *entry;
+            if let Some(partial) = published.partials.get_mut(shard) {
+                let partial = std::mem::take(partial);
+                let empty = Counts {
+                    chapters_completed: vec![0; partial.counts.chapters_completed.len()],
+                    ..Counts::default()
+                };
+                replace_counts(&mut published.counts, &partial.counts, &empty);
+                for (day, old) in partial.timeline {
+                    let mut sum = published.timeline.get(&day).copied().unwrap_or_default();
+                    for (total, before) in day_columns(&mut sum).into_iter().zip(day_values(&old)) {
+                        *total -= before;
+                    }
+                    set_day(&mut published.timeline, day, sum);
+                }
+            }
+            published.version = version;
+            // Every figure is dated in the timeline (clicks, and stages implied by chapters), so
+            // a shard with no day holds nothing of the campaign.
+            if published
+                .partials
+                .iter()
+                .all(|partial| partial.timeline.is_empty())
+            {
+                drop(entry);
+                let registered = match self.campaigns.get_mut(campaign.as_str()) {
+                    Some(mut published) if published.info.is_some() => {
+                        let info = published.info.take();
+                        *published = Published {
+                            info,
+                            version,
+                            ..self.empty(None, now)
+                        };
+                        true
+                    }
+                    _ => false,
+                };
+                if !registered {
+                    self.campaigns.remove(campaign.as_str());
+                }
             }
         }
         self.version.send_replace(version);
@@ -282,6 +334,7 @@ impl Figures {
                 ..Counts::default()
             },
             timeline: BTreeMap::new(),
+            partials: Vec::new(),
             as_of: now,
             version: 0,
             snapshot_due: false,
@@ -311,6 +364,56 @@ fn counters(campaign: &str, published: &Published) -> CampaignCounters {
         progress: target.and_then(|target| ratio(counts.certified, target)),
         as_of: published.as_of,
         registered: published.info.is_some() && campaign != TOTALS_CAMPAIGN,
+    }
+}
+
+/// Replaces, in the sum `total`, the partial `before` by `after`.
+fn replace_counts(total: &mut Counts, before: &Counts, after: &Counts) {
+    for (total, (before, after)) in [
+        (&mut total.clicks, (before.clicks, after.clicks)),
+        (
+            &mut total.unique_visitors,
+            (before.unique_visitors, after.unique_visitors),
+        ),
+        (&mut total.enrolled, (before.enrolled, after.enrolled)),
+        (&mut total.started, (before.started, after.started)),
+        (&mut total.certified, (before.certified, after.certified)),
+    ] {
+        *total = *total - before + after;
+    }
+    let chapters = total
+        .chapters_completed
+        .len()
+        .max(after.chapters_completed.len());
+    total.chapters_completed.resize(chapters, 0);
+    for (index, total) in total.chapters_completed.iter_mut().enumerate() {
+        let before = before.chapters_completed.get(index).copied().unwrap_or(0);
+        let after = after.chapters_completed.get(index).copied().unwrap_or(0);
+        *total = *total - before + after;
+    }
+}
+
+/// The columns of a day, to add to or take from.
+fn day_columns(day: &mut DayCounts) -> [&mut u64; 4] {
+    [
+        &mut day.clicks,
+        &mut day.enrolled,
+        &mut day.started,
+        &mut day.certified,
+    ]
+}
+
+/// The values of a day's columns, in [`day_columns`]' order.
+fn day_values(day: &DayCounts) -> [u64; 4] {
+    [day.clicks, day.enrolled, day.started, day.certified]
+}
+
+/// Sets a day of a timeline; a day with nothing new is left out.
+fn set_day(timeline: &mut BTreeMap<Day, DayCounts>, day: Day, counts: DayCounts) {
+    if counts == DayCounts::default() {
+        timeline.remove(&day);
+    } else {
+        timeline.insert(day, counts);
     }
 }
 

@@ -148,6 +148,8 @@ impl CampaignState {
                 true
             }
             Action::Progress { learner, stage } => self.reach(learner, stage, day, all_chapters),
+            // Counted where its click is; here it only names a campaign (see `attribution`).
+            Action::Names { .. } => false,
         }
     }
 

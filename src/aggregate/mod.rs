@@ -257,6 +257,11 @@ impl Aggregator {
                     self.name_campaign(event, slot, learner, None);
                 }
             }
+            Action::Names { learner } => {
+                if event.campaign != DIRECT_CAMPAIGN {
+                    self.name_campaign(event, slot, learner, None);
+                }
+            }
         }
         if self.totals.apply(event.action, day, all_chapters) {
             self.totals.changed = true;
@@ -400,6 +405,16 @@ impl Aggregator {
     }
 
     /// The campaigns held that are neither registered nor reserved.
+    /// The campaigns held that are missing from the registry and have counters of their own.
+    pub fn unregistered_campaigns(&self) -> Vec<String> {
+        let always: HashSet<&str> = self.always_held.iter().map(String::as_str).collect();
+        self.index
+            .keys()
+            .filter(|campaign| !always.contains(campaign.as_str()))
+            .cloned()
+            .collect()
+    }
+
     fn unregistered_held(&self) -> usize {
         self.index.len() - self.always_held_count
     }

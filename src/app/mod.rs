@@ -35,7 +35,7 @@ use crate::figures::Figures;
 use crate::ingest::Intake;
 use crate::kafka::{Kafka, KafkaSettings};
 use crate::listener::ListenerSettings;
-use crate::pipeline::PipelineSettings;
+use crate::pipeline::{PipelineSettings, shards};
 use crate::proto::counter_service_server::CounterServiceServer;
 use crate::query::{Readiness, State};
 use crate::registry::Registry;
@@ -141,7 +141,7 @@ impl App {
 
         let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
         let (queue, writer) = pipeline::start(
-            pipeline_settings(&settings, &registry, time_zone),
+            pipeline_settings(&settings, &registry, time_zone)?,
             figures.clone(),
         )
         .context("cannot start the writer thread")?;
@@ -462,15 +462,26 @@ async fn recovered_state(
 }
 
 /// What the writer needs of the settings and the registry.
-fn pipeline_settings(settings: &Settings, registry: &Registry, time_zone: Tz) -> PipelineSettings {
-    PipelineSettings {
-        durable: DurableSettings {
-            journal_dir: settings.data_dir.join("journal"),
-            checkpoint_dir: settings.data_dir.join("checkpoints"),
-            fsync: settings.fsync_policy(),
-            segment_bytes: settings.journal_segment_bytes,
-            max_record_bytes: journal::MAX_RECORD_BYTES,
-        },
+fn pipeline_settings(
+    settings: &Settings,
+    registry: &Registry,
+    time_zone: Tz,
+) -> anyhow::Result<PipelineSettings> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let shards = shards::layout(&settings.data_dir, settings.shards, cores)?;
+    Ok(PipelineSettings {
+        durable: (0..shards)
+            .map(|shard| {
+                let (journal_dir, checkpoint_dir) = shards::shard_dirs(&settings.data_dir, shard);
+                DurableSettings {
+                    journal_dir,
+                    checkpoint_dir,
+                    fsync: settings.fsync_policy(),
+                    segment_bytes: settings.journal_segment_bytes,
+                    max_record_bytes: journal::MAX_RECORD_BYTES,
+                }
+            })
+            .collect(),
         aggregator: AggregatorSettings {
             time_zone,
             chapter_count: settings.chapter_count,
@@ -485,7 +496,7 @@ fn pipeline_settings(settings: &Settings, registry: &Registry, time_zone: Tz) ->
         queue_timeout: settings.ingest_queue_timeout,
         checkpoint_interval: settings.checkpoint_interval,
         checkpoint_journal_bytes: settings.checkpoint_journal_bytes,
-    }
+    })
 }
 
 /// The snapshot sinks the settings ask for: the files in `data_dir`, and PostgreSQL when set;

@@ -27,6 +27,9 @@ impl From<&Event> for StoredEvent {
                 ),
                 Stage::Certified => (StoredAction::Certified, Some(key), 0),
             },
+            Action::Names {
+                learner: LearnerKey(key),
+            } => (StoredAction::Names, Some(key), 0),
         };
         let [key0, key1, key2] = key.unwrap_or_default();
         let click_learner = match event.action {
@@ -106,6 +109,7 @@ impl TryFrom<StoredEvent> for Event {
                 learner: learner?,
                 stage: Stage::Certified,
             },
+            Ok(StoredAction::Names) => Action::Names { learner: learner? },
             Ok(StoredAction::Unspecified) | Err(_) => {
                 return Err(MalformedStoredEvent("an unknown action"));
             }

@@ -93,6 +93,7 @@ fn outcome(result: Result<Event, RejectReason>) -> String {
                     ..
                 } => format!("chapter_completed {chapter}"),
                 Action::Progress { .. } => event.kind().as_str().to_owned(),
+                Action::Names { .. } => "names a campaign".to_owned(),
             };
             let at = event
                 .occurred_at
@@ -638,7 +639,7 @@ fn every_code_the_parser_gives_is_listed_and_explained() {
 fn learner_key(parser: &EventParser, json: &str) -> LearnerKey {
     match parse_json_ok(parser, json).action {
         Action::Progress { learner, .. } => learner,
-        Action::Click { .. } => panic!("{json} is not a progress event"),
+        Action::Click { .. } | Action::Names { .. } => panic!("{json} is not a progress event"),
     }
 }
 
@@ -900,9 +901,69 @@ fn every_kind_of_event_reads_back_from_its_stored_form_as_it_was() {
         json!({"kind": "certified"}),
     ] {
         let event = parse_json_ok(&parser, &event(fields.clone()));
-        let bytes = crate::proto::storage::StoredEvent::from(&event).encode_to_vec();
-        let stored = crate::proto::storage::StoredEvent::decode(bytes.as_slice())
-            .expect("a stored event decodes");
-        assert_eq!(Event::try_from(stored), Ok(event), "for {fields}");
+        // What a tagged click tells its learner's shard, when its visitor lives in another.
+        let names = match event.action {
+            Action::Click {
+                learner: Some(learner),
+                ..
+            } => Some(Event {
+                action: Action::Names { learner },
+                ..event.clone()
+            }),
+            _ => None,
+        };
+        for event in std::iter::once(event).chain(names) {
+            let bytes = crate::proto::storage::StoredEvent::from(&event).encode_to_vec();
+            let stored = crate::proto::storage::StoredEvent::decode(bytes.as_slice())
+                .expect("a stored event decodes");
+            assert_eq!(Event::try_from(stored), Ok(event), "for {fields}");
+        }
     }
+}
+
+#[test]
+fn a_tagged_click_counts_in_its_visitors_shard_and_names_in_its_learners() {
+    let parser = parser();
+    let shards = 16;
+    let mut split = 0;
+    for number in 0..64 {
+        let click = parse_json_ok(
+            &parser,
+            &event(json!({
+                "kind": "link_clicked",
+                "learner_id": format!("learner-{number}"),
+                "visitor_id": format!("browser-{number}"),
+            })),
+        );
+        let Action::Click {
+            visitor: Some(visitor),
+            learner: Some(learner),
+        } = click.action
+        else {
+            panic!("a tagged click with a visitor");
+        };
+        let (shard, routed, names) = click.clone().route(shards);
+        assert_eq!(shard, click.shard(shards));
+        match names {
+            None => assert_eq!(routed, click),
+            Some((learner_shard, names)) => {
+                split += 1;
+                assert_ne!(learner_shard, shard);
+                assert_eq!(
+                    routed.action,
+                    Action::Click {
+                        visitor: Some(visitor),
+                        learner: None
+                    }
+                );
+                assert_eq!(names.action, Action::Names { learner });
+                assert_eq!(names.shard(shards), learner_shard);
+                assert_eq!((names.id, names.content), (click.id, click.content));
+            }
+        }
+    }
+    assert!(
+        split > 32,
+        "most of 64 clicks' visitors and learners are in two of 16 shards"
+    );
 }

@@ -1,19 +1,24 @@
-//! The single writer between the ingest edges and the aggregate. Edges parse their batches and
-//! submit the valid events through [`Queue::submit`]; one thread takes submissions from a
+//! The writers between the ingest edges and the aggregate. The state is split into shards by
+//! learner (`shards`, product.md §6), each owned by one writer thread with its own journal,
+//! checkpoints and [`Aggregator`]; every figure is the sum of the shards' partials, which
+//! [`Figures`] adds up. Edges parse their batches and submit the valid events through
+//! [`Queue::submit`], which gives each event to its shard. A writer takes submissions from its
 //! bounded queue in groups and, for each group: admits its events (deduplication, campaign
-//! room), appends the admitted ones to the journal as one record and makes it durable (one fsync
-//! for the whole group: group commit), applies them to the [`Aggregator`], publishes the changes
-//! to [`Figures`], and only then answers. So an acknowledged event is durable and visible.
+//! room), appends the admitted ones to its journal as one record and makes it durable (one
+//! fsync for the whole group: group commit), applies them to its [`Aggregator`], publishes the
+//! changes to [`Figures`], and only then answers. A submission is answered once every shard
+//! that got part of it has answered. So an acknowledged event is durable and visible.
 //!
-//! If the journal cannot be written (a full disk), the group is refused whole and nothing of it
-//! is applied: the senders retry, and ingestion resumes by itself when the journal can be
-//! written again. Queries are not affected.
+//! If a journal cannot be written (a full disk), that shard refuses its groups whole and applies
+//! nothing of them, and the submissions they belong to are refused: the senders retry (what
+//! other shards took is then a duplicate), and ingestion resumes by itself when the journal can
+//! be written again. Queries are not affected.
 //!
-//! The thread starts by recovering the state (checkpoint + journal replay); submissions wait in
-//! the queue meanwhile. It checkpoints the whole state every `checkpoint_interval`, or sooner
-//! when the journal has grown by `checkpoint_journal_bytes`, and once more when it stops; the
-//! checkpoint file is written by a helper thread so ingestion pauses only while the state is
-//! encoded.
+//! Each thread starts by recovering its shard (checkpoint + journal replay), side by side;
+//! submissions wait in the queue meanwhile. It checkpoints its shard every
+//! `checkpoint_interval`, or sooner when its journal has grown by `checkpoint_journal_bytes`, and
+//! once more when it stops; the checkpoint file is written by a helper thread so ingestion pauses
+//! only while the state is encoded.
 //!
 //! The queue is bounded in events, not requests: a submission waits for room at most
 //! `ingest_queue_timeout` and is then refused as overloaded, so memory stays bounded under any
@@ -34,11 +39,13 @@ use crate::durable::{DurableSettings, RecoveryReport};
 use crate::event::Event;
 use crate::figures::Figures;
 use crate::proto::storage::{EventIdentity, JournalRecord, KafkaOffset, StoredEvent};
+pub mod shards;
 pub mod sources;
 pub mod state;
 mod writer;
 
 use crate::telemetry;
+use shards::{CheckpointBoard, Shared, UnregisteredRoom};
 use sources::{Partition, Range, Release, Sources, source_of};
 
 /// Submissions queued at most, whatever their size; the event bound is the one that matters.
@@ -49,7 +56,8 @@ const MAX_GROUP_SUBMISSIONS: usize = 256;
 /// How the writer queues, checkpoints and recovers.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
-    pub durable: DurableSettings,
+    /// Each shard's journal and checkpoints; there are as many shards as entries.
+    pub durable: Vec<DurableSettings>,
     pub aggregator: AggregatorSettings,
     /// The registered campaigns, opened even before their first event.
     pub registered: Vec<String>,
@@ -62,11 +70,14 @@ pub struct PipelineSettings {
 /// The sending side of the pipeline, shared by every ingest edge.
 #[derive(Debug, Clone)]
 pub struct Queue {
-    sender: mpsc::Sender<Message>,
+    /// Each shard's writer, by shard number.
+    shards: Arc<[mpsc::Sender<Message>]>,
     room: Arc<Semaphore>,
     capacity: usize,
     queue_timeout: Duration,
-    /// The Kafka positions of the last checkpoint written, to commit to the group.
+    board: Arc<CheckpointBoard>,
+    unregistered: Arc<UnregisteredRoom>,
+    /// The Kafka positions every shard's newest checkpoint covers, to commit to the group.
     checkpointed: watch::Receiver<Vec<KafkaOffset>>,
 }
 
@@ -107,12 +118,13 @@ impl Refusal {
 /// What happened to each event of a submission, in submission order.
 pub type Outcomes = Vec<Applied>;
 
-/// The running writer thread.
+/// The running writer threads, seen as one.
 #[derive(Debug)]
 pub struct Writer {
-    /// Resolves once the state is recovered (or recovery failed).
+    /// Resolves once every shard is recovered (or a recovery failed).
     pub recovered: oneshot::Receiver<anyhow::Result<RecoveryReport>>,
-    /// Ends after a stop, with the final checkpoint written.
+    /// Ends after a stop, once every shard's final checkpoint is written; or as soon as one
+    /// writer ends with an error.
     pub thread: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -139,9 +151,9 @@ enum Message {
         exclusive: bool,
         reply: oneshot::Sender<Vec<i64>>,
     },
-    /// Checkpoint now; answers the Kafka positions of the newest checkpoint written.
+    /// Checkpoint now; answers once written.
     Checkpoint {
-        reply: oneshot::Sender<Vec<KafkaOffset>>,
+        reply: oneshot::Sender<()>,
     },
     /// Kafka partitions taken away: release the campaigns they alone fed, checkpoint, answer.
     Release {
@@ -161,8 +173,6 @@ struct Submission {
     /// The credential that sent the events over gRPC or HTTP, journaled with them.
     sender: Option<Arc<str>>,
     reply: oneshot::Sender<Result<Outcomes, Refusal>>,
-    /// Room in the queue, given back once the submission is answered.
-    _room: OwnedSemaphorePermit,
 }
 
 impl Queue {
@@ -176,9 +186,12 @@ impl Queue {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let room = self.room(events.len(), self.queue_timeout).await?;
-        let answer = self.send(events, None, sender, room).await?;
-        answer.await.map_err(|_dropped| Refusal::ShuttingDown)?
+        let len = events.len();
+        let room = self.room(len, self.queue_timeout).await?;
+        let answers = self.send(events, None, sender).await?;
+        let answered = gather(len, answers).await;
+        drop(room);
+        answered
     }
 
     /// Queues a batch read from Kafka once there is room for it, waiting at most `wait`; the
@@ -192,66 +205,82 @@ impl Queue {
         wait: Duration,
     ) -> Result<Answer, Refusal> {
         runtime.block_on(async {
-            let room = self.room(events.len().max(1), wait).await?;
-            self.send(std::mem::take(events), Some(batch), None, room)
-                .await
+            let len = events.len();
+            let room = self.room(len.max(1), wait).await?;
+            let answers = self.send(std::mem::take(events), Some(batch), None).await?;
+            let (reply, answer) = oneshot::channel();
+            tokio::spawn(async move {
+                let _ = reply.send(gather(len, answers).await);
+                drop(room);
+            });
+            Ok(answer)
         })
     }
 
-    /// Tells the writer that `partitions` are assigned here, and answers their positions; when
-    /// `exclusive`, partitions held from before and not among them are released first. Blocks.
+    /// Tells the writers that `partitions` are assigned here, and answers their positions (the
+    /// least of the shards'); when `exclusive`, partitions held from before and not among them
+    /// are released first. Blocks.
     pub fn assign(
         &self,
         runtime: &tokio::runtime::Handle,
         partitions: Vec<Partition>,
         exclusive: bool,
     ) -> Result<Vec<i64>, Refusal> {
-        let (reply, answer) = oneshot::channel();
-        self.control(
-            runtime,
-            Message::Assign {
-                partitions,
-                exclusive,
-                reply,
-            },
-            answer,
-        )
+        let answers = self.control(runtime, |reply| Message::Assign {
+            partitions: partitions.clone(),
+            exclusive,
+            reply,
+        })?;
+        Ok(shards::least_positions(answers))
     }
 
-    /// Has the writer checkpoint now, and answers the Kafka positions of the newest checkpoint
-    /// written (to commit to the group at shutdown). Blocks.
+    /// Has every writer checkpoint now, and answers the Kafka positions all the newest
+    /// checkpoints cover (to commit to the group at shutdown). Blocks.
     pub fn checkpoint_now(
         &self,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Vec<KafkaOffset>, Refusal> {
-        let (reply, answer) = oneshot::channel();
-        self.control(runtime, Message::Checkpoint { reply }, answer)
+        self.control(runtime, |reply| Message::Checkpoint { reply })?;
+        Ok(self.board.combined())
     }
 
+    /// Sends every writer the control message `message` makes of a reply channel, and waits for
+    /// every answer, in shard order.
     fn control<T>(
         &self,
         runtime: &tokio::runtime::Handle,
-        message: Message,
-        answer: oneshot::Receiver<T>,
-    ) -> Result<T, Refusal> {
+        message: impl Fn(oneshot::Sender<T>) -> Message,
+    ) -> Result<Vec<T>, Refusal> {
         runtime.block_on(async {
-            self.sender
-                .send(message)
-                .await
-                .map_err(|_closed| Refusal::ShuttingDown)?;
-            answer.await.map_err(|_dropped| Refusal::ShuttingDown)
+            let mut answers = Vec::with_capacity(self.shards.len());
+            for shard in self.shards.iter() {
+                let (reply, answer) = oneshot::channel();
+                shard
+                    .send(message(reply))
+                    .await
+                    .map_err(|_closed| Refusal::ShuttingDown)?;
+                answers.push(answer);
+            }
+            let mut answered = Vec::with_capacity(answers.len());
+            for answer in answers {
+                answered.push(answer.await.map_err(|_dropped| Refusal::ShuttingDown)?);
+            }
+            Ok(answered)
         })
     }
 
-    /// Tells the writer that `partitions` are no longer assigned here, and waits until the
-    /// campaigns they alone fed are released and the state is checkpointed. Blocks.
+    /// Tells the writers that `partitions` are no longer assigned here, and waits until the
+    /// campaigns they alone fed are released and every shard is checkpointed. Blocks.
     pub fn release(
         &self,
         runtime: &tokio::runtime::Handle,
         partitions: Vec<Partition>,
     ) -> Result<Release, Refusal> {
-        let (reply, answer) = oneshot::channel();
-        self.control(runtime, Message::Release { partitions, reply }, answer)
+        let releases = self.control(runtime, |reply| Message::Release {
+            partitions: partitions.clone(),
+            reply,
+        })?;
+        Ok(shards::merge_releases(releases))
     }
 
     /// Waits at most `wait` for room for `events` events in the queue.
@@ -268,75 +297,120 @@ impl Queue {
         Ok(room)
     }
 
+    /// Gives each shard its part of `events`; answers each part's event indices and answer.
     async fn send(
         &self,
         events: Vec<Event>,
         kafka: Option<KafkaBatch>,
         sender: Option<Arc<str>>,
-        room: OwnedSemaphorePermit,
-    ) -> Result<Answer, Refusal> {
-        let (reply, answer) = oneshot::channel();
-        let submission = Submission {
-            events,
-            kafka,
-            sender,
-            reply,
-            _room: room,
-        };
-        self.sender
-            .send(Message::Submit(submission))
-            .await
-            .map_err(|_closed| Refusal::ShuttingDown)?;
-        Ok(answer)
+    ) -> Result<Vec<(Vec<usize>, Answer)>, Refusal> {
+        let shards = self.shards.len();
+        let mut answers = Vec::new();
+        for part in shards::split(shards, events, kafka, &self.unregistered) {
+            let (reply, answer) = oneshot::channel();
+            let submission = Submission {
+                events: part.events,
+                kafka: part.kafka,
+                sender: sender.clone(),
+                reply,
+            };
+            self.shards[part.shard]
+                .send(Message::Submit(submission))
+                .await
+                .map_err(|_closed| Refusal::ShuttingDown)?;
+            answers.push((part.indices, answer));
+        }
+        Ok(answers)
     }
 
-    /// The Kafka positions of the newest checkpoint written: what may be committed to the group.
+    /// The Kafka positions every shard's newest checkpoint covers: what may be committed to
+    /// the group.
     pub fn checkpointed(&self) -> watch::Receiver<Vec<KafkaOffset>> {
         self.checkpointed.clone()
     }
 
-    /// Lets the writer sync or checkpoint when due; skipped when the queue is full.
+    /// Lets the writers sync or checkpoint when due; skipped by a writer whose queue is full.
     pub fn tick(&self) {
-        let _ = self.sender.try_send(Message::Tick);
+        for shard in self.shards.iter() {
+            let _ = shard.try_send(Message::Tick);
+        }
     }
 
-    /// Refuses every later submission, and tells the writer to stop once it has answered those
-    /// already queued.
+    /// Refuses every later submission, and tells the writers to stop once they have answered
+    /// those already queued.
     pub async fn close(&self) {
         self.room.close();
-        // The writer may be gone already; then there is nothing left to stop.
-        let _ = self.sender.send(Message::Stop).await;
+        for shard in self.shards.iter() {
+            // A writer may be gone already; then there is nothing left to stop.
+            let _ = shard.send(Message::Stop).await;
+        }
     }
 }
 
-/// Starts the writer thread: it recovers the state, then takes submissions until stopped.
+/// Waits for every part's answer and puts them back in submission order.
+async fn gather(len: usize, answers: Vec<(Vec<usize>, Answer)>) -> Result<Outcomes, Refusal> {
+    let mut answered = Vec::with_capacity(answers.len());
+    for (indices, answer) in answers {
+        answered.push((indices, answer.await.unwrap_or(Err(Refusal::ShuttingDown))));
+    }
+    shards::merge(len, answered)
+}
+
+/// Starts one writer thread per shard: each recovers its shard, then takes submissions until
+/// stopped.
 pub fn start(
     settings: PipelineSettings,
     figures: Arc<Figures>,
 ) -> std::io::Result<(Queue, Writer)> {
-    let (sender, receiver) = mpsc::channel(QUEUE_SUBMISSIONS);
+    let shards = settings.durable.len().max(1);
     let (checkpointed_sender, checkpointed) = watch::channel(Vec::new());
+    let board = Arc::new(CheckpointBoard::new(shards, checkpointed_sender));
+    let unregistered = Arc::new(UnregisteredRoom::new(
+        settings.aggregator.max_unregistered_campaigns,
+        &settings.registered,
+    ));
+    // The room decides which unregistered campaigns have counters, for every shard at once;
+    // a shard's aggregator then never refuses one for lack of room (only for lack of slots).
+    let mut settings = settings;
+    settings.aggregator.max_unregistered_campaigns = usize::MAX;
+    let room = Arc::new(Semaphore::new(settings.queue_events));
+    let mut senders = Vec::with_capacity(shards);
+    let mut threads = Vec::with_capacity(shards);
+    let mut recoveries = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        // Each writer's channel holds a share of the submissions: the event bound is the one
+        // that matters.
+        let (sender, receiver) = mpsc::channel((QUEUE_SUBMISSIONS / shards).max(16));
+        let (recovered_sender, recovered) = oneshot::channel();
+        let shared = Shared {
+            shard,
+            unregistered: unregistered.clone(),
+            board: board.clone(),
+        };
+        let (settings, figures, room) = (settings.clone(), figures.clone(), room.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("suivi-writer-{shard}"))
+                .spawn(move || {
+                    writer::run(settings, shared, figures, room, receiver, recovered_sender)
+                })?,
+        );
+        senders.push(sender);
+        recoveries.push(recovered);
+    }
     let queue = Queue {
-        sender,
-        room: Arc::new(Semaphore::new(settings.queue_events)),
+        shards: senders.into(),
+        room,
         capacity: settings.queue_events,
         queue_timeout: settings.queue_timeout,
+        board,
+        unregistered,
         checkpointed,
     };
-    let room = queue.room.clone();
     let (recovered_sender, recovered) = oneshot::channel();
     let thread = std::thread::Builder::new()
-        .name("suivi-writer".to_owned())
-        .spawn(move || {
-            writer::run(
-                settings,
-                figures,
-                room,
-                receiver,
-                checkpointed_sender,
-                recovered_sender,
-            )
-        })?;
+        .name("suivi-writers".to_owned())
+        .spawn(move || writer::supervise(threads, recoveries, recovered_sender))?;
     Ok((queue, Writer { recovered, thread }))
 }
 

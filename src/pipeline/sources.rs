@@ -2,8 +2,9 @@
 //! partition consumed, the next offset to read and the campaigns it fed; and the campaigns fed
 //! over gRPC or HTTP. It is what makes Kafka exact:
 //!
-//! - a batch read from a partition is taken only if it starts where the last one taken ended
-//!   ([`Sources::check`]), so a refused batch can never be skipped over by a later one;
+//! - a batch read from a partition is taken only if it starts where the last one taken ended,
+//!   or before (its events counted already are duplicates) ([`Sources::check`]), so a refused
+//!   batch can never be skipped over by a later one;
 //! - positions are journaled with the events and checkpointed with the state they produced, so a
 //!   restart resumes each partition exactly after what was counted;
 //! - when a partition is handed to another instance, the campaigns only it fed are released from
@@ -150,14 +151,16 @@ impl Sources {
         held
     }
 
-    /// Checks that every range continues its partition from where it is.
+    /// Checks that every range continues its partition from where it is, or goes over what is
+    /// counted already (a batch sent again after another shard refused its part: its events
+    /// counted here are duplicates).
     pub fn check(&self, ranges: &[Range]) -> Result<(), OutOfSequence> {
         for range in ranges {
             let position = self
                 .partitions
                 .get(&range.partition)
                 .map(|state| state.position);
-            if position != Some(range.from) {
+            if !position.is_some_and(|position| continues(position, range.from)) {
                 return Err(OutOfSequence {
                     partition: range.partition.clone(),
                     position,
@@ -175,10 +178,8 @@ impl Sources {
             .iter()
             .map(|offset| {
                 let partition = Partition::from(offset);
-                self.partitions
-                    .entry(partition.clone())
-                    .or_default()
-                    .position = offset.next_offset;
+                let state = self.partitions.entry(partition.clone()).or_default();
+                state.position = advanced(state.position, offset.next_offset);
                 partition
             })
             .collect()
@@ -237,6 +238,17 @@ impl Sources {
         }
         release
     }
+}
+
+/// Whether a batch from offset `from` may be taken at `position`: it starts there, or over
+/// offsets counted already. A logical position (beginning) takes only a batch from it.
+pub fn continues(position: i64, from: i64) -> bool {
+    from == position || (position >= 0 && from <= position)
+}
+
+/// A partition's position after a batch up to `to`: never back over what is counted.
+pub fn advanced(position: i64, to: i64) -> i64 {
+    if position < 0 { to } else { position.max(to) }
 }
 
 /// Lets `partitions` go in the writer's state: forgets their positions and releases from

@@ -74,7 +74,7 @@ fn durable_in(directory: &Path, max_record_bytes: u32) -> DurableSettings {
 /// figures it publishes to.
 fn start_writer(durable: &DurableSettings) -> (Queue, Writer, Arc<Figures>) {
     let settings = PipelineSettings {
-        durable: durable.clone(),
+        durable: vec![durable.clone()],
         aggregator: aggregator_settings(),
         registered: vec![CAMPAIGN.to_owned()],
         queue_events: 10_000,

@@ -9,14 +9,15 @@ use super::*;
 /// Runs the writer thread to its end: recovery, then the loop until stopped.
 pub(super) fn run(
     settings: PipelineSettings,
+    shared: Shared,
     figures: Arc<Figures>,
     room: Arc<Semaphore>,
     receiver: mpsc::Receiver<Message>,
-    checkpointed_sender: watch::Sender<Vec<KafkaOffset>>,
     recovered_sender: oneshot::Sender<anyhow::Result<RecoveryReport>>,
 ) -> anyhow::Result<()> {
+    let durable = settings.durable[shared.shard].clone();
     let recovered = state::recover(
-        &settings.durable,
+        &durable,
         settings.aggregator.clone(),
         settings.registered.clone(),
     );
@@ -28,15 +29,19 @@ pub(super) fn run(
             return Err(anyhow::anyhow!("recovery failed"));
         }
     };
+    shared.unregistered.hold(
+        recovered.state.aggregator.unregistered_campaigns(),
+        shared.shard,
+    );
     let mut writer = WriterState {
         room,
         capacity: settings.queue_events,
         aggregator: recovered.state.aggregator,
         journal: recovered.journal,
         sources: recovered.state.sources,
-        checkpointed: Arc::new(checkpointed_sender),
+        shared,
         figures,
-        durable: settings.durable,
+        durable,
         policy: CheckpointPolicy::new(
             settings.checkpoint_interval,
             settings.checkpoint_journal_bytes,
@@ -50,6 +55,50 @@ pub(super) fn run(
     writer.run(receiver)
 }
 
+/// Runs beside the writers: answers their recoveries as one, then waits until all of them end,
+/// or one ends with an error.
+pub(super) fn supervise(
+    mut threads: Vec<JoinHandle<anyhow::Result<()>>>,
+    recoveries: Vec<oneshot::Receiver<anyhow::Result<RecoveryReport>>>,
+    recovered: oneshot::Sender<anyhow::Result<RecoveryReport>>,
+) -> anyhow::Result<()> {
+    let mut reports = Vec::with_capacity(recoveries.len());
+    let mut failure = None;
+    for (shard, recovery) in recoveries.into_iter().enumerate() {
+        match recovery.blocking_recv() {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(error)) => {
+                failure = Some(error.context(format!("cannot recover shard {shard}")));
+                break;
+            }
+            Err(_gone) => {
+                failure = Some(anyhow::anyhow!("the writer of shard {shard} ended"));
+                break;
+            }
+        }
+    }
+    let _ = recovered.send(match failure {
+        Some(error) => Err(error),
+        None => Ok(shards::merge_reports(reports)),
+    });
+    while !threads.is_empty() {
+        if let Some(index) = threads.iter().position(JoinHandle::is_finished) {
+            let ended = threads.swap_remove(index);
+            match ended.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_panic) => anyhow::bail!("a writer thread panicked"),
+            }
+        } else {
+            std::thread::sleep(SUPERVISE_INTERVAL);
+        }
+    }
+    Ok(())
+}
+
+/// How often [`supervise`] looks whether a writer ended.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(20);
+
 struct WriterState {
     /// The queue's room, to report how full it is once a group is answered.
     room: Arc<Semaphore>,
@@ -57,7 +106,8 @@ struct WriterState {
     aggregator: Aggregator,
     journal: Journal,
     sources: Sources,
-    checkpointed: Arc<watch::Sender<Vec<KafkaOffset>>>,
+    /// This shard's number, and what the shards share.
+    shared: Shared,
     figures: Arc<Figures>,
     durable: DurableSettings,
     policy: CheckpointPolicy,
@@ -113,7 +163,7 @@ impl WriterState {
                 }
                 Some(Message::Checkpoint { reply }) => {
                     self.checkpoint(true);
-                    let _ = reply.send(self.checkpointed.borrow().clone());
+                    let _ = reply.send(());
                 }
                 Some(Message::Release { partitions, reply }) => {
                     let _ = reply.send(self.release(&partitions));
@@ -250,7 +300,7 @@ impl WriterState {
                     .iter()
                     .find(|(partition, _)| *partition == range.partition)
                 {
-                    Some((_, position)) => *position == range.from,
+                    Some((_, position)) => sources::continues(*position, range.from),
                     None => self.sources.check(std::slice::from_ref(range)).is_ok(),
                 }
             });
@@ -260,7 +310,7 @@ impl WriterState {
                         .iter_mut()
                         .find(|(partition, _)| *partition == range.partition)
                     {
-                        Some((_, position)) => *position = range.to,
+                        Some((_, position)) => *position = sources::advanced(*position, range.to),
                         None => ahead.push((range.partition.clone(), range.to)),
                     }
                 }
@@ -306,7 +356,11 @@ impl WriterState {
         let _ = self.append(&record);
         let (release, released) =
             sources::release(&mut self.sources, &mut self.aggregator, partitions);
-        self.figures.remove(&released, Utc::now());
+        self.shared
+            .unregistered
+            .release(&released, self.shared.shard);
+        self.figures
+            .remove(self.shared.shard, &released, Utc::now());
         telemetry::record_campaigns_released(released.len());
         self.publish();
         tracing::info!(
@@ -320,8 +374,11 @@ impl WriterState {
     }
 
     fn publish(&mut self) {
-        self.figures
-            .publish(self.aggregator.drain_changes(), Utc::now());
+        self.figures.publish(
+            self.shared.shard,
+            self.aggregator.drain_changes(),
+            Utc::now(),
+        );
         telemetry::record_holdings(self.aggregator.holdings());
     }
 
@@ -354,7 +411,7 @@ impl WriterState {
         let mut state = self.aggregator.checkpoint(position, self.sources.offsets());
         state.direct_campaigns = self.sources.direct_campaigns();
         let offsets = state.kafka_offsets.clone();
-        let checkpointed = self.checkpointed.clone();
+        let shared = self.shared.clone();
         let encode_time = started.elapsed();
         self.policy.started(Instant::now());
         let durable = self.durable.clone();
@@ -365,8 +422,9 @@ impl WriterState {
             match written {
                 Ok(written) => {
                     telemetry::record_checkpoint(elapsed, written.bytes, true);
-                    checkpointed.send_replace(offsets);
+                    shared.board.written(shared.shard, offsets);
                     tracing::info!(
+                        shard = shared.shard,
                         checkpoint = %written.path.display(),
                         bytes = written.bytes,
                         journal_position = position,
@@ -436,7 +494,11 @@ fn journal_record(
                     });
                     positions.len() - 1
                 });
-                positions[index].next_offset = range.to;
+                positions[index].next_offset = if found.is_some() {
+                    sources::advanced(positions[index].next_offset, range.to)
+                } else {
+                    range.to
+                };
                 range_sources.push(u32::try_from(index + 1).unwrap_or(u32::MAX));
             }
         }

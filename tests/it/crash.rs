@@ -262,10 +262,12 @@ async fn a_torn_journal_tail_and_a_corrupt_checkpoint_lose_nothing_acknowledged(
     let (first_end, last_end) = (before.len(), before.len() + last.len());
     let dir = tempfile::tempdir().expect("a temporary dir");
     let data_dir = dir.path().join("data");
-    // No checkpoint but the ones at shutdown: this test decides which records are where.
+    // No checkpoint but the ones at shutdown, and one shard (one journal): this test decides
+    // which records are where.
     let env = [
         ("SUIVI_CHECKPOINT_INTERVAL", "1h"),
         ("SUIVI_JOURNAL_SEGMENT_BYTES", JOURNAL_SEGMENT_BYTES),
+        ("SUIVI_SHARDS", "1"),
     ];
 
     // Garbage after the last record, as a crash in the middle of an append leaves: cut off and
@@ -377,11 +379,14 @@ async fn a_torn_journal_tail_and_a_corrupt_checkpoint_lose_nothing_acknowledged(
     assert!(status.success(), "{status}");
 }
 
-/// The environment of the crash test's binary, besides what [`Suivi::start`] always sets.
-fn crash_test_env() -> [(&'static str, &'static str); 2] {
+/// The environment of the crash test's binary, besides what [`Suivi::start`] always sets: three
+/// shards, so that kills land between shards' journal appends and checkpoints, and a
+/// submission's parts can be durable in one shard and not yet in another.
+fn crash_test_env() -> [(&'static str, &'static str); 3] {
     [
         ("SUIVI_CHECKPOINT_INTERVAL", CHECKPOINT_INTERVAL),
         ("SUIVI_JOURNAL_SEGMENT_BYTES", JOURNAL_SEGMENT_BYTES),
+        ("SUIVI_SHARDS", "3"),
     ]
 }
 
@@ -929,7 +934,7 @@ impl Model {
         }
         folded
             .figures
-            .publish(folded.aggregator.drain_changes(), Utc::now());
+            .publish(0, folded.aggregator.drain_changes(), Utc::now());
     }
 }
 

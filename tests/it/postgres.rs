@@ -1035,6 +1035,7 @@ async fn a_campaign_with_a_nul_character_is_counted_and_does_not_stop_postgres_s
         )],
     };
     figures.publish(
+        0,
         vec![change("gendarmerie"), change("evil\u{0}x"), change("*")],
         Utc::now(),
     );

@@ -251,7 +251,7 @@ async fn the_snapshot_task_writes_each_interval_only_what_changed_and_a_final_sn
                 Applied::Accepted
             );
         }
-        figures.publish(aggregator.drain_changes(), Utc::now());
+        figures.publish(0, aggregator.drain_changes(), Utc::now());
     };
     let interval = Duration::from_secs(60);
     let sink = FileSink::new(&snapshot_dir, chrono_tz::Europe::Paris).expect("a file sink");

@@ -265,3 +265,4 @@ fn owned(campaigns: &[&str]) -> Vec<String> {
 mod examples;
 mod properties;
 mod release;
+mod shards;

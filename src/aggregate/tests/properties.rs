@@ -57,15 +57,21 @@ pub(super) fn action() -> impl Strategy<Value = Action> {
         )
             .prop_map(|(visitor, learner)| Action::Click {
                 visitor: visitor.map(|visitor| VisitorKey([visitor, 0, 0])),
-                learner: learner.map(|(source, learner_id)| LearnerKey([source, learner_id, 0])),
+                learner: learner.map(|(source, learner_id)| learner_key(source, learner_id)),
             }),
         3 => (0..SOURCES, 0..LEARNER_IDS, stage()).prop_map(|(source, learner_id, stage)| {
             Action::Progress {
-                learner: LearnerKey([source, learner_id, 0]),
+                learner: learner_key(source, learner_id),
                 stage,
             }
         }),
     ]
+}
+
+/// The pseudonym of learner `learner_id` of source `source`: its first word differs for every
+/// learner, as a keyed hash's would, so that learners spread over shards.
+pub(super) fn learner_key(source: u32, learner_id: u32) -> LearnerKey {
+    LearnerKey([learner_id * SOURCES + source, source, learner_id])
 }
 
 /// Events dated to the minute over `DAYS` days, so that some fall on either side of midnight in
@@ -134,6 +140,7 @@ pub(super) fn attributions(events: &[Event]) -> BTreeMap<LearnerKey, String> {
     for event in events {
         let learner = match event.action {
             Action::Progress { learner, .. }
+            | Action::Names { learner }
             | Action::Click {
                 learner: Some(learner),
                 ..
@@ -189,6 +196,7 @@ pub(super) fn oracle_scope(events: &[&Event]) -> (Counts, BTreeMap<Day, DayCount
                 .entry(learner)
                 .or_default()
                 .push((stage, day_of(event))),
+            Action::Names { .. } => {}
         }
     }
     counts.unique_visitors = visitors.len() as u64;
