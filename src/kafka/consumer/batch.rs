@@ -1,12 +1,14 @@
-//! The batches of the consumer thread: [`Batch`], the messages read and not yet handed over
-//! (the valid events and the dead letters), taken one by one (`Flow::take`); handing a batch
-//! over (its dead letters written first, then its events queued to the writer, at most
+//! The batches of the consumer thread: [`Batch`], the messages read and not yet handed over,
+//! taken one by one (`Flow::take`, a copy of each message); decoding a batch on every core
+//! ([`Batch::decode`]: into the valid events and the dead letters, in the order read); handing
+//! it over (its dead letters written first, then its events queued to the writers, at most
 //! `MAX_IN_FLIGHT` unanswered); and taking the answers (`Flow::settle`), a refused batch
 //! rewinding its partitions and every later batch's.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use rayon::prelude::*;
 use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -14,17 +16,19 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use super::pause::{BACKPRESSURE, DEAD_LETTER, STORAGE};
 use super::{Context, FAILURE_PAUSE, Flow, LINGER, MAX_IN_FLIGHT, ROOM_WAIT};
 use crate::aggregate::Applied;
-use crate::event::Event;
+use crate::event::{Event, EventParser, RejectReason};
 use crate::kafka::dead_letter::DeadLetter;
 use crate::kafka::decode::{self, Encoding};
 use crate::pipeline::sources::{Partition, Range};
 use crate::pipeline::{Answer, KafkaBatch, Outcomes, Refusal};
 use crate::telemetry::{self, BatchTally, Transport};
 
-/// Messages read and not yet handed over: the valid events and the dead letters. The aggregate
-/// rejects no valid event, so a batch handed over needs no copy of its messages.
+/// Messages read and not yet handed over: those not decoded yet, then, once decoded, the valid
+/// events and the dead letters. The aggregate rejects no valid event, so a batch handed over
+/// needs no copy of its messages.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
+    pub(super) undecoded: Vec<Undecoded>,
     pub(super) events: Vec<Event>,
     /// For each event, the index in `ranges` of its partition.
     pub(super) sources: Vec<u32>,
@@ -35,6 +39,21 @@ pub(super) struct Batch {
     pub(super) started: Option<Instant>,
 }
 
+/// A message read, as it came: decoded with the rest of its batch, on every core.
+#[derive(Debug)]
+pub(super) struct Undecoded {
+    /// The index in the batch's `ranges` of its partition.
+    range: u32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    content_type: Option<Vec<u8>>,
+}
+
+/// Messages decoded together by one worker at least: below it, handing work out costs more
+/// than it saves.
+const MIN_DECODE_CHUNK: usize = 256;
+
 /// A batch handed over, waiting for its answer.
 pub(super) struct InFlight {
     pub(super) batch: Batch,
@@ -43,7 +62,43 @@ pub(super) struct InFlight {
 
 impl Batch {
     pub(super) fn messages(&self) -> usize {
-        self.events.len() + self.dead_letters.len()
+        self.undecoded.len() + self.events.len() + self.dead_letters.len()
+    }
+
+    /// Decodes and validates the messages not decoded yet, on rayon's threads (one per core),
+    /// into events and dead letters, each in the order read.
+    pub(super) fn decode(&mut self, parser: &EventParser) {
+        let now = Utc::now();
+        let undecoded = std::mem::take(&mut self.undecoded);
+        let decoded: Vec<Result<Event, RejectReason>> = undecoded
+            .par_iter()
+            .with_min_len(MIN_DECODE_CHUNK)
+            .map(|message| {
+                let encoding = Encoding::of(message.content_type.as_deref());
+                decode::event(parser, encoding, message.payload.as_deref(), now)
+            })
+            .collect();
+        for (message, decoded) in undecoded.into_iter().zip(decoded) {
+            match decoded {
+                Ok(event) => {
+                    self.events.push(event);
+                    self.sources.push(message.range);
+                }
+                Err(reason) => {
+                    let partition = &self.ranges[message.range as usize].partition;
+                    self.dead_letters.push(DeadLetter {
+                        topic: partition.topic.clone(),
+                        partition: partition.partition,
+                        offset: message.offset,
+                        key: message.key,
+                        payload: message.payload,
+                        content_type: message.content_type,
+                        code: reason.code(),
+                        message: reason.to_string(),
+                    });
+                }
+            }
+        }
     }
 
     pub(super) fn range_of(&mut self, partition: &Partition, from: i64) -> usize {
@@ -82,29 +137,19 @@ impl Flow {
                 .find(|header| header.key.eq_ignore_ascii_case("content-type"))
                 .and_then(|header| header.value)
         });
-        let encoding = Encoding::of(content_type);
         let batch = &mut self.pending;
         batch.started.get_or_insert_with(Instant::now);
         let range = batch.range_of(&partition, from);
         batch.ranges[range].to = offset + 1;
         batch.counts[range] += 1;
         self.chains.insert(partition, offset + 1);
-        match decode::event(&self.parser, encoding, message.payload(), Utc::now()) {
-            Ok(event) => {
-                batch.events.push(event);
-                batch.sources.push(u32::try_from(range).unwrap_or(u32::MAX));
-            }
-            Err(reason) => batch.dead_letters.push(DeadLetter {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset,
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-                content_type: content_type.map(<[u8]>::to_vec),
-                code: reason.code(),
-                message: reason.to_string(),
-            }),
-        }
+        batch.undecoded.push(Undecoded {
+            range: u32::try_from(range).unwrap_or(u32::MAX),
+            offset,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            content_type: content_type.map(<[u8]>::to_vec),
+        });
     }
 
     /// After each poll: hand the pending batch over when full or old enough, take answers,
@@ -159,10 +204,11 @@ impl Flow {
     }
 
     /// Writes a batch's dead letters, then queues its events; on failure, rewinds and pauses.
-    pub(super) fn hand_over(&mut self, consumer: &BaseConsumer<Context>, batch: Batch) {
+    pub(super) fn hand_over(&mut self, consumer: &BaseConsumer<Context>, mut batch: Batch) {
         if batch.ranges.is_empty() {
             return;
         }
+        batch.decode(&self.parser);
         if !batch.dead_letters.is_empty() {
             let Some(sent) = self.abortable(self.dead_letters.send_all(&batch.dead_letters)) else {
                 // Past the shutdown grace: the batch is not counted, so it is read again after
@@ -189,7 +235,6 @@ impl Flow {
             sources: batch.sources.clone(),
         };
         // The dead letters are written: a retry of this batch must not write them again.
-        let mut batch = batch;
         batch.dead_letters.clear();
         // The events go; the batch keeps what is needed to answer and to retry.
         match self
