@@ -260,6 +260,14 @@ async fn suivi_consume(
         kafka_brokers: Some(bootstrap.to_owned()),
         kafka_topics: topic.to_owned(),
         kafka_group: group.to_owned(),
+        // SUIVI_BENCH_KAFKA_SHARDS: the service's shards (default: one per core).
+        shards: std::env::var("SUIVI_BENCH_KAFKA_SHARDS")
+            .ok()
+            .map_or(0, |shards| {
+                shards
+                    .parse()
+                    .expect("SUIVI_BENCH_KAFKA_SHARDS is a number")
+            }),
         ..Settings::default()
     };
     let app = suivi::app::bind(settings.validated().expect("valid settings"))
