@@ -12,6 +12,7 @@ pub mod day;
 pub mod durable;
 pub mod event;
 pub mod figures;
+pub mod forecast;
 pub mod http;
 pub mod ingest;
 pub mod kafka;

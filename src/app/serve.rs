@@ -85,6 +85,7 @@ impl Serving {
                 self.figures.clone(),
                 self.gate.clone(),
                 settings.watch_interval,
+                settings.time_zone()?,
                 self.stop.clone(),
             ),
             move |request| query::grpc::admit(&query_gate, &query_readiness, request),
@@ -145,6 +146,7 @@ impl Serving {
             readiness: self.readiness.clone(),
             max_campaign_metrics: settings.max_campaign_metrics,
             sinks,
+            time_zone,
         };
         // Layers run outside in: a request is let in by its credential before it takes a place.
         let router = ingest::http::routes(self.intake.clone(), settings.max_request_bytes)
