@@ -17,6 +17,7 @@ pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod listener;
+pub mod pages;
 pub mod pipeline;
 pub mod proto;
 pub mod pseudonym;

@@ -165,7 +165,7 @@ fn report_html(page: &mut String, report: &Report, lang: Lang) {
         page,
         "<section class=\"chart\">\n<h2>{}</h2>\n{}</section>",
         words.cumulative_chart,
-        charts::cumulative_chart(report, lang)
+        charts::cumulative_chart(report, lang, None)
     );
     // The funnel is not dated by day: say which snapshot it is.
     let as_of = report

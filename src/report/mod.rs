@@ -18,7 +18,7 @@
 //! before the end of the period, or, when none was, as of the first one after, and says which;
 //! it never gives them per period. Building a report does no IO besides reading the store.
 
-mod charts;
+pub mod charts;
 pub mod csv;
 pub mod html;
 pub mod http;
