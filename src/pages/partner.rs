@@ -225,10 +225,7 @@ fn slots(view: &View, ask: &Ask, state: &PagesState) -> Slots {
 fn funnel_rows(view: &View, lang: Lang) -> String {
     let counters = &view.counters;
     let stages = stages(counters, lang);
-    let programme_stages = view
-        .programme
-        .as_ref()
-        .map(stages_values);
+    let programme_stages = view.programme.as_ref().map(stages_values);
     let programme_enrolled = view.programme.as_ref().map_or(0, |p| p.enrolled);
     let mut rows = String::new();
     let mut previous: Option<u64> = None;

@@ -7,6 +7,7 @@
 //! one harness for every test of the process.
 
 mod binary;
+pub mod browser;
 
 use std::future::Future;
 use std::net::SocketAddr;
