@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 
-use super::words::{forecast_sentence, instant_seconds, pace_sentence, words};
+use super::words::{instant_seconds, words};
 use super::{
     Ask, PageQuery, PagesState, Slots, card, header, html_response, live as stream, not_found,
     path_segment, readable, shell, today,
@@ -197,13 +197,13 @@ fn slots(view: &View, ask: &Ask, state: &PagesState) -> Slots {
             |target| lang.label_value(report_words.target, &lang.number(target)),
         ),
     );
-    slots.text("forecast", &forecast_sentence(lang, view.forecast.as_ref()));
+    slots.text("forecast", &lang.forecast(view.forecast.as_ref()));
     slots.text(
         "forecast-detail",
         &view
             .forecast
             .as_ref()
-            .map(|forecast| pace_sentence(lang, forecast))
+            .map(|forecast| lang.pace(forecast))
             .unwrap_or_default(),
     );
     slots.set("funnel-rows", funnel_rows(view, lang));

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
 
-use super::words::{forecast_sentence, instant_seconds, words};
+use super::words::{instant_seconds, words};
 use super::{
     Ask, PageQuery, PagesState, Slots, card, header, html_response, live as stream, path_segment,
     shell, today,
@@ -275,16 +275,13 @@ fn slots(state: &PagesState, rows: &[Row], totals: Option<&Row>, lang: Lang) -> 
                 |target| lang.label_value(report_words.target, &lang.number(target)),
             ),
         );
-        slots.text(
-            "totals-forecast",
-            &forecast_sentence(lang, totals.forecast.as_ref()),
-        );
+        slots.text("totals-forecast", &lang.forecast(totals.forecast.as_ref()));
         slots.text(
             "totals-forecast-detail",
             &totals
                 .forecast
                 .as_ref()
-                .map(|forecast| super::words::pace_sentence(lang, forecast))
+                .map(|forecast| lang.pace(forecast))
                 .unwrap_or_default(),
         );
     }
@@ -306,10 +303,9 @@ fn slots(state: &PagesState, rows: &[Row], totals: Option<&Row>, lang: Lang) -> 
         slots.text(format!("{id}-progress"), &percent(lang, counters.progress));
         slots.text(
             format!("{id}-forecast"),
-            &row.forecast.as_ref().map_or_else(
-                || "—".to_owned(),
-                |forecast| forecast_sentence(lang, Some(forecast)),
-            ),
+            &row.forecast
+                .as_ref()
+                .map_or_else(|| "—".to_owned(), |forecast| lang.forecast(Some(forecast))),
         );
     }
     slots

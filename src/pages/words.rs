@@ -1,11 +1,10 @@
-//! The pages' own words, in French (the default) and English, and the formats the report's
-//! `Lang` does not have (an instant to the second, a forecast in a sentence). Numbers, percents
-//! and dates come from `Lang`, as in the reports, so a page and a report never disagree.
+//! The pages' own words, in French (the default) and English, and the one format the report's
+//! `Lang` does not have (an instant to the second). Numbers, percents, dates and forecasts come
+//! from `Lang`, as in the reports, so a page and a report never disagree.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::forecast::{Forecast, Outlook};
 use crate::report::Lang;
 
 /// Every fixed text of the pages, in one language.
@@ -35,14 +34,6 @@ pub struct PageWords {
     pub previous_half_quarter: &'static str,
     pub forecast: &'static str,
     pub forecast_method: &'static str,
-    pub pace: &'static str,
-    pub per_week: &'static str,
-    pub reached_on: &'static str,
-    pub around: &'static str,
-    pub between: &'static str,
-    pub and: &'static str,
-    pub at_the_earliest: &'static str,
-    pub not_at_current_pace: &'static str,
     pub reports: &'static str,
     pub reports_intro: &'static str,
     pub no_reports: &'static str,
@@ -90,14 +81,6 @@ const FRENCH: PageWords = PageWords {
     forecast_method: "La prévision prolonge le rythme des quatre dernières semaines complètes \
         (certificats par semaine) jusqu’à l’objectif ; la fourchette vient de la plus rapide et de \
         la plus lente de ces quatre semaines. Au-delà d’un an : « pas au rythme actuel ».",
-    pace: "Rythme",
-    per_week: "certifiés par semaine (4 dernières semaines)",
-    reached_on: "Objectif atteint le",
-    around: "Vers le",
-    between: "entre le",
-    and: "et le",
-    at_the_earliest: "au plus tôt le",
-    not_at_current_pace: "Pas au rythme actuel",
     reports: "Rapports des périodes passées",
     reports_intro: "Les rapports semestriels par demi-trimestre, à télécharger :",
     no_reports: "Aucune période passée avec des chiffres.",
@@ -146,14 +129,6 @@ const ENGLISH: PageWords = PageWords {
     forecast_method: "The forecast extends the pace of the last four complete weeks (certificates \
         per week) to the target; the range comes from the fastest and the slowest of those four \
         weeks. Beyond a year: \u{201c}not at the current pace\u{201d}.",
-    pace: "Pace",
-    per_week: "certified per week (last 4 weeks)",
-    reached_on: "Target reached on",
-    around: "Around",
-    between: "between",
-    and: "and",
-    at_the_earliest: "at the earliest",
-    not_at_current_pace: "Not at the current pace",
     reports: "Reports of past periods",
     reports_intro: "The half-quarterly reports, to download:",
     no_reports: "No past period with figures.",
@@ -193,61 +168,15 @@ pub fn instant_seconds(lang: Lang, instant: DateTime<Utc>, time_zone: Tz) -> Str
     }
 }
 
-/// A forecast in one short sentence (no target: `None`).
-pub fn forecast_sentence(lang: Lang, forecast: Option<&Forecast>) -> String {
-    let words = words(lang);
-    let Some(forecast) = forecast else {
-        return lang.words().no_target.to_owned();
-    };
-    match forecast.outlook {
-        Outlook::Reached { on } => format!("{} {}", words.reached_on, lang.date(on)),
-        Outlook::Expected {
-            date,
-            earliest,
-            latest,
-        } => match latest {
-            Some(latest) => format!(
-                "{} {} ({} {} {} {})",
-                words.around,
-                lang.date(date),
-                words.between,
-                lang.date(earliest),
-                words.and,
-                lang.date(latest)
-            ),
-            None => format!(
-                "{} {} ({} {})",
-                words.around,
-                lang.date(date),
-                words.at_the_earliest,
-                lang.date(earliest)
-            ),
-        },
-        Outlook::NotAtCurrentPace => words.not_at_current_pace.to_owned(),
-    }
-}
-
-/// The pace behind a forecast: `Rythme : 1 234 certifiés par semaine (4 dernières semaines)`.
-pub fn pace_sentence(lang: Lang, forecast: &Forecast) -> String {
-    let words = words(lang);
-    // A pace is a count per week; shown rounded to a whole learner.
-    let per_week = forecast.pace_per_week.round().max(0.0);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // Rounded, ≥ 0, small.
-    let per_week = per_week as u64;
-    lang.label_value(
-        words.pace,
-        &format!("{} {}", lang.number(per_week), words.per_week),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::NaiveDate;
 
     use super::*;
+    use crate::forecast::{Forecast, Outlook};
 
     #[test]
-    fn forecasts_read_as_sentences_in_both_languages() {
+    fn forecasts_and_instants_read_as_sentences_in_both_languages() {
         let date = |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date");
         let forecast = Forecast {
             as_of: date("2021-01-01"),
@@ -259,14 +188,14 @@ mod tests {
             },
         };
         assert_eq!(
-            forecast_sentence(Lang::Fr, Some(&forecast)),
+            Lang::Fr.forecast(Some(&forecast)),
             "Vers le 10 février 2021 (au plus tôt le 26 janvier 2021)"
         );
         assert_eq!(
-            pace_sentence(Lang::Fr, &forecast),
+            Lang::Fr.pace(&forecast),
             "Rythme\u{a0}: 1\u{202f}234 certifiés par semaine (4 dernières semaines)"
         );
-        assert_eq!(forecast_sentence(Lang::En, None), "no published target");
+        assert_eq!(Lang::En.forecast(None), "no published target");
         let instant: DateTime<Utc> = "2026-11-30T22:41:07Z".parse().expect("an instant");
         assert_eq!(
             instant_seconds(Lang::Fr, instant, chrono_tz::Europe::Paris),

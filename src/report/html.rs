@@ -158,6 +158,15 @@ fn report_html(page: &mut String, report: &Report, lang: Lang) {
         _ => card(page, words.progress, words.not_available, words.no_target),
     }
     page.push_str("</section>\n");
+    if let Some(forecast) = &figures.forecast {
+        let _ = writeln!(
+            page,
+            "<p class=\"caption\"><strong>{}</strong> : {} · {}</p>",
+            escape(words.forecast_at_period_end),
+            escape(&lang.forecast(Some(forecast))),
+            escape(&lang.pace(forecast))
+        );
+    }
 
     figures_table(page, report, lang);
 
