@@ -1,7 +1,7 @@
 //! The pages, in headless Chromium (driven through chromedriver, `helpers::browser`): the
 //! partner page's figures equal the API's and follow new events without a reload; a signed link
 //! shows its partner only, and stops working when it expires or is altered; keyboard focus
-//! reaches every control of both pages; screenshots of both pages from the simulated programme
+//! reaches every control of both pages, and every text meets WCAG AA contrast; screenshots of both pages from the simulated programme
 //! (kept in the target directory for the README), with the forecast's accuracy on it. A
 //! missing Chromium or chromedriver fails these tests.
 
@@ -392,8 +392,36 @@ async fn tab_through(browser: &Browser) -> (BTreeSet<String>, BTreeSet<String>) 
     (reached, focusable)
 }
 
+/// Every text of the page whose contrast with its background is below WCAG AA (4.5:1, 3:1 for
+/// large text); SVG text is measured against the white the charts are drawn on.
+const LOW_CONTRAST: &str = r#"
+const parse = (c) => { const m = /rgba?\(([^)]+)\)/.exec(c || ''); if (!m) return null;
+  const p = m[1].split(',').map(Number); return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 }; };
+const luminance = ({ r, g, b }) => { const f = (v) => { v /= 255;
+  return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+const background = (e) => { for (let n = e; n; n = n.parentElement) {
+  const c = parse(getComputedStyle(n).backgroundColor); if (c && c.a > 0) return c; }
+  return { r: 255, g: 255, b: 255, a: 1 }; };
+const failures = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const text = walker.currentNode; if (!text.textContent.trim()) continue;
+  const e = text.parentElement; const style = getComputedStyle(e);
+  const inSvg = e.closest('svg') !== null;
+  const fg = parse(inSvg ? style.fill : style.color); if (!fg) continue;
+  const bg = inSvg ? { r: 255, g: 255, b: 255 } : background(e);
+  const [l1, l2] = [luminance(fg), luminance(bg)];
+  const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+  const size = parseFloat(style.fontSize); const bold = parseInt(style.fontWeight, 10) >= 700;
+  const large = size >= 24 || (bold && size >= 18.66);
+  if (ratio < (large ? 3 : 4.5)) failures.push(`${e.tagName} "${text.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+}
+return failures;
+"#;
+
 #[tokio::test]
-async fn keyboard_focus_reaches_every_control_of_both_pages() {
+async fn keyboard_focus_reaches_every_control_and_every_text_meets_aa_contrast_on_both_pages() {
     let mut app = spawn_app_with(|_| {}).await;
     app.ingest(&enrolments("a", "gendarmerie", 20)).await;
     app.ingest(&certificates("a", "gendarmerie", 5)).await;
@@ -409,6 +437,8 @@ async fn keyboard_focus_reaches_every_control_of_both_pages() {
         assert!(focusable.len() > 3, "{path}: {focusable:?}");
         let missed: Vec<&String> = focusable.difference(&reached).collect();
         assert!(missed.is_empty(), "{path}: focus never reached {missed:?}");
+        let low = browser.run(LOW_CONTRAST, json!([])).await;
+        assert_eq!(low, json!([]), "{path}: text below WCAG AA contrast");
         // The first Tab reaches the skip link, which leads to the content.
         browser.open(&app.url(path)).await;
         browser.tab().await;
