@@ -551,6 +551,36 @@ async fn screenshots_of_both_pages_from_the_simulated_programme_and_the_forecast
         gendarmerie["forecast"],
         serde_json::to_value(expected).expect("serialises")
     );
+    // And gRPC says the same.
+    let message = app
+        .counter_client()
+        .await
+        .get_campaign(suivi::proto::GetCampaignRequest {
+            campaign: "gendarmerie".to_owned(),
+        })
+        .await
+        .expect("GetCampaign answers")
+        .into_inner()
+        .counters
+        .and_then(|counters| counters.forecast)
+        .expect("a forecast over gRPC");
+    assert_eq!(
+        (
+            json!(message.as_of),
+            json!(message.pace_per_week),
+            json!(message.date)
+        ),
+        (
+            gendarmerie["forecast"]["as_of"].clone(),
+            gendarmerie["forecast"]["pace_per_week"].clone(),
+            gendarmerie["forecast"]["date"].clone()
+        )
+    );
+    assert_eq!(
+        message.status(),
+        suivi::proto::ForecastStatus::Expected,
+        "{gendarmerie}"
+    );
 
     let browser = Browser::start(1200, 1600).await;
     let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
