@@ -203,6 +203,17 @@ fn error_page(lang: Lang, status: StatusCode, title: &str, detail: &str) -> Resp
     html_response(status, shell(lang, title, &body, None))
 }
 
+/// 403 as a page: the caller's credential reads no figures at all (an LMS's, say).
+fn forbidden(lang: Lang) -> Response {
+    let words = words(lang);
+    error_page(
+        lang,
+        StatusCode::FORBIDDEN,
+        words.unauthenticated,
+        words.forbidden,
+    )
+}
+
 /// A campaign the caller may not read, or that does not exist: the same page.
 fn not_found(lang: Lang) -> Response {
     let words = words(lang);

@@ -14,8 +14,8 @@ use chrono::Utc;
 
 use super::words::{instant_seconds, words};
 use super::{
-    Ask, PageQuery, PagesState, Slots, card, header, html_response, live as stream, not_found,
-    path_segment, readable, shell, today,
+    Ask, PageQuery, PagesState, Slots, card, forbidden, header, html_response, live as stream,
+    not_found, path_segment, readable, shell, today,
 };
 use crate::auth::{Caller, Read};
 use crate::day::Day;
@@ -48,6 +48,9 @@ pub(super) async fn page(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let ask = query.ask();
+    if caller.require_read(Read::Figures).is_err() {
+        return forbidden(ask.lang);
+    }
     let campaign = campaign_id(&campaign);
     let Some(view) = view(&state, &caller, &campaign) else {
         return not_found(ask.lang);
@@ -71,6 +74,9 @@ pub(super) async fn live(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let ask = query.ask();
+    if caller.require_read(Read::Figures).is_err() {
+        return forbidden(ask.lang);
+    }
     let campaign = campaign_id(&campaign);
     if !readable(&state, &caller, &campaign) {
         return not_found(ask.lang);
@@ -478,13 +484,11 @@ fn body(view: &View, ask: &Ask, caller: &Caller, slots: &Slots, path: &str) -> S
         escape(page_words.forecast),
         escape(page_words.forecast_method)
     ));
-    {
-        body.push_str(&format!(
-            "<p><a href=\"{}\">{}</a></p>",
-            escape(&ask.href("/", &[])),
-            escape(page_words.back_to_programme)
-        ));
-    }
+    body.push_str(&format!(
+        "<p><a href=\"{}\">{}</a></p>",
+        escape(&ask.href("/", &[])),
+        escape(page_words.back_to_programme)
+    ));
     body.push_str("</main></div>");
     body
 }

@@ -12,8 +12,8 @@ use chrono::NaiveDate;
 
 use super::words::{instant_seconds, words};
 use super::{
-    Ask, PageQuery, PagesState, Slots, card, header, html_response, live as stream, path_segment,
-    shell, today,
+    Ask, PageQuery, PagesState, Slots, card, forbidden, header, html_response, live as stream,
+    path_segment, shell, today,
 };
 use crate::auth::{Caller, Read};
 use crate::figures::CampaignCounters;
@@ -82,6 +82,9 @@ pub(super) async fn page(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let ask = query.ask();
+    if caller.require_read(Read::Figures).is_err() {
+        return forbidden(ask.lang);
+    }
     let (column, descending) = sort_of(&query);
     let mut rows = rows(&state, &caller);
     sort(&mut rows, column, descending);
@@ -134,6 +137,9 @@ pub(super) async fn live(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let lang = query.ask().lang;
+    if caller.require_read(Read::Figures).is_err() {
+        return forbidden(lang);
+    }
     let make_state = state.clone();
     stream::respond(state, caller, move |caller: &Caller| {
         let rows = rows(&make_state, caller);
@@ -143,9 +149,6 @@ pub(super) async fn live(
 }
 
 fn rows(state: &PagesState, caller: &Caller) -> Vec<Row> {
-    if caller.require_read(Read::Figures).is_err() {
-        return Vec::new();
-    }
     let today = today(state);
     state
         .figures

@@ -82,7 +82,7 @@ const FRENCH: PageWords = PageWords {
         (certificats par semaine) jusqu’à l’objectif ; la fourchette vient de la plus rapide et de \
         la plus lente de ces quatre semaines. Au-delà d’un an : « pas au rythme actuel ».",
     reports: "Rapports des périodes passées",
-    reports_intro: "Les rapports semestriels par demi-trimestre, à télécharger :",
+    reports_intro: "Les rapports de chaque demi-trimestre, à télécharger :",
     no_reports: "Aucune période passée avec des chiffres.",
     partners: "Les partenaires",
     partner: "Partenaire",

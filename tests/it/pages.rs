@@ -246,6 +246,18 @@ async fn a_partner_link_shows_that_partner_only_and_stops_working_when_it_expire
         .await
         .expect("answers");
     assert_eq!(basic.status(), StatusCode::OK);
+    // A credential that reads no figures (an LMS's) is refused the pages, as the JSON routes
+    // refuse it.
+    for path in ["/", "/partners/gendarmerie"] {
+        let refused = app
+            .http
+            .get(app.url(path))
+            .basic_auth("lms", Some(&writer))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+    }
 
     // A link printed by `suivi credentials link` (made before the key existed: the running
     // suivi reads the new key file within a second).
