@@ -216,6 +216,8 @@ async fn a_partner_link_shows_that_partner_only_and_stops_working_when_it_expire
     let mut app = spawn_app_with(|settings| {
         settings.credentials = Some(file.clone());
         settings.watch_interval = Duration::from_millis(100);
+        // Snapshots soon, for the reports the page links to.
+        settings.snapshot_interval = Duration::from_millis(50);
     })
     .await;
     let authorised = |path: &str| app.http.get(app.url(path)).bearer_auth(&operator).send();
@@ -297,6 +299,29 @@ async fn a_partner_link_shows_that_partner_only_and_stops_working_when_it_expire
         )
         .await;
     assert_eq!(rows, json!(["Gendarmerie nationale"]));
+    // The partner page's reports of past periods download with the link's key.
+    browser.open(&address).await;
+    let downloads = browser
+        .run(
+            "return [...document.querySelectorAll('ul.reports a')].map(a => a.href);",
+            json!([]),
+        )
+        .await;
+    let downloads: Vec<String> = serde_json::from_value(downloads).expect("addresses");
+    assert_eq!(
+        downloads.len(),
+        2,
+        "one period (the events' 2020-Q4-1), HTML and CSV"
+    );
+    for download in &downloads {
+        assert!(download.contains("period=2020-Q4-1"), "{download}");
+        let response = app.http.get(download).send().await.expect("answers");
+        let status = response.status();
+        let body = response.text().await.expect("a body");
+        assert_eq!(status, StatusCode::OK, "{download}: {body}");
+        assert!(body.contains("gendarmerie"), "{download}: {body}");
+        assert!(!body.contains("la-poste"), "{download}: {body}");
+    }
     assert_eq!(browser.text("totals-enrolled").await, None);
     // Another partner's page is the page of a campaign that does not exist.
     let other = app.get_text(&format!("/partners/la-poste?key={key}")).await;
