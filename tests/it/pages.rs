@@ -680,3 +680,30 @@ async fn screenshots_of_both_pages_from_the_simulated_programme_and_the_forecast
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_hostile_campaign_id_is_shown_as_text_and_its_page_is_reachable() {
+    let mut app = spawn_app_with(|_| {}).await;
+    let hostile = "<img src=x onerror=alert(1)> \"/?#&key=";
+    let answer = app.ingest(&enrolments("h", hostile, 2)).await;
+    assert_eq!(answer.accepted, 2, "{answer:?}");
+    let (status, page) = app.get_text("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("<img"), "markup from an id reached the page");
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{page}"
+    );
+    // The row links to the campaign's page, which names it, escaped, with its figures.
+    let link = page
+        .split("href=\"")
+        .map(|rest| rest.split('"').next().unwrap_or_default())
+        .find(|href| href.starts_with("/partners/%3Cimg"))
+        .expect("a link to the hostile campaign's page")
+        .replace("&amp;", "&");
+    let (status, partner) = app.get_text(&link).await;
+    assert_eq!(status, StatusCode::OK, "{link}");
+    assert!(!partner.contains("<img"), "{partner}");
+    assert!(partner.contains("id=\"enrolled\">2<"), "{partner}");
+    app.stop().await;
+}
