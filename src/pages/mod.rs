@@ -146,7 +146,7 @@ async fn let_in(
     };
     let caller = match caller {
         Ok(caller) => caller,
-        Err(failure) => return refused(lang, failure),
+        Err(failure) => return refused(lang, failure, state.time_zone),
     };
     if state.readiness.get() != Life::Ready {
         let words = words(lang);
@@ -166,17 +166,20 @@ async fn let_in(
 }
 
 /// 401 as a page. Without a link, the Basic challenge lets a browser ask for the token (as the
-/// password); a refused link says why, and asks for nothing.
-fn refused(lang: Lang, failure: Unauthenticated) -> Response {
+/// password); a refused link says why (when it expired, in the programme's time zone), and asks
+/// for nothing.
+fn refused(lang: Lang, failure: Unauthenticated, time_zone: Tz) -> Response {
     let words = words(lang);
     let link = matches!(
         failure,
         Unauthenticated::LinkInvalid | Unauthenticated::LinkExpired { .. }
     );
-    let detail = if link {
-        failure.to_string()
-    } else {
-        format!("{} ({failure})", words.unauthenticated_detail)
+    let detail = match failure {
+        Unauthenticated::LinkInvalid => words.link_invalid.to_owned(),
+        Unauthenticated::LinkExpired { expired } => words
+            .link_expired
+            .replace("{date}", &lang.instant(expired, time_zone)),
+        _ => format!("{} ({failure})", words.unauthenticated_detail),
     };
     let mut response = error_page(
         lang,

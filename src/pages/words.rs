@@ -49,6 +49,8 @@ pub struct PageWords {
     pub unauthenticated: &'static str,
     pub unauthenticated_detail: &'static str,
     pub forbidden: &'static str,
+    pub link_invalid: &'static str,
+    pub link_expired: &'static str,
     pub not_ready: &'static str,
     pub not_ready_detail: &'static str,
     pub back_to_programme: &'static str,
@@ -97,6 +99,9 @@ const FRENCH: PageWords = PageWords {
     unauthenticated_detail: "Cette page demande un accès : ouvrez le lien qui vous a été \
         envoyé, ou donnez votre jeton suivi comme mot de passe.",
     forbidden: "Cet accès ne permet pas de voir ces chiffres.",
+    link_invalid: "Ce lien n’est pas valide : il a été modifié, ou retiré quand la clé des liens a \
+        été changée. Demandez-en un nouveau au programme.",
+    link_expired: "Ce lien a expiré le {date} : demandez-en un nouveau au programme.",
     not_ready: "suivi démarre",
     not_ready_detail: "Les chiffres sont en cours de reconstruction ; réessayez dans un instant.",
     back_to_programme: "Le programme",
@@ -145,6 +150,9 @@ const ENGLISH: PageWords = PageWords {
     unauthenticated_detail: "This page needs access: open the link you were sent, or give your \
         suivi token as the password.",
     forbidden: "This access does not show these figures.",
+    link_invalid: "This link is not valid: it was altered, or withdrawn when the link key was \
+        replaced. Ask the programme for a new one.",
+    link_expired: "This link expired on {date}: ask the programme for a new one.",
     not_ready: "suivi is starting",
     not_ready_detail: "The figures are being rebuilt; try again in a moment.",
     back_to_programme: "The programme",

@@ -355,6 +355,10 @@ async fn a_partner_link_shows_that_partner_only_and_stops_working_when_it_expire
         .get_text(&format!("/partners/gendarmerie?key={altered}"))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("n’est pas valide"), "{page}");
+    let (_, page) = app
+        .get_text(&format!("/partners/gendarmerie?lang=en&key={altered}"))
+        .await;
     assert!(page.contains("not valid"), "{page}");
 
     // A link about to expire: it works, its open page ends its live stream at expiry, and
@@ -384,7 +388,22 @@ async fn a_partner_link_shows_that_partner_only_and_stops_working_when_it_expire
         .get_text(&format!("/partners/gendarmerie?key={short}"))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(page.contains("expired"), "{page}");
+    assert!(page.contains("Ce lien a expiré le"), "{page}");
+    let (_, page) = app
+        .get_text(&format!("/partners/gendarmerie?lang=en&key={short}"))
+        .await;
+    assert!(page.contains("This link expired on"), "{page}");
+    // The JSON routes say it too, to a program.
+    let (status, body) = app
+        .get(&format!("/v1/campaigns/gendarmerie?key={short}"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("expired")),
+        "{body}"
+    );
     browser.close().await;
     app.stop().await;
 }
