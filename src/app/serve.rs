@@ -1,5 +1,6 @@
 //! The two servers, built from the stages they expose: gRPC (health, reflection v1 and v1alpha,
-//! `IngestService`, `CounterService`) and HTTP (ingest, queries, `/metrics`, health, reports),
+//! `IngestService`, `CounterService`) and HTTP (ingest, queries, `/metrics`, health, reports,
+//! the pages),
 //! each behind its bounded listener, on the task tracker the shutdown waits for.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::figures::Figures;
 use crate::http::Bound;
 use crate::ingest::Intake;
 use crate::listener::{self, Listener, ListenerSettings};
+use crate::pages::PagesState;
 use crate::proto::counter_service_server::CounterServiceServer;
 use crate::query::Readiness;
 use crate::query::http::QueryState;
@@ -26,7 +28,7 @@ use crate::report::http::ReportState;
 use crate::report::store::Store;
 use crate::snapshot::SinkHealth;
 use crate::tls::Tls;
-use crate::{ingest, query, report};
+use crate::{ingest, pages, query, report};
 
 /// What the servers serve, and what stops them.
 pub(super) struct Serving {
@@ -85,6 +87,7 @@ impl Serving {
                 self.figures.clone(),
                 self.gate.clone(),
                 settings.watch_interval,
+                settings.time_zone()?,
                 self.stop.clone(),
             ),
             move |request| query::grpc::admit(&query_gate, &query_readiness, request),
@@ -145,6 +148,7 @@ impl Serving {
             readiness: self.readiness.clone(),
             max_campaign_metrics: settings.max_campaign_metrics,
             sinks,
+            time_zone,
         };
         // Layers run outside in: a request is let in by its credential before it takes a place.
         let router = ingest::http::routes(self.intake.clone(), settings.max_request_bytes)
@@ -177,6 +181,14 @@ impl Serving {
                 self.gate.clone(),
                 auth::http::authenticate,
             ))
+            .merge(pages::routes(PagesState {
+                figures: self.figures.clone(),
+                gate: self.gate.clone(),
+                readiness: self.readiness.clone(),
+                time_zone,
+                watch_interval: settings.watch_interval,
+                shutdown: self.stop.clone(),
+            }))
             .merge(query::http::operational_routes(
                 query_state,
                 self.gate.clone(),

@@ -1,5 +1,7 @@
-//! `suivi credentials add|list|revoke`: manages the credentials file. `add` prints the new token
-//! once — only its hash is kept — and a running suivi picks the change up within a second.
+//! `suivi credentials add|list|revoke|link|rotate-link-key`: manages the credentials file and
+//! the link key beside it. `add` prints the new token once — only its hash is kept — and a
+//! running suivi picks the change up within a second. `link` prints a signed read-only link to a
+//! partner's page (`auth::link`); `rotate-link-key` withdraws every link made so far.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -10,6 +12,7 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use crate::auth::file::{self, CredentialsFile, Scope, StoredCredential};
+use crate::auth::link::{self, LinkKey};
 use crate::event::{campaign_id, source_name};
 
 /// `suivi credentials`.
@@ -34,6 +37,31 @@ pub enum CredentialsCommand {
         /// The credential's id.
         id: String,
     },
+    /// Print a read-only link to a partner's page, signed and expiring, for its coordinator: it
+    /// grants what `add --read CAMPAIGN` grants (that campaign's figures and reports), with no
+    /// token to handle. Makes the link key (beside the credentials file) when there is none.
+    Link(LinkArgs),
+    /// Replace the link key: every link made so far stops working within a second.
+    RotateLinkKey,
+}
+
+/// `suivi credentials link`.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The partner's campaign.
+    #[arg(long, value_name = "CAMPAIGN")]
+    pub campaign: String,
+    /// Days the link works for.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3660))]
+    pub days: u32,
+    /// The address coordinators reach suivi's HTTP listener at.
+    #[arg(
+        long,
+        env = "SUIVI_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub base_url: url::Url,
 }
 
 /// `suivi credentials add`: the id, then exactly one role.
@@ -120,6 +148,33 @@ pub fn run(args: CredentialsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             }
             credentials.write(&path)?;
             writeln!(out, "revoked {id}")?;
+        }
+        CredentialsCommand::Link(link) => {
+            let key = LinkKey::read_or_create(&link::key_path(&path))?;
+            let expires = Utc::now() + chrono::Days::new(u64::from(link.days));
+            let token = key.sign(&link.campaign, expires)?;
+            let campaign = campaign_id(&link.campaign);
+            let mut url = link.base_url;
+            url.path_segments_mut()
+                .map_err(|()| anyhow::anyhow!("--base-url must be an http(s) address"))?
+                .pop_if_empty()
+                .extend(["partners", campaign.as_str()]);
+            url.query_pairs_mut()
+                .clear()
+                .append_pair(link::LINK_PARAMETER, &token);
+            writeln!(
+                out,
+                "read-only link to {campaign}'s page, until {} (withdrawn only by                  rotate-link-key, which withdraws every link):",
+                expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )?;
+            writeln!(out, "{url}")?;
+        }
+        CredentialsCommand::RotateLinkKey => {
+            LinkKey::generate().write(&link::key_path(&path))?;
+            writeln!(
+                out,
+                "link key replaced: every link made before stops working"
+            )?;
         }
     }
     Ok(())

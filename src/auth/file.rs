@@ -193,22 +193,7 @@ impl CredentialsFile {
              # Only hashes of the tokens are kept; a lost token is revoked and a new one added.\n\n",
         );
         text.push_str(&toml::to_string_pretty(self).context("cannot encode the credentials")?);
-        let directory = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(directory)
-            .with_context(|| format!("cannot create {}", directory.display()))?;
-        let mut temporary = tempfile_in(directory)?;
-        temporary
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|()| temporary.file.sync_all())
-            .with_context(|| format!("cannot write {}", temporary.path.display()))?;
-        std::fs::rename(&temporary.path, path)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
-        temporary.renamed = true;
-        Ok(())
+        write_private(path, &text)
     }
 
     /// The credential named `id`.
@@ -217,6 +202,27 @@ impl CredentialsFile {
             .iter_mut()
             .find(|credential| credential.id == id)
     }
+}
+
+/// Writes `text` to `path` whole, readable by its owner only, replacing the old file at once (a
+/// reader sees the old file or the new one, never half of one).
+pub(super) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(directory)
+        .with_context(|| format!("cannot create {}", directory.display()))?;
+    let mut temporary = tempfile_in(directory)?;
+    temporary
+        .file
+        .write_all(text.as_bytes())
+        .and_then(|()| temporary.file.sync_all())
+        .with_context(|| format!("cannot write {}", temporary.path.display()))?;
+    std::fs::rename(&temporary.path, path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    temporary.renamed = true;
+    Ok(())
 }
 
 /// Checks a credential id: 1 to 64 bytes of letters, digits, `-`, `_` and `.`.

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
 use super::file::{self, CredentialsFile, StoredCredential};
+use super::link::{self, LINK_PREFIX, LinkKey, LinkRefused};
 use super::quota::{Limits, Quota};
 use super::{ANONYMOUS, Caller, Campaigns, Entry, Unauthenticated};
 use crate::config::Valid;
@@ -24,6 +25,7 @@ use crate::telemetry;
 pub fn check_settings(settings: Valid) -> anyhow::Result<Valid> {
     if let Some(path) = &settings.credentials {
         CredentialsFile::read(path, false)?;
+        LinkKey::read(&link::key_path(path))?;
     }
     Ok(settings)
 }
@@ -54,6 +56,8 @@ pub struct Gate {
     source: Option<Source>,
     table: ArcSwap<Table>,
     metrics_token: Option<blake3::Hash>,
+    /// The key signed links are checked with; none until one is made.
+    link_key: ArcSwapOption<LinkKey>,
 }
 
 /// Where the credentials come from.
@@ -61,8 +65,10 @@ pub struct Gate {
 struct Source {
     path: PathBuf,
     defaults: QuotaDefaults,
-    /// The file's modification time and length when last read.
-    seen: parking_lot::Mutex<Option<(SystemTime, u64)>>,
+    /// The link key's file, beside the credentials file.
+    link_key_path: PathBuf,
+    /// The modification time and length of the file and of the link key when last read.
+    seen: parking_lot::Mutex<[Option<(SystemTime, u64)>; 2]>,
 }
 
 impl Gate {
@@ -76,6 +82,7 @@ impl Gate {
                 entries: Vec::new(),
             }),
             metrics_token: metrics_token.map(|token| blake3::hash(token.as_bytes())),
+            link_key: ArcSwapOption::empty(),
         }
     }
 
@@ -85,18 +92,22 @@ impl Gate {
         defaults: QuotaDefaults,
         metrics_token: Option<&str>,
     ) -> anyhow::Result<Gate> {
+        let link_key_path = link::key_path(path);
         let source = Source {
             path: path.to_owned(),
+            seen: parking_lot::Mutex::new([stamp(path), stamp(&link_key_path)]),
+            link_key_path,
             defaults,
-            seen: parking_lot::Mutex::new(stamp(path)),
         };
         let file = CredentialsFile::read(path, false)?;
+        let link_key = LinkKey::read(&source.link_key_path)?;
         let table = build(&file, defaults, None);
         table.register();
         let gate = Gate {
             source: Some(source),
             table: ArcSwap::from_pointee(table),
             metrics_token: metrics_token.map(|token| blake3::hash(token.as_bytes())),
+            link_key: ArcSwapOption::from(link_key.map(Arc::new)),
         };
         telemetry::record_credentials(gate.table.load().active());
         Ok(gate)
@@ -119,8 +130,35 @@ impl Gate {
         result
     }
 
+    /// The caller of a signed link's `token` (a page's `key` parameter). With an open gate,
+    /// `anonymous`, as for any request.
+    pub fn authenticate_link(&self, token: &str) -> Result<Caller, Unauthenticated> {
+        if self.source.is_none() {
+            return Ok(Caller::anonymous());
+        }
+        let result = self.link(token.as_bytes());
+        if let Err(failure) = result {
+            telemetry::record_auth_failure(failure.cause());
+        }
+        result
+    }
+
+    fn link(&self, token: &[u8]) -> Result<Caller, Unauthenticated> {
+        let token = std::str::from_utf8(token).map_err(|_| Unauthenticated::LinkInvalid)?;
+        let key = self.link_key.load();
+        let key = key.as_deref().ok_or(Unauthenticated::LinkInvalid)?;
+        match key.verify(token, chrono::Utc::now()) {
+            Ok(link) => Ok(Caller::of_link(link, key.fingerprint())),
+            Err(LinkRefused::Invalid) => Err(Unauthenticated::LinkInvalid),
+            Err(LinkRefused::Expired { expired }) => Err(Unauthenticated::LinkExpired { expired }),
+        }
+    }
+
     fn find(&self, authorization: Option<&[u8]>) -> Result<Caller, Unauthenticated> {
         let token = bearer(authorization)?;
+        if token.starts_with(LINK_PREFIX.as_bytes()) {
+            return self.link(&token);
+        }
         let hash = blake3::hash(&token);
         let table = self.table.load();
         // Every hash is compared, each in constant time: how long this takes says nothing of
@@ -145,6 +183,26 @@ impl Gate {
     pub fn current(&self, caller: &Caller) -> Result<Caller, Unauthenticated> {
         if self.source.is_none() {
             return Ok(caller.clone());
+        }
+        if let Some(grant) = caller.entry.link {
+            // A link stands while it has not expired and its key is still the one in force.
+            let key = self.link_key.load();
+            let result = match key.as_deref() {
+                Some(key) if key.fingerprint() == grant.key => {
+                    if chrono::Utc::now() < grant.expires {
+                        Ok(caller.clone())
+                    } else {
+                        Err(Unauthenticated::LinkExpired {
+                            expired: grant.expires,
+                        })
+                    }
+                }
+                _ => Err(Unauthenticated::LinkInvalid),
+            };
+            if let Err(failure) = result {
+                telemetry::record_auth_failure(failure.cause());
+            }
+            return result;
         }
         let table = self.table.load();
         let result = match table
@@ -188,13 +246,23 @@ impl Gate {
         let Some(source) = &self.source else {
             return Ok(false);
         };
-        let now = stamp(&source.path);
+        let now = [stamp(&source.path), stamp(&source.link_key_path)];
         {
             let mut seen = source.seen.lock();
             if !force && *seen == now {
                 return Ok(false);
             }
             *seen = now;
+        }
+        match LinkKey::read(&source.link_key_path) {
+            Ok(key) => self.link_key.store(key.map(Arc::new)),
+            Err(error) => {
+                // The key in force stays: links keep working rather than all failing at once.
+                tracing::error!(
+                    error = %telemetry::chain(&*error),
+                    "link key not reloaded: the key in force stays as it was"
+                );
+            }
         }
         let file = match CredentialsFile::read(&source.path, false) {
             Ok(file) => file,
@@ -340,6 +408,7 @@ fn build(file: &CredentialsFile, defaults: QuotaDefaults, old: Option<&Table>) -
                 },
                 totals: stored.totals,
                 quota,
+                link: None,
             }))
         })
         .collect();

@@ -1,14 +1,16 @@
-//! The HTTP edge's checks: [`authenticate`] lets a request in by its bearer token (401
-//! `unauthenticated` with `WWW-Authenticate: Bearer` otherwise) and hands its [`Caller`] to the
-//! route; [`require_metrics_token`] guards `/metrics` when `metrics_token` is set.
+//! The HTTP edge's checks: [`authenticate`] lets a request in by its bearer token, or without
+//! an `Authorization` header by a signed link's `?key=` (so that a page's links to reports work
+//! for a link's holder), 401 `unauthenticated` with `WWW-Authenticate: Bearer` otherwise, and
+//! hands its [`Caller`] to the route; [`require_metrics_token`] guards `/metrics` when `metrics_token` is set.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::link::LINK_PARAMETER;
 use crate::auth::{Gate, PermissionDenied, Unauthenticated};
 use crate::http::ApiError;
 
@@ -19,7 +21,11 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match gate.authenticate(authorization(request.headers())) {
+    let caller = match (authorization(request.headers()), link_key(request.uri())) {
+        (None, Some(key)) => gate.authenticate_link(&key),
+        (authorization, _) => gate.authenticate(authorization),
+    };
+    match caller {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -39,6 +45,13 @@ pub async fn require_metrics_token(
         Ok(()) => next.run(request).await,
         Err(failure) => unauthenticated(failure).into_response(),
     }
+}
+
+/// The signed link key in a request's query (`?key=`), if any.
+fn link_key(uri: &Uri) -> Option<String> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(name, value)| name == LINK_PARAMETER && !value.is_empty())
+        .map(|(_, value)| value.into_owned())
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&[u8]> {

@@ -18,13 +18,14 @@ pub mod file;
 mod gate;
 pub mod grpc;
 pub mod http;
+pub mod link;
 pub mod quota;
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::event::{RejectReason, TOTALS_CAMPAIGN, source_name};
 use crate::telemetry;
@@ -76,6 +77,15 @@ struct Entry {
     campaigns: Campaigns,
     totals: bool,
     quota: Arc<Quota>,
+    /// For a signed link: when it expires and the key it was signed with.
+    link: Option<LinkGrant>,
+}
+
+/// What a caller let in by a signed link holds on to, to be checked again.
+#[derive(Debug, Clone, Copy)]
+struct LinkGrant {
+    expires: DateTime<Utc>,
+    key: blake3::Hash,
 }
 
 /// Why a request was not let in; `cause()` is the metric label.
@@ -91,6 +101,10 @@ pub enum Unauthenticated {
     Unknown,
     #[error("the bearer token's credential was revoked")]
     Revoked,
+    #[error("{}", link::LinkRefused::Invalid)]
+    LinkInvalid,
+    #[error("{}", link::LinkRefused::Expired { expired: *expired })]
+    LinkExpired { expired: DateTime<Utc> },
 }
 
 impl Unauthenticated {
@@ -100,6 +114,8 @@ impl Unauthenticated {
             Unauthenticated::Malformed => "malformed_token",
             Unauthenticated::Unknown => "unknown_token",
             Unauthenticated::Revoked => "revoked_token",
+            Unauthenticated::LinkInvalid => "invalid_link",
+            Unauthenticated::LinkExpired { .. } => "expired_link",
         }
     }
 }
@@ -129,6 +145,35 @@ impl Caller {
                     burst: NonZeroU32::MIN,
                     new_campaigns_per_day: u32::MAX,
                 })),
+                link: None,
+            }),
+        }
+    }
+
+    /// The caller of a signed link: what a partner read credential on its campaign grants
+    /// (`figures:read` and `reports:read` there, no totals, no events), named
+    /// `link:<campaign>`.
+    fn of_link(link: link::Link, key: blake3::Hash) -> Caller {
+        Caller {
+            entry: Arc::new(Entry {
+                id: Arc::from(format!("link:{}", link.campaign)),
+                hash: blake3::hash(b""),
+                revoked: false,
+                scopes: [Scope::FiguresRead, Scope::ReportsRead]
+                    .into_iter()
+                    .collect(),
+                sources: BTreeSet::new(),
+                campaigns: Campaigns::Only([link.campaign].into_iter().collect()),
+                totals: false,
+                quota: Arc::new(Quota::new(Limits {
+                    events_per_second: None,
+                    burst: NonZeroU32::MIN,
+                    new_campaigns_per_day: 0,
+                })),
+                link: Some(LinkGrant {
+                    expires: link.expires,
+                    key,
+                }),
             }),
         }
     }

@@ -262,3 +262,70 @@ fn metrics_need_the_metrics_token_only_when_one_is_set() {
     // An open gate lets every other request in.
     assert!(guarded.authenticate(None).is_ok());
 }
+
+#[test]
+fn a_signed_link_grants_what_a_partner_read_credential_grants_until_its_key_changes() {
+    let (directory, gate) = gate_of(&programme());
+    let key_path = link::key_path(&directory.path().join("credentials.toml"));
+    let expires = Utc::now() + chrono::Days::new(90);
+    // No key yet: no link is valid.
+    let key = link::LinkKey::generate();
+    let token = key.sign("gendarmerie", expires).expect("signed");
+    assert_eq!(
+        gate.authenticate_link(&token).err(),
+        Some(Unauthenticated::LinkInvalid)
+    );
+    key.write(&key_path).expect("the key is written");
+    assert!(gate.reload(true).expect("reloads"));
+
+    let by_link = gate.authenticate_link(&token).expect("a valid link");
+    let by_header = gate
+        .authenticate(Some(&bearer(&token)))
+        .expect("a link also works as a bearer token");
+    let partner = gate
+        .authenticate(Some(&bearer("t-partner")))
+        .expect("the partner's credential");
+    for caller in [&by_link, &by_header] {
+        assert_eq!(&**caller.id(), "link:gendarmerie");
+        for read in [Read::Figures, Read::Reports] {
+            assert_eq!(caller.campaigns(read), partner.campaigns(read));
+            for campaign in ["gendarmerie", "la-poste", "*"] {
+                assert_eq!(
+                    caller.may_read(read, campaign),
+                    partner.may_read(read, campaign),
+                    "{campaign}"
+                );
+            }
+        }
+        assert!(caller.require_write().is_err());
+        assert!(gate.current(caller).is_ok());
+    }
+
+    let expired = key
+        .sign("gendarmerie", Utc::now() - chrono::Duration::seconds(1))
+        .expect("signed");
+    assert!(matches!(
+        gate.authenticate_link(&expired),
+        Err(Unauthenticated::LinkExpired { .. })
+    ));
+    let mut altered = token.clone();
+    altered.pop();
+    assert_eq!(
+        gate.authenticate_link(&altered).err(),
+        Some(Unauthenticated::LinkInvalid)
+    );
+
+    // A new key withdraws every link, open streams included.
+    link::LinkKey::generate()
+        .write(&key_path)
+        .expect("the key is replaced");
+    assert!(gate.reload(true).expect("reloads"));
+    assert_eq!(
+        gate.authenticate_link(&token).err(),
+        Some(Unauthenticated::LinkInvalid)
+    );
+    assert_eq!(
+        gate.current(&by_link).err(),
+        Some(Unauthenticated::LinkInvalid)
+    );
+}

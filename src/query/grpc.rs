@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono_tz::Tz;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{self, Caller, Gate, PermissionDenied, Read};
 use crate::event::{TOTALS_CAMPAIGN, campaign_id};
 use crate::figures::{CampaignCounters, DayCounters, Figures};
+use crate::forecast::{self, Forecast, Outlook};
 use crate::proto;
 use crate::proto::counter_service_server::CounterService;
 use crate::query::{Readiness, State, day_bound};
@@ -33,6 +35,8 @@ pub struct CounterApi {
     figures: Arc<Figures>,
     gate: Arc<Gate>,
     watch_interval: Duration,
+    /// Forecasts are made as of today in this zone.
+    time_zone: Tz,
     shutdown: CancellationToken,
 }
 
@@ -42,14 +46,25 @@ impl CounterApi {
         figures: Arc<Figures>,
         gate: Arc<Gate>,
         watch_interval: Duration,
+        time_zone: Tz,
         shutdown: CancellationToken,
     ) -> CounterApi {
         CounterApi {
             figures,
             gate,
             watch_interval,
+            time_zone,
             shutdown,
         }
+    }
+
+    /// The message of `counters`, with their forecast as of today.
+    fn message(&self, counters: CampaignCounters) -> proto::CampaignCounters {
+        let today = chrono::Utc::now()
+            .with_timezone(&self.time_zone)
+            .date_naive();
+        let forecast = forecast::of_counters(&self.figures, &counters, today);
+        message(counters, forecast)
     }
 }
 
@@ -71,7 +86,7 @@ impl CounterService for CounterApi {
             .ok_or_else(|| not_found(&campaign))?;
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::GetCampaignResponse {
-            counters: Some(message(counters)),
+            counters: Some(self.message(counters)),
         }))
     }
 
@@ -86,7 +101,7 @@ impl CounterService for CounterApi {
             .campaigns()
             .into_iter()
             .filter(|counters| caller.may_read(Read::Figures, &counters.campaign))
-            .map(message)
+            .map(|counters| self.message(counters))
             .collect();
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::ListCampaignsResponse { campaigns }))
@@ -99,7 +114,7 @@ impl CounterService for CounterApi {
         let started = Instant::now();
         let caller = reader(&request)?;
         require_totals(&caller)?;
-        let totals = message(self.figures.totals());
+        let totals = self.message(self.figures.totals());
         telemetry::record_query(Transport::Grpc, started.elapsed());
         Ok(Response::new(proto::GetTotalsResponse {
             totals: Some(totals),
@@ -213,7 +228,7 @@ async fn watch(
             };
             let Some(counters) = counters else { continue };
             let response = proto::WatchCampaignsResponse {
-                counters: Some(message(counters)),
+                counters: Some(api.message(counters)),
             };
             if sender.send(Ok(response)).await.is_err() {
                 return;
@@ -274,7 +289,7 @@ fn timeline_campaign(text: &str) -> String {
     }
 }
 
-fn message(counters: CampaignCounters) -> proto::CampaignCounters {
+fn message(counters: CampaignCounters, forecast: Option<Forecast>) -> proto::CampaignCounters {
     proto::CampaignCounters {
         campaign: counters.campaign,
         name: counters.name,
@@ -292,6 +307,43 @@ fn message(counters: CampaignCounters) -> proto::CampaignCounters {
             nanos: i32::try_from(counters.as_of.timestamp_subsec_nanos()).unwrap_or(0),
         }),
         registered: counters.registered,
+        forecast: forecast.map(forecast_message),
+    }
+}
+
+fn forecast_message(forecast: Forecast) -> proto::Forecast {
+    let day = |date: chrono::NaiveDate| date.format("%Y-%m-%d").to_string();
+    let (status, date, earliest, latest) = match forecast.outlook {
+        Outlook::Reached { on } => (
+            proto::ForecastStatus::Reached,
+            day(on),
+            String::new(),
+            String::new(),
+        ),
+        Outlook::Expected {
+            date,
+            earliest,
+            latest,
+        } => (
+            proto::ForecastStatus::Expected,
+            day(date),
+            day(earliest),
+            latest.map(day).unwrap_or_default(),
+        ),
+        Outlook::NotAtCurrentPace => (
+            proto::ForecastStatus::NotAtCurrentPace,
+            String::new(),
+            String::new(),
+            String::new(),
+        ),
+    };
+    proto::Forecast {
+        as_of: day(forecast.as_of),
+        status: status.into(),
+        pace_per_week: forecast.pace_per_week,
+        date,
+        earliest,
+        latest,
     }
 }
 

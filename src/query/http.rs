@@ -11,6 +11,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{NaiveDate, Utc};
+use chrono_tz::Tz;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,6 +21,7 @@ use crate::auth::http::denied;
 use crate::auth::{Caller, Gate, PermissionDenied, Read};
 use crate::event::{TOTALS_CAMPAIGN, campaign_id};
 use crate::figures::{CampaignCounters, DayCounters, Figures};
+use crate::forecast::{self, Forecast};
 use crate::http::ApiError;
 use crate::query::{Readiness, State as Life, day_bound};
 use crate::snapshot::SinkHealth;
@@ -34,6 +37,31 @@ pub struct QueryState {
     pub sinks: Arc<SinkHealth>,
     /// The most registered campaigns exported as per-campaign series on `/metrics`.
     pub max_campaign_metrics: usize,
+    /// Forecasts are made as of today in this zone.
+    pub time_zone: Tz,
+}
+
+/// A campaign's counters as the JSON routes answer them: the figures' fields, and the forecast
+/// to its target (absent without a target), made as of today.
+#[derive(Debug, Clone, Serialize)]
+pub struct CountersWithForecast {
+    #[serde(flatten)]
+    pub counters: CampaignCounters,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+}
+
+impl QueryState {
+    /// Today, in the programme's time zone.
+    pub fn today(&self) -> NaiveDate {
+        Utc::now().with_timezone(&self.time_zone).date_naive()
+    }
+
+    /// `counters` with their forecast as of today.
+    pub fn with_forecast(&self, counters: CampaignCounters) -> CountersWithForecast {
+        let forecast = forecast::of_counters(&self.figures, &counters, self.today());
+        CountersWithForecast { counters, forecast }
+    }
 }
 
 /// The query routes, for callers let in by `auth::http::authenticate`: each answers only what
@@ -84,7 +112,7 @@ async fn require_ready(State(state): State<QueryState>, request: Request, next: 
 
 #[derive(Serialize)]
 struct CampaignList {
-    campaigns: Vec<CampaignCounters>,
+    campaigns: Vec<CountersWithForecast>,
 }
 
 #[derive(Serialize)]
@@ -106,6 +134,10 @@ async fn list_campaigns(
     caller.require_read(Read::Figures).map_err(denied)?;
     let mut campaigns = state.figures.campaigns();
     campaigns.retain(|counters| caller.may_read(Read::Figures, &counters.campaign));
+    let campaigns = campaigns
+        .into_iter()
+        .map(|counters| state.with_forecast(counters))
+        .collect();
     telemetry::record_query(Transport::Http, started.elapsed());
     Ok(Json(CampaignList { campaigns }))
 }
@@ -114,7 +146,7 @@ async fn get_campaign(
     State(state): State<QueryState>,
     Extension(caller): Extension<Caller>,
     Path(campaign): Path<String>,
-) -> Result<Json<CampaignCounters>, ApiError> {
+) -> Result<Json<CountersWithForecast>, ApiError> {
     let started = Instant::now();
     caller.require_read(Read::Figures).map_err(denied)?;
     let campaign = campaign_id(&campaign);
@@ -123,16 +155,16 @@ async fn get_campaign(
         .and_then(|campaign| state.figures.campaign(campaign))
         .ok_or_else(|| not_found(&campaign))?;
     telemetry::record_query(Transport::Http, started.elapsed());
-    Ok(Json(counters))
+    Ok(Json(state.with_forecast(counters)))
 }
 
 async fn get_totals(
     State(state): State<QueryState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<CampaignCounters>, ApiError> {
+) -> Result<Json<CountersWithForecast>, ApiError> {
     let started = Instant::now();
     require_totals(&caller)?;
-    let totals = state.figures.totals();
+    let totals = state.with_forecast(state.figures.totals());
     telemetry::record_query(Transport::Http, started.elapsed());
     Ok(Json(totals))
 }
@@ -260,6 +292,7 @@ mod tests {
             readiness: readiness.clone(),
             sinks: Arc::new(SinkHealth::default()),
             max_campaign_metrics: 10,
+            time_zone: chrono_tz::Europe::Paris,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

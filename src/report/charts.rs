@@ -2,6 +2,7 @@
 //! day with data to the end of the period (the period shaded, a month grid, round ceilings), and
 //! the chapter funnel (each stage as a share of the enrolled, the programme's share marked when
 //! the report has the programme's figures).
+//! The live partner page (`pages`) draws the same charts, the cumulative one with the target line.
 //! Coordinates are in the SVG's own units; the SVG scales to the page's width. Every text comes
 //! from `Lang`; every text from the data is escaped.
 
@@ -21,6 +22,7 @@ const CERTIFIED_COLOUR: &str = "#047857";
 const STARTED_COLOUR: &str = "#6d28d9";
 const CHAPTER_COLOUR: &str = "#0e7490";
 const PERIOD_COLOUR: &str = "#fde68a";
+const TARGET_COLOUR: &str = "#b45309";
 
 // The charts. Coordinates are in the SVG's own units; the SVG scales to the page's width.
 
@@ -32,8 +34,8 @@ const MARGIN_TOP: f64 = 30.0;
 const MARGIN_BOTTOM: f64 = 34.0;
 
 /// Cumulative enrolled and certified from the first day with data to the end of the period,
-/// the period shaded.
-pub(super) fn cumulative_chart(report: &Report, lang: Lang) -> String {
+/// the period shaded; with `target`, a dashed line at the target (which the axis then reaches).
+pub fn cumulative_chart(report: &Report, lang: Lang, target: Option<u64>) -> String {
     let words = lang.words();
     let series = &report.figures.cumulative;
     let period = &report.period;
@@ -48,7 +50,8 @@ pub(super) fn cumulative_chart(report: &Report, lang: Lang) -> String {
     let x = |date: NaiveDate| MARGIN_LEFT + (date - first).num_days() as f64 / span * plot_width;
     let top = series
         .last()
-        .map_or(0, |day| day.enrolled.max(day.certified));
+        .map_or(0, |day| day.enrolled.max(day.certified))
+        .max(target.unwrap_or(0));
     let y_max = nice_ceiling(top);
     let y = |value: u64| MARGIN_TOP + plot_height - value as f64 / y_max as f64 * plot_height;
 
@@ -143,12 +146,29 @@ pub(super) fn cumulative_chart(report: &Report, lang: Lang) -> String {
             escape(&lang.number(previous))
         );
     }
+    if let Some(target) = target {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{MARGIN_LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{TARGET_COLOUR}\" \
+             stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" font-weight=\"bold\" fill=\"{TARGET_COLOUR}\">{}</text>",
+            MARGIN_LEFT + plot_width,
+            y(target),
+            y(target),
+            x(last) + 6.0,
+            y(target) + 4.0,
+            escape(&lang.number(target))
+        );
+    }
     // The legend.
-    let legend: [(&str, &str); 3] = [
+    let mut legend: Vec<(&str, &str)> = vec![
         (ENROLLED_COLOUR, words.enrolled),
         (CERTIFIED_COLOUR, words.certified),
         (PERIOD_COLOUR, words.period),
     ];
+    if target.is_some() {
+        legend.push((TARGET_COLOUR, words.target));
+    }
     let mut at = MARGIN_LEFT;
     for (colour, label) in legend {
         let _ = writeln!(
@@ -171,7 +191,7 @@ const FUNNEL_BARS: f64 = 430.0;
 /// One bar per stage (enrolled, started, each chapter, certified), as a share of the enrolled,
 /// with the programme's share of the same stage marked; without `programme`, the campaign's bars
 /// alone, and no marker in the legend.
-pub(super) fn funnel_chart(
+pub fn funnel_chart(
     campaign: &ReportFigures,
     programme: Option<&ReportFigures>,
     lang: Lang,

@@ -14,8 +14,12 @@
 
 use std::fmt::Write;
 
+use crate::forecast::{Forecast, Outlook};
 use crate::report::lang::Lang;
 use crate::report::{Flow, Funnel, Report, ReportFigures};
+
+/// One field of a forecast, as a CSV value.
+type ForecastField = fn(&Forecast) -> String;
 
 /// The header row.
 pub const HEADER: &str = "campaign,period,from,to,metric,label,value,programme_value,as_of";
@@ -131,6 +135,49 @@ fn rows(report: &Report, lang: Lang) -> Vec<Row> {
         optional(campaign.progress),
         optional(programme.and_then(|programme| programme.progress)),
     );
+    // The forecast at the period's end: its status, dates and pace, machine-readable.
+    let forecast_of = |figures: &ReportFigures, get: ForecastField| {
+        figures.forecast.as_ref().map(get).unwrap_or_default()
+    };
+    let forecast_fields: [(&str, ForecastField); 5] = [
+        ("forecast_status", |forecast| {
+            match forecast.outlook {
+                Outlook::Reached { .. } => "reached",
+                Outlook::Expected { .. } => "expected",
+                Outlook::NotAtCurrentPace => "not_at_current_pace",
+            }
+            .to_owned()
+        }),
+        ("forecast_date", |forecast| match forecast.outlook {
+            Outlook::Reached { on } => on.to_string(),
+            Outlook::Expected { date, .. } => date.to_string(),
+            Outlook::NotAtCurrentPace => String::new(),
+        }),
+        ("forecast_earliest", |forecast| match forecast.outlook {
+            Outlook::Expected { earliest, .. } => earliest.to_string(),
+            _ => String::new(),
+        }),
+        ("forecast_latest", |forecast| match forecast.outlook {
+            Outlook::Expected {
+                latest: Some(latest),
+                ..
+            } => latest.to_string(),
+            _ => String::new(),
+        }),
+        ("forecast_pace_per_week", |forecast| {
+            format!("{:.1}", forecast.pace_per_week)
+        }),
+    ];
+    for (metric, get) in forecast_fields {
+        row(
+            metric.to_owned(),
+            words.forecast_at_period_end.to_owned(),
+            forecast_of(campaign, get),
+            programme
+                .map(|programme| forecast_of(programme, get))
+                .unwrap_or_default(),
+        );
+    }
     let as_of = |funnel: &Option<Funnel>| {
         funnel
             .as_ref()

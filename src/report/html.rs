@@ -158,6 +158,15 @@ fn report_html(page: &mut String, report: &Report, lang: Lang) {
         _ => card(page, words.progress, words.not_available, words.no_target),
     }
     page.push_str("</section>\n");
+    if let Some(forecast) = &figures.forecast {
+        let _ = writeln!(
+            page,
+            "<p class=\"caption\"><strong>{}</strong> : {} · {}</p>",
+            escape(words.forecast_at_period_end),
+            escape(&lang.forecast(Some(forecast))),
+            escape(&lang.pace(forecast))
+        );
+    }
 
     figures_table(page, report, lang);
 
@@ -165,7 +174,7 @@ fn report_html(page: &mut String, report: &Report, lang: Lang) {
         page,
         "<section class=\"chart\">\n<h2>{}</h2>\n{}</section>",
         words.cumulative_chart,
-        charts::cumulative_chart(report, lang)
+        charts::cumulative_chart(report, lang, None)
     );
     // The funnel is not dated by day: say which snapshot it is.
     let as_of = report

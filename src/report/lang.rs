@@ -8,6 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 
+use crate::forecast::{Forecast, Outlook};
 use crate::report::period::Period;
 
 /// The language of a report: a setting (`report_lang`), defined with the others in `config`;
@@ -58,6 +59,16 @@ pub struct Words {
     pub generated: &'static str,
     pub half: [&'static str; 2],
     pub quarter: &'static str,
+    pub forecast: &'static str,
+    pub forecast_at_period_end: &'static str,
+    pub forecast_reached_on: &'static str,
+    pub forecast_around: &'static str,
+    pub forecast_between: &'static str,
+    pub forecast_and: &'static str,
+    pub forecast_at_the_earliest: &'static str,
+    pub forecast_not_at_current_pace: &'static str,
+    pub pace: &'static str,
+    pub per_week: &'static str,
     pub months: [&'static str; 12],
     pub short_months: [&'static str; 12],
 }
@@ -104,6 +115,16 @@ const FRENCH: Words = Words {
     generated: "généré le",
     half: ["1re moitié", "2e moitié"],
     quarter: "T",
+    forecast: "Prévision",
+    forecast_at_period_end: "Prévision au rythme des quatre dernières semaines de la période",
+    forecast_reached_on: "Objectif atteint le",
+    forecast_around: "Vers le",
+    forecast_between: "entre le",
+    forecast_and: "et le",
+    forecast_at_the_earliest: "au plus tôt le",
+    forecast_not_at_current_pace: "Pas au rythme actuel",
+    pace: "Rythme",
+    per_week: "certifiés par semaine (4 dernières semaines)",
     months: [
         "janvier",
         "février",
@@ -166,6 +187,16 @@ const ENGLISH: Words = Words {
     generated: "generated",
     half: ["first half", "second half"],
     quarter: "Q",
+    forecast: "Forecast",
+    forecast_at_period_end: "Forecast at the pace of the period's last four weeks",
+    forecast_reached_on: "Target reached on",
+    forecast_around: "Around",
+    forecast_between: "between",
+    forecast_and: "and",
+    forecast_at_the_earliest: "at the earliest",
+    forecast_not_at_current_pace: "Not at the current pace",
+    pace: "Pace",
+    per_week: "certified per week (last 4 weeks)",
     months: [
         "January",
         "February",
@@ -284,6 +315,57 @@ impl Lang {
             }
             None => range,
         }
+    }
+}
+
+impl Lang {
+    /// A forecast in one short sentence: `Vers le 10 février 2021 (entre le 26 janvier 2021 et
+    /// le 9 juin 2021)`; without a target, that there is none.
+    pub fn forecast(self, forecast: Option<&Forecast>) -> String {
+        let words = self.words();
+        let Some(forecast) = forecast else {
+            return words.no_target.to_owned();
+        };
+        match forecast.outlook {
+            Outlook::Reached { on } => format!("{} {}", words.forecast_reached_on, self.date(on)),
+            Outlook::Expected {
+                date,
+                earliest,
+                latest: Some(latest),
+            } => format!(
+                "{} {} ({} {} {} {})",
+                words.forecast_around,
+                self.date(date),
+                words.forecast_between,
+                self.date(earliest),
+                words.forecast_and,
+                self.date(latest)
+            ),
+            Outlook::Expected {
+                date,
+                earliest,
+                latest: None,
+            } => format!(
+                "{} {} ({} {})",
+                words.forecast_around,
+                self.date(date),
+                words.forecast_at_the_earliest,
+                self.date(earliest)
+            ),
+            Outlook::NotAtCurrentPace => words.forecast_not_at_current_pace.to_owned(),
+        }
+    }
+
+    /// The pace behind a forecast: `Rythme : 1 234 certifiés par semaine (4 dernières semaines)`.
+    pub fn pace(self, forecast: &Forecast) -> String {
+        let words = self.words();
+        // A pace is a count per week, shown rounded to a whole learner.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // Rounded, ≥ 0.
+        let per_week = forecast.pace_per_week.round().max(0.0) as u64;
+        self.label_value(
+            words.pace,
+            &format!("{} {}", self.number(per_week), words.per_week),
+        )
     }
 }
 

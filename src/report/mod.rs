@@ -18,7 +18,7 @@
 //! before the end of the period, or, when none was, as of the first one after, and says which;
 //! it never gives them per period. Building a report does no IO besides reading the store.
 
-mod charts;
+pub mod charts;
 pub mod csv;
 pub mod html;
 pub mod http;
@@ -40,6 +40,7 @@ use crate::config::{Settings, SettingsFlags};
 use crate::day::Day;
 use crate::event::TOTALS_CAMPAIGN;
 use crate::figures::DayCounters;
+use crate::forecast::{self, Forecast};
 pub use crate::report::lang::Lang;
 use crate::report::period::Period;
 use crate::report::store::{Stamped, Store, StoredCampaign};
@@ -89,6 +90,10 @@ pub struct ReportFigures {
     pub target: Option<u64>,
     /// certified / target at the end of the period.
     pub progress: Option<f64>,
+    /// When the target is reached at the pace of the period's last four weeks, made as of the
+    /// day after the period (`forecast`); absent without a target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
     /// Unique visitors and completions per chapter, from one snapshot; `None` when the store
     /// has no counters for the campaign.
     pub funnel: Option<Funnel>,
@@ -456,6 +461,9 @@ pub fn figures(campaign: &StoredCampaign, period: &Period, time_zone: Tz) -> Rep
             }
         })
         .collect();
+    let days: Vec<DayCounters> = timeline.range(..=to).map(|(_, day)| *day).collect();
+    let day_after = period.to.succ_opt().unwrap_or(period.to);
+    let forecast = forecast::forecast(&days, at_period_end.certified, target, day_after);
     ReportFigures {
         in_period,
         in_previous_period,
@@ -470,6 +478,7 @@ pub fn figures(campaign: &StoredCampaign, period: &Period, time_zone: Tz) -> Rep
         completion_rate: ratio(at_period_end.certified, at_period_end.enrolled),
         target,
         progress: target.and_then(|target| ratio(at_period_end.certified, target)),
+        forecast,
         funnel,
         cumulative,
     }

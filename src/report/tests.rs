@@ -94,6 +94,16 @@ fn period_figures_sum_the_days_of_the_period_and_before() {
     assert_eq!(figures.at_previous_period_end, flow([5, 4, 4, 1]));
     assert_eq!(figures.completion_rate, Some(0.5));
     assert_eq!((figures.target, figures.progress), (Some(100), Some(0.04)));
+    // Forecast as of the day after the period, at the pace of its last four weeks (2
+    // certificates): 96 to go would take years.
+    let forecast = figures.forecast.expect("a target, a forecast");
+    assert_eq!(
+        (forecast.as_of.to_string(), forecast.outlook),
+        (
+            "2021-01-01".to_owned(),
+            crate::forecast::Outlook::NotAtCurrentPace
+        )
+    );
     let running: Vec<(String, u64, u64)> = figures
         .cumulative
         .iter()

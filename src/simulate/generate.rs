@@ -4,6 +4,8 @@
 
 use std::ops::Range;
 
+use chrono::NaiveDate;
+
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -90,6 +92,28 @@ impl Simulation {
 
     pub fn num_events(&self) -> usize {
         self.events.len()
+    }
+
+    /// Moves the programme (its plan and every event) by whole days so that its last day is
+    /// `last_day`: the published programme ended on 4 February 2021, and live pages and
+    /// forecasts want one that ends yesterday. Events keep their calendar day's hours, so their
+    /// day is still the same in UTC and in Paris; ids do not change.
+    pub fn end_on(&mut self, last_day: NaiveDate) {
+        let Some(end) = self.plan.campaigns.iter().map(|plan| plan.last_day).max() else {
+            return;
+        };
+        let days = (last_day - end).num_days();
+        let moved = |date: NaiveDate| {
+            date.checked_add_signed(chrono::TimeDelta::days(days))
+                .unwrap_or(date)
+        };
+        for plan in &mut self.plan.campaigns {
+            plan.first_day = moved(plan.first_day);
+            plan.last_day = moved(plan.last_day);
+        }
+        for event in &mut self.events {
+            event.occurred_at_ms += days * DAY_MS;
+        }
     }
 
     /// Puts the events in an order drawn from the seed, the same for every run of one seed. The

@@ -72,6 +72,11 @@ pub struct SimulateArgs {
     /// Send events in a seeded random order instead of per-learner order
     #[arg(long)]
     pub shuffle: bool,
+    /// Move the whole programme by whole days so that it ends on this day (YYYY-MM-DD, before
+    /// today), instead of on 4 February 2021: live pages and forecasts then show a programme
+    /// under way
+    #[arg(long, value_name = "DATE", value_parser = crate::report::period::parse_date)]
+    pub end_on: Option<chrono::NaiveDate>,
     /// Produce the events into Kafka (these bootstrap servers, host:port,...) instead of sending
     /// them over gRPC; one event per message, keyed by campaign
     #[arg(long, value_name = "BROKERS")]
@@ -135,6 +140,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 
     let generating = Instant::now();
     let mut simulation = Simulation::new(&registry, args.seed, args.scale, args.chapters);
+    if let Some(last_day) = args.end_on {
+        // The one reading of the clock: events dated later than now would be refused.
+        ensure!(
+            last_day < chrono::Utc::now().date_naive(),
+            "--end-on must be a day before today (UTC), not {last_day}: events of today's later \
+             hours would be in the future"
+        );
+        simulation.end_on(last_day);
+    }
     if args.shuffle {
         simulation.shuffle();
     }

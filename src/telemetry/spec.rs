@@ -337,12 +337,14 @@ pub const CONNECTION_REFUSALS: [(&str, [&str; 4]); 2] = [
 /// The settings whose bound sheds requests (`http::Bound`), the reasons of
 /// [`REQUESTS_SHED`].
 /// The `cause` of an authentication or permission failure.
-pub const AUTH_FAILURE_CAUSES: [&str; 5] = [
+pub const AUTH_FAILURE_CAUSES: [&str; 7] = [
     "missing_token",
     "malformed_token",
     "unknown_token",
     "revoked_token",
     "permission_denied",
+    "invalid_link",
+    "expired_link",
 ];
 
 /// The `outcome` of events sent with a credential.

@@ -18,6 +18,7 @@ mod ingest;
 mod kafka;
 mod limits;
 mod metrics;
+mod pages;
 mod postgres;
 mod query;
 mod report;

@@ -7,6 +7,7 @@
 //! one harness for every test of the process.
 
 mod binary;
+pub mod browser;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -376,7 +377,9 @@ pub fn record_json(record: &Record) -> Value {
     value
 }
 
-/// Removes `as_of` from a CampaignCounters JSON object after checking it is an RFC 3339 time.
+/// Removes what depends on when counters are asked for from a CampaignCounters JSON object:
+/// `as_of`, after checking it is an RFC 3339 time, and the `forecast` (made as of today) of a
+/// campaign with a target, after checking it says it was made today or yesterday.
 pub fn without_as_of(mut counters: Value) -> Value {
     let object = counters
         .as_object_mut()
@@ -384,6 +387,18 @@ pub fn without_as_of(mut counters: Value) -> Value {
     let as_of = object.remove("as_of").expect("counters have as_of");
     let as_of = as_of.as_str().expect("as_of is a string");
     DateTime::parse_from_rfc3339(as_of).expect("as_of is RFC 3339");
+    if let Some(forecast) = object.remove("forecast") {
+        assert!(!object["target"].is_null(), "a forecast only with a target");
+        let made: NaiveDate = forecast["as_of"]
+            .as_str()
+            .and_then(|day| day.parse().ok())
+            .unwrap_or_else(|| panic!("a forecast says when it was made: {forecast}"));
+        assert!(
+            (made - Utc::now().date_naive()).num_days().abs() <= 1,
+            "{forecast}"
+        );
+        assert!(forecast["status"].is_string(), "{forecast}");
+    }
     counters
 }
 
