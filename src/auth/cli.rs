@@ -164,7 +164,7 @@ pub fn run(args: CredentialsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 .append_pair(link::LINK_PARAMETER, &token);
             writeln!(
                 out,
-                "read-only link to {campaign}'s page, until {} (withdrawn only by                  rotate-link-key, which withdraws every link):",
+                "read-only link to {campaign}'s page, until {} (withdrawn only by `suivi credentials rotate-link-key`, which withdraws every link):",
                 expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )?;
             writeln!(out, "{url}")?;
