@@ -16,6 +16,10 @@ use crate::proto::storage::{
     CampaignState as StoredCampaign, Checkpoint, EventIdentity, KafkaOffset,
 };
 
+/// The checkpoint format this suivi writes, and the newest it reads. Format 1 is the first
+/// with a version; a checkpoint without one (0) is of the same layout and is read as format 1.
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
 impl Aggregator {
     /// The whole state, as of `journal_position`, with the Kafka offsets it includes. Campaigns
     /// are stored in slot order, a vacant slot as a campaign with an empty id and nothing else,
@@ -36,6 +40,7 @@ impl Aggregator {
             direct_campaigns: Vec::new(),
             time_zone: self.settings.time_zone.name().to_owned(),
             event_identity: EventIdentity::SourceAndEventId.into(),
+            format_version: CHECKPOINT_FORMAT,
             ..Checkpoint::default()
         };
         self.store_attributions(&mut checkpoint);
@@ -159,6 +164,11 @@ impl Aggregator {
         registered: impl IntoIterator<Item = String>,
         checkpoint: &Checkpoint,
     ) -> anyhow::Result<Aggregator> {
+        anyhow::ensure!(
+            checkpoint.format_version <= CHECKPOINT_FORMAT,
+            "the checkpoint is of format {}, written by a newer suivi; this one reads formats up to {CHECKPOINT_FORMAT}: run the newer suivi again (or rebuild the state from an empty data_dir)",
+            checkpoint.format_version
+        );
         anyhow::ensure!(
             checkpoint.chapter_count == u32::from(settings.chapter_count),
             "the checkpoint was taken with chapter_count {}, not {}: chapters cannot be renumbered",

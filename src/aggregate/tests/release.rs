@@ -629,3 +629,45 @@ proptest! {
         prop_assert_eq!(aggregator.drain_changes(), Vec::new());
     }
 }
+
+#[test]
+fn a_checkpoint_says_its_format_and_one_of_a_newer_format_is_refused_clearly() {
+    let parser = EventParser::new(settings().chapter_count, [0x11; 32]);
+    let mut aggregator = Aggregator::new(settings(), []);
+    apply_accepted(
+        &mut aggregator,
+        &parser,
+        "e1 enrolled gendarmerie gf/alice 2020-10-05",
+        &[],
+    );
+    let checkpoint = aggregator.checkpoint(7, Vec::new());
+    assert_eq!(checkpoint.format_version, stored::CHECKPOINT_FORMAT);
+
+    // One written before formats had a version reads as the first format.
+    let unversioned = crate::proto::storage::Checkpoint {
+        format_version: 0,
+        ..checkpoint.clone()
+    };
+    let restored = Aggregator::restore(settings(), [], &unversioned).expect("an older checkpoint");
+    assert_eq!(
+        restored
+            .campaign("gendarmerie")
+            .map(|(counts, _)| counts.enrolled),
+        Some(1)
+    );
+
+    let newer = crate::proto::storage::Checkpoint {
+        format_version: stored::CHECKPOINT_FORMAT + 1,
+        ..checkpoint
+    };
+    let error = Aggregator::restore(settings(), [], &newer)
+        .expect_err("a newer format is refused")
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "format {}, written by a newer suivi",
+            stored::CHECKPOINT_FORMAT + 1
+        )),
+        "{error}"
+    );
+}
