@@ -268,6 +268,12 @@ async fn suivi_consume(
                     .parse()
                     .expect("SUIVI_BENCH_KAFKA_SHARDS is a number")
             }),
+        kafka_options: std::env::var("SUIVI_BENCH_KAFKA_OPTIONS")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.to_owned(), suivi::config::Secret::new(value)))
+            .collect(),
         ..Settings::default()
     };
     let app = suivi::app::bind(settings.validated().expect("valid settings"))
