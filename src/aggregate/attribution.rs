@@ -122,6 +122,16 @@ pub(super) struct Attributions {
 }
 
 impl Attributions {
+    /// Notes that an event of `learner` named the campaign of `named.slot`.
+    pub(super) fn note(&mut self, learner: LearnerKey, named: Named) {
+        match self.named.get_mut(&learner) {
+            Some(set) => set.note(named),
+            None => {
+                self.named.insert(learner, NamedSet::One(named));
+            }
+        }
+    }
+
     /// The slot `learner`'s loose progress counts under: its first named campaign's, else
     /// `direct`.
     pub(super) fn target(&self, learner: &LearnerKey, direct: Slot) -> Slot {
@@ -173,14 +183,7 @@ impl Aggregator {
             slot,
         };
         let before = self.attributions.named.get(&learner).map(NamedSet::first);
-        match self.attributions.named.get_mut(&learner) {
-            Some(set) => set.note(named),
-            None => {
-                self.attributions
-                    .named
-                    .insert(learner, NamedSet::One(named));
-            }
-        }
+        self.attributions.note(learner, named);
         let Some(mut loose) = self.attributions.loose.get(&learner).copied() else {
             if let Some(reach) = reach {
                 self.reach(slot, learner, reach);

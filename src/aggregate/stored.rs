@@ -8,7 +8,7 @@ use hashbrown::HashTable;
 
 use super::{
     Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose, Named,
-    NamedSet, Progress, Slot, seen_hash,
+    Progress, Slot, seen_hash,
 };
 use crate::day::Day;
 use crate::event::{LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
@@ -106,14 +106,7 @@ impl Aggregator {
                 slot,
             };
             let learner = LearnerKey([words[0], words[1], words[2]]);
-            match self.attributions.named.get_mut(&learner) {
-                Some(set) => set.note(named),
-                None => {
-                    self.attributions
-                        .named
-                        .insert(learner, NamedSet::One(named));
-                }
-            }
+            self.attributions.note(learner, named);
         }
         let loose = checkpoint.loose_enrolled.len();
         let columns = [
