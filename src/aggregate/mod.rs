@@ -27,7 +27,7 @@ mod attribution;
 mod campaign;
 mod stored;
 
-use attribution::{Attributions, Loose, Named, NamedSet};
+use attribution::{Attributions, Loose, Named};
 use campaign::{CampaignState, Column, Progress};
 
 pub use admission::Admission;
