@@ -315,6 +315,8 @@ fn pipeline_settings(
         queue_timeout: Duration::from_secs(60),
         checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
         checkpoint_journal_bytes: DEFAULT_CHECKPOINT_JOURNAL_BYTES,
+        sharding: pipeline::shards::Sharding::Learner,
+        outbox: None,
     }
 }
 

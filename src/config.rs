@@ -87,6 +87,8 @@ pub const DEFAULT_KAFKA_TOPIC: &str = "learner-events";
 pub const DEFAULT_KAFKA_GROUP: &str = "suivi";
 /// The default dead-letter topic, `{topic}` standing for the topic of the message.
 pub const DEFAULT_KAFKA_DEAD_LETTER_TOPIC: &str = "{topic}.dlq";
+/// The default compacted topic of the shards' partial counters.
+pub const DEFAULT_KAFKA_PARTIALS_TOPIC: &str = "{topic}.partials";
 /// The default most messages in one batch read from Kafka.
 pub const DEFAULT_KAFKA_BATCH_EVENTS: usize = 5000;
 
@@ -229,6 +231,25 @@ settings! {
     /// The most messages read into one batch for the aggregate.
     kafka_batch_events: usize = DEFAULT_KAFKA_BATCH_EVENTS;
         flag usize, value_name = "N";
+    /// Scale-out over Kafka (product.md §6): every partition of the topics is a shard of the
+    /// state, counted by the one instance of the consumer group it is assigned to and
+    /// checkpointed with its offset; gRPC, HTTP, xAPI and Caliper ingest is produced into the
+    /// first topic, to the partition of its learner, and answered once the broker has
+    /// acknowledged it; each instance publishes its shards' partial counters to
+    /// `kafka_partials_topic` and reads every shard's from there, so that any instance answers
+    /// the exact programme-wide figures. The topics must all have as many partitions (at most
+    /// 64). Needs `kafka_brokers`.
+    forward_to_kafka: bool = false;
+        flag bool, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL";
+    /// The compacted topic of the shards' partial counters, with `forward_to_kafka`; `{topic}`
+    /// is the first of `kafka_topics`.
+    kafka_partials_topic: String = DEFAULT_KAFKA_PARTIALS_TOPIC.to_owned();
+        flag String, value_name = "TOPIC";
+    /// This instance's fixed name in the consumer group (librdkafka's `group.instance.id`:
+    /// static membership, so that a restart within the session timeout moves no partition),
+    /// such as the pod's name; empty: none.
+    kafka_instance_id: String = String::new();
+        flag String, value_name = "NAME";
     /// More librdkafka client properties for the consumer and the dead-letter producer, such as
     /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
     /// `ssl.ca.location`. Secrets: never logged.
@@ -517,6 +538,15 @@ impl Settings {
             if self.kafka_dead_letter_topic.trim().is_empty() {
                 bail!("invalid kafka_dead_letter_topic: it must not be empty");
             }
+            if self.forward_to_kafka {
+                let partials = self.kafka_partials_topic();
+                if partials.is_empty() || self.kafka_topics().contains(&partials) {
+                    bail!(
+                        "invalid kafka_partials_topic {:?}: it must name a topic of its own",
+                        self.kafka_partials_topic
+                    );
+                }
+            }
             for topic in self.kafka_topics() {
                 if self.kafka_dead_letter_topic(&topic) == topic {
                     bail!(
@@ -525,6 +555,9 @@ impl Settings {
                     );
                 }
             }
+        }
+        if self.forward_to_kafka && self.kafka_brokers.is_none() {
+            bail!("invalid forward_to_kafka: it needs kafka_brokers");
         }
         if self.ingest_queue_events < self.max_batch_events.max(self.kafka_batch_events) {
             bail!(
@@ -615,6 +648,12 @@ impl Settings {
             .filter(|topic| !topic.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// The compacted topic of the shards' partials (`forward_to_kafka`).
+    pub fn kafka_partials_topic(&self) -> String {
+        let first = self.kafka_topics().into_iter().next().unwrap_or_default();
+        self.kafka_partials_topic.trim().replace("{topic}", &first)
     }
 
     /// The dead-letter topic of `topic`.

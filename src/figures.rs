@@ -85,10 +85,25 @@ struct Published {
 }
 
 /// One shard's part of a campaign's figures.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Partial {
     counts: Counts,
     timeline: BTreeMap<Day, DayCounts>,
+    /// With shards that are Kafka partitions, the positions the counts and each day reflect
+    /// ([`Figures::publish_at`]).
+    position: i64,
+    day_positions: BTreeMap<Day, i64>,
+}
+
+impl Default for Partial {
+    fn default() -> Partial {
+        Partial {
+            counts: Counts::default(),
+            timeline: BTreeMap::new(),
+            position: i64::MIN,
+            day_positions: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -127,23 +142,69 @@ impl Figures {
     /// Makes `changes`, the new partials of shard `shard`, visible to readers as of `now` (each
     /// figure becomes the sum of the shards' partials), and wakes watchers.
     pub fn publish(&self, shard: usize, changes: Vec<CampaignChange>, now: DateTime<Utc>) {
-        if changes.is_empty() {
-            return;
-        }
+        self.update(
+            shard,
+            None,
+            changes
+                .into_iter()
+                .map(|change| (change.campaign, Some(change.counts), change.days)),
+            now,
+        );
+    }
+
+    /// Makes a shard's partials as of its Kafka `position` visible, each part (a campaign's
+    /// counts, one of its days) only if no later position of it is shown already: a shard's
+    /// partials at a position are the same whoever made them (its owner, a former owner, or the
+    /// partials topic), so the latest one is right and an older one is ignored. `counts` of
+    /// `None` leaves a campaign's counts as they are (a day alone came).
+    pub fn publish_at(
+        &self,
+        shard: usize,
+        position: i64,
+        parts: impl IntoIterator<Item = (String, Option<Counts>, Vec<(Day, DayCounts)>)>,
+        now: DateTime<Utc>,
+    ) {
+        self.update(shard, Some(position), parts, now);
+    }
+
+    fn update(
+        &self,
+        shard: usize,
+        position: Option<i64>,
+        parts: impl IntoIterator<Item = (String, Option<Counts>, Vec<(Day, DayCounts)>)>,
+        now: DateTime<Utc>,
+    ) {
         let version = *self.version.borrow() + 1;
-        for change in changes {
+        let mut changed = false;
+        // Whether a part at `at` may replace one shown at `shown` (always without positions).
+        let newer = |shown: i64| position.is_none_or(|at| at >= shown);
+        for (campaign, counts, days) in parts {
             let mut published = self
                 .campaigns
-                .entry(change.campaign)
+                .entry(campaign)
                 .or_insert_with(|| self.empty(None, now));
             let published = &mut *published;
             if published.partials.len() <= shard {
                 published.partials.resize_with(shard + 1, Partial::default);
             }
             let partial = &mut published.partials[shard];
-            replace_counts(&mut published.counts, &partial.counts, &change.counts);
-            partial.counts = change.counts;
-            for (day, counts) in change.days {
+            let mut touched = false;
+            if let Some(counts) = counts
+                && newer(partial.position)
+            {
+                replace_counts(&mut published.counts, &partial.counts, &counts);
+                partial.counts = counts;
+                partial.position = position.unwrap_or(partial.position);
+                touched = true;
+            }
+            for (day, counts) in days {
+                let shown = partial.day_positions.get(&day).copied().unwrap_or(i64::MIN);
+                if !newer(shown) {
+                    continue;
+                }
+                if let Some(position) = position {
+                    partial.day_positions.insert(day, position);
+                }
                 let old = partial.timeline.get(&day).copied().unwrap_or_default();
                 set_day(&mut partial.timeline, day, counts);
                 let mut sum = published.timeline.get(&day).copied().unwrap_or_default();
@@ -155,12 +216,18 @@ impl Figures {
                 }
                 set_day(&mut published.timeline, day, sum);
                 published.snapshot_days.insert(day);
+                touched = true;
             }
-            published.as_of = now;
-            published.version = version;
-            published.snapshot_due = true;
+            if touched {
+                published.as_of = now;
+                published.version = version;
+                published.snapshot_due = true;
+                changed = true;
+            }
         }
-        self.version.send_replace(version);
+        if changed {
+            self.version.send_replace(version);
+        }
     }
 
     /// Forgets shard `shard`'s part of `campaigns`, released to another instance with their
@@ -219,6 +286,25 @@ impl Figures {
             }
         }
         self.version.send_replace(version);
+    }
+
+    /// Whether a later partial than `record` is shown for its key (a campaign's counts, or one
+    /// of its days, in its shard).
+    pub fn shows_later(&self, record: &crate::partials::Record) -> bool {
+        let Some(campaign) = &record.campaign else {
+            return false;
+        };
+        let Some(published) = self.campaigns.get(campaign.as_str()) else {
+            return false;
+        };
+        let Some(partial) = published.partials.get(record.shard) else {
+            return false;
+        };
+        let shown = match record.day {
+            None => partial.position,
+            Some(day) => partial.day_positions.get(&day).copied().unwrap_or(i64::MIN),
+        };
+        shown > record.position
     }
 
     /// The counters of `campaign`, if it is registered or was ever seen.

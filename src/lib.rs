@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod listener;
 pub mod pages;
+pub mod partials;
 pub mod pipeline;
 pub mod proto;
 pub mod pseudonym;

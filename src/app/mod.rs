@@ -45,6 +45,7 @@ use crate::snapshot::{self, Sink, SinkHealth};
 use crate::tls::Tls;
 use crate::{ingest, pipeline, pseudonym, query, report, telemetry};
 
+mod scale_out;
 mod serve;
 mod supervise;
 
@@ -139,14 +140,18 @@ impl App {
         let key = pseudonym::load_or_create(settings.pseudonym_key()?, &settings.data_dir)?;
         let time_zone = settings.time_zone()?;
 
+        let scale_out = scale_out::ScaleOut::prepare(&settings).await?;
         let figures = Arc::new(Figures::new(&registry, settings.chapter_count, Utc::now()));
         let (queue, writer) = pipeline::start(
-            pipeline_settings(&settings, &registry, time_zone)?,
+            pipeline_settings(&settings, &registry, time_zone, scale_out.as_ref())?,
             figures.clone(),
         )
         .context("cannot start the writer thread")?;
         let intake = Arc::new(Intake {
             queue: queue.clone(),
+            forwarder: scale_out
+                .as_ref()
+                .map(|scale_out| scale_out.forwarder.clone()),
             parser: EventParser::new(settings.chapter_count, key),
             max_batch_events: settings.max_batch_events,
             figures: figures.clone(),
@@ -163,6 +168,7 @@ impl App {
             intake: intake.clone(),
             figures: figures.clone(),
             readiness: readiness.clone(),
+            shards: scale_out.as_ref().map(|scale_out| scale_out.board.clone()),
             // One bound for gRPC and HTTP ingest alike: each request in flight may buffer its body.
             ingest_bound: crate::http::Bound::new(
                 "max_concurrent_ingest_requests",
@@ -234,6 +240,11 @@ impl App {
             )?),
             None => None,
         };
+        let scale_out_tasks = match &scale_out {
+            Some(scale_out) => scale_out.start(&figures, &stop_snapshots)?,
+            None => Vec::new(),
+        };
+        let caught_up = scale_out.as_ref().map(scale_out::ScaleOut::caught_up);
         if kafka.is_some() {
             // What this instance held before may belong to another one now: nothing is served
             // or snapshotted until the first assignment says what stays here.
@@ -267,7 +278,7 @@ impl App {
                 () = kafka_ended(kafka.as_ref()) => {
                     break Some(anyhow::anyhow!("the Kafka consumer thread ended while suivi was running"));
                 }
-                () = kafka_settled(kafka.as_ref()), if readiness.get() != State::Ready => {
+                () = kafka_settled(kafka.as_ref(), caught_up.as_ref()), if readiness.get() != State::Ready => {
                     if let Some(sinks) = sinks_to_start.take() {
                         snapshots = Some(tokio::spawn(snapshot::run(
                             figures.clone(),
@@ -307,6 +318,7 @@ impl App {
             stop_tasks: stop_snapshots,
             snapshots,
             scheduled_reports,
+            scale_out_tasks,
         }
         .shut_down(failure, &readiness, &health, settings.shutdown_grace)
         .await?;
@@ -358,6 +370,9 @@ struct Running {
     stop_tasks: CancellationToken,
     snapshots: Option<tokio::task::JoinHandle<()>>,
     scheduled_reports: Option<tokio::task::JoinHandle<()>>,
+    /// Publishing and reading partials (`forward_to_kafka`): the last publish follows the
+    /// writer's final one.
+    scale_out_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -382,6 +397,7 @@ impl Running {
             stop_tasks,
             snapshots,
             scheduled_reports,
+            scale_out_tasks,
         } = self;
         match &failure {
             None => readiness.set(State::Stopping),
@@ -421,6 +437,9 @@ impl Running {
                 .context("the writer thread failed")?;
         }
         stop_tasks.cancel();
+        for task in scale_out_tasks {
+            task.await.context("a scale-out task failed")?;
+        }
         if let Some(snapshots) = snapshots {
             snapshots.await.context("the snapshot task failed")?;
         }
@@ -466,9 +485,11 @@ fn pipeline_settings(
     settings: &Settings,
     registry: &Registry,
     time_zone: Tz,
+    scale_out: Option<&scale_out::ScaleOut>,
 ) -> anyhow::Result<PipelineSettings> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let shards = shards::layout(&settings.data_dir, settings.shards, cores)?;
+    let wanted = scale_out.map_or(settings.shards, |scale_out| scale_out.shards);
+    let shards = shards::layout(&settings.data_dir, wanted, cores)?;
     Ok(PipelineSettings {
         durable: (0..shards)
             .map(|shard| {
@@ -496,6 +517,11 @@ fn pipeline_settings(
         queue_timeout: settings.ingest_queue_timeout,
         checkpoint_interval: settings.checkpoint_interval,
         checkpoint_journal_bytes: settings.checkpoint_journal_bytes,
+        sharding: match scale_out {
+            Some(_) => shards::Sharding::Partition,
+            None => shards::Sharding::Learner,
+        },
+        outbox: scale_out.map(|scale_out| scale_out.outbox.clone()),
     })
 }
 

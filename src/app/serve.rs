@@ -37,6 +37,8 @@ pub(super) struct Serving {
     pub intake: Arc<Intake>,
     pub figures: Arc<Figures>,
     pub readiness: Arc<Readiness>,
+    /// With `forward_to_kafka`: what is known of each shard.
+    pub shards: Option<Arc<crate::partials::ShardBoard>>,
     /// Ingest requests in flight, over gRPC and HTTP together.
     pub ingest_bound: Bound,
     pub listener_settings: ListenerSettings,
@@ -149,6 +151,7 @@ impl Serving {
             max_campaign_metrics: settings.max_campaign_metrics,
             sinks,
             time_zone,
+            shards: self.shards.clone(),
         };
         // Layers run outside in: a request is let in by its credential before it takes a place.
         let router = ingest::http::routes(self.intake.clone(), settings.max_request_bytes)

@@ -80,8 +80,12 @@ pub(super) async fn kafka_ended(kafka: Option<&Kafka>) {
 }
 
 /// Resolves once the first Kafka assignment is settled; at once without Kafka.
-pub(super) async fn kafka_settled(kafka: Option<&Kafka>) {
+pub(super) async fn kafka_settled(kafka: Option<&Kafka>, caught_up: Option<&CancellationToken>) {
     if let Some(kafka) = kafka {
         kafka.settled().await;
+    }
+    // With scale-out, the other shards' partials read too: only then are the figures whole.
+    if let Some(caught_up) = caught_up {
+        caught_up.cancelled().await;
     }
 }

@@ -14,6 +14,7 @@ mod shard;
 mod stored;
 mod wire;
 
+pub use shard::{Placement, kafka_partition};
 pub use stored::MalformedStoredEvent;
 pub use wire::{JsonEvent, RawEvent, RawKind, RawTime};
 

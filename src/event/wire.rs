@@ -41,6 +41,42 @@ pub enum RawTime<'a> {
     Invalid(&'a str),
 }
 
+impl RawEvent<'_> {
+    /// The event as a protobuf `LearnerEvent`, for a valid one (its kind known and its time
+    /// read): what the parser reads back from it is what it read from this. `None` otherwise.
+    pub fn to_proto(&self) -> Option<proto::LearnerEvent> {
+        let RawKind::Known(kind) = self.kind else {
+            return None;
+        };
+        let RawTime::At(at) = self.occurred_at else {
+            return None;
+        };
+        let kind = match kind {
+            EventKind::LinkClicked => proto::EventKind::LinkClicked,
+            EventKind::Enrolled => proto::EventKind::Enrolled,
+            EventKind::CourseStarted => proto::EventKind::CourseStarted,
+            EventKind::ChapterCompleted => proto::EventKind::ChapterCompleted,
+            EventKind::Certified => proto::EventKind::Certified,
+        };
+        Some(proto::LearnerEvent {
+            event_id: self.event_id.to_owned(),
+            kind: kind as i32,
+            campaign: self.campaign.to_owned(),
+            source: self.source.to_owned(),
+            learner_id: self.learner_id.to_owned(),
+            visitor_id: self.visitor_id.to_owned(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+            chapter: self
+                .chapter
+                .and_then(|chapter| u32::try_from(chapter).ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
 impl<'a> From<&'a proto::LearnerEvent> for RawEvent<'a> {
     fn from(event: &'a proto::LearnerEvent) -> RawEvent<'a> {
         let kind = match proto::EventKind::try_from(event.kind) {

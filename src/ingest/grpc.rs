@@ -159,9 +159,8 @@ fn status(refusal: BatchRefusal) -> Status {
             }
             status
         }
-        BatchRefusal::Pipeline(Refusal::Overloaded(_) | Refusal::ShuttingDown) => {
-            Status::unavailable(message)
-        }
+        BatchRefusal::Pipeline(Refusal::Overloaded(_) | Refusal::ShuttingDown)
+        | BatchRefusal::Unforwarded(_) => Status::unavailable(message),
         BatchRefusal::Pipeline(Refusal::DiskFull | Refusal::StorageUnwritable) => {
             Status::resource_exhausted(message)
         }

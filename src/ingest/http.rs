@@ -161,6 +161,14 @@ pub(super) fn api_error(refusal: BatchRefusal) -> ApiError {
             retry_after: Some(1),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
         },
+        BatchRefusal::Unforwarded(_) => ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                message,
+            )
+        },
         BatchRefusal::Pipeline(Refusal::ShuttingDown) => ApiError {
             retry_after: Some(5),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)

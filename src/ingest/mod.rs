@@ -20,6 +20,7 @@ use crate::auth::Caller;
 use crate::auth::quota::RateLimited;
 use crate::event::{EventParser, RawEvent, RejectReason};
 use crate::figures::Figures;
+use crate::kafka::placed::Forwarder;
 use crate::pipeline::{Queue, Refusal};
 use crate::telemetry::{self, BatchTally, Transport};
 
@@ -51,6 +52,11 @@ pub enum BatchRefusal {
     RateLimited(#[from] RateLimited),
     #[error(transparent)]
     Pipeline(#[from] Refusal),
+    /// `forward_to_kafka`: the broker did not acknowledge the events.
+    #[error(
+        "Kafka did not acknowledge the events ({0}); nothing is lost by sending them again: retry later"
+    )]
+    Unforwarded(String),
 }
 
 impl BatchRefusal {
@@ -60,6 +66,7 @@ impl BatchRefusal {
             BatchRefusal::TooManyEvents { .. } => "batch_too_large",
             BatchRefusal::RateLimited(_) => "rate_limited",
             BatchRefusal::Pipeline(refusal) => refusal.reason(),
+            BatchRefusal::Unforwarded(_) => "kafka_unavailable",
         }
     }
 }
@@ -75,10 +82,12 @@ pub enum WholeRefusal {
 }
 
 /// What the edges share: the pipeline, the parser, the batch limit, and the figures that say
-/// which campaigns already exist (for the credentials' new-campaign quota).
+/// which campaigns already exist (for the credentials' new-campaign quota); with
+/// `forward_to_kafka`, the forwarder the valid events go to instead of the pipeline.
 #[derive(Debug)]
 pub struct Intake {
     pub queue: Queue,
+    pub forwarder: Option<Forwarder>,
     pub parser: EventParser,
     pub max_batch_events: usize,
     pub figures: Arc<Figures>,
@@ -122,17 +131,31 @@ impl Intake {
         let started = Instant::now();
         let now = Utc::now();
         let mut events = Vec::new();
+        // The valid events as they came, when they are forwarded.
+        let mut valid = Vec::new();
         let mut rejected = Vec::new();
         let mut received = 0usize;
         for (index, raw) in raw_events.into_iter().enumerate() {
             received += 1;
-            match raw.and_then(|raw| self.admit(caller, &raw, now)) {
-                Ok(event) => events.push(event),
+            match raw.and_then(|raw| self.admit(caller, &raw, now).map(|event| (raw, event))) {
+                Ok((raw, event)) => {
+                    events.push(event);
+                    if self.forwarder.is_some() {
+                        valid.push(raw);
+                    }
+                }
                 Err(reason) => rejected.push((index, reason)),
             }
         }
         let tally = self
-            .submit(transport, caller, events, received, started, &rejected)
+            .submit(
+                transport,
+                caller,
+                (&valid, events),
+                received,
+                started,
+                &rejected,
+            )
             .await?;
         Ok(BatchResult {
             // Batches are limited to far fewer than 2^32 events.
@@ -169,7 +192,14 @@ impl Intake {
             }
         }
         let tally = self
-            .submit(transport, caller, events, raw_events.len(), started, &[])
+            .submit(
+                transport,
+                caller,
+                (raw_events, events),
+                raw_events.len(),
+                started,
+                &[],
+            )
             .await?;
         Ok(BatchResult {
             accepted: u32::try_from(tally.accepted).unwrap_or(u32::MAX),
@@ -178,21 +208,33 @@ impl Intake {
         })
     }
 
-    /// Submits a batch's valid `events` (of `received`, the others `rejected`) and records the
-    /// outcome in the metrics.
+    /// Submits a batch's valid events, each with its wire form when forwarded (of `received`,
+    /// the others `rejected`), and records the outcome in the metrics. Forwarded events are
+    /// all accepted once Kafka has them: which are duplicates is known only where they count.
     async fn submit(
         &self,
         transport: Transport,
         caller: &Caller,
-        events: Vec<crate::event::Event>,
+        (raw, events): (&[RawEvent<'_>], Vec<crate::event::Event>),
         received: usize,
         started: Instant,
         rejected: &[(usize, RejectReason)],
     ) -> Result<BatchTally, BatchRefusal> {
-        let outcomes = match self.queue.submit(events, Some(caller.id().clone())).await {
+        let submitted = match &self.forwarder {
+            Some(forwarder) => forwarder
+                .forward(raw, &events)
+                .await
+                .map(|()| vec![Applied::Accepted; events.len()])
+                .map_err(|error| BatchRefusal::Unforwarded(telemetry::chain(&error).to_string())),
+            None => self
+                .queue
+                .submit(events, Some(caller.id().clone()))
+                .await
+                .map_err(BatchRefusal::from),
+        };
+        let outcomes = match submitted {
             Ok(outcomes) => outcomes,
             Err(refusal) => {
-                let refusal = BatchRefusal::from(refusal);
                 telemetry::record_refused(transport, refusal.reason(), received);
                 return Err(refusal);
             }

@@ -68,6 +68,11 @@ impl DeadLetters {
         })
     }
 
+    /// The producer, also used to move messages to their learner's partition.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
     /// The dead-letter topic of `topic`.
     pub fn topic_of(&self, topic: &str) -> String {
         self.topic_template.replace("{topic}", topic)

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 
-use crate::event::{Event, EventParser, JsonEvent, RawEvent, RejectReason};
+use crate::event::{Event, EventParser, JsonEvent, Placement, RawEvent, RejectReason};
 use crate::proto::LearnerEvent;
 
 /// The content types that mean a protobuf `LearnerEvent`.
@@ -43,6 +43,31 @@ pub fn event(
     payload: Option<&[u8]>,
     now: DateTime<Utc>,
 ) -> Result<Event, RejectReason> {
+    with_raw(encoding, payload, |raw| parser.parse(raw, now))
+}
+
+/// Decodes and validates one message's payload, and says where its event belongs among
+/// `partitions` partitions that are shards.
+pub fn placed(
+    parser: &EventParser,
+    encoding: Encoding,
+    payload: Option<&[u8]>,
+    now: DateTime<Utc>,
+    partitions: usize,
+) -> Result<(Event, Placement), RejectReason> {
+    with_raw(encoding, payload, |raw| {
+        let event = parser.parse(raw, now)?;
+        let placement = Placement::of(&event, raw, partitions);
+        Ok((event, placement))
+    })
+}
+
+/// Calls `read` with the event a payload holds, as it came.
+fn with_raw<T>(
+    encoding: Encoding,
+    payload: Option<&[u8]>,
+    read: impl FnOnce(&RawEvent<'_>) -> Result<T, RejectReason>,
+) -> Result<T, RejectReason> {
     let payload = match payload {
         Some(payload) if !payload.is_empty() => payload,
         _ => {
@@ -58,13 +83,13 @@ pub fn event(
                     "not a protobuf LearnerEvent (content-type application/x-protobuf): {error}"
                 ))
             })?;
-            parser.parse(&RawEvent::from(&event), now)
+            read(&RawEvent::from(&event))
         }
         Encoding::Json => {
             let text = std::str::from_utf8(payload)
                 .map_err(|error| RejectReason::InvalidEvent(format!("not UTF-8 JSON: {error}")))?;
             let event = JsonEvent::decode(text)?;
-            parser.parse(&event.raw(), now)
+            read(&event.raw())
         }
     }
 }

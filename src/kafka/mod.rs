@@ -31,6 +31,7 @@
 mod consumer;
 pub mod dead_letter;
 pub mod decode;
+pub mod placed;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct KafkaSettings {
     pub batch_events: usize,
     /// More librdkafka properties (security and the like), applied last.
     pub options: BTreeMap<String, Secret>,
+    /// The consumer's `group.instance.id` (static membership); empty: none.
+    pub instance_id: String,
 }
 
 impl KafkaSettings {
@@ -69,11 +72,12 @@ impl KafkaSettings {
             dead_letter_topic: settings.kafka_dead_letter_topic.trim().to_owned(),
             batch_events: settings.kafka_batch_events,
             options: settings.kafka_options.clone(),
+            instance_id: settings.kafka_instance_id.trim().to_owned(),
         })
     }
 
-    /// The client configuration shared by the consumer and the dead-letter producer.
-    fn client_config(&self) -> ClientConfig {
+    /// The client configuration shared by the consumer and the producers.
+    pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)

@@ -45,7 +45,7 @@ pub mod state;
 mod writer;
 
 use crate::telemetry;
-use shards::{CheckpointBoard, Shared, UnregisteredRoom};
+use shards::{CheckpointBoard, Sharding, Shared, UnregisteredRoom};
 use sources::{Partition, Range, Release, Sources, source_of};
 
 /// Submissions queued at most, whatever their size; the event bound is the one that matters.
@@ -65,6 +65,9 @@ pub struct PipelineSettings {
     pub queue_timeout: Duration,
     pub checkpoint_interval: Duration,
     pub checkpoint_journal_bytes: u64,
+    pub sharding: Sharding,
+    /// With shards that are partitions: where each shard's partials go to be published.
+    pub outbox: Option<Arc<crate::partials::Outbox>>,
 }
 
 /// The sending side of the pipeline, shared by every ingest edge.
@@ -72,6 +75,7 @@ pub struct PipelineSettings {
 pub struct Queue {
     /// Each shard's writer, by shard number.
     shards: Arc<[mpsc::Sender<Message>]>,
+    sharding: Sharding,
     room: Arc<Semaphore>,
     capacity: usize,
     queue_timeout: Duration,
@@ -226,7 +230,32 @@ impl Queue {
         partitions: Vec<Partition>,
         exclusive: bool,
     ) -> Result<Vec<i64>, Refusal> {
-        let answers = self.control(runtime, |reply| Message::Assign {
+        if self.sharding == Sharding::Partition {
+            // Each shard is told of its own partitions only, and answers their positions.
+            let own = |shard: usize| -> Vec<Partition> {
+                partitions
+                    .iter()
+                    .filter(|partition| self.shard_of(partition) == shard)
+                    .cloned()
+                    .collect()
+            };
+            let answers = self.control(runtime, |shard, reply| Message::Assign {
+                partitions: own(shard),
+                exclusive,
+                reply,
+            })?;
+            let mut positions: Vec<std::vec::IntoIter<i64>> =
+                answers.into_iter().map(Vec::into_iter).collect();
+            return Ok(partitions
+                .iter()
+                .map(|partition| {
+                    positions[self.shard_of(partition)]
+                        .next()
+                        .unwrap_or(sources::OFFSET_BEGINNING)
+                })
+                .collect());
+        }
+        let answers = self.control(runtime, |_, reply| Message::Assign {
             partitions: partitions.clone(),
             exclusive,
             reply,
@@ -240,23 +269,38 @@ impl Queue {
         &self,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Vec<KafkaOffset>, Refusal> {
-        self.control(runtime, |reply| Message::Checkpoint { reply })?;
+        self.control(runtime, |_, reply| Message::Checkpoint { reply })?;
         Ok(self.board.combined())
     }
 
-    /// Sends every writer the control message `message` makes of a reply channel, and waits for
-    /// every answer, in shard order.
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// How the state is split.
+    pub fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+
+    /// The shard of a partition, when shards are partitions.
+    fn shard_of(&self, partition: &Partition) -> usize {
+        usize::try_from(partition.partition).unwrap_or(0) % self.shards.len()
+    }
+
+    /// Sends every writer the control message `message` makes of its shard number and a reply
+    /// channel, and waits for every answer, in shard order.
     fn control<T>(
         &self,
         runtime: &tokio::runtime::Handle,
-        message: impl Fn(oneshot::Sender<T>) -> Message,
+        message: impl Fn(usize, oneshot::Sender<T>) -> Message,
     ) -> Result<Vec<T>, Refusal> {
         runtime.block_on(async {
             let mut answers = Vec::with_capacity(self.shards.len());
-            for shard in self.shards.iter() {
+            for (number, shard) in self.shards.iter().enumerate() {
                 let (reply, answer) = oneshot::channel();
                 shard
-                    .send(message(reply))
+                    .send(message(number, reply))
                     .await
                     .map_err(|_closed| Refusal::ShuttingDown)?;
                 answers.push(answer);
@@ -276,8 +320,15 @@ impl Queue {
         runtime: &tokio::runtime::Handle,
         partitions: Vec<Partition>,
     ) -> Result<Release, Refusal> {
-        let releases = self.control(runtime, |reply| Message::Release {
-            partitions: partitions.clone(),
+        let releases = self.control(runtime, |shard, reply| Message::Release {
+            partitions: match self.sharding {
+                Sharding::Learner => partitions.clone(),
+                Sharding::Partition => partitions
+                    .iter()
+                    .filter(|partition| self.shard_of(partition) == shard)
+                    .cloned()
+                    .collect(),
+            },
             reply,
         })?;
         Ok(shards::merge_releases(releases))
@@ -306,7 +357,7 @@ impl Queue {
     ) -> Result<Vec<(Vec<usize>, Answer)>, Refusal> {
         let shards = self.shards.len();
         let mut answers = Vec::new();
-        for part in shards::split(shards, events, kafka, &self.unregistered) {
+        for part in shards::split(shards, self.sharding, events, kafka, &self.unregistered) {
             let (reply, answer) = oneshot::channel();
             let submission = Submission {
                 events: part.events,
@@ -364,15 +415,29 @@ pub fn start(
 ) -> std::io::Result<(Queue, Writer)> {
     let shards = settings.durable.len().max(1);
     let (checkpointed_sender, checkpointed) = watch::channel(Vec::new());
-    let board = Arc::new(CheckpointBoard::new(shards, checkpointed_sender));
-    let unregistered = Arc::new(UnregisteredRoom::new(
-        settings.aggregator.max_unregistered_campaigns,
-        &settings.registered,
+    let board = Arc::new(CheckpointBoard::new(
+        shards,
+        settings.sharding,
+        checkpointed_sender,
     ));
-    // The room decides which unregistered campaigns have counters, for every shard at once;
-    // a shard's aggregator then never refuses one for lack of room (only for lack of slots).
     let mut settings = settings;
-    settings.aggregator.max_unregistered_campaigns = usize::MAX;
+    let unregistered = match settings.sharding {
+        // The room decides which unregistered campaigns have counters, for every shard at
+        // once; a shard's aggregator then never refuses one for lack of room (only for lack
+        // of slots).
+        Sharding::Learner => {
+            let room = UnregisteredRoom::new(
+                settings.aggregator.max_unregistered_campaigns,
+                &settings.registered,
+            );
+            settings.aggregator.max_unregistered_campaigns = usize::MAX;
+            room
+        }
+        // A partition's shard decides alone, from its own events, so that its partials are the
+        // same whichever instance counts it: the limit is then per shard.
+        Sharding::Partition => UnregisteredRoom::new(usize::MAX, &settings.registered),
+    };
+    let unregistered = Arc::new(unregistered);
     let room = Arc::new(Semaphore::new(settings.queue_events));
     let mut senders = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
@@ -384,6 +449,8 @@ pub fn start(
         let (recovered_sender, recovered) = oneshot::channel();
         let shared = Shared {
             shard,
+            sharding: settings.sharding,
+            outbox: settings.outbox.clone(),
             unregistered: unregistered.clone(),
             board: board.clone(),
         };
@@ -400,6 +467,7 @@ pub fn start(
     }
     let queue = Queue {
         shards: senders.into(),
+        sharding: settings.sharding,
         room,
         capacity: settings.queue_events,
         queue_timeout: settings.queue_timeout,

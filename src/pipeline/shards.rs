@@ -31,6 +31,17 @@ use crate::telemetry;
 /// The file of a data directory that says how many shards it holds.
 const SHARDS_FILE: &str = "shards";
 
+/// How the state is split into shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharding {
+    /// By a keyed hash of the learner ([`Event::route`]), in one process.
+    Learner,
+    /// Each partition of the Kafka topics is a shard (`forward_to_kafka`): a Kafka event is
+    /// counted in the shard of the partition it was read from, which the consumer has checked
+    /// is its learner's, and a shard's partitions are this instance's only while assigned here.
+    Partition,
+}
+
 /// One shard's part of a submission: the events, each with its index in the submission, and
 /// the Kafka batch they were read in (every range, and each event's range).
 #[derive(Debug, Default)]
@@ -46,10 +57,14 @@ pub(super) struct Part {
 /// shards that get events get a part; with Kafka, every shard does, with every range.
 pub(super) fn split(
     shards: usize,
+    sharding: Sharding,
     mut events: Vec<Event>,
     kafka: Option<KafkaBatch>,
     room: &UnregisteredRoom,
 ) -> Vec<Part> {
+    if let (Sharding::Partition, Some(batch)) = (sharding, &kafka) {
+        return split_by_partition(shards, events, batch);
+    }
     if shards == 1 {
         for event in &mut events {
             room.admit(event, 0);
@@ -98,6 +113,47 @@ pub(super) fn split(
         parts.retain(|part| !part.events.is_empty());
     }
     parts
+}
+
+/// Splits a Kafka batch among shards that are partitions: each range, and each event read
+/// from it, goes to the shard of its partition number. A partition past the shards (the topic
+/// grew) is refused at assignment, so never read here.
+fn split_by_partition(shards: usize, events: Vec<Event>, batch: &KafkaBatch) -> Vec<Part> {
+    let shard_of = |range: usize| {
+        batch.ranges.get(range).map_or(0, |range| {
+            usize::try_from(range.partition.partition).unwrap_or(0) % shards
+        })
+    };
+    let mut parts: Vec<Option<Part>> = (0..shards).map(|_| None).collect();
+    fn part(parts: &mut [Option<Part>], shard: usize) -> &mut Part {
+        parts[shard].get_or_insert_with(|| Part {
+            shard,
+            kafka: Some(KafkaBatch::default()),
+            ..Part::default()
+        })
+    }
+    for (index, range) in batch.ranges.iter().enumerate() {
+        let part = part(&mut parts, shard_of(index));
+        if let Some(kafka) = &mut part.kafka {
+            kafka.ranges.push(range.clone());
+        }
+    }
+    for (index, event) in events.into_iter().enumerate() {
+        let range = batch.sources.get(index).copied().unwrap_or(0) as usize;
+        let part = part(&mut parts, shard_of(range));
+        if let Some(kafka) = &mut part.kafka {
+            // The event's range among the part's own ranges.
+            let own = kafka
+                .ranges
+                .iter()
+                .position(|own| own.partition == batch.ranges[range].partition)
+                .unwrap_or(0);
+            kafka.sources.push(u32::try_from(own).unwrap_or(0));
+        }
+        part.indices.push(index);
+        part.events.push(event);
+    }
+    parts.into_iter().flatten().collect()
 }
 
 /// Puts the parts' outcomes back in submission order; the first refusal refuses the whole
@@ -247,17 +303,25 @@ impl UnregisteredRoom {
 }
 
 /// The Kafka positions of each shard's newest checkpoint, and on `combined` the positions all
-/// of them cover: a partition every checkpoint has, at the least of their positions.
+/// of them cover: a partition every checkpoint has, at the least of their positions (shards by
+/// learner all read every partition); with shards that are partitions, each partition at its
+/// own shard's position.
 #[derive(Debug)]
 pub struct CheckpointBoard {
     shards: Mutex<Vec<Option<Vec<KafkaOffset>>>>,
+    sharding: Sharding,
     combined: watch::Sender<Vec<KafkaOffset>>,
 }
 
 impl CheckpointBoard {
-    pub fn new(shards: usize, combined: watch::Sender<Vec<KafkaOffset>>) -> CheckpointBoard {
+    pub fn new(
+        shards: usize,
+        sharding: Sharding,
+        combined: watch::Sender<Vec<KafkaOffset>>,
+    ) -> CheckpointBoard {
         CheckpointBoard {
             shards: Mutex::new(vec![None; shards]),
+            sharding,
             combined,
         }
     }
@@ -266,6 +330,20 @@ impl CheckpointBoard {
     pub fn written(&self, shard: usize, offsets: Vec<KafkaOffset>) {
         let mut shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
         shards[shard] = Some(offsets);
+        if self.sharding == Sharding::Partition {
+            let mut combined: Vec<KafkaOffset> = shards
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|offset| KafkaOffset {
+                    campaigns: Vec::new(),
+                    ..offset.clone()
+                })
+                .collect();
+            combined.sort_unstable_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            self.combined.send_replace(combined);
+            return;
+        }
         let Some(all) = shards
             .iter()
             .map(Option::as_ref)
@@ -360,6 +438,9 @@ pub fn layout(data_dir: &Path, wanted: usize, default: usize) -> anyhow::Result<
 #[derive(Debug, Clone)]
 pub(super) struct Shared {
     pub(super) shard: usize,
+    pub(super) sharding: Sharding,
+    /// With shards that are partitions: where the shard's partials go to be published.
+    pub(super) outbox: Option<Arc<crate::partials::Outbox>>,
     pub(super) unregistered: Arc<UnregisteredRoom>,
     pub(super) board: Arc<CheckpointBoard>,
 }

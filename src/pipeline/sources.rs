@@ -144,6 +144,16 @@ impl Sources {
             .collect()
     }
 
+    /// How far the partitions held are read, as one number that only grows while they are
+    /// held: the sum of their positions (a partition not read yet counts 0). With shards that
+    /// are partitions, it dates the shard's partials.
+    pub fn position(&self) -> i64 {
+        self.partitions
+            .values()
+            .map(|state| state.position.max(0))
+            .sum()
+    }
+
     /// The partitions held, sorted.
     pub fn held(&self) -> Vec<Partition> {
         let mut held: Vec<Partition> = self.partitions.keys().cloned().collect();

@@ -81,6 +81,8 @@ fn start_writer(durable: &DurableSettings) -> (Queue, Writer, Arc<Figures>) {
         queue_timeout: Duration::from_secs(10),
         checkpoint_interval: Duration::from_secs(3600),
         checkpoint_journal_bytes: u64::MAX,
+        sharding: shards::Sharding::Learner,
+        outbox: None,
     };
     let registry = Registry::parse("[[campaign]]\nid = \"gendarmerie\"\nname = \"Gendarmerie\"")
         .expect("the registry parses");

@@ -159,7 +159,9 @@ impl WriterState {
                             self.release(&stale);
                         }
                     }
-                    let _ = reply.send(self.sources.assign(&partitions));
+                    let positions = self.sources.assign(&partitions);
+                    self.note_ownership();
+                    let _ = reply.send(positions);
                 }
                 Some(Message::Checkpoint { reply }) => {
                     self.checkpoint(true);
@@ -359,10 +361,15 @@ impl WriterState {
         self.shared
             .unregistered
             .release(&released, self.shared.shard);
-        self.figures
-            .remove(self.shared.shard, &released, Utc::now());
+        if self.shared.sharding == Sharding::Learner {
+            self.figures
+                .remove(self.shared.shard, &released, Utc::now());
+        }
+        // A partition's shard is dropped whole; its figures stay as its last partials said,
+        // until its new owner's partials come (`Figures::publish_at`).
         telemetry::record_campaigns_released(released.len());
         self.publish();
+        self.note_ownership();
         tracing::info!(
             partitions = ?partitions,
             released = released.len(),
@@ -374,12 +381,37 @@ impl WriterState {
     }
 
     fn publish(&mut self) {
-        self.figures.publish(
-            self.shared.shard,
-            self.aggregator.drain_changes(),
-            Utc::now(),
-        );
+        let changes = self.aggregator.drain_changes();
+        let now = Utc::now();
+        match &self.shared.outbox {
+            None => self.figures.publish(self.shared.shard, changes, now),
+            Some(outbox) => {
+                // Shards that are partitions: their partials are dated by their position, and
+                // published to every instance.
+                let position = self.sources.position();
+                outbox.put(self.shared.shard, position, &changes, now);
+                self.figures.publish_at(
+                    self.shared.shard,
+                    position,
+                    changes
+                        .into_iter()
+                        .map(|change| (change.campaign, Some(change.counts), change.days)),
+                    now,
+                );
+            }
+        }
         telemetry::record_holdings(self.aggregator.holdings());
+    }
+
+    /// Tells the outbox whether this shard's partitions are assigned here.
+    fn note_ownership(&self) {
+        if let Some(outbox) = &self.shared.outbox {
+            outbox.own(
+                self.shared.shard,
+                !self.sources.held().is_empty(),
+                self.sources.position(),
+            );
+        }
     }
 
     fn checkpoint_due(&mut self) -> bool {

@@ -39,6 +39,8 @@ pub struct QueryState {
     pub max_campaign_metrics: usize,
     /// Forecasts are made as of today in this zone.
     pub time_zone: Tz,
+    /// With `forward_to_kafka`: what is known here of each shard, for `/v1/shards`.
+    pub shards: Option<Arc<crate::partials::ShardBoard>>,
 }
 
 /// A campaign's counters as the JSON routes answer them: the figures' fields, and the forecast
@@ -75,6 +77,7 @@ pub fn routes(state: QueryState) -> Router {
         .route("/v1/campaigns/{campaign}/timeline", get(campaign_timeline))
         .route("/v1/totals", get(get_totals))
         .route("/v1/totals/timeline", get(totals_timeline))
+        .route("/v1/shards", get(list_shards))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         .with_state(state)
 }
@@ -167,6 +170,30 @@ async fn get_totals(
     let totals = state.with_forecast(state.figures.totals());
     telemetry::record_query(Transport::Http, started.elapsed());
     Ok(Json(totals))
+}
+
+/// The shards' freshness (`forward_to_kafka`): for each shard, who counts it, how far, as of
+/// when, and how many of its events the figures do not reflect yet. Without scale-out, no
+/// shard is listed: the figures are this instance's own and current.
+#[derive(Debug, Serialize)]
+struct ShardList {
+    scale_out: bool,
+    shards: Vec<crate::partials::ShardStatus>,
+}
+
+async fn list_shards(
+    State(state): State<QueryState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ShardList>, ApiError> {
+    require_totals(&caller)?;
+    Ok(Json(ShardList {
+        scale_out: state.shards.is_some(),
+        shards: state
+            .shards
+            .as_ref()
+            .map(|board| board.statuses())
+            .unwrap_or_default(),
+    }))
 }
 
 async fn campaign_timeline(
@@ -293,6 +320,7 @@ mod tests {
             sinks: Arc::new(SinkHealth::default()),
             max_campaign_metrics: 10,
             time_zone: chrono_tz::Europe::Paris,
+            shards: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

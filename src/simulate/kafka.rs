@@ -1,5 +1,7 @@
 //! `suivi simulate --kafka`: the simulated programme produced into a Kafka topic instead of sent
-//! over gRPC, one event per message, keyed by campaign (so a campaign stays on one partition), as
+//! over gRPC, one event per message, keyed by learner with Kafka's default partitioner
+//! (murmur2, product.md §6: a learner's events share a partition, which is the shard that
+//! counts them with `forward_to_kafka`; a click by its visitor, as `Placement` places it), as
 //! JSON with the HTTP field names or, with `--protobuf`, as `LearnerEvent` with the content type
 //! `application/x-protobuf`. Every message is acknowledged by the brokers (acks=all) before it
 //! returns.
@@ -14,7 +16,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::Simulation;
-use crate::event::campaign_id;
 use crate::proto::{self, LearnerEvent};
 
 /// Where and how to produce a simulation.
@@ -44,6 +45,8 @@ pub async fn produce(
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", "suivi-simulate")
         .set("acks", "all")
+        // The Java client's partitioner, which suivi's placement follows.
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
@@ -92,9 +95,17 @@ pub async fn produce(
     })
 }
 
-/// One event's key (its campaign id) and payload.
+/// One event's key and payload: the key is what suivi places it by (`event::Placement`): the
+/// visitor of a click that has one, else the learner, else the event id.
 pub fn message(event: &LearnerEvent, protobuf: bool) -> (String, Vec<u8>) {
-    let key = campaign_id(&event.campaign);
+    let click = event.kind == proto::EventKind::LinkClicked as i32;
+    let key = if click && !event.visitor_id.is_empty() {
+        event.visitor_id.clone()
+    } else if !event.learner_id.is_empty() {
+        event.learner_id.clone()
+    } else {
+        event.event_id.clone()
+    };
     if protobuf {
         return (key, event.encode_to_vec());
     }
@@ -140,7 +151,7 @@ pub(super) fn json(event: &LearnerEvent) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventParser, JsonEvent, RawEvent};
+    use crate::event::{EventParser, JsonEvent, Placement, RawEvent};
 
     #[test]
     fn the_json_message_and_the_protobuf_message_parse_to_the_same_event() {
@@ -150,7 +161,6 @@ mod tests {
         let now = chrono::Utc::now();
         for event in simulation.events().take(500) {
             let (key, payload) = message(&event, false);
-            assert_eq!(key, campaign_id(&event.campaign));
             let text = String::from_utf8(payload).expect("UTF-8 JSON");
             let json = JsonEvent::decode(&text).expect("a JSON event");
             let from_json = parser.parse(&json.raw(), now).expect("a valid event");
@@ -158,6 +168,9 @@ mod tests {
                 .parse(&RawEvent::from(&event), now)
                 .expect("a valid event");
             assert_eq!(from_json, from_protobuf, "{text}");
+            // Keyed as suivi places it.
+            let raw = RawEvent::from(&event);
+            assert_eq!(key, Placement::key(&from_protobuf, &raw), "{text}");
         }
     }
 }

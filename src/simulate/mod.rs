@@ -78,7 +78,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "DATE", value_parser = crate::report::period::parse_date)]
     pub end_on: Option<chrono::NaiveDate>,
     /// Produce the events into Kafka (these bootstrap servers, host:port,...) instead of sending
-    /// them over gRPC; one event per message, keyed by campaign
+    /// them over gRPC; one event per message, keyed by learner (Kafka's default murmur2 partitioner)
     #[arg(long, value_name = "BROKERS")]
     pub kafka: Option<String>,
     /// The topic to produce into, with --kafka

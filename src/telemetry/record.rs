@@ -116,6 +116,40 @@ pub fn register_kafka() {
     gauge!(KAFKA_ASSIGNED).set(0.0);
 }
 
+/// Makes the series of scale-out over Kafka exist at zero (`forward_to_kafka`), those of each
+/// of the `shards` shards included.
+pub fn register_partials(shards: usize) {
+    counter!(KAFKA_MOVED).increment(0);
+    counter!(PARTIALS_FAILURES).increment(0);
+    for (transport, _) in REQUEST_REFUSALS {
+        counter!(REQUESTS_REFUSED, "transport" => transport.as_str(), "reason" => "kafka_unavailable")
+            .increment(0);
+    }
+    for shard in 0..shards {
+        record_shard(shard, false, None, None);
+    }
+}
+
+/// Records what is known here of one shard: whether it is counted here, how many of its
+/// events its newest partials leave out, and how old they are.
+#[allow(clippy::cast_precision_loss)] // Lags stay far below 2^52.
+pub fn record_shard(shard: usize, owned: bool, lag: Option<i64>, age: Option<Duration>) {
+    let shard = shard.to_string();
+    gauge!(SHARD_OWNED, "shard" => shard.clone()).set(if owned { 1.0 } else { 0.0 });
+    gauge!(SHARD_LAG, "shard" => shard.clone()).set(lag.unwrap_or(0).max(0) as f64);
+    gauge!(SHARD_AGE, "shard" => shard).set(age.map_or(0.0, |age| age.as_secs_f64()));
+}
+
+/// Records messages moved to their learner's partition.
+pub fn record_kafka_moved(messages: u64) {
+    counter!(KAFKA_MOVED).increment(messages);
+}
+
+/// Records a failed write to the partials topic.
+pub fn record_partials_failure() {
+    counter!(PARTIALS_FAILURES).increment(1);
+}
+
 /// Records the messages consumed from one partition.
 pub fn record_kafka_messages(topic: &str, partition: i32, messages: u64) {
     counter!(KAFKA_MESSAGES, "topic" => topic.to_owned(), "partition" => partition.to_string())

@@ -183,6 +183,16 @@ specify! {
             "Time Kafka consumption was paused, by cause.";
         KAFKA_BATCHES_RETRIED: Counter "suivi_kafka_batches_retried_total", COUNT, ["reason"],
             "Kafka batches refused and read again, by reason.";
+        KAFKA_MOVED: Counter "suivi_kafka_moved_messages_total", COUNT, [],
+            "Kafka messages read from another partition than their learner's and written to it (forward_to_kafka).";
+        SHARD_OWNED: Gauge "suivi_shard_owned", COUNT, ["shard"],
+            "1 for each shard (Kafka partition) this instance counts, 0 for the others (forward_to_kafka).";
+        SHARD_LAG: Gauge "suivi_shard_lag", COUNT, ["shard"],
+            "Events in each shard's partitions that the partials read here do not reflect yet (forward_to_kafka).";
+        SHARD_AGE: Gauge "suivi_shard_age_seconds", SECONDS, ["shard"],
+            "Seconds since each shard's owner made the newest of its partials read here (forward_to_kafka).";
+        PARTIALS_FAILURES: Counter "suivi_partials_publish_failures_total", COUNT, [],
+            "Failed writes of partial counters to the partials topic (retried).";
         KAFKA_COMMIT_FAILURES: Counter "suivi_kafka_commit_failures_total", COUNT, [],
             "Failed offset commits to the consumer group.";
         KAFKA_STOP_TIMEOUTS: Counter "suivi_kafka_stop_timeouts_total", COUNT, [],
@@ -428,6 +438,8 @@ mod tests {
                         "kind",
                         "topic",
                         "partition",
+                        // At most 64: the partitions of the topics with forward_to_kafka.
+                        "shard",
                         "chapter",
                         "campaign",
                         "name",

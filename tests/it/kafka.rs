@@ -32,13 +32,13 @@ use crate::helpers::{
 /// `suivi_kafka_messages_total` are per topic.
 const TOPIC: &str = "learner-events";
 /// How long a test waits for suivi to have consumed what was produced.
-const CONSUME_PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const CONSUME_PATIENCE: Duration = Duration::from_secs(90);
 
-type Cluster = MockCluster<'static, DefaultProducerContext>;
+pub(crate) type Cluster = MockCluster<'static, DefaultProducerContext>;
 
 /// A mock cluster of `brokers` brokers with `topic` (`partitions` partitions) and its
 /// dead-letter topic.
-fn cluster(topic: &str, brokers: i32, partitions: i32) -> Cluster {
+pub(crate) fn cluster(topic: &str, brokers: i32, partitions: i32) -> Cluster {
     let cluster = MockCluster::new(brokers).expect("the mock cluster starts");
     cluster
         .create_topic(topic, partitions, 1)
@@ -53,7 +53,7 @@ fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
-fn producer(bootstrap: &str) -> FutureProducer {
+pub(crate) fn producer(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
@@ -64,14 +64,14 @@ fn producer(bootstrap: &str) -> FutureProducer {
 }
 
 /// What a test produces: key, payload, and whether it is protobuf.
-struct Produced {
+pub(crate) struct Produced {
     key: String,
     payload: Option<Vec<u8>>,
     protobuf: bool,
 }
 
 /// The simulated events as messages, every other one as protobuf.
-fn messages(events: &[proto::LearnerEvent]) -> Vec<Produced> {
+pub(crate) fn messages(events: &[proto::LearnerEvent]) -> Vec<Produced> {
     events
         .iter()
         .enumerate()
@@ -128,7 +128,11 @@ fn garbage() -> Vec<(Produced, &'static str)> {
 }
 
 /// Produces `messages` and waits for every acknowledgement; answers where each went.
-async fn produce(producer: &FutureProducer, topic: &str, messages: &[Produced]) -> Vec<(i32, i64)> {
+pub(crate) async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[Produced],
+) -> Vec<(i32, i64)> {
     let mut placed = Vec::with_capacity(messages.len());
     for chunk in messages.chunks(5000) {
         let deliveries = chunk.iter().map(|produced| {
@@ -154,7 +158,7 @@ async fn produce(producer: &FutureProducer, topic: &str, messages: &[Produced]) 
 }
 
 /// The simulated programme of `seed` at `scale`.
-fn simulated(seed: u64, scale: f64) -> Vec<proto::LearnerEvent> {
+pub(crate) fn simulated(seed: u64, scale: f64) -> Vec<proto::LearnerEvent> {
     let registry = Registry::load(None).expect("the embedded registry");
     suivi::simulate::generate(&registry, seed, scale, DEFAULT_CHAPTER_COUNT)
 }
@@ -186,9 +190,9 @@ fn with_kafka(settings: &mut Settings, bootstrap: &str, topic: &str, group: &str
 
 /// Every campaign's counters and the totals, without the times they changed.
 #[derive(Debug, Clone, PartialEq)]
-struct Counters {
-    campaigns: BTreeMap<String, Value>,
-    totals: Value,
+pub(crate) struct Counters {
+    pub(crate) campaigns: BTreeMap<String, Value>,
+    pub(crate) totals: Value,
 }
 
 fn strip(mut counters: Value) -> Value {
@@ -221,7 +225,7 @@ async fn app_counters(app: &TestApp) -> Counters {
     counters_of(&list, app.totals_json().await)
 }
 
-async fn process_counters(suivi: &Suivi) -> Counters {
+pub(crate) async fn process_counters(suivi: &Suivi) -> Counters {
     counters_of(
         &suivi.get("/v1/campaigns").await,
         suivi.get("/v1/totals").await,
@@ -229,7 +233,7 @@ async fn process_counters(suivi: &Suivi) -> Counters {
 }
 
 /// What a suivi that got `events` once over gRPC counts.
-async fn reference(events: &[proto::LearnerEvent]) -> Counters {
+pub(crate) async fn reference(events: &[proto::LearnerEvent]) -> Counters {
     let mut app = spawn_app().await;
     let mut client = app.ingest_client().await;
     for batch in events.chunks(2000) {
@@ -253,7 +257,7 @@ fn holds_something(counters: &Value) -> bool {
 }
 
 /// The campaigns whose counters differ, for a failure message.
-fn differences(got: &Counters, expected: &Counters) -> String {
+pub(crate) fn differences(got: &Counters, expected: &Counters) -> String {
     let mut lines = Vec::new();
     for (campaign, counters) in &expected.campaigns {
         if got.campaigns.get(campaign) != Some(counters) {
@@ -274,7 +278,7 @@ fn differences(got: &Counters, expected: &Counters) -> String {
 }
 
 /// Waits until `read` gives `expected`, or fails saying what differs.
-async fn until_counted<F, Fut>(mut read: F, expected: &Counters, what: &str)
+pub(crate) async fn until_counted<F, Fut>(mut read: F, expected: &Counters, what: &str)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Counters>,
@@ -683,7 +687,7 @@ async fn suivi_killed_with_sigkill_mid_topic_resumes_and_counts_each_event_once(
     assert!(status.success(), "{status}");
 }
 
-async fn metric_of_process(suivi: &Suivi, series: &str) -> f64 {
+pub(crate) async fn metric_of_process(suivi: &Suivi, series: &str) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", suivi.http_addr))
         .await
         .expect("GET /metrics answers")

@@ -22,6 +22,7 @@ mod pages;
 mod postgres;
 mod query;
 mod report;
+mod scale_out;
 mod senders;
 mod shutdown;
 mod snapshots;

@@ -16,9 +16,10 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use super::pause::{BACKPRESSURE, DEAD_LETTER, STORAGE};
 use super::{Context, FAILURE_PAUSE, Flow, LINGER, MAX_IN_FLIGHT, ROOM_WAIT};
 use crate::aggregate::Applied;
-use crate::event::{Event, EventParser, RejectReason};
+use crate::event::{Event, EventParser, Placement, RejectReason};
 use crate::kafka::dead_letter::DeadLetter;
 use crate::kafka::decode::{self, Encoding};
+use crate::kafka::placed::{self, Placed};
 use crate::pipeline::sources::{Partition, Range};
 use crate::pipeline::{Answer, KafkaBatch, Outcomes, Refusal};
 use crate::telemetry::{self, BatchTally, Transport};
@@ -36,6 +37,9 @@ pub(super) struct Batch {
     /// Messages read per range.
     pub(super) counts: Vec<u64>,
     pub(super) dead_letters: Vec<DeadLetter>,
+    /// With shards that are partitions: messages read from another partition than their
+    /// learner's, to write to it before the batch is counted.
+    pub(super) moves: Vec<Placed>,
     pub(super) started: Option<Instant>,
 }
 
@@ -48,6 +52,8 @@ pub(super) struct Undecoded {
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
     content_type: Option<Vec<u8>>,
+    /// Put in its partition by suivi (`placed::HEADER_PLACED`).
+    placed: bool,
 }
 
 /// Messages decoded together by one worker at least: below it, handing work out costs more
@@ -62,30 +68,58 @@ pub(super) struct InFlight {
 
 impl Batch {
     pub(super) fn messages(&self) -> usize {
-        self.undecoded.len() + self.events.len() + self.dead_letters.len()
+        self.undecoded.len() + self.events.len() + self.dead_letters.len() + self.moves.len()
     }
 
     /// Decodes and validates the messages not decoded yet, on rayon's threads (one per core),
-    /// into events and dead letters, each in the order read.
-    pub(super) fn decode(&mut self, parser: &EventParser) {
+    /// into events and dead letters, each in the order read. With shards that are partitions
+    /// (`placement`: their number), each event is placed too: what of it belongs to the
+    /// partition it was read from is kept, and a message another producer put in the wrong
+    /// partition is moved to its learner's (see `kafka::placed`).
+    pub(super) fn decode(&mut self, parser: &EventParser, placement: Option<usize>) {
         let now = Utc::now();
         let undecoded = std::mem::take(&mut self.undecoded);
-        let decoded: Vec<Result<Event, RejectReason>> = undecoded
+        let decoded: Vec<Result<(Event, Option<Placement>), RejectReason>> = undecoded
             .par_iter()
             .with_min_len(MIN_DECODE_CHUNK)
             .map(|message| {
                 let encoding = Encoding::of(message.content_type.as_deref());
-                decode::event(parser, encoding, message.payload.as_deref(), now)
+                let payload = message.payload.as_deref();
+                match placement {
+                    None => {
+                        decode::event(parser, encoding, payload, now).map(|event| (event, None))
+                    }
+                    Some(partitions) => decode::placed(parser, encoding, payload, now, partitions)
+                        .map(|(event, placement)| (event, Some(placement))),
+                }
             })
             .collect();
         for (message, decoded) in undecoded.into_iter().zip(decoded) {
+            let partition = &self.ranges[message.range as usize].partition;
             match decoded {
-                Ok(event) => {
+                Ok((event, None)) => {
                     self.events.push(event);
                     self.sources.push(message.range);
                 }
+                Ok((event, Some(placement))) => {
+                    let here = usize::try_from(partition.partition).unwrap_or(usize::MAX);
+                    if !message.placed {
+                        for elsewhere in placement.partitions().filter(|other| *other != here) {
+                            self.moves.push(Placed {
+                                topic: partition.topic.clone(),
+                                partition: i32::try_from(elsewhere).unwrap_or(0),
+                                key: message.key.clone(),
+                                payload: message.payload.clone(),
+                                content_type: message.content_type.clone(),
+                            });
+                        }
+                    }
+                    if let Some(part) = placement.part(event, here) {
+                        self.events.push(part);
+                        self.sources.push(message.range);
+                    }
+                }
                 Err(reason) => {
-                    let partition = &self.ranges[message.range as usize].partition;
                     self.dead_letters.push(DeadLetter {
                         topic: partition.topic.clone(),
                         partition: partition.partition,
@@ -137,6 +171,11 @@ impl Flow {
                 .find(|header| header.key.eq_ignore_ascii_case("content-type"))
                 .and_then(|header| header.value)
         });
+        let placed = message.headers().is_some_and(|headers| {
+            headers
+                .iter()
+                .any(|header| header.key.eq_ignore_ascii_case(placed::HEADER_PLACED))
+        });
         let batch = &mut self.pending;
         batch.started.get_or_insert_with(Instant::now);
         let range = batch.range_of(&partition, from);
@@ -149,6 +188,7 @@ impl Flow {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             content_type: content_type.map(<[u8]>::to_vec),
+            placed,
         });
     }
 
@@ -208,7 +248,7 @@ impl Flow {
         if batch.ranges.is_empty() {
             return;
         }
-        batch.decode(&self.parser);
+        batch.decode(&self.parser, self.placement);
         if !batch.dead_letters.is_empty() {
             let Some(sent) = self.abortable(self.dead_letters.send_all(&batch.dead_letters)) else {
                 // Past the shutdown grace: the batch is not counted, so it is read again after
@@ -229,6 +269,26 @@ impl Flow {
             for letter in &batch.dead_letters {
                 telemetry::record_dead_letter(letter.code);
             }
+        }
+        if !batch.moves.is_empty() {
+            let Some(sent) =
+                self.abortable(placed::send_all(self.dead_letters.producer(), &batch.moves))
+            else {
+                self.stopped = true;
+                return;
+            };
+            if let Err(error) = sent {
+                tracing::warn!(
+                    error = %telemetry::chain(&error),
+                    "cannot move messages to their learner's partition; pausing and reading the batch again"
+                );
+                self.rewind(consumer, &batch.ranges);
+                self.pause(consumer, DEAD_LETTER, FAILURE_PAUSE);
+                return;
+            }
+            telemetry::record_kafka_moved(batch.moves.len() as u64);
+            // Moved: a retry of this batch must not move them again.
+            batch.moves.clear();
         }
         let kafka = KafkaBatch {
             ranges: batch.ranges.clone(),

@@ -51,6 +51,7 @@ use super::dead_letter::DeadLetters;
 use super::{KafkaSettings, Signals};
 use crate::event::EventParser;
 use crate::pipeline::Queue;
+use crate::pipeline::shards::Sharding;
 use crate::pipeline::sources::Partition;
 
 /// How long one poll waits for a message when there is nothing to hand over or to answer.
@@ -95,12 +96,17 @@ pub fn create(
         // then the hand-over — so the queue is often over them for a moment, and the default
         // held consumption to ~120,000 events/s against a broker serving 1.3 M (BENCHMARKS.md).
         .set("fetch.queue.backoff.ms", "5");
+    if !settings.instance_id.is_empty() {
+        // Static membership: a restart within the session timeout keeps the partitions here.
+        defaults.set("group.instance.id", &settings.instance_id);
+    }
     // The operator's options (already in `config`) win over these defaults.
     for (key, value) in defaults.config_map() {
         if config.get(key).is_none() {
             config.set(key, value);
         }
     }
+    let placement = (queue.sharding() == Sharding::Partition).then(|| queue.shards());
     let context = Context {
         flow: Mutex::new(Flow {
             queue,
@@ -109,6 +115,7 @@ pub fn create(
             dead_letters,
             signals,
             batch_events: settings.batch_events,
+            placement,
             chains: HashMap::new(),
             pending: Batch::default(),
             stalled: None,
@@ -178,6 +185,8 @@ struct Flow {
     /// Stop, abort, and the first assignment's settlement.
     signals: Signals,
     batch_events: usize,
+    /// With shards that are partitions, their number: events are placed by learner.
+    placement: Option<usize>,
     /// For each assigned partition, the offset its next batch continues from.
     chains: HashMap<Partition, i64>,
     pending: Batch,

@@ -13,6 +13,20 @@ use crate::telemetry;
 impl Flow {
     pub(super) fn assign(&mut self, consumer: &BaseConsumer<Context>, list: &TopicPartitionList) {
         let partitions = partitions_of(list);
+        if let Some(shards) = self.placement
+            && let Some(beyond) = partitions.iter().find(|partition| {
+                usize::try_from(partition.partition).map_or(true, |p| p >= shards)
+            })
+        {
+            // The topic grew: its partitions are no longer the shards the data dir holds.
+            tracing::error!(
+                partition = ?beyond,
+                shards,
+                "a Kafka partition past the shards was assigned (partitions were added to the                  topic): suivi stops; start it on an empty data_dir to count with the new                  partition count"
+            );
+            self.stopped = true;
+            return;
+        }
         let exclusive = !self.assigned_once;
         self.assigned_once = true;
         let positions = match self

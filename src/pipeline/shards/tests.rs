@@ -45,7 +45,7 @@ fn each_event_goes_to_its_learners_shard_and_the_answers_come_back_in_order() {
     let events = events(40);
     let shard_of: Vec<usize> = events.iter().map(|event| event.shard(3)).collect();
     let room = UnregisteredRoom::new(10, &["gendarmerie".to_owned()]);
-    let parts = split(3, events, None, &room);
+    let parts = split(3, Sharding::Learner, events, None, &room);
     assert!(parts.len() > 1, "seven learners spread over three shards");
     let mut answers = Vec::new();
     for part in parts {
@@ -82,7 +82,7 @@ fn a_kafka_batch_gives_every_shard_every_range_and_its_events_sources() {
         sources: (0..10).map(|index| u32::from(index >= 5)).collect(),
     };
     let room = UnregisteredRoom::new(10, &["gendarmerie".to_owned()]);
-    let parts = split(4, events, Some(batch), &room);
+    let parts = split(4, Sharding::Learner, events, Some(batch), &room);
     assert_eq!(parts.len(), 4);
     for part in &parts {
         let kafka = part.kafka.as_ref().expect("every part carries the batch");
@@ -157,7 +157,7 @@ fn only_positions_every_shards_checkpoint_covers_are_committed() {
         campaigns: vec!["gendarmerie".to_owned()],
     };
     let (sender, combined) = watch::channel(Vec::new());
-    let board = CheckpointBoard::new(2, sender);
+    let board = CheckpointBoard::new(2, Sharding::Learner, sender);
     board.written(0, vec![offset(0, 100), offset(1, 50)]);
     assert!(
         combined.borrow().is_empty(),

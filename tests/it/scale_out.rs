@@ -1,0 +1,172 @@
+//! Scale-out over Kafka (`forward_to_kafka`, product.md §6) against librdkafka's mock cluster:
+//! several `suivi serve` processes in one consumer group, each partition of the topic a shard
+//! counted by one of them, every one answering the programme-wide figures from the partials
+//! topic. Events come over Kafka (from a producer that does not place them by learner, so
+//! suivi moves them) and over gRPC to one instance (which forwards them), for the same
+//! campaigns and learners.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use suivi::proto;
+
+use crate::helpers::Suivi;
+use crate::kafka::{
+    CONSUME_PATIENCE, cluster, messages, metric_of_process, process_counters, produce, producer,
+    reference, simulated, until_counted,
+};
+
+/// The environment of an instance of the group on `bootstrap`'s `topic`, its Kafka options in
+/// `config` (a short session: a killed member's partitions move within seconds).
+fn scale_out_env<'a>(
+    bootstrap: &'a str,
+    topic: &'a str,
+    config: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("SUIVI_CONFIG", config),
+        ("SUIVI_KAFKA_BROKERS", bootstrap),
+        ("SUIVI_KAFKA_TOPICS", topic),
+        ("SUIVI_FORWARD_TO_KAFKA", "true"),
+        ("SUIVI_CHECKPOINT_INTERVAL", "300ms"),
+        ("SUIVI_KAFKA_BATCH_EVENTS", "500"),
+    ]
+}
+
+/// A settings file with Kafka options for quick group changes.
+fn kafka_config(dir: &Path) -> String {
+    let config = dir.join("suivi.toml");
+    std::fs::write(
+        &config,
+        "[kafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"300\"\n",
+    )
+    .expect("the config file");
+    config.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// Sends `events` to `suivi` over gRPC; each batch is answered once Kafka has it.
+async fn send_over_grpc(suivi: &Suivi, events: &[proto::LearnerEvent]) {
+    let mut client = suivi.ingest_client().await;
+    for batch in events.chunks(1000) {
+        let answer = client
+            .ingest(proto::IngestRequest {
+                events: batch.to_vec(),
+            })
+            .await
+            .expect("the front takes the events")
+            .into_inner();
+        assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
+        assert_eq!(answer.accepted as usize, batch.len());
+    }
+}
+
+/// `/v1/shards` of `suivi` once every shard's partials reflect the whole of its partitions.
+async fn until_shards_current(suivi: &Suivi, shards: usize) -> Vec<Value> {
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let listed = suivi.get("/v1/shards").await;
+        let statuses = listed["shards"].as_array().cloned().unwrap_or_default();
+        let current = statuses.len() == shards
+            && statuses
+                .iter()
+                .all(|status| status["lag"] == 0 && status["end"].as_i64() > Some(0));
+        if current {
+            return statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shards are not current: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() {
+    let topic = "learner-events-scale-out";
+    let partitions = 6;
+    let cluster = cluster(topic, 1, partitions);
+    cluster
+        .create_topic(&format!("{topic}.partials"), 1, 1)
+        .expect("the partials topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let events = simulated(31, 0.005);
+    let expected = reference(&events).await;
+    // Half over Kafka and half over gRPC, interleaved: a learner's events come both ways.
+    let (over_kafka, over_grpc): (Vec<_>, Vec<_>) = events
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(index, _)| index % 2 == 0);
+    let over_kafka: Vec<proto::LearnerEvent> = over_kafka.into_iter().map(|(_, e)| e).collect();
+    let over_grpc: Vec<proto::LearnerEvent> = over_grpc.into_iter().map(|(_, e)| e).collect();
+    let to_kafka = messages(&over_kafka);
+    let (kafka_first, kafka_rest) = to_kafka.split_at(to_kafka.len() / 2);
+    let (grpc_first, grpc_rest) = over_grpc.split_at(over_grpc.len() / 2);
+
+    let config_dir = tempfile::tempdir().expect("a config dir");
+    let config = kafka_config(config_dir.path());
+    let env = scale_out_env(&bootstrap, topic, &config);
+    let dirs: Vec<tempfile::TempDir> = (0..4)
+        .map(|_| tempfile::tempdir().expect("a data dir"))
+        .collect();
+    let one = Suivi::start(dirs[0].path(), &env);
+    let two = Suivi::start(dirs[1].path(), &env);
+    let three = Suivi::start(dirs[2].path(), &env);
+
+    // The producer's own partitioner places messages by another hash than suivi's: suivi moves
+    // those to their learner's partition.
+    let producer = producer(&bootstrap);
+    produce(&producer, topic, kafka_first).await;
+    send_over_grpc(&one, grpc_first).await;
+    // Killed mid-stream, once it has counted something.
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    while metric_of_process(&two, r#"suivi_events_received_total{transport="kafka"}"#).await == 0.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second instance counts nothing: {}",
+            two.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = two.kill();
+    assert!(!log.contains("panicked"), "{log}");
+    produce(&producer, topic, kafka_rest).await;
+    send_over_grpc(&three, grpc_rest).await;
+    let four = Suivi::start(dirs[3].path(), &env);
+
+    for (name, suivi) in [("one", &one), ("three", &three), ("four", &four)] {
+        until_counted(
+            || process_counters(suivi),
+            &expected,
+            &format!("instance {name}, after one was killed and one added"),
+        )
+        .await;
+    }
+    // Every shard is current and counted by a live instance; none is counted twice.
+    let statuses = until_shards_current(&one, partitions as usize).await;
+    let mut owned = vec![0; partitions as usize];
+    for suivi in [&one, &three, &four] {
+        let listed = suivi.get("/v1/shards").await;
+        for status in listed["shards"].as_array().expect("shards") {
+            if status["owned_here"] == true {
+                owned[status["shard"].as_u64().expect("a number") as usize] += 1;
+            }
+        }
+    }
+    assert_eq!(owned, vec![1; partitions as usize], "{statuses:?}");
+    let mut moved = 0.0;
+    for suivi in [&one, &three, &four] {
+        moved += metric_of_process(suivi, "suivi_kafka_moved_messages_total").await;
+    }
+    assert!(
+        moved > 0.0,
+        "messages outside their learner's partition were moved"
+    );
+    for suivi in [one, three, four] {
+        let status = suivi.terminate().await;
+        assert!(status.success(), "{status}");
+    }
+}
