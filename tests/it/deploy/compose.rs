@@ -32,16 +32,92 @@ fn compose_and_grafana_provisioning_are_wired_together() {
         }
     }
 
-    let suivi = &services["suivi"];
-    let context = base.join(suivi["build"]["context"].as_str().expect("a build context"));
-    let dockerfile = suivi["build"]["dockerfile"].as_str().expect("a dockerfile");
-    assert!(
-        context.join(dockerfile).is_file(),
-        "suivi builds from the Dockerfile"
+    // Three instances of suivi, the same but for their names, data volumes and Kafka instance
+    // ids, behind one entry point.
+    let instances = suivi_instances(&compose);
+    assert_eq!(
+        instances.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["suivi-1", "suivi-2", "suivi-3"]
     );
+    let (_, suivi) = instances.first_key_value().expect("an instance");
     let env = compose_env(suivi);
     let http_port = port_of(&env["SUIVI_HTTP_ADDR"]);
-    let published: BTreeSet<u16> = strings(&suivi["ports"])
+    let grpc_port = port_of(&env["SUIVI_GRPC_ADDR"]);
+    let mut data_volumes = BTreeSet::new();
+    for (name, instance) in &instances {
+        let context = base.join(
+            instance["build"]["context"]
+                .as_str()
+                .expect("a build context"),
+        );
+        let dockerfile = instance["build"]["dockerfile"]
+            .as_str()
+            .expect("a dockerfile");
+        assert!(
+            context.join(dockerfile).is_file(),
+            "{name} builds from the Dockerfile"
+        );
+        assert_eq!(instance["image"], suivi["image"], "{name}");
+        let mut own = compose_env(instance);
+        assert_eq!(
+            own.remove("SUIVI_KAFKA_INSTANCE_ID").as_deref(),
+            Some(name.as_str()),
+            "{name} is a static member of the group under its own name"
+        );
+        let mut first = env.clone();
+        first.remove("SUIVI_KAFKA_INSTANCE_ID");
+        assert_eq!(own, first, "{name} has the settings of the others");
+        assert_eq!(
+            own.get("SUIVI_FORWARD_TO_KAFKA").map(String::as_str),
+            Some("true"),
+            "{name} forwards gRPC/HTTP ingest into Kafka"
+        );
+        assert!(
+            strings(&instance["ports"]).is_empty(),
+            "{name} is reached through the entry point"
+        );
+        // Its data dir is a named volume of its own.
+        let (volume, rest) = named_volume_at(instance, &own["SUIVI_DATA_DIR"])
+            .unwrap_or_else(|| panic!("{name}'s data dir is a named volume"));
+        assert_eq!(rest, "", "{name} mounts the volume at its data dir");
+        assert!(
+            compose["volumes"].get(&volume).is_some(),
+            "{volume} is declared"
+        );
+        assert!(
+            data_volumes.insert(volume.clone()),
+            "{name} shares {volume} with another instance"
+        );
+        let stop_grace = duration(
+            instance["stop_grace_period"]
+                .as_str()
+                .expect("stop_grace_period"),
+        );
+        let shutdown_grace = own
+            .get("SUIVI_SHUTDOWN_GRACE")
+            .map_or(DEFAULT_SHUTDOWN_GRACE, |text| duration(text));
+        assert!(
+            stop_grace > shutdown_grace,
+            "{name}: {stop_grace:?} > {shutdown_grace:?}"
+        );
+        let healthcheck = strings(&instance["healthcheck"]["test"]).join(" ");
+        assert!(healthcheck.contains("/readyz"), "{healthcheck}");
+        assert_eq!(
+            instance["depends_on"]["postgres"]["condition"],
+            json!("service_healthy"),
+            "{name} starts once PostgreSQL is healthy"
+        );
+    }
+
+    // The entry point: HAProxy, publishing suivi's ports and passing each connection to one of
+    // the instances, on the same port, once it answers /readyz on its HTTP port.
+    let entry = &services["suivi"];
+    let image = entry["image"].as_str().expect("an image");
+    assert!(
+        image.starts_with("haproxy:") && image.len() > "haproxy:".len(),
+        "the entry point is HAProxy's image, at a version: {image}"
+    );
+    let published: BTreeSet<u16> = strings(&entry["ports"])
         .iter()
         .map(|port| {
             port.rsplit(':')
@@ -51,28 +127,60 @@ fn compose_and_grafana_provisioning_are_wired_together() {
                 .expect("a number")
         })
         .collect();
-    assert_eq!(
-        published,
-        BTreeSet::from([port_of(&env["SUIVI_GRPC_ADDR"]), http_port])
-    );
-    let stop_grace = duration(
-        suivi["stop_grace_period"]
-            .as_str()
-            .expect("stop_grace_period"),
-    );
-    let shutdown_grace = env
-        .get("SUIVI_SHUTDOWN_GRACE")
-        .map_or(DEFAULT_SHUTDOWN_GRACE, |text| duration(text));
+    assert_eq!(published, BTreeSet::from([grpc_port, http_port]));
+    let proxy = haproxy(&host_path(base, entry, HAPROXY_CONFIG));
+    let check = proxy["defaults"]
+        .iter()
+        .find_map(|line| line.strip_prefix("default-server "))
+        .expect("the servers' defaults");
     assert!(
-        stop_grace > shutdown_grace,
-        "{stop_grace:?} > {shutdown_grace:?}"
+        check
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(3)
+            .any(|words| words == ["check", "port", &http_port.to_string()]),
+        "every server is checked on its HTTP port: {check}"
     );
-    let healthcheck = strings(&suivi["healthcheck"]["test"]).join(" ");
-    assert!(healthcheck.contains("/readyz"), "{healthcheck}");
+    let mut frontends = BTreeSet::new();
+    for (section, lines) in &proxy {
+        if !section.starts_with("frontend ") {
+            continue;
+        }
+        let port: u16 = lines
+            .iter()
+            .find_map(|line| line.strip_prefix("bind :"))
+            .unwrap_or_else(|| panic!("{section} binds a port"))
+            .parse()
+            .expect("a port");
+        frontends.insert(port);
+        let backend = lines
+            .iter()
+            .find_map(|line| line.strip_prefix("default_backend "))
+            .unwrap_or_else(|| panic!("{section} has a backend"));
+        let backend = &proxy[&format!("backend {backend}")];
+        for line in ["option httpchk", "http-check send meth GET uri /readyz"] {
+            assert!(backend.iter().any(|l| l == line), "{section}: {line}");
+        }
+        let servers: BTreeSet<String> = backend
+            .iter()
+            .filter_map(|line| line.strip_prefix("server "))
+            .map(|server| {
+                server
+                    .split_whitespace()
+                    .nth(1)
+                    .expect("an address")
+                    .to_owned()
+            })
+            .collect();
+        let expected: BTreeSet<String> = instances
+            .keys()
+            .map(|name| format!("{name}:{port}"))
+            .collect();
+        assert_eq!(servers, expected, "{section} reaches every instance");
+    }
     assert_eq!(
-        suivi["depends_on"]["postgres"]["condition"],
-        json!("service_healthy"),
-        "suivi starts once PostgreSQL is healthy"
+        frontends, published,
+        "the entry point serves what it publishes"
     );
 
     // suivi → PostgreSQL.
@@ -86,7 +194,8 @@ fn compose_and_grafana_provisioning_are_wired_together() {
         )
     );
 
-    // Prometheus → suivi, with the configuration and rules of deploy/prometheus.
+    // Prometheus → every instance (not the entry point: each exports its own series), with the
+    // configuration and rules of deploy/prometheus.
     let prometheus = &services["prometheus"];
     let config_path = strings(&prometheus["command"])
         .iter()
@@ -102,10 +211,22 @@ fn compose_and_grafana_provisioning_are_wired_together() {
         "the alerts select job=\"suivi\""
     );
     assert_eq!(job["metrics_path"], json!("/metrics"));
+    let targets: BTreeSet<String> = strings(&job["static_configs"][0]["targets"])
+        .into_iter()
+        .collect();
     assert_eq!(
-        strings(&job["static_configs"][0]["targets"]),
-        [format!("suivi:{http_port}")]
+        targets,
+        instances
+            .keys()
+            .map(|name| format!("{name}:{http_port}"))
+            .collect::<BTreeSet<_>>()
     );
+    for name in instances.keys() {
+        assert!(
+            !prometheus["depends_on"][name].is_null(),
+            "prometheus starts with {name}"
+        );
+    }
     for rules in strings(&config["rule_files"]) {
         assert!(
             config_file.with_file_name(&rules).is_file(),
@@ -123,7 +244,10 @@ fn compose_and_grafana_provisioning_are_wired_together() {
         "the credentials service runs suivi's image"
     );
     assert_eq!(creator["restart"], json!("no"), "a one-shot service");
-    for (name, service) in [("suivi", suivi), ("prometheus", prometheus)] {
+    for (name, service) in instances
+        .iter()
+        .chain([(&"prometheus".to_owned(), prometheus)])
+    {
         assert_eq!(
             service["depends_on"][&made.service]["condition"],
             json!("service_completed_successfully"),
@@ -141,10 +265,18 @@ fn compose_and_grafana_provisioning_are_wired_together() {
         .as_str()
         .expect("the settings file sets metrics_token");
     assert!(metrics_token.len() >= 32, "{metrics_token}");
+    // The instances read the one settings file, so a learner has one pseudonym whichever
+    // instance takes the event.
+    assert_eq!(
+        settings["pseudonym_key"].as_str(),
+        Some(made.pseudonym_key.as_str())
+    );
     // suivi only reads the volume; the credentials are added with the credentials service.
-    for volume in strings(&suivi["volumes"]) {
-        if volume.starts_with(&format!("{}:", made.volume)) {
-            assert!(volume.ends_with(":ro"), "suivi mounts {volume} read-only");
+    for (name, instance) in &instances {
+        for volume in strings(&instance["volumes"]) {
+            if volume.starts_with(&format!("{}:", made.volume)) {
+                assert!(volume.ends_with(":ro"), "{name} mounts {volume} read-only");
+            }
         }
     }
     let token_file = job["authorization"]["credentials_file"]
@@ -239,7 +371,9 @@ fn compose_and_grafana_provisioning_are_wired_together() {
 fn the_compose_file_runs_kafka_in_kraft_mode_with_the_topics_suivi_reads() {
     let compose = yaml(&deploy("docker-compose.yml"));
     let services = compose["services"].as_object().expect("services");
-    let suivi = &services["suivi"];
+    let instances = suivi_instances(&compose);
+    // The instances' settings are the same but for their instance ids (checked above).
+    let (_, suivi) = instances.first_key_value().expect("an instance");
     let env = compose_env(suivi);
 
     // suivi's brokers are the Kafka service, on a listener it advertises under that name.
@@ -379,11 +513,13 @@ fn the_compose_file_runs_kafka_in_kraft_mode_with_the_topics_suivi_reads() {
         topics_service["depends_on"][host]["condition"],
         json!("service_healthy")
     );
-    assert_eq!(
-        suivi["depends_on"][creator]["condition"],
-        json!("service_completed_successfully"),
-        "suivi starts once the topics exist"
-    );
+    for (name, instance) in &instances {
+        assert_eq!(
+            instance["depends_on"][creator]["condition"],
+            json!("service_completed_successfully"),
+            "{name} starts once the topics exist"
+        );
+    }
     let created = created_topics(&strings(&topics_service["command"]).join("\n"));
     let mut settings = Settings::default();
     if let Some(topics) = env.get("SUIVI_KAFKA_TOPICS") {
@@ -392,11 +528,24 @@ fn the_compose_file_runs_kafka_in_kraft_mode_with_the_topics_suivi_reads() {
     if let Some(template) = env.get("SUIVI_KAFKA_DEAD_LETTER_TOPIC") {
         settings.kafka_dead_letter_topic.clone_from(template);
     }
+    let partials_template = env
+        .get("SUIVI_KAFKA_PARTIALS_TOPIC")
+        .map_or(DEFAULT_KAFKA_PARTIALS_TOPIC, String::as_str);
     let topics = settings.kafka_topics();
     assert!(!topics.is_empty());
     for topic in &topics {
         let dead_letters = settings.kafka_dead_letter_topic(topic);
-        for (name, events) in [(topic, true), (&dead_letters, false)] {
+        let partials = partials_topic(partials_template, topic);
+        // The partials topic keeps the newest partial of each key: compacted, never deleted.
+        let flags = created
+            .get(&partials)
+            .unwrap_or_else(|| panic!("{partials} is not created: {created:?}"));
+        assert_eq!(
+            flags.get("--config cleanup.policy").map(String::as_str),
+            Some("compact"),
+            "{partials}: {flags:?}"
+        );
+        for (name, events) in [(topic, true), (&dead_letters, false), (&partials, false)] {
             let flags = created
                 .get(name)
                 .unwrap_or_else(|| panic!("{name} is not created: {created:?}"));
@@ -413,7 +562,17 @@ fn the_compose_file_runs_kafka_in_kraft_mode_with_the_topics_suivi_reads() {
                 .unwrap_or_else(|| panic!("{name} has a partition count: {flags:?}"));
             assert!(partitions >= 1);
             if events {
-                assert!(partitions > 1, "{name}: instances can share it");
+                assert_eq!(
+                    i32::try_from(partitions).ok(),
+                    Some(KafkaScene::PARTITIONS),
+                    "{name}: six shards, as the tests' broker has them"
+                );
+                assert_eq!(
+                    partitions as usize % instances.len(),
+                    0,
+                    "{name}: the {} instances own as many partitions each",
+                    instances.len()
+                );
                 // suivi rebuilds a moved partition's campaigns from its first message.
                 assert_eq!(
                     flag("--config retention.ms"),
@@ -476,6 +635,8 @@ pub(super) struct ComposeCredentials {
     pub volumes: BTreeMap<String, PathBuf>,
     /// The admin token it printed.
     pub admin_token: String,
+    /// The pseudonymisation key the instances share, from their settings file.
+    pub pseudonym_key: String,
     _dir: tempfile::TempDir,
 }
 
@@ -484,7 +645,8 @@ impl ComposeCredentials {
     /// `up` must leave the credentials as they are and print no token.
     pub fn make(compose: &Value) -> ComposeCredentials {
         let services = compose["services"].as_object().expect("services");
-        let suivi = &services["suivi"];
+        let instances = suivi_instances(compose);
+        let (_, suivi) = instances.first_key_value().expect("an instance");
         let path = compose_env(suivi)
             .get("SUIVI_CREDENTIALS")
             .cloned()
@@ -494,7 +656,7 @@ impl ComposeCredentials {
         let writers: Vec<&String> = services
             .iter()
             .filter(|(name, service)| {
-                *name != "suivi"
+                !instances.contains_key(*name)
                     && strings(&service["volumes"]).iter().any(|mount| {
                         mount.split(':').next() == Some(volume.as_str()) && !mount.ends_with(":ro")
                     })
@@ -597,11 +759,42 @@ impl ComposeCredentials {
         made.sort();
         after.sort();
         assert_eq!(made, after, "the second `up` leaves the same files");
+        // The instances' settings file holds the pseudonymisation key they share; one made
+        // before they shared a key gets one on the next `up`, and keeps the rest.
+        let (settings_volume, rest) = named_volume_at(suivi, &compose_env(suivi)["SUIVI_CONFIG"])
+            .expect("suivi's settings file is in a named volume");
+        let settings = volumes[&settings_volume].join(rest);
+        let read = || std::fs::read_to_string(&settings).expect("the settings file");
+        let pseudonym_key = |text: &str| -> Option<String> {
+            let settings: Value = toml::from_str(text).expect("the settings file is TOML");
+            let key = settings["pseudonym_key"].as_str()?;
+            suivi::config::parse_key(key).expect("a pseudonymisation key");
+            Some(key.to_owned())
+        };
+        let shared = read();
+        assert!(pseudonym_key(&shared).is_some(), "{}", settings.display());
+        let before_keys: String = shared
+            .lines()
+            .filter(|line| !line.starts_with("pseudonym_key"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&settings, &before_keys).expect("an older settings file");
+        let upgrade = run();
+        assert!(tokens(&upgrade).is_empty(), "no token:\n{upgrade}");
+        let upgraded = read();
+        let key = pseudonym_key(&upgraded).expect("the upgrade adds a key");
+        assert!(upgraded.starts_with(&before_keys), "{upgraded}");
+        assert_eq!(
+            std::fs::read(&credentials).expect("the credentials file"),
+            before,
+            "the upgrade keeps the credentials"
+        );
         ComposeCredentials {
             service,
             volume,
             volumes,
             admin_token: printed[0].clone(),
+            pseudonym_key: key,
             _dir: dir,
         }
     }
@@ -626,7 +819,69 @@ impl ComposeCredentials {
     }
 }
 
-/// The named volume `service` mounts over `container_path`, and the path inside it.
+/// The compose file's suivi instances, by name: the services that run the image they build
+/// (the one-shot credentials service builds it too, but runs a script of its own).
+pub(super) fn suivi_instances(compose: &Value) -> BTreeMap<String, Value> {
+    compose["services"]
+        .as_object()
+        .expect("services")
+        .iter()
+        .filter(|(_, service)| service["build"].is_object() && service["entrypoint"].is_null())
+        .map(|(name, service)| (name.clone(), service.clone()))
+        .collect()
+}
+
+/// The partitions of the events topic compose creates (the Kubernetes deployment's topic is
+/// created by the same command, deploy/README.md).
+pub(super) fn compose_events_partitions() -> u32 {
+    let compose = yaml(&deploy("docker-compose.yml"));
+    let script = compose["services"]
+        .as_object()
+        .expect("services")
+        .values()
+        .map(|service| strings(&service["command"]).join("\n"))
+        .find(|script| script.contains("kafka-topics.sh"))
+        .expect("a service creates the topics");
+    created_topics(&script)[suivi::config::DEFAULT_KAFKA_TOPIC]["--partitions"]
+        .parse()
+        .expect("a partition count")
+}
+
+/// Where HAProxy's official image reads its configuration.
+const HAPROXY_CONFIG: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+
+/// An HAProxy configuration: each section (`global`, `defaults`, `frontend grpc`, …) and its
+/// lines, without comments, blank lines or indentation.
+fn haproxy(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    let mut sections: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = None;
+    for line in text.lines() {
+        let content = line.split('#').next().unwrap_or_default();
+        if content.trim().is_empty() {
+            continue;
+        }
+        if !content.starts_with(char::is_whitespace) {
+            let name = content.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                sections.insert(name.clone(), Vec::new()).is_none(),
+                "{name} twice"
+            );
+            section = Some(name);
+        } else {
+            let name = section
+                .as_ref()
+                .unwrap_or_else(|| panic!("{line} is in no section"));
+            let words = content.split_whitespace().collect::<Vec<_>>().join(" ");
+            sections.get_mut(name).expect("its section").push(words);
+        }
+    }
+    sections
+}
+
+/// The named volume `service` mounts over `container_path`, and the path inside it ("" for the
+/// volume's own root).
 fn named_volume_at(service: &Value, container_path: &str) -> Option<(String, String)> {
     strings(&service["volumes"]).iter().find_map(|mount| {
         let mut parts = mount.split(':');
@@ -634,7 +889,12 @@ fn named_volume_at(service: &Value, container_path: &str) -> Option<(String, Str
         if source.starts_with('.') || source.starts_with('/') {
             return None;
         }
-        let rest = container_path.strip_prefix(target)?.strip_prefix('/')?;
+        let rest = container_path.strip_prefix(target)?;
+        let rest = if rest.is_empty() {
+            rest
+        } else {
+            rest.strip_prefix('/')?
+        };
         Some((source.to_owned(), rest.to_owned()))
     })
 }

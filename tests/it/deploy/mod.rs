@@ -10,7 +10,7 @@
 //! (librdkafka's mock cluster). (`promtool check` and `test rules`, and `docker-compose config`,
 //! run in scripts/test itself.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,11 +31,9 @@ mod docker;
 mod kubernetes;
 mod prometheus;
 
-use compose::{ComposeCredentials, compose_env};
+use compose::{ComposeCredentials, compose_env, compose_events_partitions, suivi_instances};
 use docker::{dockerfile, dockerfile_env, dockerfile_user};
-use kubernetes::{
-    base64url_decoded_len, config_map_env, container_env, mounted_secret_file, secret_env,
-};
+use kubernetes::{base64url_decoded_len, container_env, mounted_secret_file};
 use prometheus::{bearer_client, collect_panels, dashboard, has_series};
 
 /// The campaign the dashboard's `$campaign` stands for in these tests: registered, with a target.
@@ -46,18 +44,23 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = suivi::config::DEFAULT_SHUTDOWN_GRACE;
 const PROMETHEUS_SERIES: [&str; 1] = ["up"];
 /// How long a test waits for suivi to consume Kafka or for the group to rebalance.
 const KAFKA_PATIENCE: Duration = Duration::from_secs(60);
+/// suivi's partials topic (`SUIVI_KAFKA_PARTIALS_TOPIC`) when the environment does not set it.
+const DEFAULT_KAFKA_PARTIALS_TOPIC: &str = "{topic}.partials";
 /// The ConfigMap that turns Kafka on in the Kubernetes manifests (see deploy/README.md).
 const KUBERNETES_KAFKA_CONFIG_MAP: &str = "suivi-kafka";
 /// The Secret that holds suivi's credentials file and /metrics token in the Kubernetes manifests.
 const KUBERNETES_CREDENTIALS_SECRET: &str = "suivi-credentials";
+/// The Secret that holds the pseudonymisation key and the PostgreSQL URL in the manifests.
+const KUBERNETES_SUIVI_SECRET: &str = "suivi";
 
 #[tokio::test]
 async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthcheck() {
     let compose_file = yaml(&deploy("docker-compose.yml"));
-    let suivi = &compose_file["services"]["suivi"];
-    let healthcheck = strings(&suivi["healthcheck"]["test"]);
+    let instances = suivi_instances(&compose_file);
+    let (_, first) = instances.first_key_value().expect("suivi instances");
+    let healthcheck = strings(&first["healthcheck"]["test"]);
     assert_eq!(healthcheck[..3], ["CMD", "bash", "-c"], "{healthcheck:?}");
-    let http_port = port_of(&compose_env(suivi)["SUIVI_HTTP_ADDR"]);
+    let http_port = port_of(&compose_env(first)["SUIVI_HTTP_ADDR"]);
     // The healthcheck's script, asking `port` instead of the container's; bash's complaint
     // about a refused connection is expected, and silenced.
     let check = |port: u16| {
@@ -80,18 +83,6 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         !check(free_port()).success(),
         "the healthcheck fails where nothing listens"
     );
-
-    let manifests: Vec<Value> =
-        strings(&yaml(&deploy("kubernetes/kustomization.yaml"))["resources"])
-            .iter()
-            .flat_map(|file| yaml_documents(&deploy("kubernetes").join(file)))
-            .collect();
-    let statefulset = manifests
-        .iter()
-        .find(|document| document["kind"] == json!("StatefulSet"))
-        .expect("a StatefulSet");
-    let pod = &statefulset["spec"]["template"]["spec"];
-    let container = pod["containers"][0].clone();
     let files = tempfile::tempdir().expect("a temporary dir");
 
     // The image: its credentials file, mounted where SUIVI_CREDENTIALS says, here with an
@@ -109,19 +100,25 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
     };
     // Kafka, where a deployment turns it on, is a broker of the test's own, one for each: a
     // member that left a group still holds up the mock cluster's next rebalance for a session.
-    // Compose: the files its credentials service makes, where suivi finds them.
+    // Compose: each instance's environment, with the files its credentials service makes where
+    // suivi finds them.
     let made = ComposeCredentials::make(&compose_file);
     let compose_kafka = KafkaScene::start().await;
-    let mut compose = compose_env(suivi);
-    assert!(compose.contains_key("SUIVI_KAFKA_BROKERS"), "{compose:?}");
-    compose.insert(
-        "SUIVI_KAFKA_BROKERS".to_owned(),
-        compose_kafka.bootstrap.clone(),
-    );
-    for name in ["SUIVI_CREDENTIALS", "SUIVI_CONFIG"] {
-        let file = made.file(suivi, &compose[name]);
-        compose.insert(name.to_owned(), file.display().to_string());
-    }
+    let compose: Vec<BTreeMap<String, String>> = instances
+        .values()
+        .map(|instance| {
+            let mut env = compose_env(instance);
+            for name in ["SUIVI_CREDENTIALS", "SUIVI_CONFIG"] {
+                let file = made.file(instance, &env[name]);
+                env.insert(name.to_owned(), file.display().to_string());
+            }
+            compose_kafka.point(&mut env);
+            // The harness gives suivi a pseudonymisation key in its environment, which wins over
+            // the settings file: the one the file gives all three instances.
+            env.insert("SUIVI_PSEUDONYM_KEY".to_owned(), made.pseudonym_key.clone());
+            env
+        })
+        .collect();
     let prometheus_token = compose_file["services"]["prometheus"].clone();
     let prometheus_config = yaml(&deploy("prometheus/prometheus.yml"));
     let token_file = made.file(
@@ -140,124 +137,278 @@ async fn suivi_starts_with_each_deployments_environment_and_passes_the_healthche
         ),
     };
     // The manifests: the placeholder Secret's credentials file, mounted as the StatefulSet
-    // mounts it (no credential: every request is refused), and a /metrics token.
-    let mut kubernetes = container_env(&container);
+    // mounts it (no credential: every request is refused), a /metrics token and a
+    // pseudonymisation key in the Secrets, and each pod's environment as the kubelet makes it.
+    let scale_out = kubernetes::manifests(&[]);
+    let single = kubernetes::manifests(&[kubernetes::SINGLE]);
     let placeholder = files.path().join("kubernetes-credentials.toml");
+    let (pod, container) = stateful_pod(&scale_out);
     std::fs::write(
         &placeholder,
         mounted_secret_file(
             pod,
-            &container,
-            &kubernetes["SUIVI_CREDENTIALS"],
-            &manifests,
+            container,
+            &container_env(container)["SUIVI_CREDENTIALS"],
+            &scale_out,
         ),
     )
     .expect("the placeholder's credentials file");
-    kubernetes.insert(
-        "SUIVI_CREDENTIALS".to_owned(),
-        placeholder.display().to_string(),
-    );
     let kubernetes_metrics_token = suivi::auth::file::new_token();
-    for (name, (secret, key)) in secret_env(&container) {
-        if (secret.as_str(), key.as_str()) == (KUBERNETES_CREDENTIALS_SECRET, "metrics-token") {
-            kubernetes.insert(name, kubernetes_metrics_token.clone());
-        }
-    }
+    let mut cluster = Cluster::default();
+    cluster.secret(
+        KUBERNETES_CREDENTIALS_SECRET,
+        "metrics-token",
+        &kubernetes_metrics_token,
+    );
     let kubernetes_access = || Access {
         token: None,
         metrics_token: Some(kubernetes_metrics_token.clone()),
     };
-    // The manifests with the ConfigMap that turns Kafka on, holding only the brokers.
-    let kubernetes_kafka = KafkaScene::start().await;
-    let mut kubernetes_with_kafka = kubernetes.clone();
-    for (name, (config_map, key)) in config_map_env(&container) {
-        if config_map == KUBERNETES_KAFKA_CONFIG_MAP && key == "brokers" {
-            kubernetes_with_kafka.insert(name, kubernetes_kafka.bootstrap.clone());
+    let with_placeholder = |mut pods: Vec<BTreeMap<String, String>>| {
+        for env in &mut pods {
+            env.insert(
+                "SUIVI_CREDENTIALS".to_owned(),
+                placeholder.display().to_string(),
+            );
         }
+        pods
+    };
+    // With the component single, the pod starts without Kafka and without a key of the
+    // Secret's: one replica.
+    let kubernetes_single = with_placeholder(cluster.pods(&single).expect("single starts"));
+    assert_eq!(kubernetes_single.len(), 1);
+    // The scale-out pods do not: the kubelet refuses them without suivi's pseudonym-key, and
+    // without suivi-kafka's brokers.
+    let refused = cluster.pods(&scale_out).unwrap_err();
+    assert!(refused.contains("pseudonym-key"), "{refused}");
+    cluster.secret(
+        KUBERNETES_SUIVI_SECRET,
+        "pseudonym-key",
+        crate::helpers::PSEUDONYM_KEY,
+    );
+    let refused = cluster.pods(&scale_out).unwrap_err();
+    assert!(refused.contains(KUBERNETES_KAFKA_CONFIG_MAP), "{refused}");
+    // With the ConfigMap that turns Kafka on, holding only the brokers, they do.
+    let kubernetes_kafka = KafkaScene::start().await;
+    cluster.config_map(
+        KUBERNETES_KAFKA_CONFIG_MAP,
+        "brokers",
+        &kubernetes_kafka.bootstrap,
+    );
+    let mut kubernetes_scale_out = with_placeholder(cluster.pods(&scale_out).expect("pods start"));
+    assert_eq!(kubernetes_scale_out.len(), 3);
+    for env in &mut kubernetes_scale_out {
+        kubernetes_kafka.point(env);
     }
-    for (origin, env, kafka_on, access) in [
-        ("Dockerfile", docker, false, docker_access),
+    for (origin, pods, kafka_on, access) in [
+        ("Dockerfile", vec![docker], false, docker_access),
         ("docker-compose.yml", compose, true, compose_access),
         (
-            "kubernetes/statefulset.yaml",
-            kubernetes,
+            "kubernetes with the component single",
+            kubernetes_single,
             false,
             kubernetes_access(),
         ),
         (
-            "kubernetes/statefulset.yaml with the ConfigMap suivi-kafka",
-            kubernetes_with_kafka,
+            "kubernetes with the ConfigMap suivi-kafka",
+            kubernetes_scale_out,
             true,
             kubernetes_access(),
         ),
     ] {
-        // The deployment's own environment, but for PostgreSQL: its host is the compose
-        // network's, so the test points it at a port where nothing listens (the sink then only
-        // reports failures; suivi starts and serves all the same).
-        let env: Vec<(String, String)> = env
+        let data_dirs: Vec<tempfile::TempDir> = pods
             .iter()
-            .map(|(name, value)| {
-                let value = if name == "SUIVI_POSTGRES_URL" {
-                    let (before, after) = value.split_once('@').expect("a URL with a host");
-                    let database = after.split_once('/').map_or("", |(_, database)| database);
-                    format!("{before}@127.0.0.1:{}/{database}", free_port())
-                } else {
-                    value.clone()
-                };
-                (name.clone(), value)
-            })
+            .map(|_| tempfile::tempdir().expect("a temporary dir"))
             .collect();
-        let env: Vec<(&str, &str)> = env
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        let data_dir = tempfile::tempdir().expect("a temporary dir");
-        let running = Suivi::start(data_dir.path(), &env);
-        let status = check(running.http_addr.port());
-        assert!(
-            status.success(),
-            "the compose healthcheck passes on suivi ({origin})"
-        );
-        access.check(running.http_addr, origin).await;
+        // Started together, as compose and the StatefulSet (podManagementPolicy: Parallel) start
+        // them: each is ready once the group has settled with all of them.
+        let running: Vec<Suivi> = std::thread::scope(|scope| {
+            let starting: Vec<_> = pods
+                .iter()
+                .zip(&data_dirs)
+                .map(|(env, data_dir)| {
+                    scope.spawn(move || {
+                        let env = runnable(env);
+                        let env: Vec<(&str, &str)> = env
+                            .iter()
+                            .map(|(name, value)| (*name, value.as_str()))
+                            .collect();
+                        Suivi::start(data_dir.path(), &env)
+                    })
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|start| start.join().expect("suivi starts"))
+                .collect()
+        });
+        for suivi in &running {
+            let status = check(suivi.http_addr.port());
+            assert!(
+                status.success(),
+                "the compose healthcheck passes on suivi ({origin})"
+            );
+            access.check(suivi.http_addr, origin).await;
+        }
         let metrics = match &access.metrics_token {
             Some(token) => bearer_client(token),
             None => reqwest::Client::new(),
         };
         // Each process has metrics of its own: the Kafka series are there when Kafka is on,
-        // and its partitions get assigned.
+        // and the instances share the topic's partitions, each getting some.
         let deadline = Instant::now() + KAFKA_PATIENCE;
         loop {
-            let text = metrics
-                .get(format!("http://{}/metrics", running.http_addr))
-                .send()
-                .await
-                .expect("GET /metrics answers")
-                .text()
-                .await
-                .expect("a body");
-            let assigned = text.lines().find_map(|line| {
-                line.strip_prefix(suivi::telemetry::KAFKA_ASSIGNED)?
-                    .strip_prefix(' ')?
-                    .parse::<f64>()
-                    .ok()
-            });
+            let mut assigned = Vec::new();
+            let mut texts = Vec::new();
+            for suivi in &running {
+                let text = metrics
+                    .get(format!("http://{}/metrics", suivi.http_addr))
+                    .send()
+                    .await
+                    .expect("GET /metrics answers")
+                    .text()
+                    .await
+                    .expect("a body");
+                assigned.push(text.lines().find_map(|line| {
+                    line.strip_prefix(suivi::telemetry::KAFKA_ASSIGNED)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                }));
+                texts.push(text);
+            }
             if !kafka_on {
-                assert_eq!(assigned, None, "Kafka is off with {origin}");
+                assert!(
+                    assigned.iter().all(Option::is_none),
+                    "Kafka is off with {origin}"
+                );
                 break;
             }
-            if assigned.is_some_and(|partitions| partitions > 0.0) {
+            let shared = assigned.iter().flatten().sum::<f64>();
+            if assigned
+                .iter()
+                .all(|partitions| partitions.is_some_and(|partitions| partitions > 0.0))
+                && shared == f64::from(KafkaScene::PARTITIONS)
+            {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "suivi ({origin}) got no Kafka partition in {KAFKA_PATIENCE:?}:\n{text}"
+                "the instances ({origin}) did not share the partitions in {KAFKA_PATIENCE:?} \
+                 ({assigned:?}):\n{}",
+                texts.join("\n")
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let status = running.terminate().await;
-        assert!(status.success(), "suivi ({origin}) stopped with {status}");
+        for suivi in running {
+            let status = suivi.terminate().await;
+            assert!(status.success(), "suivi ({origin}) stopped with {status}");
+        }
+        drop(data_dirs);
     }
     drop((compose_kafka, kubernetes_kafka, made, files));
+}
+
+/// A deployment's environment as the harness gives it, but for PostgreSQL: its host is the
+/// compose network's, so the test points it at a port where nothing listens (the sink then only
+/// reports failures; suivi starts and serves all the same).
+fn runnable(env: &BTreeMap<String, String>) -> Vec<(&str, String)> {
+    env.iter()
+        .map(|(name, value)| {
+            let value = if name == "SUIVI_POSTGRES_URL" {
+                let (before, after) = value.split_once('@').expect("a URL with a host");
+                let database = after.split_once('/').map_or("", |(_, database)| database);
+                format!("{before}@127.0.0.1:{}/{database}", free_port())
+            } else {
+                value.clone()
+            };
+            (name.as_str(), value)
+        })
+        .collect()
+}
+
+/// The pod template and the container `suivi` of the StatefulSet of `manifests`.
+fn stateful_pod(manifests: &[Value]) -> (&Value, &Value) {
+    let statefulset = manifests
+        .iter()
+        .find(|document| document["kind"] == json!("StatefulSet"))
+        .expect("a StatefulSet");
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let container = pod["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|container| container["name"] == json!("suivi"))
+        .expect("a container named suivi");
+    (pod, container)
+}
+
+/// The Secrets and ConfigMaps of a cluster, by (name, key), to make pods' environments from.
+#[derive(Default)]
+struct Cluster {
+    secrets: BTreeMap<(String, String), String>,
+    config_maps: BTreeMap<(String, String), String>,
+}
+
+impl Cluster {
+    fn secret(&mut self, name: &str, key: &str, value: &str) {
+        self.secrets
+            .insert((name.to_owned(), key.to_owned()), value.to_owned());
+    }
+
+    fn config_map(&mut self, name: &str, key: &str, value: &str) {
+        self.config_maps
+            .insert((name.to_owned(), key.to_owned()), value.to_owned());
+    }
+
+    /// The environment of each pod of the StatefulSet of `manifests` (suivi-0, suivi-1, …), as
+    /// the kubelet makes it: plain values, the Secrets' and ConfigMaps' keys (an optional one
+    /// left out when missing), the pod's name; or why the kubelet refuses to start them (a
+    /// required key missing).
+    fn pods(&self, manifests: &[Value]) -> Result<Vec<BTreeMap<String, String>>, String> {
+        let statefulset = manifests
+            .iter()
+            .find(|document| document["kind"] == json!("StatefulSet"))
+            .expect("a StatefulSet");
+        let name = statefulset["metadata"]["name"].as_str().expect("a name");
+        let replicas = statefulset["spec"]["replicas"].as_u64().expect("replicas");
+        let (_, container) = stateful_pod(manifests);
+        (0..replicas)
+            .map(|ordinal| {
+                let pod_name = format!("{name}-{ordinal}");
+                let mut env = BTreeMap::new();
+                for var in container["env"].as_array().expect("an env list") {
+                    let variable = var["name"].as_str().expect("a name").to_owned();
+                    let from = &var["valueFrom"];
+                    let value = if let Some(value) = var["value"].as_str() {
+                        Some(value.to_owned())
+                    } else if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
+                        assert_eq!(path, "metadata.name", "{var}");
+                        Some(pod_name.clone())
+                    } else {
+                        let (store, reference) = if from["secretKeyRef"].is_object() {
+                            (&self.secrets, &from["secretKeyRef"])
+                        } else {
+                            (&self.config_maps, &from["configMapKeyRef"])
+                        };
+                        let key = (
+                            reference["name"].as_str().expect("a name").to_owned(),
+                            reference["key"].as_str().expect("a key").to_owned(),
+                        );
+                        match store.get(&key) {
+                            Some(value) => Some(value.clone()),
+                            None if reference["optional"] == json!(true) => None,
+                            None => return Err(format!("{pod_name}: {key:?} is missing")),
+                        }
+                    };
+                    if let Some(value) = value {
+                        env.insert(variable, value);
+                    }
+                }
+                Ok(env)
+            })
+            .collect()
+    }
 }
 
 /// What a deployment's suivi lets in: the token of a credential that reads the totals (none:
@@ -360,9 +511,11 @@ fn every_file_in_deploy_is_one_these_tests_check() {
         "grafana/dashboards/suivi.json",
         "grafana/provisioning/dashboards/suivi.yml",
         "grafana/provisioning/datasources/prometheus.yml",
+        "haproxy/haproxy.cfg",
         "kubernetes/credentials-secret.yaml",
         "kubernetes/kustomization.yaml",
         "kubernetes/service.yaml",
+        "kubernetes/single/kustomization.yaml",
         "kubernetes/statefulset.yaml",
         "prometheus/alerts.test.yml",
         "prometheus/alerts.yml",
@@ -424,17 +577,19 @@ async fn feed(app: &TestApp) {
 }
 
 /// Kafka as the deployments turn it on: a Kafka-protocol broker of the test's own (librdkafka's
-/// mock cluster) with the default events topic and its dead-letter topic, filled with learner
-/// events of a few partners (never [`CAMPAIGN`], whose figures the tests check from gRPC and HTTP
-/// alone) and a message that is no event, to be dead-lettered.
+/// mock cluster) with the default events topic, its partials topic and its dead-letter topic,
+/// filled with learner events of a few partners (never [`CAMPAIGN`], whose figures the tests
+/// check from gRPC and HTTP alone) and a message that is no event, to be dead-lettered.
 struct KafkaScene {
     _cluster: MockCluster<'static, DefaultProducerContext>,
     bootstrap: String,
+    /// Settings files of suivi processes pointed at it.
+    dir: tempfile::TempDir,
 }
 
 impl KafkaScene {
-    /// Partitions of the events topic.
-    const PARTITIONS: i32 = 4;
+    /// Partitions of the events topic (and of its partials topic), as the deployments create it.
+    const PARTITIONS: i32 = 6;
     /// The partners whose events are produced; each gets two enrolled learners.
     const PARTNERS: [&str; 4] = ["pole-emploi", "afd", "dgafp", "academie-corse"];
 
@@ -444,6 +599,14 @@ impl KafkaScene {
         cluster
             .create_topic(topic, Self::PARTITIONS, 1)
             .expect("the events topic");
+        // The mock cluster has no topic configuration: compaction is the real broker's concern.
+        cluster
+            .create_topic(
+                &partials_topic(DEFAULT_KAFKA_PARTIALS_TOPIC, topic),
+                Self::PARTITIONS,
+                1,
+            )
+            .expect("the partials topic");
         cluster
             .create_topic(&Settings::default().kafka_dead_letter_topic(topic), 1, 1)
             .expect("the dead-letter topic");
@@ -500,21 +663,43 @@ impl KafkaScene {
         KafkaScene {
             _cluster: cluster,
             bootstrap,
+            dir: tempfile::tempdir().expect("a temporary dir"),
         }
     }
 
-    /// Kafka on, with the default topic and group, as the deployments have it; a shorter
-    /// session (the mock cluster waits for it before it rebalances a stable group), heartbeats
-    /// and statistics (lag) more often than by default, to keep the test short.
+    /// A shorter session (the mock cluster waits for it before it rebalances a stable group),
+    /// heartbeats and statistics (lag) more often than by default, to keep the tests short.
+    const OPTIONS: [(&str, &str); 3] = [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+        ("statistics.interval.ms", "1000"),
+    ];
+
+    /// Kafka on, with the default topic and group, as the deployments have it, and the
+    /// [`KafkaScene::OPTIONS`].
     fn turn_on(&self, settings: &mut Settings) {
         settings.kafka_brokers = Some(self.bootstrap.clone());
-        for (key, value) in [
-            ("session.timeout.ms", "6000"),
-            ("heartbeat.interval.ms", "500"),
-            ("statistics.interval.ms", "1000"),
-        ] {
+        for (key, value) in Self::OPTIONS {
             settings.kafka_options.insert(key.to_owned(), secret(value));
         }
+    }
+
+    /// Points the environment of a deployment's `suivi serve`, which turns Kafka on, at this
+    /// broker, with the [`KafkaScene::OPTIONS`] added to a copy of its settings file (Kafka
+    /// options are settings of the file only).
+    fn point(&self, env: &mut BTreeMap<String, String>) {
+        assert!(env.contains_key("SUIVI_KAFKA_BROKERS"), "Kafka on: {env:?}");
+        env.insert("SUIVI_KAFKA_BROKERS".to_owned(), self.bootstrap.clone());
+        let mut settings = env.get("SUIVI_CONFIG").map_or_else(String::new, |file| {
+            std::fs::read_to_string(file).expect("the settings file")
+        });
+        settings.push_str("\n[kafka_options]\n");
+        for (key, value) in Self::OPTIONS {
+            settings.push_str(&format!("{key:?} = {value:?}\n"));
+        }
+        let file = self.dir.path().join("suivi.toml");
+        std::fs::write(&file, settings).expect("the settings file");
+        env.insert("SUIVI_CONFIG".to_owned(), file.display().to_string());
     }
 
     /// Waits until `app` has counted every partner's events, dead-lettered the garbage, and
@@ -585,6 +770,12 @@ impl KafkaScene {
     }
 }
 
+/// The partials topic of the events topic `topic`, by the template `SUIVI_KAFKA_PARTIALS_TOPIC`
+/// (as the dead-letter topic's, `{topic}` stands for the events topic).
+fn partials_topic(template: &str, topic: &str) -> String {
+    template.trim().replace("{topic}", topic)
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -601,12 +792,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A YAML file as JSON values.
+/// A YAML file as JSON values, its merge keys (`<<: *anchor`, as compose reads them) applied.
 fn yaml(path: &Path) -> Value {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-    serde_norway::from_str(&text)
-        .unwrap_or_else(|error| panic!("{} is not YAML: {error}", path.display()))
+    let mut value: serde_norway::Value = serde_norway::from_str(&text)
+        .unwrap_or_else(|error| panic!("{} is not YAML: {error}", path.display()));
+    value
+        .apply_merge()
+        .unwrap_or_else(|error| panic!("{}: merge keys: {error}", path.display()));
+    serde_json::to_value(value)
+        .unwrap_or_else(|error| panic!("{} is not JSON-like: {error}", path.display()))
 }
 
 /// Every document of a multi-document YAML file.
