@@ -288,23 +288,15 @@ impl Figures {
         self.version.send_replace(version);
     }
 
-    /// Whether a later partial than `record` is shown for its key (a campaign's counts, or one
-    /// of its days, in its shard).
-    pub fn shows_later(&self, record: &crate::partials::Record) -> bool {
-        let Some(campaign) = &record.campaign else {
-            return false;
-        };
-        let Some(published) = self.campaigns.get(campaign.as_str()) else {
-            return false;
-        };
-        let Some(partial) = published.partials.get(record.shard) else {
-            return false;
-        };
-        let shown = match record.day {
-            None => partial.position,
-            Some(day) => partial.day_positions.get(&day).copied().unwrap_or(i64::MIN),
-        };
-        shown > record.position
+    /// The position of the partial shown for a campaign's counts (`day` `None`) or one of its
+    /// days in `shard` ([`Figures::publish_at`]); `None` when none is.
+    pub fn shown_position(&self, shard: usize, campaign: &str, day: Option<Day>) -> Option<i64> {
+        let published = self.campaigns.get(campaign)?;
+        let partial = published.partials.get(shard)?;
+        match day {
+            None => Some(partial.position),
+            Some(day) => partial.day_positions.get(&day).copied(),
+        }
     }
 
     /// The counters of `campaign`, if it is registered or was ever seen.

@@ -147,6 +147,12 @@ impl App {
             figures.clone(),
         )
         .context("cannot start the writer thread")?;
+        if scale_out.is_none() {
+            // Every shard is counted here, and its figures are current.
+            for shard in 0..queue.shards() {
+                telemetry::record_shard(shard, true, Some(0), Some(Duration::ZERO));
+            }
+        }
         let intake = Arc::new(Intake {
             queue: queue.clone(),
             forwarder: scale_out

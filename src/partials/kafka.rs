@@ -132,7 +132,7 @@ pub async fn publish(
             .into_iter()
             // A shard caught up by a new owner has older partials than those shown: sending
             // them would only replace, in the compacted topic, the later ones of the same key.
-            .filter(|record| !figures.shows_later(record))
+            .filter(|record| !record.superseded(&figures))
             .collect();
         if !records.is_empty() && !send(&producer, &topic, &records).await {
             telemetry::record_partials_failure();

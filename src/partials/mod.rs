@@ -66,6 +66,16 @@ impl Record {
         }
     }
 
+    /// Whether `figures` show a later partial than this record for its key.
+    pub fn superseded(&self, figures: &Figures) -> bool {
+        let Some(campaign) = &self.campaign else {
+            return false;
+        };
+        figures
+            .shown_position(self.shard, campaign, self.day)
+            .is_some_and(|shown| shown > self.position)
+    }
+
     /// Shows the record in `figures` (a head changes no figure), unless a later one is shown.
     pub fn apply(self, figures: &Figures, now: DateTime<Utc>) {
         let Some(campaign) = self.campaign else {

@@ -1,3 +1,5 @@
+//! The outbox, the order records are applied in, and the shard board.
+
 use chrono::{TimeZone, Utc};
 
 use super::*;
@@ -111,7 +113,7 @@ fn records_read_in_any_order_show_each_shards_latest_partials_summed() {
     assert_eq!(timeline[0].enrolled, 8);
     assert!(
         late.iter()
-            .all(|record| record.campaign.is_none() || figures.shows_later(record))
+            .all(|record| record.campaign.is_none() || record.superseded(&figures))
     );
     // The same records read again change nothing; a later one replaces its shard's part.
     for record in first.iter().chain(&late) {

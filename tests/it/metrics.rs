@@ -190,6 +190,8 @@ async fn metrics_count_events_by_transport_and_reason() {
                         "chapter",
                         "topic",
                         "partition",
+                        // At most 64 shards.
+                        "shard",
                         "le",
                         "quantile"
                     ]
