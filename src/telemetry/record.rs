@@ -121,6 +121,7 @@ pub fn register_kafka() {
 pub fn register_partials(shards: usize) {
     counter!(KAFKA_MOVED).increment(0);
     counter!(PARTIALS_FAILURES).increment(0);
+    counter!(SHARDS_RESTORED).increment(0);
     for (transport, _) in REQUEST_REFUSALS {
         counter!(REQUESTS_REFUSED, "transport" => transport.as_str(), "reason" => "kafka_unavailable")
             .increment(0);
@@ -143,6 +144,11 @@ pub fn record_shard(shard: usize, owned: bool, lag: Option<i64>, age: Option<Dur
 /// Records messages moved to their learner's partition.
 pub fn record_kafka_moved(messages: u64) {
     counter!(KAFKA_MOVED).increment(messages);
+}
+
+/// Records a shard restored from its parked state.
+pub fn record_shard_restored() {
+    counter!(SHARDS_RESTORED).increment(1);
 }
 
 /// Records a failed write to the partials topic.

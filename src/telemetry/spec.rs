@@ -191,6 +191,8 @@ specify! {
             "Events in each shard's partitions that the partials read here do not reflect yet (forward_to_kafka).";
         SHARD_AGE: Gauge "suivi_shard_age_seconds", SECONDS, ["shard"],
             "Seconds since each shard's owner made the newest of its partials read here (forward_to_kafka).";
+        SHARDS_RESTORED: Counter "suivi_shards_restored_total", COUNT, [],
+            "Shards restored from the state parked when their partitions last went from here (forward_to_kafka).";
         PARTIALS_FAILURES: Counter "suivi_partials_publish_failures_total", COUNT, [],
             "Failed writes of partial counters to the partials topic (retried).";
         KAFKA_COMMIT_FAILURES: Counter "suivi_kafka_commit_failures_total", COUNT, [],

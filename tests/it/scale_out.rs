@@ -170,3 +170,89 @@ async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() 
         assert!(status.success(), "{status}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_back_at_its_former_owner_resumes_from_its_parked_state() {
+    let topic = "learner-events-parked";
+    let partitions = 6;
+    let cluster = cluster(topic, 1, partitions);
+    cluster
+        .create_topic(&format!("{topic}.partials"), 1, 1)
+        .expect("the partials topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let events = simulated(32, 0.004);
+    let expected = reference(&events).await;
+    let produced = messages(&events);
+    let (first, second) = produced.split_at(produced.len() / 2);
+    // Eager rebalances (range): every partition goes back at once when the second leaves.
+    let config_dir = tempfile::tempdir().expect("a config dir");
+    let config = config_dir.path().join("suivi.toml");
+    std::fs::write(
+        &config,
+        "[kafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"300\"\n\
+         \"partition.assignment.strategy\" = \"range\"\n",
+    )
+    .expect("the config file");
+    let config = config.to_str().expect("a UTF-8 path").to_owned();
+    let env = scale_out_env(&bootstrap, topic, &config);
+    let (dir_one, dir_two) = (
+        tempfile::tempdir().expect("a data dir"),
+        tempfile::tempdir().expect("a data dir"),
+    );
+    let producer = producer(&bootstrap);
+    produce(&producer, topic, first).await;
+    let one = Suivi::start(dir_one.path(), &env);
+    until_shards_owned(&one, partitions as usize).await;
+    // A second instance takes some of the partitions over, counts, and leaves.
+    let two = Suivi::start(dir_two.path(), &env);
+    until_shards_owned(&two, 1).await;
+    produce(&producer, topic, second).await;
+    until_counted(|| process_counters(&two), &expected, "the second instance").await;
+    let status = two.terminate().await;
+    assert!(status.success(), "{status}");
+    // The first takes them back from where it left them, not from their beginning: each event
+    // is accepted here at most once (a rebuilt shard would accept its events again).
+    until_counted(
+        || process_counters(&one),
+        &expected,
+        "after the second left",
+    )
+    .await;
+    let restored = metric_of_process(&one, "suivi_shards_restored_total").await;
+    assert!(
+        restored >= 1.0,
+        "no shard was restored: {}\n{}",
+        one.get("/v1/shards").await,
+        one.log()
+    );
+    let accepted =
+        metric_of_process(&one, r#"suivi_events_accepted_total{transport="kafka"}"#).await;
+    assert!(
+        accepted <= events.len() as f64,
+        "{accepted} events accepted here, of {}",
+        events.len()
+    );
+    let status = one.terminate().await;
+    assert!(status.success(), "{status}");
+}
+
+/// Waits until `suivi` counts at least `shards` shards.
+async fn until_shards_owned(suivi: &Suivi, shards: usize) {
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let listed = suivi.get("/v1/shards").await;
+        let owned = listed["shards"].as_array().map_or(0, |all| {
+            all.iter()
+                .filter(|status| status["owned_here"] == true)
+                .count()
+        });
+        if owned >= shards {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "owns {owned} shards, not {shards}: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
