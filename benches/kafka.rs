@@ -2,7 +2,7 @@
 //!
 //! A Kafka broker holds a topic pre-filled with the simulated programme, produced by `suivi
 //! simulate --kafka`'s own code (`simulate::kafka::produce`): one event per message (JSON by
-//! default, protobuf with `SUIVI_BENCH_KAFKA_PROTOBUF=1`), keyed by campaign. Then, round after
+//! default, protobuf with `SUIVI_BENCH_KAFKA_PROTOBUF=1`), keyed by learner. Then, round after
 //! round, alternating:
 //!
 //! - **bare**: a plain rdkafka `BaseConsumer`, every partition assigned from its beginning, reads
@@ -25,7 +25,8 @@
 //! `SUIVI_BENCH_KAFKA_BROKERS` names an outside broker (else librdkafka's mock cluster, in this
 //! process, which only suits small runs: `SUIVI_BENCH_KAFKA_SCALE=0.02`),
 //! `SUIVI_BENCH_KAFKA_SCALE` (default 0.67, about a million events), `SUIVI_BENCH_KAFKA_PARTITIONS`
-//! (default 4), `SUIVI_BENCH_KAFKA_ROUNDS` (default 3), `SUIVI_BENCH_DIR` (default `target/tmp`).
+//! (default 4), `SUIVI_BENCH_KAFKA_ROUNDS` (default 3), `SUIVI_BENCH_DIR` (default `target/tmp`),
+//! `SUIVI_BENCH_KAFKA_FORWARD=1` (scale-out: each partition a shard, partials published).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -268,6 +269,8 @@ async fn suivi_consume(
                     .parse()
                     .expect("SUIVI_BENCH_KAFKA_SHARDS is a number")
             }),
+        // SUIVI_BENCH_KAFKA_FORWARD=1: scale-out mode, each partition a shard.
+        forward_to_kafka: std::env::var_os("SUIVI_BENCH_KAFKA_FORWARD").is_some(),
         kafka_options: std::env::var("SUIVI_BENCH_KAFKA_OPTIONS")
             .unwrap_or_default()
             .split(',')

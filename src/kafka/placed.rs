@@ -34,12 +34,13 @@ pub struct Placed {
     pub content_type: Option<Vec<u8>>,
 }
 
-/// A producer that waits for every in-sync replica, each message written once (idempotence).
+/// A producer that waits for every in-sync replica. A message a retry writes twice is a
+/// duplicate where it is counted (deduplication by source and event id), so the producer needs
+/// no idempotence, which not every Kafka-protocol broker offers.
 pub fn producer(config: &ClientConfig) -> Result<FutureProducer, KafkaError> {
     let mut config = config.clone();
     config
         .set("acks", "all")
-        .set("enable.idempotence", "true")
         .set("message.timeout.ms", "10000")
         .set("linger.ms", "2");
     config.create()

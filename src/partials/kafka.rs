@@ -40,14 +40,24 @@ pub fn prepare(
         .context("cannot create a Kafka client to read the topics' partitions")?;
     let mut counts = Vec::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .with_context(|| format!("cannot read the partitions of the Kafka topic {topic}"))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|found| found.name() == topic)
-            .map_or(0, |found| found.partitions().len());
+        // A topic created a moment ago may show no partitions yet: asked again for a while.
+        let asked = Instant::now();
+        let partitions = loop {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .with_context(|| {
+                    format!("cannot read the partitions of the Kafka topic {topic}")
+                })?;
+            let partitions = metadata
+                .topics()
+                .iter()
+                .find(|found| found.name() == topic)
+                .map_or(0, |found| found.partitions().len());
+            if partitions > 0 || asked.elapsed() >= METADATA_TIMEOUT {
+                break partitions;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         if partitions == 0 {
             bail!(
                 "the Kafka topic {topic} has no partitions (does it exist?): with \
