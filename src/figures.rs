@@ -17,6 +17,10 @@ use crate::day::Day;
 use crate::event::TOTALS_CAMPAIGN;
 use crate::registry::Registry;
 
+mod shards;
+
+pub use self::shards::{ShardChanges, ShardCounts, ShardDay};
+
 /// One campaign's funnel as clients see it (HTTP JSON, gRPC, snapshots).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignCounters {
@@ -93,6 +97,11 @@ struct Partial {
     /// ([`Figures::publish_at`]).
     position: i64,
     day_positions: BTreeMap<Day, i64>,
+    /// When this partial last changed here.
+    as_of: DateTime<Utc>,
+    /// Whether the counts, and which days, changed since [`Figures::take_shard_changes`].
+    counts_due: bool,
+    days_due: BTreeSet<Day>,
 }
 
 impl Default for Partial {
@@ -100,8 +109,12 @@ impl Default for Partial {
         Partial {
             counts: Counts::default(),
             timeline: BTreeMap::new(),
+            // Below every Kafka position: without positions, it stays there.
             position: i64::MIN,
             day_positions: BTreeMap::new(),
+            as_of: DateTime::<Utc>::MIN_UTC,
+            counts_due: false,
+            days_due: BTreeSet::new(),
         }
     }
 }
@@ -195,6 +208,7 @@ impl Figures {
                 replace_counts(&mut published.counts, &partial.counts, &counts);
                 partial.counts = counts;
                 partial.position = position.unwrap_or(partial.position);
+                partial.counts_due = true;
                 touched = true;
             }
             for (day, counts) in days {
@@ -216,9 +230,11 @@ impl Figures {
                 }
                 set_day(&mut published.timeline, day, sum);
                 published.snapshot_days.insert(day);
+                partial.days_due.insert(day);
                 touched = true;
             }
             if touched {
+                partial.as_of = now;
                 published.as_of = now;
                 published.version = version;
                 published.snapshot_due = true;

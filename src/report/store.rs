@@ -1,6 +1,7 @@
 //! Reading the downstream store that snapshots went to — the JSON Lines files under
-//! `<data_dir>/snapshots/` or the PostgreSQL tables — back into what a report needs, so that
-//! reports can be made for any past period by a process that does not hold the live counters.
+//! `<data_dir>/snapshots/` or PostgreSQL's views (which sum the shards' rows) and history —
+//! back into what a report needs, so that reports can be made for any past period by a process
+//! that does not hold the live counters.
 //! For each campaign (and the totals, `*`): its latest counters, its counters as of the last
 //! snapshot taken at or before a given instant, and its daily timeline. It only reads: it never
 //! writes to the store nor migrates its schema.

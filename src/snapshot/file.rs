@@ -76,6 +76,11 @@ impl FileSink {
 
     /// Appends one snapshot, durably, or leaves the file as it was.
     pub fn write(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        if snapshot.changes.campaigns.is_empty() && snapshot.changes.days.is_empty() {
+            // Only shards' parts changed (a publish between the two takes): the sums come
+            // with the next snapshot.
+            return Ok(());
+        }
         let lines = encode(snapshot)?;
         let path = self.path_for(snapshot.taken_at);
         let mut file = OpenOptions::new()
@@ -178,7 +183,7 @@ fn cut_torn_tail(file: &mut File, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::figures::Changes;
+    use crate::figures::{Changes, ShardChanges};
 
     /// JSON escapes what PostgreSQL refuses: a campaign with a NUL or a bidi override is
     /// written, and read back as it was, beside the others.
@@ -218,6 +223,7 @@ mod tests {
                     .collect(),
                 days: Vec::new(),
             },
+            shards: ShardChanges::default(),
         };
         sink.write(&snapshot).expect("written");
         let records = read(&sink.path_for(taken_at)).expect("read back");

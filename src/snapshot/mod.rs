@@ -1,6 +1,7 @@
 //! Snapshots to downstream reporting: every `snapshot_interval`, and once more at shutdown, what
 //! changed in [`Figures`] since the last snapshot (the counters of each changed campaign, the
-//! totals, and the changed days of each timeline) goes to every configured sink. Sinks are a
+//! totals, and the changed days of each timeline; and the same per shard, with the position
+//! each shard's part reflects) goes to every configured sink. Sinks are a
 //! closed set ([`Sink`]): JSON Lines files and PostgreSQL, each written by a task of its own, so
 //! one sink's outage or slowness never delays another. A sink that fails keeps its snapshot pending, merged with
 //! later changes, and is retried with exponential backoff (one interval, then two, four, … up to
@@ -32,14 +33,20 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::day::Day;
-use crate::figures::{CampaignCounters, Changes, DayCounters, Figures};
+use crate::figures::{
+    CampaignCounters, Changes, DayCounters, Figures, ShardChanges, ShardCounts, ShardDay,
+};
 use crate::telemetry;
 
 /// One snapshot: what changed, as of when it was taken.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
+    /// The sums, as queries answer them (the file sink, and PostgreSQL's history).
     pub changes: Changes,
+    /// Each shard's part (PostgreSQL's rows keyed by shard). Taken just after `changes`: a
+    /// change published between the two takes is in the next snapshot of the other.
+    pub shards: ShardChanges,
 }
 
 /// A place snapshots go.
@@ -59,7 +66,8 @@ pub struct Written {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetAside {
     pub campaign: String,
-    /// The rows left out: the campaign's counters and each of its changed days.
+    /// The rows left out: the campaign's counters and each of its changed days (in PostgreSQL,
+    /// each shard's).
     pub rows: u64,
     /// Why the store refused them.
     pub reason: String,
@@ -212,6 +220,7 @@ fn merge_snapshots(older: Snapshot, newer: Snapshot) -> Snapshot {
     Snapshot {
         taken_at: newer.taken_at,
         changes: merge(older.changes, newer.changes),
+        shards: merge_shards(older.shards, newer.shards),
     }
 }
 
@@ -249,11 +258,13 @@ pub async fn run(
             () = shutdown.cancelled() => true,
         };
         let changes = figures.take_changes();
-        if !changes.campaigns.is_empty() {
+        let shards = figures.take_shard_changes();
+        if !changes.campaigns.is_empty() || !shards.counts.is_empty() || !shards.days.is_empty() {
             let snapshot = Snapshot {
                 // To the microsecond, as PostgreSQL keeps it, so every sink holds the same time.
                 taken_at: Utc::now().trunc_subsecs(6),
                 changes,
+                shards,
             };
             for mailbox in &mailboxes {
                 mailbox.put(snapshot.clone());
@@ -431,6 +442,24 @@ fn merge(older: Changes, newer: Changes) -> Changes {
     }
 }
 
+/// Merges `newer` shard changes over `older` ones: the newest value of each (shard, campaign)
+/// and (shard, campaign, day) wins (the figures never take a shard's part backwards, so the
+/// newest taken is the latest position).
+fn merge_shards(older: ShardChanges, newer: ShardChanges) -> ShardChanges {
+    let mut counts: BTreeMap<(usize, String), ShardCounts> = BTreeMap::new();
+    for part in older.counts.into_iter().chain(newer.counts) {
+        counts.insert((part.shard, part.campaign.clone()), part);
+    }
+    let mut days: BTreeMap<(usize, String, Day), ShardDay> = BTreeMap::new();
+    for part in older.days.into_iter().chain(newer.days) {
+        days.insert((part.shard, part.campaign.clone(), part.counts.day), part);
+    }
+    ShardChanges {
+        counts: counts.into_values().collect(),
+        days: days.into_values().collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +480,57 @@ mod tests {
         };
         assert_eq!(backoff(short, 5), Duration::from_secs(10));
         assert_eq!(backoff(schedule, u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn merged_shard_changes_keep_the_newest_of_each_shard_campaign_and_day() {
+        let part = |shard: usize, enrolled: u64, position: i64| {
+            let counts = crate::aggregate::Counts {
+                enrolled,
+                ..crate::aggregate::Counts::default()
+            };
+            let day = DayCounters {
+                day: "2020-10-05".parse().expect("a day"),
+                clicks: 0,
+                enrolled,
+                started: 0,
+                certified: 0,
+            };
+            (
+                ShardCounts {
+                    shard,
+                    campaign: "gendarmerie".to_owned(),
+                    counts,
+                    position: Some(position),
+                    as_of: Utc::now(),
+                },
+                ShardDay {
+                    shard,
+                    campaign: "gendarmerie".to_owned(),
+                    counts: day,
+                    position: Some(position),
+                },
+            )
+        };
+        let changes = |parts: Vec<(ShardCounts, ShardDay)>| {
+            let (counts, days) = parts.into_iter().unzip();
+            ShardChanges { counts, days }
+        };
+        let older = changes(vec![part(0, 1, 10), part(1, 5, 10)]);
+        let newer = changes(vec![part(1, 7, 12)]);
+        let merged = merge_shards(older, newer);
+        let enrolled: Vec<(usize, u64, Option<i64>)> = merged
+            .counts
+            .iter()
+            .map(|part| (part.shard, part.counts.enrolled, part.position))
+            .collect();
+        assert_eq!(enrolled, [(0, 1, Some(10)), (1, 7, Some(12))]);
+        let days: Vec<(usize, u64)> = merged
+            .days
+            .iter()
+            .map(|part| (part.shard, part.counts.enrolled))
+            .collect();
+        assert_eq!(days, [(0, 1), (1, 7)]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! counted by one of them, every one answering the programme-wide figures from the partials
 //! topic. Events come over Kafka (from a producer that does not place them by learner, so
 //! suivi moves them) and over gRPC to one instance (which forwards them), for the same
-//! campaigns and learners.
+//! campaigns and learners. They all snapshot to one PostgreSQL database (the machine's, as in
+//! `postgres`), whose views then hold the reference's figures exactly.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,11 +12,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use suivi::proto;
 
-use crate::helpers::Suivi;
+use crate::helpers::{Suivi, spawn_app};
 use crate::kafka::{
     CONSUME_PATIENCE, cluster, messages, metric_of_process, process_counters, produce, producer,
     reference, simulated, until_counted,
 };
+use crate::postgres::{self, FiguresJson, TestDatabase, postgres_difference};
 
 /// The environment of an instance of the group on `bootstrap`'s `topic`, its Kafka options in
 /// `config` (a short session: a killed member's partitions move within seconds).
@@ -61,6 +63,41 @@ async fn send_over_grpc(suivi: &Suivi, events: &[proto::LearnerEvent]) {
     }
 }
 
+/// What a suivi that got `events` once over gRPC answers: every campaign's counters and
+/// timeline, and the totals', as PostgreSQL's views should hold them.
+async fn reference_figures(events: &[proto::LearnerEvent]) -> FiguresJson {
+    let mut app = spawn_app().await;
+    let mut client = app.ingest_client().await;
+    for batch in events.chunks(2000) {
+        let answer = client
+            .ingest(proto::IngestRequest {
+                events: batch.to_vec(),
+            })
+            .await
+            .expect("the reference takes the events")
+            .into_inner();
+        assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
+    }
+    let figures = postgres::live(&app).await;
+    app.stop().await;
+    figures
+}
+
+/// Waits until PostgreSQL's views hold `expected`, or fails saying how they differ.
+async fn until_postgres_holds(client: &tokio_postgres::Client, expected: &FiguresJson, what: &str) {
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let Some(difference) = postgres_difference(client, expected).await else {
+            return;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: PostgreSQL's views do not hold the reference's figures after {CONSUME_PATIENCE:?}: {difference}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `/v1/shards` of `suivi` once every shard's partials reflect the whole of its partitions.
 async fn until_shards_current(suivi: &Suivi, shards: usize) -> Vec<Value> {
     let deadline = Instant::now() + CONSUME_PATIENCE;
@@ -93,6 +130,10 @@ async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() 
     let bootstrap = cluster.bootstrap_servers();
     let events = simulated(31, 0.005);
     let expected = reference(&events).await;
+    let expected_tables = reference_figures(&events).await;
+    let _server = postgres::shared().await;
+    let database = TestDatabase::create().await;
+    let url = database.url();
     // Half over Kafka and half over gRPC, interleaved: a learner's events come both ways.
     let (over_kafka, over_grpc): (Vec<_>, Vec<_>) = events
         .iter()
@@ -107,7 +148,13 @@ async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() 
 
     let config_dir = tempfile::tempdir().expect("a config dir");
     let config = kafka_config(config_dir.path());
-    let env = scale_out_env(&bootstrap, topic, &config);
+    let mut env = scale_out_env(&bootstrap, topic, &config);
+    // Every instance snapshots every shard's rows to the one database, often.
+    env.extend([
+        ("SUIVI_POSTGRES_URL", url.as_str()),
+        ("SUIVI_SNAPSHOT_INTERVAL", "200ms"),
+        ("SUIVI_SNAPSHOT_RETRY_MAX", "1s"),
+    ]);
     let dirs: Vec<tempfile::TempDir> = (0..4)
         .map(|_| tempfile::tempdir().expect("a data dir"))
         .collect();
@@ -165,10 +212,25 @@ async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() 
         moved > 0.0,
         "messages outside their learner's partition were moved"
     );
+    // The views sum the rows of every shard, each at the latest position any instance wrote
+    // (the killed one's included): the reference's figures, exactly.
+    let client = database.client().await;
+    until_postgres_holds(&client, &expected_tables, "while the instances run").await;
+    let shards: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT shard) FROM suivi.shard_counters",
+            &[],
+        )
+        .await
+        .expect("the shard rows")
+        .get(0);
+    assert_eq!(shards, i64::from(partitions), "a row per shard");
     for suivi in [one, three, four] {
         let status = suivi.terminate().await;
         assert!(status.success(), "{status}");
     }
+    // Their final snapshots take nothing back.
+    assert_eq!(postgres_difference(&client, &expected_tables).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,28 +1,49 @@
 //! The PostgreSQL sink: snapshots as rows a reporting person can query directly, in the schema
 //! `suivi`, which suivi creates and migrates itself ([`migrate`]: a versioned list applied in one
 //! transaction under an advisory lock, so running it twice, or from two processes at once, is a
-//! no-op). The tables:
+//! no-op). What is stored:
 //!
-//! - `suivi.campaign_counters` — the current counters, one row per campaign; the programme
-//!   totals are the row of campaign `*` (also the view `suivi.programme_totals`);
-//! - `suivi.campaign_days` — the daily timeline: per campaign (and `*`) and calendar day, the
-//!   clicks and the learners who first enrolled, started, were certified that day (also the view
-//!   `suivi.programme_days`); days with nothing are absent;
+//! - `suivi.shard_counters` — each shard's part of each campaign's counters (product.md §6: a
+//!   learner lives in one shard, so every counter is the sum of the shards'), with the position
+//!   it reflects; `suivi.shard_days` — the same per day; `suivi.campaigns` — each campaign's
+//!   name, whether it is registered, and its target;
+//! - the views `suivi.campaign_counters` (the current counters, one row per campaign; the
+//!   programme totals are the row of campaign `*`, also the view `suivi.programme_totals`) and
+//!   `suivi.campaign_days` (the daily timeline: per campaign, and `*`, and calendar day, the
+//!   clicks and the learners who first enrolled, started, were certified that day; also the
+//!   view `suivi.programme_days`; days with nothing are absent), which sum the shards' rows and
+//!   have the columns the tables of that name had before shards;
 //! - `suivi.snapshots` — one row per snapshot written, by `taken_at`;
-//! - `suivi.snapshot_counters` — per snapshot, the counters of each campaign that changed in it,
-//!   so the counters of any campaign as of any time are those of its latest row at or before it.
+//! - `suivi.snapshot_counters` — per snapshot, the counters (sums) of each campaign that changed
+//!   in it, so the counters of any campaign as of any time are those of its latest row at or
+//!   before it. These stay per instance (see [`MIGRATIONS`]' version 2).
 //!
 //! Each snapshot is one transaction of idempotent statements: absolute values upserted (never
 //! increments), history rows keyed by the snapshot's time, so writing a snapshot again after a
-//! failure whose commit did or did not land changes nothing, and an older snapshot never
-//! overwrites a row a newer one wrote (rows carry the `snapshot_at` that wrote them; one suivi
-//! process writes to a database at a time, and never sends an older snapshot after a newer one).
-//! The first
-//! snapshot of a campaign in a process is its whole timeline (see [`crate::snapshot`]), so days
-//! that were not in it are deleted then: a day emptied while PostgreSQL was out of reach does not
-//! linger. The sink holds one connection, opened (and the schema migrated) on first use and again
-//! after any failure; it never blocks ingestion, and the snapshot task retries it with backoff.
-//! The connection URL is a secret: it never reaches Debug output, logs or error messages. TLS
+//! failure whose commit did or did not land changes nothing. A shard's row is replaced only by
+//! one at the same or a later position, so an older value never overwrites a newer one.
+//!
+//! **Several instances on one database.** With `forward_to_kafka`, a shard is a Kafka
+//! partition and every instance holds every shard's partials, each at the latest position it
+//! has read (`Figures::publish_at`); so every instance writes every shard's rows. That is
+//! right: a shard's partial at a position is the same whoever made it, and the position guard
+//! keeps, for each row, the latest position any instance wrote — a lagging instance, or one
+//! killed and replaced, never takes a row backwards. Without `forward_to_kafka` the shards are
+//! in-process (by learner hash) and their rows carry position 0: the latest snapshot's row
+//! wins, and shard numbers mean something only within one instance, so several instances
+//! writing one database need `forward_to_kafka` (their rows would overwrite each other's).
+//!
+//! **Stale rows.** Without positions, the first snapshot of a (shard, campaign) in a process is
+//! that shard's whole timeline of it (see [`crate::snapshot`]), so that shard's days that were
+//! not in it are deleted then: a day emptied while PostgreSQL was out of reach does not linger.
+//! With positions, a day that empties is written at zero (and the partials topic keeps its zero
+//! for the next process), so nothing is deleted: deleting would let an older value come back.
+//! The rows of a suivi before shards (migrated as shard 0 at position -1) are deleted by the
+//! first snapshot of a process, which restates every campaign that holds something.
+//!
+//! The sink holds one connection, opened (and the schema migrated) on first use and again after
+//! any failure; it never blocks ingestion, and the snapshot task retries it with backoff. The
+//! connection URL is a secret: it never reaches Debug output, logs or error messages. TLS
 //! follows the URL's `sslmode`, as in libpq ([`tls`]).
 //!
 //! A campaign whose rows the server refuses never stops the others: a NUL character (which no
@@ -57,8 +78,11 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct PostgresSink {
     target: PostgresTarget,
     client: Option<Client>,
-    /// Campaigns whose whole timeline this sink has written (see the module's doc).
-    reconciled: HashSet<String>,
+    /// The (shard, campaign) pairs without positions whose whole timeline this sink has
+    /// written (see the module's doc).
+    reconciled: HashSet<(usize, String)>,
+    /// Whether this sink has written a snapshot, which restated every campaign.
+    restated_all: bool,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -67,6 +91,7 @@ impl std::fmt::Debug for PostgresSink {
         f.debug_struct("PostgresSink")
             .field("connected", &self.client.is_some())
             .field("reconciled", &self.reconciled.len())
+            .field("restated_all", &self.restated_all)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +103,7 @@ impl PostgresSink {
             target: parse_postgres_url(url)?,
             client: None,
             reconciled: HashSet::new(),
+            restated_all: false,
         })
     }
 
@@ -102,7 +128,19 @@ impl PostgresSink {
     async fn write_once(&mut self, snapshot: &Snapshot) -> anyhow::Result<Written> {
         let (parts, mut set_aside) = CampaignRows::split(snapshot, &self.reconciled);
         let num_campaigns = parts.iter().filter(|part| part.counters.is_some()).count();
-        let num_days = parts.iter().map(|part| part.days.len()).sum::<usize>();
+        // The days of the sums, as the history counts them (not each shard's).
+        let num_days = snapshot
+            .changes
+            .days
+            .iter()
+            .filter(|(campaign, _)| {
+                !set_aside
+                    .iter()
+                    .any(|set_aside| set_aside.campaign == *campaign)
+            })
+            .map(|(_, days)| days.len())
+            .sum::<usize>();
+        let restated_all = self.restated_all;
         let client = self.client().await?;
         let mut transaction = client
             .transaction()
@@ -125,7 +163,7 @@ impl PostgresSink {
         // its savepoint and halved until the refused campaigns stand alone and are set aside:
         // about log2(campaigns) more attempts per refused campaign, none when all is well.
         let mut groups = vec![parts];
-        let mut first_written = Vec::new();
+        let mut restated = Vec::new();
         while let Some(group) = groups.pop() {
             if group.is_empty() {
                 continue;
@@ -141,7 +179,7 @@ impl PostgresSink {
                         .commit()
                         .await
                         .context("cannot release a savepoint")?;
-                    first_written.extend(rows.first_written);
+                    restated.extend(rows.restated);
                 }
                 Err(error) if refuses_the_rows(&error.source) => {
                     savepoint
@@ -160,11 +198,23 @@ impl PostgresSink {
                 Err(error) => return Err(error.into()),
             }
         }
+        if !restated_all {
+            // The first snapshot of a process restates every campaign that holds something,
+            // in every shard: what is left of a suivi before shards is no longer true.
+            transaction
+                .batch_execute(
+                    "DELETE FROM suivi.shard_counters WHERE position < 0; \
+                     DELETE FROM suivi.shard_days WHERE position < 0",
+                )
+                .await
+                .context("cannot delete the rows of a suivi before shards")?;
+        }
         transaction
             .commit()
             .await
             .context("cannot commit the snapshot")?;
-        self.reconciled.extend(first_written);
+        self.reconciled.extend(restated);
+        self.restated_all = true;
         Ok(Written { set_aside })
     }
 
@@ -203,6 +253,7 @@ mod tests {
             target,
             client: None,
             reconciled: HashSet::new(),
+            restated_all: false,
         };
         assert!(!format!("{sink:?}").contains("hunter2"));
     }

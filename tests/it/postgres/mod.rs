@@ -3,7 +3,8 @@
 //! it. Snapshots land and match the live counters; a flush killed by `pg_terminate_backend` or
 //! by stopping the server is retried until it lands, with nothing lost and nothing doubled;
 //! migrations run twice are a no-op; a snapshot written twice changes nothing; snapshots go over
-//! TLS as `sslmode` says, and a certificate that `verify-full` cannot trust is refused. When the
+//! TLS as `sslmode` says, and a certificate that `verify-full` cannot trust is refused. The rows
+//! keyed by shard (the migration to them, positions) are in `shards`. When the
 //! server cannot be reached, or the test CA that `scripts/test` gives it is missing, these tests
 //! fail; they never skip.
 //!
@@ -16,15 +17,18 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
+use suivi::aggregate::Counts;
 use suivi::config::Secret;
 use suivi::day::Day;
-use suivi::figures::{CampaignCounters, Changes, DayCounters};
+use suivi::figures::{CampaignCounters, Changes, DayCounters, ShardChanges, ShardCounts, ShardDay};
 use suivi::snapshot::Snapshot;
 use suivi::snapshot::postgres::{self as pg, MIGRATIONS, PostgresSink};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio_postgres::Client;
 
 use crate::helpers::{Ev, Kind, PATIENCE, TestApp, event, spawn_app_with};
+
+mod shards;
 
 /// The server every test uses, as the `postgres` superuser (trust auth).
 pub const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
@@ -188,9 +192,13 @@ fn counters_value(counters: &CampaignCounters) -> Value {
     value
 }
 
+/// Every campaign's counters (the totals' included, as `*`, without `as_of`) and every
+/// non-empty timeline, as the HTTP API answers them or PostgreSQL holds them.
+pub type FiguresJson = (BTreeMap<String, Value>, BTreeMap<String, Vec<Value>>);
+
 /// The live counters of every campaign and of the totals, and every non-empty timeline, from the
 /// HTTP API.
-async fn live(app: &TestApp) -> (BTreeMap<String, Value>, BTreeMap<String, Vec<Value>>) {
+pub async fn live(app: &TestApp) -> FiguresJson {
     let (_, list) = app.get("/v1/campaigns").await;
     let mut counters: BTreeMap<String, Value> = BTreeMap::new();
     let mut days = BTreeMap::new();
@@ -224,39 +232,46 @@ async fn live(app: &TestApp) -> (BTreeMap<String, Value>, BTreeMap<String, Vec<V
     (counters, days)
 }
 
+/// How PostgreSQL's `campaign_counters` and `campaign_days` differ from `expected` (campaigns
+/// never seen and never changed are in neither, or at zero in both); `None` when they hold
+/// exactly that, and when suivi has not created its tables yet.
+pub async fn postgres_difference(client: &Client, expected: &FiguresJson) -> Option<String> {
+    let migrated: bool = client
+        .query_one("SELECT to_regclass('suivi.campaign_days') IS NOT NULL", &[])
+        .await
+        .expect("a look at the schema")
+        .get(0);
+    if !migrated {
+        return Some("suivi has not created its tables".to_owned());
+    }
+    let (counters, days) = expected;
+    let stored = stored_counters(client).await;
+    let stored_days = stored_days(client).await;
+    let changed: BTreeMap<String, Value> = counters
+        .iter()
+        .filter(|(id, value)| {
+            stored.contains_key(*id) || value["enrolled"] != 0 || value["clicks"] != 0
+        })
+        .map(|(id, value)| (id.clone(), value.clone()))
+        .collect();
+    (changed != stored || *days != stored_days).then(|| {
+        format!(
+            "expected {changed:#?}\nstored {stored:#?}\nexpected days {days:#?}\nstored days {stored_days:#?}"
+        )
+    })
+}
+
 /// Waits until PostgreSQL holds exactly what the live API shows (campaigns never seen and never
 /// changed are in neither, or at zero in both).
 pub async fn wait_until_postgres_matches(app: &TestApp, client: &Client, patience: Duration) {
     let deadline = std::time::Instant::now() + patience;
     loop {
-        let migrated: bool = client
-            .query_one("SELECT to_regclass('suivi.campaign_days') IS NOT NULL", &[])
-            .await
-            .expect("a look at the schema")
-            .get(0);
-        if !migrated {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "suivi did not create its tables within {patience:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            continue;
-        }
-        let (counters, days) = live(app).await;
-        let stored = stored_counters(client).await;
-        let stored_days = stored_days(client).await;
-        let changed: BTreeMap<String, Value> = counters
-            .into_iter()
-            .filter(|(id, value)| {
-                stored.contains_key(id) || value["enrolled"] != 0 || value["clicks"] != 0
-            })
-            .collect();
-        if changed == stored && days == stored_days {
+        let Some(difference) = postgres_difference(client, &live(app).await).await else {
             return;
-        }
+        };
         assert!(
             std::time::Instant::now() < deadline,
-            "PostgreSQL does not match the live counters after {patience:?}:\nlive {changed:#?}\nstored {stored:#?}\nlive days {days:#?}\nstored days {stored_days:#?}"
+            "PostgreSQL does not match the live counters after {patience:?}: {difference}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -502,10 +517,13 @@ async fn schema_of(client: &Client) -> String {
         .join("\n")
 }
 
-/// Every row of every table, as text, in a fixed order.
+/// Every row of every table and view, as text, in a fixed order.
 async fn dump(client: &Client) -> Vec<String> {
     let mut rows = Vec::new();
     for table in [
+        "campaigns",
+        "shard_counters",
+        "shard_days",
         "campaign_counters",
         "campaign_days",
         "snapshots",
@@ -554,25 +572,69 @@ fn campaign_counters(campaign: &str, enrolled: u64, certified: u64) -> CampaignC
     }
 }
 
+/// A snapshot of `changes` as a process with one shard, without positions, takes it: shard 0's
+/// parts are the sums.
+pub fn one_shard_snapshot(changes: Changes) -> Snapshot {
+    let shards = ShardChanges {
+        counts: changes
+            .campaigns
+            .iter()
+            .map(|counters| ShardCounts {
+                shard: 0,
+                campaign: counters.campaign.clone(),
+                counts: counts_of(counters),
+                position: None,
+                as_of: counters.as_of,
+            })
+            .collect(),
+        days: changes
+            .days
+            .iter()
+            .flat_map(|(campaign, days)| {
+                days.iter().map(|day| ShardDay {
+                    shard: 0,
+                    campaign: campaign.clone(),
+                    counts: *day,
+                    position: None,
+                })
+            })
+            .collect(),
+    };
+    Snapshot {
+        taken_at: Utc::now(),
+        changes,
+        shards,
+    }
+}
+
+/// The counts a campaign's counters are made of.
+pub fn counts_of(counters: &CampaignCounters) -> Counts {
+    Counts {
+        clicks: counters.clicks,
+        unique_visitors: counters.unique_visitors,
+        enrolled: counters.enrolled,
+        started: counters.started,
+        chapters_completed: counters.chapters_completed.clone(),
+        certified: counters.certified,
+    }
+}
+
 #[tokio::test]
 async fn a_snapshot_written_again_changes_nothing_and_a_restatement_clears_stale_days() {
     let _server = shared().await;
     let database = TestDatabase::create().await;
     let client = database.client().await;
     let mut sink = PostgresSink::new(&database.secret()).expect("a sink");
-    let first = Snapshot {
-        taken_at: Utc::now(),
-        changes: Changes {
-            campaigns: vec![campaign_counters("gendarmerie", 2, 1)],
-            days: vec![(
-                "gendarmerie".to_owned(),
-                vec![
-                    day_counters("2020-10-05", [2, 1, 1, 0]),
-                    day_counters("2020-10-06", [0, 1, 1, 1]),
-                ],
-            )],
-        },
-    };
+    let first = one_shard_snapshot(Changes {
+        campaigns: vec![campaign_counters("gendarmerie", 2, 1)],
+        days: vec![(
+            "gendarmerie".to_owned(),
+            vec![
+                day_counters("2020-10-05", [2, 1, 1, 0]),
+                day_counters("2020-10-06", [0, 1, 1, 1]),
+            ],
+        )],
+    });
     sink.write(&first).await.expect("writes");
     let once = dump(&client).await;
     sink.write(&first).await.expect("writes again");
@@ -587,19 +649,16 @@ async fn a_snapshot_written_again_changes_nothing_and_a_restatement_clears_stale
     assert_eq!(dump(&client).await, once);
 
     // A later snapshot: day 10-06 emptied (its learner re-dated to 10-05).
-    let second = Snapshot {
-        taken_at: Utc::now(),
-        changes: Changes {
-            campaigns: vec![campaign_counters("gendarmerie", 2, 1)],
-            days: vec![(
-                "gendarmerie".to_owned(),
-                vec![
-                    day_counters("2020-10-05", [2, 2, 2, 1]),
-                    day_counters("2020-10-06", [0, 0, 0, 0]),
-                ],
-            )],
-        },
-    };
+    let second = one_shard_snapshot(Changes {
+        campaigns: vec![campaign_counters("gendarmerie", 2, 1)],
+        days: vec![(
+            "gendarmerie".to_owned(),
+            vec![
+                day_counters("2020-10-05", [2, 2, 2, 1]),
+                day_counters("2020-10-06", [0, 0, 0, 0]),
+            ],
+        )],
+    });
     restarted.write(&second).await.expect("writes");
     let days = stored_days(&client).await;
     assert_eq!(days["gendarmerie"].len(), 1, "{days:?}");
@@ -612,7 +671,7 @@ async fn a_snapshot_written_again_changes_nothing_and_a_restatement_clears_stale
     // writes the campaign's whole timeline.
     client
         .execute(
-            "INSERT INTO suivi.campaign_days VALUES ('gendarmerie', '2020-12-01', 1, 1, 1, 1, now() - interval '1 hour')",
+            "INSERT INTO suivi.shard_days VALUES (0, 'gendarmerie', '2020-12-01', 1, 1, 1, 1, 0, now() - interval '1 hour')",
             &[],
         )
         .await
@@ -621,7 +680,7 @@ async fn a_snapshot_written_again_changes_nothing_and_a_restatement_clears_stale
     third_process
         .write(&Snapshot {
             taken_at: Utc::now(),
-            changes: second.changes.clone(),
+            ..second.clone()
         })
         .await
         .expect("writes");
@@ -645,11 +704,11 @@ async fn a_flush_killed_by_pg_terminate_backend_is_retried_with_nothing_lost_or_
     let before = stored_counters(&client).await;
     let failures_before = postgres_snapshot_failures(&app).await;
 
-    // Hold the timeline table so the next flush stops inside its transaction, after it has
-    // upserted the counters, then kill its connection there.
+    // Hold the shards' timeline table so the next flush stops inside its transaction, after it
+    // has upserted the counters, then kill its connection there.
     let mut locker = database.client().await;
     let lock = locker.transaction().await.expect("a transaction");
-    lock.batch_execute("LOCK TABLE suivi.campaign_days IN ACCESS EXCLUSIVE MODE")
+    lock.batch_execute("LOCK TABLE suivi.shard_days IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("locks");
     let response = app.ingest(&programme_events("b", 40)).await;
@@ -826,8 +885,8 @@ async fn a_restart_restates_every_campaign_and_clears_what_is_no_longer_true() {
     // What a snapshot lost with a stopped process could leave: a day that has since emptied.
     client
         .execute(
-            "INSERT INTO suivi.campaign_days VALUES \
-             ('gendarmerie', '2020-09-30', 0, 1, 1, 0, now() - interval '1 hour')",
+            "INSERT INTO suivi.shard_days VALUES \
+             (0, 'gendarmerie', '2020-09-30', 0, 1, 1, 0, 0, now() - interval '1 hour')",
             &[],
         )
         .await
@@ -889,27 +948,24 @@ async fn rows_postgres_refuses_are_set_aside_and_the_rest_of_the_snapshot_is_wri
         too_long.as_str(),
         "*",
     ];
-    let snapshot = Snapshot {
-        taken_at: Utc::now(),
-        changes: Changes {
-            campaigns: campaigns
-                .iter()
-                .map(|campaign| campaign_counters(campaign, 2, 1))
-                .collect(),
-            days: campaigns
-                .iter()
-                .map(|campaign| {
-                    (
-                        (*campaign).to_owned(),
-                        vec![
-                            day_counters("2020-10-05", [2, 1, 1, 0]),
-                            day_counters("2020-10-06", [0, 1, 1, 1]),
-                        ],
-                    )
-                })
-                .collect(),
-        },
-    };
+    let snapshot = one_shard_snapshot(Changes {
+        campaigns: campaigns
+            .iter()
+            .map(|campaign| campaign_counters(campaign, 2, 1))
+            .collect(),
+        days: campaigns
+            .iter()
+            .map(|campaign| {
+                (
+                    (*campaign).to_owned(),
+                    vec![
+                        day_counters("2020-10-05", [2, 1, 1, 0]),
+                        day_counters("2020-10-06", [0, 1, 1, 1]),
+                    ],
+                )
+            })
+            .collect(),
+    });
     let latin1_client = connect(&latin1_url).await;
     let mut sink = PostgresSink::new(&Secret::new(latin1_url.clone())).expect("a sink");
     let written = sink
