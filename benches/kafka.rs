@@ -125,12 +125,11 @@ fn main() {
     let mut suivi_rates = Vec::new();
     for round in 0..rounds {
         let bare = bare_read(&bootstrap, &topic, partitions, total);
-        // The metrics are this process's: the rounds before counted `total` messages each.
         let counted = runtime.block_on(suivi_consume(
             &bootstrap,
             &topic,
             &format!("suivi-{}-{round}", std::process::id()),
-            (round * total, total),
+            total,
             &base,
         ));
         let (bare_rate, suivi_rate) = (rate(total, bare), rate(total, counted));
@@ -246,7 +245,7 @@ async fn suivi_consume(
     bootstrap: &str,
     topic: &str,
     group: &str,
-    (before, total): (usize, usize),
+    total: usize,
     base: &std::path::Path,
 ) -> Duration {
     let data_dir = tempfile::Builder::new()
@@ -286,6 +285,17 @@ async fn suivi_consume(
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run(stop.clone().cancelled_owned()));
     let client = reqwest::Client::new();
+    // The metrics are this process's: what the rounds before counted, read before this
+    // instance joins its group. Not `round * total`: in scale-out mode a round also reads the
+    // messages suivi moved to their learner's partition.
+    let before = loop {
+        if let Ok(response) = client.get(&metrics_url).send().await
+            && response.status().is_success()
+        {
+            break consumed(&client, &metrics_url).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
