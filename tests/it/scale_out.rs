@@ -318,3 +318,57 @@ async fn until_shards_owned(suivi: &Suivi, shards: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_marked_placed_in_the_wrong_partition_is_moved_and_counted() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+
+    let topic = "learner-events-marked";
+    let cluster = cluster(topic, 1, 6);
+    cluster
+        .create_topic(&format!("{topic}.partials"), 1, 1)
+        .expect("the partials topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let config_dir = tempfile::tempdir().expect("a config dir");
+    let config = kafka_config(config_dir.path());
+    let env = scale_out_env(&bootstrap, topic, &config);
+    let dir = tempfile::tempdir().expect("a data dir");
+    let suivi = Suivi::start(dir.path(), &env);
+    // Every message in partition 0 and marked as placed by suivi, which it was not: those of
+    // learners of other partitions must still count, once.
+    let producer = producer(&bootstrap);
+    let count = 60;
+    for event in crate::helpers::enrolments("marked", "gendarmerie", count) {
+        let payload = event.json().to_string();
+        let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+            .partition(0)
+            .key("anything")
+            .payload(payload.as_str())
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "suivi-placed",
+                value: Some("1"),
+            }));
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(error, _)| panic!("produced: {error}"));
+    }
+    let deadline = Instant::now() + CONSUME_PATIENCE;
+    loop {
+        let enrolled = suivi.get("/v1/campaigns/gendarmerie").await["enrolled"]
+            .as_u64()
+            .unwrap_or(0);
+        if enrolled == count as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{enrolled} of {count} enrolments counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metric_of_process(&suivi, "suivi_kafka_moved_messages_total").await > 0.0);
+    let status = suivi.terminate().await;
+    assert!(status.success(), "{status}");
+}

@@ -103,7 +103,11 @@ impl Batch {
                 }
                 Ok((event, Some(placement))) => {
                     let here = usize::try_from(partition.partition).unwrap_or(usize::MAX);
-                    if !message.placed {
+                    // A message marked placed that does not belong here was not placed by
+                    // suivi (or with another partition count): moved too, so that it is
+                    // counted somewhere rather than nowhere.
+                    let placed_here = placement.partitions().any(|placed| placed == here);
+                    if !message.placed || !placed_here {
                         for elsewhere in placement.partitions().filter(|other| *other != here) {
                             self.moves.push(Placed {
                                 topic: partition.topic.clone(),
