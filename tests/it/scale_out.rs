@@ -36,12 +36,15 @@ fn scale_out_env<'a>(
     ]
 }
 
-/// A settings file with Kafka options for quick group changes.
-fn kafka_config(dir: &Path) -> String {
+/// A settings file with Kafka options for quick group changes, and `more` options (lines of
+/// the `[kafka_options]` table).
+fn kafka_config(dir: &Path, more: &str) -> String {
     let config = dir.join("suivi.toml");
     std::fs::write(
         &config,
-        "[kafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"300\"\n",
+        format!(
+            "[kafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"300\"\n{more}"
+        ),
     )
     .expect("the config file");
     config.to_str().expect("a UTF-8 path").to_owned()
@@ -147,7 +150,7 @@ async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() 
     let (grpc_first, grpc_rest) = over_grpc.split_at(over_grpc.len() / 2);
 
     let config_dir = tempfile::tempdir().expect("a config dir");
-    let config = kafka_config(config_dir.path());
+    let config = kafka_config(config_dir.path(), "");
     let mut env = scale_out_env(&bootstrap, topic, &config);
     // Every instance snapshots every shard's rows to the one database, often.
     env.extend([
@@ -248,14 +251,10 @@ async fn a_partition_back_at_its_former_owner_resumes_from_its_parked_state() {
     let (first, second) = produced.split_at(produced.len() / 2);
     // Eager rebalances (range): every partition goes back at once when the second leaves.
     let config_dir = tempfile::tempdir().expect("a config dir");
-    let config = config_dir.path().join("suivi.toml");
-    std::fs::write(
-        &config,
-        "[kafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"300\"\n\
-         \"partition.assignment.strategy\" = \"range\"\n",
-    )
-    .expect("the config file");
-    let config = config.to_str().expect("a UTF-8 path").to_owned();
+    let config = kafka_config(
+        config_dir.path(),
+        "\"partition.assignment.strategy\" = \"range\"\n",
+    );
     let env = scale_out_env(&bootstrap, topic, &config);
     let (dir_one, dir_two) = (
         tempfile::tempdir().expect("a data dir"),
@@ -331,7 +330,7 @@ async fn a_message_marked_placed_in_the_wrong_partition_is_moved_and_counted() {
         .expect("the partials topic");
     let bootstrap = cluster.bootstrap_servers();
     let config_dir = tempfile::tempdir().expect("a config dir");
-    let config = kafka_config(config_dir.path());
+    let config = kafka_config(config_dir.path(), "");
     let env = scale_out_env(&bootstrap, topic, &config);
     let dir = tempfile::tempdir().expect("a data dir");
     let suivi = Suivi::start(dir.path(), &env);

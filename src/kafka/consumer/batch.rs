@@ -254,20 +254,16 @@ impl Flow {
         }
         batch.decode(&self.parser, self.placement);
         if !batch.dead_letters.is_empty() {
-            let Some(sent) = self.abortable(self.dead_letters.send_all(&batch.dead_letters)) else {
-                // Past the shutdown grace: the batch is not counted, so it is read again after
-                // the restart, dead letters and all.
-                self.stopped = true;
-                return;
-            };
-            if let Err(error) = sent {
+            let sent = self.abortable(self.dead_letters.send_all(&batch.dead_letters));
+            if matches!(sent, Some(Err(_))) {
                 telemetry::record_dead_letter_failure();
-                tracing::warn!(
-                    error = %telemetry::chain(&error),
-                    "cannot write to the dead-letter topic; pausing and reading the batch again"
-                );
-                self.rewind(consumer, &batch.ranges);
-                self.pause(consumer, DEAD_LETTER, FAILURE_PAUSE);
+            }
+            if !self.written(
+                consumer,
+                &batch,
+                sent,
+                "cannot write to the dead-letter topic",
+            ) {
                 return;
             }
             for letter in &batch.dead_letters {
@@ -275,19 +271,13 @@ impl Flow {
             }
         }
         if !batch.moves.is_empty() {
-            let Some(sent) =
-                self.abortable(placed::send_all(self.dead_letters.producer(), &batch.moves))
-            else {
-                self.stopped = true;
-                return;
-            };
-            if let Err(error) = sent {
-                tracing::warn!(
-                    error = %telemetry::chain(&error),
-                    "cannot move messages to their learner's partition; pausing and reading the batch again"
-                );
-                self.rewind(consumer, &batch.ranges);
-                self.pause(consumer, DEAD_LETTER, FAILURE_PAUSE);
+            let sent = self.abortable(placed::send_all(self.dead_letters.producer(), &batch.moves));
+            if !self.written(
+                consumer,
+                &batch,
+                sent,
+                "cannot move messages to their learner's partition",
+            ) {
                 return;
             }
             telemetry::record_kafka_moved(batch.moves.len() as u64);
@@ -320,6 +310,34 @@ impl Flow {
             Err(refusal) => {
                 telemetry::record_kafka_retry(refusal.reason());
                 self.rewind(consumer, &batch.ranges);
+            }
+        }
+    }
+
+    /// Whether what a batch had to write to Kafka before it is counted (dead letters, moved
+    /// messages) was written. If not, the batch is read again after a pause; past the shutdown
+    /// grace (`sent` is `None`) it is left to be read again after the restart.
+    fn written(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        batch: &Batch,
+        sent: Option<Result<(), rdkafka::error::KafkaError>>,
+        what: &str,
+    ) -> bool {
+        match sent {
+            Some(Ok(())) => true,
+            None => {
+                self.stopped = true;
+                false
+            }
+            Some(Err(error)) => {
+                tracing::warn!(
+                    error = %telemetry::chain(&error),
+                    "{what}; pausing and reading the batch again"
+                );
+                self.rewind(consumer, &batch.ranges);
+                self.pause(consumer, DEAD_LETTER, FAILURE_PAUSE);
+                false
             }
         }
     }
