@@ -9,13 +9,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use suivi::proto;
+use suivi::proto::counter_service_client::CounterServiceClient;
 
 use crate::helpers::{Suivi, spawn_app};
 use crate::kafka::{
-    CONSUME_PATIENCE, cluster, messages, metric_of_process, process_counters, produce, producer,
-    reference, simulated, until_counted,
+    CONSUME_PATIENCE, Counters, cluster, messages, metric_of_process, process_counters, produce,
+    producer, reference, simulated, until_counted,
 };
 use crate::postgres::{self, FiguresJson, TestDatabase, postgres_difference};
 
@@ -98,6 +99,57 @@ async fn until_postgres_holds(client: &tokio_postgres::Client, expected: &Figure
             "{what}: PostgreSQL's views do not hold the reference's figures after {CONSUME_PATIENCE:?}: {difference}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks that `suivi`'s gRPC `GetTotals` and `GetCampaign` of every campaign give the counts of
+/// `expected` (the reference's, as HTTP JSON).
+async fn grpc_equals_reference(suivi: &Suivi, expected: &Counters) {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", suivi.grpc_addr))
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("connects to suivi's gRPC API");
+    let mut counters = CounterServiceClient::new(channel);
+    let counts = |counters: &proto::CampaignCounters| {
+        json!({
+            "clicks": counters.clicks,
+            "unique_visitors": counters.unique_visitors,
+            "enrolled": counters.enrolled,
+            "started": counters.started,
+            "chapters_completed": counters.chapters_completed,
+            "certified": counters.certified,
+        })
+    };
+    let of_json = |counters: &Value| {
+        json!({
+            "clicks": counters["clicks"],
+            "unique_visitors": counters["unique_visitors"],
+            "enrolled": counters["enrolled"],
+            "started": counters["started"],
+            "chapters_completed": counters["chapters_completed"],
+            "certified": counters["certified"],
+        })
+    };
+    let totals = counters
+        .get_totals(proto::GetTotalsRequest {})
+        .await
+        .expect("GetTotals answers")
+        .into_inner()
+        .totals
+        .expect("the totals");
+    assert_eq!(counts(&totals), of_json(&expected.totals), "GetTotals");
+    for (campaign, reference) in &expected.campaigns {
+        let got = counters
+            .get_campaign(proto::GetCampaignRequest {
+                campaign: campaign.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("GetCampaign {campaign}: {status}"))
+            .into_inner()
+            .counters
+            .expect("the counters");
+        assert_eq!(counts(&got), of_json(reference), "GetCampaign {campaign}");
     }
 }
 
@@ -194,6 +246,10 @@ async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() 
             &format!("instance {name}, after one was killed and one added"),
         )
         .await;
+    }
+    // Over gRPC too: every instance's GetTotals and GetCampaign of every campaign.
+    for suivi in [&one, &three, &four] {
+        grpc_equals_reference(suivi, &expected).await;
     }
     // Every shard is current and counted by a live instance; none is counted twice.
     let statuses = until_shards_current(&one, partitions as usize).await;
