@@ -6,6 +6,8 @@
 
 use super::*;
 
+mod handover;
+
 /// Runs the writer thread to its end: recovery, then the loop until stopped.
 pub(super) fn run(
     settings: PipelineSettings,
@@ -347,84 +349,6 @@ impl WriterState {
 
     /// Lets Kafka partitions go: releases the campaigns they alone fed, publishes, and
     /// checkpoints so that the release is durable before another instance counts them.
-    /// Where a shard that is a partition keeps its state while the partition is elsewhere.
-    fn parked_dir(&self) -> std::path::PathBuf {
-        self.durable.checkpoint_dir.with_file_name("parked")
-    }
-
-    /// Keeps the shard's state as it is, before its partitions go: should they come back here,
-    /// it is restored and their reading resumes from there instead of from their beginning
-    /// (product.md §6, handover). Without it they are rebuilt: nothing is lost either way.
-    fn park(&self) {
-        let mut state = self.aggregator.checkpoint(0, self.sources.offsets());
-        state.direct_campaigns = self.sources.direct_campaigns();
-        match crate::durable::checkpoint::write(&self.parked_dir(), &state) {
-            Ok((path, bytes)) => tracing::info!(
-                shard = self.shared.shard,
-                parked = %path.display(),
-                bytes,
-                "shard parked with its partitions' positions"
-            ),
-            Err(error) => tracing::warn!(
-                error = %telemetry::chain(error.as_ref()),
-                "cannot park the shard; should its partitions come back, they are read from their beginning"
-            ),
-        }
-    }
-
-    /// When `partitions` come to a shard that holds nothing, restores the state parked when
-    /// they last went from here, if it holds exactly these partitions, and checkpoints it at
-    /// once so that a recovery starts from it.
-    fn unpark(&mut self, partitions: &[Partition]) {
-        if partitions.is_empty() || !self.sources.held().is_empty() {
-            return;
-        }
-        let path = self.parked_dir().join(format!("{:020}.ckpt", 0));
-        if !path.exists() {
-            return;
-        }
-        let parked = match crate::durable::checkpoint::read(&path) {
-            Ok(parked) => parked,
-            Err(error) => {
-                tracing::warn!(error = %telemetry::chain(error.as_ref()), "a parked shard cannot be read; its partitions are read from their beginning");
-                return;
-            }
-        };
-        let mut held: Vec<Partition> = parked.kafka_offsets.iter().map(Partition::from).collect();
-        let mut wanted = partitions.to_vec();
-        held.sort_unstable();
-        wanted.sort_unstable();
-        if held != wanted {
-            return;
-        }
-        match state::State::restore(
-            self.aggregator_settings.clone(),
-            self.registered.clone(),
-            Some(&parked),
-        ) {
-            Ok(restored) => {
-                self.aggregator = restored.aggregator;
-                self.sources = restored.sources;
-                self.shared
-                    .unregistered
-                    .hold(self.aggregator.unregistered_campaigns(), self.shared.shard);
-                // Its changes are older than the figures shown: nothing to publish.
-                let _ = self.aggregator.drain_changes();
-                self.checkpoint(true);
-                telemetry::record_shard_restored();
-                tracing::info!(
-                    shard = self.shared.shard,
-                    position = self.sources.position(),
-                    "shard restored from its parked state; its partitions resume from there"
-                );
-            }
-            Err(error) => tracing::warn!(
-                error = %telemetry::chain(error.as_ref()),
-                "a parked shard cannot be restored; its partitions are read from their beginning"
-            ),
-        }
-    }
-
     fn release(&mut self, partitions: &[Partition]) -> Release {
         if partitions.is_empty() {
             // A shard that is a partition is told of revocations of other shards' partitions.
@@ -494,17 +418,6 @@ impl WriterState {
             }
         }
         telemetry::record_holdings(self.aggregator.holdings());
-    }
-
-    /// Tells the outbox whether this shard's partitions are assigned here.
-    fn note_ownership(&self) {
-        if let Some(outbox) = &self.shared.outbox {
-            outbox.own(
-                self.shared.shard,
-                !self.sources.held().is_empty(),
-                self.sources.position(),
-            );
-        }
     }
 
     fn checkpoint_due(&mut self) -> bool {
