@@ -89,16 +89,31 @@ async fn reference_figures(events: &[proto::LearnerEvent]) -> FiguresJson {
 
 /// Waits until PostgreSQL's views hold `expected`, or fails saying how they differ.
 async fn until_postgres_holds(client: &tokio_postgres::Client, expected: &FiguresJson, what: &str) {
+    eventually(Duration::from_millis(200), || async move {
+        match postgres_difference(client, expected).await {
+            None => Ok(()),
+            Some(difference) => Err(format!(
+                "{what}: PostgreSQL's views do not hold the reference's figures after {CONSUME_PATIENCE:?}: {difference}"
+            )),
+        }
+    })
+    .await;
+}
+
+/// Asks `check` every `every` until it answers `Ok`, and answers that; fails with its last
+/// `Err` once [`CONSUME_PATIENCE`] is over.
+async fn eventually<T, F, Fut>(every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = Instant::now() + CONSUME_PATIENCE;
     loop {
-        let Some(difference) = postgres_difference(client, expected).await else {
-            return;
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what}: PostgreSQL's views do not hold the reference's figures after {CONSUME_PATIENCE:?}: {difference}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        match check().await {
+            Ok(value) => return value,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -155,8 +170,7 @@ async fn grpc_equals_reference(suivi: &Suivi, expected: &Counters) {
 
 /// `/v1/shards` of `suivi` once every shard's partials reflect the whole of its partitions.
 async fn until_shards_current(suivi: &Suivi, shards: usize) -> Vec<Value> {
-    let deadline = Instant::now() + CONSUME_PATIENCE;
-    loop {
+    eventually(Duration::from_millis(200), || async move {
         let listed = suivi.get("/v1/shards").await;
         let statuses = listed["shards"].as_array().cloned().unwrap_or_default();
         let current = statuses.len() == shards
@@ -164,14 +178,12 @@ async fn until_shards_current(suivi: &Suivi, shards: usize) -> Vec<Value> {
                 .iter()
                 .all(|status| status["lag"] == 0 && status["end"].as_i64() > Some(0));
         if current {
-            return statuses;
+            Ok(statuses)
+        } else {
+            Err(format!("the shards are not current: {listed}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the shards are not current: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,16 +235,20 @@ async fn three_instances_one_killed_one_added_each_answer_the_exact_programme() 
     produce(&producer, topic, kafka_first).await;
     send_over_grpc(&one, grpc_first).await;
     // Killed mid-stream, once it has counted something.
-    let deadline = Instant::now() + CONSUME_PATIENCE;
-    while metric_of_process(&two, r#"suivi_events_received_total{transport="kafka"}"#).await == 0.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second instance counts nothing: {}",
-            two.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let second = &two;
+    eventually(Duration::from_millis(20), || async move {
+        let counted =
+            metric_of_process(second, r#"suivi_events_received_total{transport="kafka"}"#).await;
+        if counted > 0.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "the second instance counts nothing: {}",
+                second.log()
+            ))
+        }
+    })
+    .await;
     let log = two.kill();
     assert!(!log.contains("panicked"), "{log}");
     produce(&producer, topic, kafka_rest).await;
@@ -355,8 +371,7 @@ async fn a_partition_back_at_its_former_owner_resumes_from_its_parked_state() {
 
 /// Waits until `suivi` counts at least `shards` shards.
 async fn until_shards_owned(suivi: &Suivi, shards: usize) {
-    let deadline = Instant::now() + CONSUME_PATIENCE;
-    loop {
+    eventually(Duration::from_millis(100), || async move {
         let listed = suivi.get("/v1/shards").await;
         let owned = listed["shards"].as_array().map_or(0, |all| {
             all.iter()
@@ -364,14 +379,12 @@ async fn until_shards_owned(suivi: &Suivi, shards: usize) {
                 .count()
         });
         if owned >= shards {
-            return;
+            Ok(())
+        } else {
+            Err(format!("owns {owned} shards, not {shards}: {listed}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "owns {owned} shards, not {shards}: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,20 +422,18 @@ async fn a_message_marked_placed_in_the_wrong_partition_is_moved_and_counted() {
             .await
             .unwrap_or_else(|(error, _)| panic!("produced: {error}"));
     }
-    let deadline = Instant::now() + CONSUME_PATIENCE;
-    loop {
-        let enrolled = suivi.get("/v1/campaigns/gendarmerie").await["enrolled"]
+    let counting = &suivi;
+    eventually(Duration::from_millis(100), || async move {
+        let enrolled = counting.get("/v1/campaigns/gendarmerie").await["enrolled"]
             .as_u64()
             .unwrap_or(0);
         if enrolled == count as u64 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{enrolled} of {count} enrolments counted"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{enrolled} of {count} enrolments counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert!(metric_of_process(&suivi, "suivi_kafka_moved_messages_total").await > 0.0);
     let status = suivi.terminate().await;
     assert!(status.success(), "{status}");
