@@ -5,7 +5,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use super::{Aggregator, Applied, CAMPAIGN_SLOTS, content_conflicts, seen_hash};
+use super::{Aggregator, Applied, CAMPAIGN_SLOTS, content_conflicts};
 use crate::event::{Event, UNREGISTERED_CAMPAIGN};
 
 /// What a group admitted so far: the ids and campaigns it will add when applied.
@@ -27,9 +27,9 @@ impl Aggregator {
     /// exactly these outcomes. Nothing valid is ever rejected.
     pub fn admit(&self, event: &mut Event, group: &mut Admission) -> Applied {
         let id = event.id.0;
-        if let Some(seen) = self.seen.find(seen_hash(&id), |seen| seen[..3] == id) {
+        if let Some(remembered) = self.seen.get(&event.id) {
             return Applied::Duplicate {
-                conflict: content_conflicts(seen[3], event.content),
+                conflict: content_conflicts(*remembered, event.content),
             };
         }
         if let Some(content) = group.ids.get(&id) {

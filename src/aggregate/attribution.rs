@@ -7,9 +7,8 @@
 //! move. Exact whatever the order: the attributed campaign is a minimum over the learner's events,
 //! and a campaign's progress is its own events' merged with the loose ones'.
 
-use hashbrown::HashMap;
-
 use super::campaign::Progress;
+use super::chunked::Chunked;
 use super::{Aggregator, Slot};
 use crate::day::Day;
 use crate::event::{DIRECT_CAMPAIGN, Event, LearnerKey, Stage};
@@ -115,10 +114,10 @@ pub(super) struct Loose {
 }
 
 /// Every learner's named campaigns, and the loose progress of those that have some.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Attributions {
-    pub(super) named: HashMap<LearnerKey, NamedSet>,
-    pub(super) loose: HashMap<LearnerKey, Loose>,
+    pub(super) named: Chunked<LearnerKey, NamedSet>,
+    pub(super) loose: Chunked<LearnerKey, Loose>,
 }
 
 impl Attributions {
@@ -156,10 +155,13 @@ impl Aggregator {
         if event.campaign == DIRECT_CAMPAIGN {
             let target = self.attributions.target(&learner, slot);
             let own = self.learner_in(target, &learner);
-            let loose = self.attributions.loose.entry(learner).or_insert(Loose {
-                reached: Progress::default(),
-                own,
-            });
+            let loose = self
+                .attributions
+                .loose
+                .get_or_insert_with(learner, || Loose {
+                    reached: Progress::default(),
+                    own,
+                });
             loose.reached = loose.reached.reached(stage, day, all_chapters);
             self.reach(target, learner, reach);
             return;
@@ -229,7 +231,7 @@ impl Aggregator {
         let released = |slot: Slot| is_released.get(usize::from(slot)).copied().unwrap_or(false);
         let direct = self.index.get(DIRECT_CAMPAIGN).copied();
         if direct.is_none() {
-            for (learner, loose) in std::mem::take(&mut self.attributions.loose) {
+            for (learner, loose) in self.attributions.loose.drain() {
                 if let Some(first) = self.attributions.named.get(&learner).map(NamedSet::first)
                     && !released(first.slot)
                 {
@@ -237,8 +239,7 @@ impl Aggregator {
                 }
             }
         }
-        let named = std::mem::take(&mut self.attributions.named);
-        for (learner, set) in named {
+        for (learner, set) in self.attributions.named.drain() {
             let first = set.first().slot;
             let kept = set.without(is_released);
             let new_first = kept.as_ref().map(|kept| kept.first().slot);

@@ -5,19 +5,18 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::{HashMap, HashSet};
-
+use super::chunked::Chunked;
 use super::{CampaignChange, Counts, DayCounts};
 use crate::day::Day;
 use crate::event::{Action, LearnerKey, Stage, VisitorKey};
 
 /// One campaign's state: every learner's progress, the visitors, the counters and the timeline.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct CampaignState {
     /// The campaign id; empty for a vacant slot (the direct campaign's id is `direct`).
     pub(super) id: String,
-    pub(super) learners: HashMap<LearnerKey, Progress>,
-    pub(super) visitors: HashSet<VisitorKey>,
+    pub(super) learners: Chunked<LearnerKey, Progress>,
+    pub(super) visitors: Chunked<VisitorKey, ()>,
     pub(super) counts: Counts,
     pub(super) timeline: BTreeMap<Day, DayCounts>,
     /// Set by the aggregator when a counter changed since the last drain.
@@ -104,8 +103,8 @@ impl CampaignState {
     pub(super) fn new(id: String, chapter_count: u8) -> CampaignState {
         CampaignState {
             id,
-            learners: HashMap::new(),
-            visitors: HashSet::new(),
+            learners: Chunked::default(),
+            visitors: Chunked::default(),
             counts: Counts {
                 chapters_completed: vec![0; usize::from(chapter_count)],
                 ..Counts::default()
@@ -120,8 +119,8 @@ impl CampaignState {
     pub(super) fn vacant() -> CampaignState {
         CampaignState {
             id: String::new(),
-            learners: HashMap::new(),
-            visitors: HashSet::new(),
+            learners: Chunked::default(),
+            visitors: Chunked::default(),
             counts: Counts::default(),
             timeline: BTreeMap::new(),
             changed: false,
@@ -141,7 +140,7 @@ impl CampaignState {
                 self.counts.clicks += 1;
                 self.bump(day, Column::Clicks, true);
                 if let Some(visitor) = visitor
-                    && self.visitors.insert(visitor)
+                    && self.visitors.add(visitor)
                 {
                     self.counts.unique_visitors += 1;
                 }
@@ -173,7 +172,7 @@ impl CampaignState {
             changed_days,
         };
         // A new learner always changes (it enrolls), so the entry never stays empty.
-        let progress = learners.entry(learner).or_default();
+        let progress = learners.get_or_insert_with(learner, Progress::default);
         let mut changed = first_reached(
             &mut progress.enrolled,
             day,

@@ -19,18 +19,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono_tz::Tz;
-use hashbrown::{HashMap, HashSet, HashTable};
+use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 mod admission;
 mod attribution;
 mod campaign;
+mod chunked;
 mod stored;
 
 use attribution::{Attributions, Loose, Named};
 use campaign::{CampaignState, Column, Progress};
+use chunked::Chunked;
 
 pub use admission::Admission;
+pub use stored::Frozen;
 
 use crate::day::Day;
 use crate::event::{
@@ -61,7 +64,7 @@ pub const CAMPAIGN_SLOTS: usize = 1 << 16;
 /// A campaign's place in [`Aggregator`]'s campaigns, stable while the campaign is held.
 type Slot = u16;
 
-/// The part of a `seen` entry's last word that holds the high 16 bits of the content fingerprint;
+/// The part of what `seen` remembers of an event that holds the high 16 bits of the content fingerprint;
 /// the low 16 bits hold the campaign's slot.
 const SEEN_CONTENT_MASK: u32 = 0xFFFF_0000;
 
@@ -130,15 +133,15 @@ pub struct Holdings {
 }
 
 /// Per-campaign funnels and programme totals, deduplicated by event id.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Aggregator {
     settings: AggregatorSettings,
-    /// Every accepted event of a held campaign: three words of id fingerprint, then one word
-    /// whose high 16 bits are those of the content fingerprint and whose low 16 bits are the
-    /// campaign's slot (see [`seen_entry`]). Only 16 bits of content are compared to tell a
+    /// Every accepted event of a held campaign: by its id fingerprint, one word whose high 16
+    /// bits are those of the content fingerprint and whose low 16 bits are the campaign's slot
+    /// (see [`remembered`]). Only 16 bits of content are compared to tell a
     /// conflicting reuse of an id from a resend, which only feeds a metric: one conflict in
     /// 65,536 is counted as a plain duplicate. Whether the id is a duplicate is exact (96 bits).
-    seen: HashTable<[u32; 4]>,
+    seen: Chunked<EventId, u32>,
     /// The slot of every campaign held.
     index: HashMap<String, Slot>,
     /// The campaigns held whatever happens, in the order they are opened: [`DIRECT_CAMPAIGN`],
@@ -186,7 +189,7 @@ impl Aggregator {
             }
         }
         Aggregator {
-            seen: HashTable::new(),
+            seen: Chunked::default(),
             index: HashMap::new(),
             always_held,
             always_held_count: 0,
@@ -219,10 +222,9 @@ impl Aggregator {
     /// whatever the settings of this start. Only when all [`CAMPAIGN_SLOTS`] are taken can an
     /// event not be counted, which replay reports as a fatal error.
     pub fn apply(&mut self, event: &Event) -> Result<Applied, NoCampaignSlot> {
-        let hash = seen_hash(&event.id.0);
-        if let Some(seen) = self.seen.find(hash, |seen| seen[..3] == event.id.0) {
+        if let Some(remembered) = self.seen.get(&event.id) {
             return Ok(Applied::Duplicate {
-                conflict: content_conflicts(seen[3], event.content),
+                conflict: content_conflicts(*remembered, event.content),
             });
         }
         let slot = match self.index.get(event.campaign.as_str()) {
@@ -236,10 +238,7 @@ impl Aggregator {
                 slot
             }
         };
-        self.seen
-            .insert_unique(hash, seen_entry(event.id, event.content, slot), |seen| {
-                seen_hash(&[seen[0], seen[1], seen[2]])
-            });
+        self.seen.insert(event.id, remembered(event.content, slot));
         let day = Day::of(event.occurred_at, self.settings.time_zone);
         let all_chapters = all_chapters(self.settings.chapter_count);
         match event.action {
@@ -389,10 +388,10 @@ impl Aggregator {
         // part in the totals.
         if held_anything {
             self.release_attributions(&is_released);
-            self.seen.retain(|seen| {
+            self.seen.retain(|_, remembered| {
                 // A slot past the campaigns cannot be released; keep the entry rather than panic.
                 !is_released
-                    .get(usize::from(seen_slot(seen)))
+                    .get(usize::from(remembered_slot(*remembered)))
                     .copied()
                     .unwrap_or(false)
             });
@@ -463,18 +462,19 @@ impl Aggregator {
         };
         for campaign in &self.campaigns {
             totals.counts.clicks += campaign.counts.clicks;
-            totals.visitors.extend(campaign.visitors.iter().copied());
+            for visitor in campaign.visitors.keys() {
+                totals.visitors.add(*visitor);
+            }
             for (day, counts) in &campaign.timeline {
                 if counts.clicks != 0 {
                     totals.timeline.entry(*day).or_default().clicks += counts.clicks;
                 }
             }
-            for (learner, progress) in &campaign.learners {
+            for (learner, progress) in campaign.learners.iter() {
                 totals
                     .learners
-                    .entry(*learner)
-                    .and_modify(|merged| merged.merge(progress))
-                    .or_insert(*progress);
+                    .get_or_insert_with(*learner, Progress::default)
+                    .merge(progress);
             }
         }
         totals.counts.unique_visitors = totals.visitors.len() as u64;
@@ -507,21 +507,16 @@ impl Aggregator {
     }
 }
 
-/// The fingerprint is already uniformly distributed: its first 64 bits are the hash.
-fn seen_hash(id: &[u32; 3]) -> u64 {
-    u64::from(id[0]) | (u64::from(id[1]) << 32)
+/// What `seen` remembers of an event: the high 16 bits of its content fingerprint with its
+/// campaign's slot in the low 16 bits.
+fn remembered(content: u32, slot: Slot) -> u32 {
+    (content & SEEN_CONTENT_MASK) | u32::from(slot)
 }
 
-/// The `seen` entry of an event: its id fingerprint, then the high 16 bits of its content
-/// fingerprint with its campaign's slot in the low 16 bits.
-fn seen_entry(EventId([a, b, c]): EventId, content: u32, slot: Slot) -> [u32; 4] {
-    [a, b, c, (content & SEEN_CONTENT_MASK) | u32::from(slot)]
-}
-
-/// The campaign slot of a `seen` entry.
-fn seen_slot(seen: &[u32; 4]) -> Slot {
+/// The campaign slot of what `seen` remembers.
+fn remembered_slot(remembered: u32) -> Slot {
     // The low 16 bits, which always fit.
-    (seen[3] & !SEEN_CONTENT_MASK) as Slot
+    (remembered & !SEEN_CONTENT_MASK) as Slot
 }
 
 /// Whether `content` differs from a remembered content (a `seen` entry's last word, or a whole

@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::HashTable;
-
 use super::{
-    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose, Named,
-    Progress, Slot, seen_hash,
+    Aggregator, AggregatorSettings, Attributions, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose,
+    Named, Progress, Slot,
 };
 use crate::day::Day;
-use crate::event::{LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
+use crate::event::{EventId, LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
 use crate::proto::storage::{
     CampaignState as StoredCampaign, Checkpoint, EventIdentity, KafkaOffset,
 };
@@ -20,61 +18,87 @@ use crate::proto::storage::{
 /// with a version; a checkpoint without one (0) is of the same layout and is read as format 1.
 pub const CHECKPOINT_FORMAT: u32 = 1;
 
+/// The aggregator's state frozen at one moment, to be encoded as a checkpoint, on another
+/// thread while the aggregator goes on: its tables are shared with the aggregator copy-on-write
+/// (`Chunked`), so taking it costs milliseconds whatever the size, and each chunk is let go as
+/// soon as it is encoded.
+#[derive(Debug)]
+pub struct Frozen(Aggregator);
+
 impl Aggregator {
+    /// The state as it is now, for [`Frozen::checkpoint`].
+    pub fn freeze(&self) -> Frozen {
+        Frozen(self.clone())
+    }
+
+    /// The whole state, as of `journal_position`: [`Frozen::checkpoint`] of the state now.
+    pub fn checkpoint(&self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
+        self.freeze().checkpoint(journal_position, kafka_offsets)
+    }
+}
+
+impl Frozen {
     /// The whole state, as of `journal_position`, with the Kafka offsets it includes. Campaigns
     /// are stored in slot order, a vacant slot as a campaign with an empty id and nothing else,
     /// so that the slots kept in `seen` stay right.
-    pub fn checkpoint(&self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
-        let mut seen = Vec::with_capacity(self.seen.len() * 4);
-        for words in &self.seen {
-            seen.extend_from_slice(words);
+    pub fn checkpoint(self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
+        let Frozen(aggregator) = self;
+        let mut seen = Vec::with_capacity(aggregator.seen.len() * 4);
+        for (EventId(id), remembered) in aggregator.seen.into_entries() {
+            seen.extend_from_slice(&id);
+            seen.push(remembered);
         }
         let mut checkpoint = Checkpoint {
             journal_position,
             seen,
-            campaigns: self.campaigns.iter().map(CampaignState::stored).collect(),
-            totals: Some(self.totals.stored()),
+            campaigns: Vec::with_capacity(aggregator.campaigns.len()),
+            totals: Some(aggregator.totals.into_stored()),
             kafka_offsets,
-            chapter_count: u32::from(self.settings.chapter_count),
+            chapter_count: u32::from(aggregator.settings.chapter_count),
             // The writer's to fill: the aggregate does not know where events came from.
             direct_campaigns: Vec::new(),
-            time_zone: self.settings.time_zone.name().to_owned(),
+            time_zone: aggregator.settings.time_zone.name().to_owned(),
             event_identity: EventIdentity::SourceAndEventId.into(),
             format_version: CHECKPOINT_FORMAT,
             ..Checkpoint::default()
         };
-        self.store_attributions(&mut checkpoint);
+        for campaign in aggregator.campaigns {
+            checkpoint.campaigns.push(campaign.into_stored());
+        }
+        store_attributions(aggregator.attributions, &mut checkpoint);
         checkpoint
     }
+}
 
-    /// Writes the attributions into `checkpoint`'s columns.
-    fn store_attributions(&self, checkpoint: &mut Checkpoint) {
-        let number = |day: Option<Day>| day.map_or(0, Day::number);
-        for (LearnerKey(key), set) in &self.attributions.named {
-            for named in set.iter() {
-                checkpoint.named_learners.extend_from_slice(key);
-                checkpoint.named_at.push(named.at);
-                checkpoint.named_ids.extend_from_slice(&named.id);
-                checkpoint.named_slots.push(u32::from(named.slot));
-            }
-        }
-        for (LearnerKey(key), loose) in &self.attributions.loose {
-            checkpoint.loose_learners.extend_from_slice(key);
-            checkpoint
-                .loose_enrolled
-                .push(number(loose.reached.enrolled));
-            checkpoint.loose_started.push(number(loose.reached.started));
-            checkpoint
-                .loose_certified
-                .push(number(loose.reached.certified));
-            checkpoint.loose_chapters.push(loose.reached.chapters);
-            checkpoint.own_enrolled.push(number(loose.own.enrolled));
-            checkpoint.own_started.push(number(loose.own.started));
-            checkpoint.own_certified.push(number(loose.own.certified));
-            checkpoint.own_chapters.push(loose.own.chapters);
+/// Writes the attributions into `checkpoint`'s columns.
+fn store_attributions(attributions: Attributions, checkpoint: &mut Checkpoint) {
+    let number = |day: Option<Day>| day.map_or(0, Day::number);
+    for (LearnerKey(key), set) in attributions.named.into_entries() {
+        for named in set.iter() {
+            checkpoint.named_learners.extend_from_slice(&key);
+            checkpoint.named_at.push(named.at);
+            checkpoint.named_ids.extend_from_slice(&named.id);
+            checkpoint.named_slots.push(u32::from(named.slot));
         }
     }
+    for (LearnerKey(key), loose) in attributions.loose.into_entries() {
+        checkpoint.loose_learners.extend_from_slice(&key);
+        checkpoint
+            .loose_enrolled
+            .push(number(loose.reached.enrolled));
+        checkpoint.loose_started.push(number(loose.reached.started));
+        checkpoint
+            .loose_certified
+            .push(number(loose.reached.certified));
+        checkpoint.loose_chapters.push(loose.reached.chapters);
+        checkpoint.own_enrolled.push(number(loose.own.enrolled));
+        checkpoint.own_started.push(number(loose.own.started));
+        checkpoint.own_certified.push(number(loose.own.certified));
+        checkpoint.own_chapters.push(loose.own.chapters);
+    }
+}
 
+impl Aggregator {
     /// Reads the attributions of `checkpoint` back; every slot they name must be held.
     fn restore_attributions(&mut self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
         let named = checkpoint.named_at.len();
@@ -188,16 +212,12 @@ impl Aggregator {
         );
         let chapter_count = settings.chapter_count;
         let mut aggregator = Aggregator::empty(settings, registered);
-        let mut seen = HashTable::with_capacity(checkpoint.seen.len() / 4);
+        aggregator.seen.reserve(checkpoint.seen.len() / 4);
         for words in checkpoint.seen.chunks_exact(4) {
-            let entry = [words[0], words[1], words[2], words[3]];
-            seen.insert_unique(
-                seen_hash(&[entry[0], entry[1], entry[2]]),
-                entry,
-                |seen: &[u32; 4]| seen_hash(&[seen[0], seen[1], seen[2]]),
-            );
+            aggregator
+                .seen
+                .insert(EventId([words[0], words[1], words[2]]), words[3]);
         }
-        aggregator.seen = seen;
         for (slot, stored) in (0..=Slot::MAX).zip(&checkpoint.campaigns) {
             if stored.campaign.is_empty() {
                 // No campaign has an empty id (no campaign given means `direct`): a vacant slot.
@@ -236,7 +256,8 @@ impl Aggregator {
 }
 
 impl CampaignState {
-    fn stored(&self) -> StoredCampaign {
+    /// The stored form, each chunk of the tables let go once read.
+    fn into_stored(self) -> StoredCampaign {
         let learners = self.learners.len();
         let mut stored = StoredCampaign {
             campaign: self.id.clone(),
@@ -250,15 +271,15 @@ impl CampaignState {
             ..StoredCampaign::default()
         };
         let number = |day: Option<Day>| day.map_or(0, Day::number);
-        for (LearnerKey(key), progress) in &self.learners {
-            stored.learner_keys.extend_from_slice(key);
+        for (LearnerKey(key), progress) in self.learners.into_entries() {
+            stored.learner_keys.extend_from_slice(&key);
             stored.enrolled.push(number(progress.enrolled));
             stored.started.push(number(progress.started));
             stored.certified.push(number(progress.certified));
             stored.chapters.push(progress.chapters);
         }
-        for VisitorKey(key) in &self.visitors {
-            stored.visitor_keys.extend_from_slice(key);
+        for (VisitorKey(key), ()) in self.visitors.into_entries() {
+            stored.visitor_keys.extend_from_slice(&key);
         }
         for (day, counts) in &self.timeline {
             stored.days.push(day.number());
@@ -308,9 +329,7 @@ impl CampaignState {
         }
         campaign.visitors.reserve(stored.visitor_keys.len() / 3);
         for key in stored.visitor_keys.chunks_exact(3) {
-            campaign
-                .visitors
-                .insert(VisitorKey([key[0], key[1], key[2]]));
+            campaign.visitors.add(VisitorKey([key[0], key[1], key[2]]));
         }
         campaign.counts.unique_visitors = campaign.visitors.len() as u64;
         let mut timeline = BTreeMap::new();

@@ -437,6 +437,7 @@ impl WriterState {
         if let Some(previous) = self.checkpointing.take() {
             let _ = previous.join();
         }
+        let paused = Instant::now();
         let position = match self.journal.rotate() {
             Ok(position) => position,
             Err(error) => {
@@ -445,18 +446,24 @@ impl WriterState {
                 return;
             }
         };
+        // Only the freezing stops ingestion, for milliseconds: the state is encoded and written
+        // on the helper thread while the writer goes on.
         let started = Instant::now();
-        let mut state = self.aggregator.checkpoint(position, self.sources.offsets());
-        state.direct_campaigns = self.sources.direct_campaigns();
-        let offsets = state.kafka_offsets.clone();
-        let shared = self.shared.clone();
-        let encode_time = started.elapsed();
+        let frozen = self.aggregator.freeze();
+        let offsets = self.sources.offsets();
+        let direct_campaigns = self.sources.direct_campaigns();
+        let freeze_time = started.elapsed();
+        telemetry::record_checkpoint_pause(paused.elapsed());
         self.policy.started(Instant::now());
+        let shared = self.shared.clone();
         let durable = self.durable.clone();
         let write = move || {
             let started = Instant::now();
+            let mut state = frozen.checkpoint(position, offsets.clone());
+            state.direct_campaigns = direct_campaigns;
             let written = policy::write_and_prune(&durable, &state);
-            let elapsed = encode_time + started.elapsed();
+            drop(state);
+            let elapsed = freeze_time + started.elapsed();
             match written {
                 Ok(written) => {
                     telemetry::record_checkpoint(elapsed, written.bytes, true);

@@ -35,6 +35,8 @@ pub(super) fn register_failure_series() {
     // Registered: the handle itself is not needed.
     let _ = histogram!(CHECKPOINT_DURATION);
     // Registered: the handle itself is not needed.
+    let _ = histogram!(CHECKPOINT_PAUSE);
+    // Registered: the handle itself is not needed.
     let _ = histogram!(JOURNAL_FSYNC_DURATION);
     gauge!(CHECKPOINT_BYTES).set(0.0);
     gauge!(INGEST_QUEUE_EVENTS).set(0.0);
@@ -402,6 +404,11 @@ pub fn record_checkpoint(elapsed: Duration, bytes: u64, ok: bool) {
     } else {
         counter!(CHECKPOINT_FAILURES).increment(1);
     }
+}
+
+/// Records how long a checkpoint stopped the writer.
+pub fn record_checkpoint_pause(paused: Duration) {
+    histogram!(CHECKPOINT_PAUSE).record(paused.as_secs_f64());
 }
 
 /// Records what recovery did.

@@ -151,6 +151,8 @@ specify! {
             "Checkpoints that failed.";
         CHECKPOINT_DURATION: Histogram "suivi_checkpoint_duration_seconds", SECONDS, [],
             "Time to encode and write one checkpoint.";
+        CHECKPOINT_PAUSE: Histogram "suivi_checkpoint_pause_seconds", SECONDS, [],
+            "How long a checkpoint stopped ingestion: its journal segment started and the state frozen; the encoding and writing go on beside.";
         CHECKPOINT_BYTES: Gauge "suivi_checkpoint_size_bytes", BYTES, [],
             "Size of the last checkpoint written.";
         CHECKPOINTS_REJECTED: Counter "suivi_checkpoints_rejected_total", COUNT, [],

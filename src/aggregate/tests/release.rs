@@ -505,7 +505,7 @@ fn remembered(aggregator: &Aggregator, with_slots: bool) -> BTreeSet<[u32; 4]> {
     aggregator
         .seen
         .iter()
-        .map(|&[a, b, c, last]| [a, b, c, last & mask])
+        .map(|(EventId([a, b, c]), last)| [*a, *b, *c, last & mask])
         .collect()
 }
 

@@ -1,0 +1,157 @@
+//! `Chunked` against a plain `HashMap` model: the same answers through splits, removals,
+//! retains and clears, and a frozen copy (a clone) that keeps showing the table as it was while
+//! the original changes.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn key(n: u32) -> LearnerKey {
+    // Spread like a fingerprint, so that every chunk gets its share.
+    let spread = n.wrapping_mul(0x9E37_79B9);
+    LearnerKey([n, !n, spread])
+}
+
+fn model_of(table: &Chunked<LearnerKey, u32>) -> HashMap<LearnerKey, u32> {
+    table.iter().map(|(key, value)| (*key, *value)).collect()
+}
+
+#[test]
+fn a_table_grows_a_chunk_at_a_time_and_finds_every_entry_after_the_splits() {
+    let mut table = Chunked::default();
+    let count = 20 * CHUNK_ENTRIES as u32 + 123;
+    for n in 0..count {
+        assert_eq!(table.insert(key(n), n), None);
+    }
+    assert_eq!(table.len(), count as usize);
+    assert_eq!(
+        table.chunks.len(),
+        21,
+        "one chunk per CHUNK_ENTRIES entries"
+    );
+    for n in 0..count {
+        assert_eq!(table.get(&key(n)), Some(&n), "entry {n}");
+    }
+    assert_eq!(table.get(&key(count)), None);
+    // Every entry sits in the chunk its key is looked up in, and no chunk is far off average.
+    for (index, chunk) in table.chunks.iter().enumerate() {
+        assert!(chunk.keys().all(|key| table.chunk_of(key) == index));
+        assert!(
+            chunk.len() < 3 * CHUNK_ENTRIES,
+            "chunk {index}: {}",
+            chunk.len()
+        );
+    }
+}
+
+#[test]
+fn a_frozen_copy_keeps_the_state_it_was_taken_at_and_shares_only_untouched_chunks() {
+    let mut table = Chunked::default();
+    for n in 0..(4 * CHUNK_ENTRIES as u32) {
+        table.insert(key(n), n);
+    }
+    let before = model_of(&table);
+    let frozen = table.clone();
+    // One change: one chunk copied, the others still shared.
+    *table.get_mut(&key(7)).expect("inserted above") = 0;
+    let shared = table
+        .chunks
+        .iter()
+        .zip(&frozen.chunks)
+        .filter(|(a, b)| Arc::ptr_eq(a, b))
+        .count();
+    assert_eq!(shared, table.chunks.len() - 1);
+    for n in (4 * CHUNK_ENTRIES as u32)..(8 * CHUNK_ENTRIES as u32) {
+        table.insert(key(n), n);
+    }
+    table.remove(&key(1));
+    assert_eq!(model_of(&frozen), before);
+    assert_eq!(frozen.len(), before.len());
+    let entries: HashMap<LearnerKey, u32> = frozen.into_entries().collect();
+    assert_eq!(entries, before);
+    assert_eq!(table.get(&key(7)), Some(&0));
+    assert_eq!(table.get(&key(1)), None);
+}
+
+#[test]
+fn reserve_splits_ahead_and_keeps_every_entry() {
+    let mut table = Chunked::default();
+    for n in 0..1000 {
+        table.insert(key(n), n);
+    }
+    table.reserve(10 * CHUNK_ENTRIES);
+    assert!(table.chunks.len() >= 10);
+    assert_eq!(model_of(&table).len(), 1000);
+    assert!((0..1000).all(|n| table.get(&key(n)) == Some(&n)));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u32, u32),
+    Bump(u32),
+    Remove(u32),
+    Retain(u32),
+    Freeze,
+    Clear,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = 0..20_000u32;
+    prop_oneof![
+        20 => (n.clone(), any::<u32>()).prop_map(|(n, v)| Op::Insert(n, v)),
+        5 => n.clone().prop_map(Op::Bump),
+        5 => n.prop_map(Op::Remove),
+        1 => (2..7u32).prop_map(Op::Retain),
+        1 => Just(Op::Freeze),
+        1 => Just(Op::Clear),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn the_table_answers_as_a_hash_map_does_and_frozen_copies_do_not_move(
+        ops in proptest::collection::vec(op(), 1..400),
+        bulk in 0..12_000u32,
+    ) {
+        let mut table = Chunked::default();
+        let mut model = HashMap::new();
+        let mut frozen = Vec::new();
+        for n in 0..bulk {
+            table.get_or_insert_with(key(n), || n);
+            model.insert(key(n), n);
+        }
+        for op in ops {
+            match op {
+                Op::Insert(n, v) => prop_assert_eq!(table.insert(key(n), v), model.insert(key(n), v)),
+                Op::Bump(n) => {
+                    let got = table.get_mut(&key(n)).map(|v| { *v += 1; *v });
+                    let want = model.get_mut(&key(n)).map(|v| { *v += 1; *v });
+                    prop_assert_eq!(got, want);
+                }
+                Op::Remove(n) => prop_assert_eq!(table.remove(&key(n)), model.remove(&key(n))),
+                Op::Retain(m) => {
+                    table.retain(|_, v| *v % m != 0);
+                    model.retain(|_, v| *v % m != 0);
+                }
+                Op::Freeze => frozen.push((table.clone(), model.clone())),
+                Op::Clear => {
+                    table.clear();
+                    model.clear();
+                }
+            }
+            prop_assert_eq!(table.len(), model.len());
+        }
+        prop_assert_eq!(&model_of(&table), &model);
+        for (copy, then) in frozen {
+            prop_assert_eq!(copy.len(), then.len());
+            prop_assert_eq!(model_of(&copy), then);
+        }
+        let drained: HashMap<LearnerKey, u32> = table.drain().collect();
+        prop_assert_eq!(drained.len(), model.len());
+        prop_assert!(table.is_empty());
+    }
+}
