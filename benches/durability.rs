@@ -30,6 +30,9 @@
 //! SUIVI_BENCH_RECOVERY=10000000 cargo bench --bench durability  # 3, ten million: 5 min, 11 GB
 //! ```
 //!
+//! With `SUIVI_BENCH_STALL=<learners>` it measures instead the ingest path's latency across
+//! checkpoints with that many learners (`benches/durability/stall.rs`).
+//!
 //! `SUIVI_BENCH_REPLAY_EVENTS` sets the events of the replayed journal (default 10,000,000),
 //! `SUIVI_BENCH_SHAPE=certified` gives every learner one event (a certificate) instead of a
 //! whole funnel, and `SUIVI_BENCH_DIR` the directory of the files written (default
@@ -72,6 +75,8 @@ use suivi::registry::Registry;
 use suivi::simulate;
 
 mod common;
+#[path = "durability/stall.rs"]
+mod stall;
 use common::{
     BATCH_EVENTS, CERTIFY_RATE, SEED, START_RATE, VISITOR_RATE, campaign_spread, parser,
     registered, settings, status_kib,
@@ -106,6 +111,14 @@ fn main() {
             .parse()
             .expect("SUIVI_BENCH_RECOVERY is a number of learners");
         recovery_report(learners);
+        return;
+    }
+    if let Ok(learners) = std::env::var("SUIVI_BENCH_STALL") {
+        let learners = learners
+            .replace('_', "")
+            .parse()
+            .expect("SUIVI_BENCH_STALL is a number of learners");
+        stall::stall_report(learners);
         return;
     }
     let base = bench_base();
@@ -1021,22 +1034,9 @@ fn recovery_report(learners: u64) {
     // Build.
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let mut next_id = 0;
-    let mut buffer = Vec::new();
     let started = Instant::now();
-    let mut aggregator = Aggregator::new(settings(), registered(&registry));
-    for learner in 0..learners {
-        population.learner_events(&mut rng, learner, &mut next_id, &mut buffer);
-        for event in buffer.drain(..) {
-            assert_eq!(
-                aggregator.apply(&event).expect("a campaign slot"),
-                Applied::Accepted,
-                "generated events are new"
-            );
-        }
-    }
+    let aggregator = stall::build(&population, &mut rng, &mut next_id, 0..learners);
     let build = started.elapsed();
-    // What a replay would publish; it also empties the changed-days records.
-    drop(aggregator.drain_changes());
     let holdings = aggregator.holdings();
     let rss_built = rss_bytes();
     println!(

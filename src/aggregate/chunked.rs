@@ -5,7 +5,8 @@
 //! still shared with that copy clones that chunk alone (copy on write). The table grows one
 //! chunk at a time — a full chunk splits in two — so no insert ever rehashes the whole table,
 //! which for tens of millions of learners used to stop the writer for a fraction of a second.
-//! Keys are fingerprints, already uniformly distributed; a chunk is chosen from their last word.
+//! A chunk is chosen by a mix of all of a key's words, so that keys that vary in one word only
+//! (made up by a test or a benchmark) spread as well as real fingerprints.
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -17,28 +18,39 @@ use crate::event::{EventId, LearnerKey, VisitorKey};
 /// The entries a chunk holds on average before the table takes one more chunk. Small enough
 /// that copying a chunk on write, or splitting one, takes microseconds; large enough that a
 /// frozen copy of ten million learners is a few thousand `Arc`s.
-const CHUNK_ENTRIES: usize = 4096;
+const CHUNK_ENTRIES: usize = 512;
 
-/// A key whose last 32 bits are uniformly distributed: a keyed hash of what it stands for.
+/// A key of three words, from which a chunk is chosen.
 pub(super) trait Fingerprint: Copy + Eq + Hash {
-    fn spread(&self) -> u32;
+    fn words(&self) -> [u32; 3];
+
+    /// 32 bits that depend on every bit of the key (MurmurHash3's finalizer over the words).
+    fn spread(&self) -> u32 {
+        let [a, b, c] = self.words();
+        let mut hash = a ^ b.rotate_left(11) ^ c.rotate_left(22);
+        hash ^= hash >> 16;
+        hash = hash.wrapping_mul(0x85eb_ca6b);
+        hash ^= hash >> 13;
+        hash = hash.wrapping_mul(0xc2b2_ae35);
+        hash ^ (hash >> 16)
+    }
 }
 
 impl Fingerprint for LearnerKey {
-    fn spread(&self) -> u32 {
-        self.0[2]
+    fn words(&self) -> [u32; 3] {
+        self.0
     }
 }
 
 impl Fingerprint for VisitorKey {
-    fn spread(&self) -> u32 {
-        self.0[2]
+    fn words(&self) -> [u32; 3] {
+        self.0
     }
 }
 
 impl Fingerprint for EventId {
-    fn spread(&self) -> u32 {
-        self.0[2]
+    fn words(&self) -> [u32; 3] {
+        self.0
     }
 }
 
@@ -153,11 +165,18 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     }
 
     /// Every entry, each chunk let go as soon as it is read: what a frozen copy being encoded
-    /// does, so that the writer's later changes to those chunks copy nothing.
+    /// does, so that the writer's later changes to those chunks copy nothing. A chunk the
+    /// writer still shares is read, not copied.
     pub(super) fn into_entries(self) -> impl Iterator<Item = (K, V)> {
         self.chunks
             .into_iter()
-            .flat_map(|chunk| Arc::unwrap_or_clone(chunk).into_iter())
+            .flat_map(|chunk| match Arc::try_unwrap(chunk) {
+                Ok(chunk) => chunk.into_iter().collect::<Vec<_>>(),
+                Err(shared) => shared
+                    .iter()
+                    .map(|(key, value)| (*key, value.clone()))
+                    .collect(),
+            })
     }
 
     /// Empties the table, keeping its chunks' room when they are not shared.

@@ -9,9 +9,8 @@ use proptest::prelude::*;
 use super::*;
 
 fn key(n: u32) -> LearnerKey {
-    // Spread like a fingerprint, so that every chunk gets its share.
-    let spread = n.wrapping_mul(0x9E37_79B9);
-    LearnerKey([n, !n, spread])
+    // Made up as benchmarks do, two words constant: the chunks must still get even shares.
+    LearnerKey([n, 7, 7])
 }
 
 fn model_of(table: &Chunked<LearnerKey, u32>) -> HashMap<LearnerKey, u32> {
