@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use prost::Message;
+
+use super::attribution::NamedSet;
 use super::{
-    Aggregator, AggregatorSettings, Attributions, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose,
-    Named, Progress, Slot,
+    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose, Named,
+    Progress, Slot,
 };
 use crate::day::Day;
 use crate::event::{EventId, LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
@@ -18,6 +21,10 @@ use crate::proto::storage::{
 /// with a version; a checkpoint without one (0) is of the same layout and is read as format 1.
 pub const CHECKPOINT_FORMAT: u32 = 1;
 
+/// How many entries of one table a checkpoint part holds: parts are encoded and written one
+/// at a time, so this bounds what a checkpoint holds encoded in memory (a few megabytes).
+const PART_ENTRIES: usize = 1 << 16;
+
 /// The aggregator's state frozen at one moment, to be encoded as a checkpoint, on another
 /// thread while the aggregator goes on: its tables are shared with the aggregator copy-on-write
 /// (`Chunked`), so taking it costs milliseconds whatever the size, and each chunk is let go as
@@ -26,76 +33,135 @@ pub const CHECKPOINT_FORMAT: u32 = 1;
 pub struct Frozen(Aggregator);
 
 impl Aggregator {
-    /// The state as it is now, for [`Frozen::checkpoint`].
+    /// The state as it is now, for [`Frozen::parts`].
     pub fn freeze(&self) -> Frozen {
         Frozen(self.clone())
     }
 
-    /// The whole state, as of `journal_position`: [`Frozen::checkpoint`] of the state now.
+    /// The whole state, as of `journal_position`, as one message: [`Frozen::checkpoint`] of the
+    /// state now.
     pub fn checkpoint(&self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
         self.freeze().checkpoint(journal_position, kafka_offsets)
     }
 }
 
 impl Frozen {
-    /// The whole state, as of `journal_position`, with the Kafka offsets it includes. Campaigns
-    /// are stored in slot order, a vacant slot as a campaign with an empty id and nothing else,
-    /// so that the slots kept in `seen` stay right.
-    pub fn checkpoint(self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
-        let Frozen(aggregator) = self;
-        let mut seen = Vec::with_capacity(aggregator.seen.len() * 4);
-        for (EventId(id), remembered) in aggregator.seen.into_entries() {
-            seen.extend_from_slice(&id);
-            seen.push(remembered);
-        }
-        let mut checkpoint = Checkpoint {
-            journal_position,
+    /// The whole state, as of `journal_position`, with the Kafka offsets it includes, as parts
+    /// whose encodings, concatenated, are the encoding of the checkpoint
+    /// (`durable::checkpoint::write_parts`): first the settings it was taken under; then the
+    /// campaigns in slot order, one a part, a vacant slot as a campaign with an empty id and
+    /// nothing else, so that the slots kept in `seen` stay right; then the totals, the
+    /// remembered ids and the attributions, [`PART_ENTRIES`] entries a part. Each part is made
+    /// when asked for, and each chunk of the tables let go once read.
+    pub fn parts(
+        self,
+        journal_position: u64,
+        kafka_offsets: Vec<KafkaOffset>,
+    ) -> impl Iterator<Item = Checkpoint> {
+        let Frozen(Aggregator {
+            settings,
             seen,
-            campaigns: Vec::with_capacity(aggregator.campaigns.len()),
-            totals: Some(aggregator.totals.into_stored()),
+            campaigns,
+            totals,
+            attributions,
+            ..
+        }) = self;
+        let head = Checkpoint {
+            journal_position,
             kafka_offsets,
-            chapter_count: u32::from(aggregator.settings.chapter_count),
-            // The writer's to fill: the aggregate does not know where events came from.
-            direct_campaigns: Vec::new(),
-            time_zone: aggregator.settings.time_zone.name().to_owned(),
+            chapter_count: u32::from(settings.chapter_count),
+            // `direct_campaigns` is the writer's to add: the aggregate does not know where
+            // events came from.
+            time_zone: settings.time_zone.name().to_owned(),
             event_identity: EventIdentity::SourceAndEventId.into(),
             format_version: CHECKPOINT_FORMAT,
             ..Checkpoint::default()
         };
-        for campaign in aggregator.campaigns {
-            checkpoint.campaigns.push(campaign.into_stored());
+        let campaigns = campaigns.into_iter().map(|campaign| Checkpoint {
+            campaigns: vec![campaign.into_stored()],
+            ..Checkpoint::default()
+        });
+        let totals = totals
+            .into_stored_parts(PART_ENTRIES)
+            .map(|part| Checkpoint {
+                totals: Some(part),
+                ..Checkpoint::default()
+            });
+        let seen = batches(seen.into_entries(), PART_ENTRIES).map(|entries| {
+            let mut seen = Vec::with_capacity(entries.len() * 4);
+            for (EventId(id), remembered) in entries {
+                seen.extend_from_slice(&id);
+                seen.push(remembered);
+            }
+            Checkpoint {
+                seen,
+                ..Checkpoint::default()
+            }
+        });
+        let named = batches(attributions.named.into_entries(), PART_ENTRIES).map(store_named);
+        let loose = batches(attributions.loose.into_entries(), PART_ENTRIES).map(store_loose);
+        std::iter::once(head)
+            .chain(campaigns)
+            .chain(totals)
+            .chain(seen)
+            .chain(named)
+            .chain(loose)
+    }
+
+    /// The whole state as one message: what [`Frozen::parts`] gives, read back as a checkpoint
+    /// file is.
+    pub fn checkpoint(self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
+        let mut encoded = Vec::new();
+        for part in self.parts(journal_position, kafka_offsets) {
+            part.encode_raw(&mut encoded);
         }
-        store_attributions(aggregator.attributions, &mut checkpoint);
-        checkpoint
+        // Parts encoded by prost decode: a failure would be a bug in prost.
+        Checkpoint::decode(encoded.as_slice()).expect("the parts' encodings decode as one")
     }
 }
 
-/// Writes the attributions into `checkpoint`'s columns.
-fn store_attributions(attributions: Attributions, checkpoint: &mut Checkpoint) {
-    let number = |day: Option<Day>| day.map_or(0, Day::number);
-    for (LearnerKey(key), set) in attributions.named.into_entries() {
+/// `items`, `size` at a time.
+fn batches<T>(mut items: impl Iterator<Item = T>, size: usize) -> impl Iterator<Item = Vec<T>> {
+    std::iter::from_fn(move || {
+        let batch: Vec<T> = items.by_ref().take(size).collect();
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
+fn day_number(day: Option<Day>) -> u32 {
+    day.map_or(0, Day::number)
+}
+
+/// A part of the named attributions' columns.
+fn store_named(entries: Vec<(LearnerKey, NamedSet)>) -> Checkpoint {
+    let mut part = Checkpoint::default();
+    for (LearnerKey(key), set) in entries {
         for named in set.iter() {
-            checkpoint.named_learners.extend_from_slice(&key);
-            checkpoint.named_at.push(named.at);
-            checkpoint.named_ids.extend_from_slice(&named.id);
-            checkpoint.named_slots.push(u32::from(named.slot));
+            part.named_learners.extend_from_slice(&key);
+            part.named_at.push(named.at);
+            part.named_ids.extend_from_slice(&named.id);
+            part.named_slots.push(u32::from(named.slot));
         }
     }
-    for (LearnerKey(key), loose) in attributions.loose.into_entries() {
-        checkpoint.loose_learners.extend_from_slice(&key);
-        checkpoint
-            .loose_enrolled
-            .push(number(loose.reached.enrolled));
-        checkpoint.loose_started.push(number(loose.reached.started));
-        checkpoint
-            .loose_certified
-            .push(number(loose.reached.certified));
-        checkpoint.loose_chapters.push(loose.reached.chapters);
-        checkpoint.own_enrolled.push(number(loose.own.enrolled));
-        checkpoint.own_started.push(number(loose.own.started));
-        checkpoint.own_certified.push(number(loose.own.certified));
-        checkpoint.own_chapters.push(loose.own.chapters);
+    part
+}
+
+/// A part of the loose progress' columns.
+fn store_loose(entries: Vec<(LearnerKey, Loose)>) -> Checkpoint {
+    let mut part = Checkpoint::default();
+    for (LearnerKey(key), loose) in entries {
+        part.loose_learners.extend_from_slice(&key);
+        part.loose_enrolled.push(day_number(loose.reached.enrolled));
+        part.loose_started.push(day_number(loose.reached.started));
+        part.loose_certified
+            .push(day_number(loose.reached.certified));
+        part.loose_chapters.push(loose.reached.chapters);
+        part.own_enrolled.push(day_number(loose.own.enrolled));
+        part.own_started.push(day_number(loose.own.started));
+        part.own_certified.push(day_number(loose.own.certified));
+        part.own_chapters.push(loose.own.chapters);
     }
+    part
 }
 
 impl Aggregator {
@@ -256,39 +322,64 @@ impl Aggregator {
 }
 
 impl CampaignState {
-    /// The stored form, each chunk of the tables let go once read.
+    /// The stored form, as one message.
     fn into_stored(self) -> StoredCampaign {
-        let learners = self.learners.len();
-        let mut stored = StoredCampaign {
-            campaign: self.id.clone(),
-            learner_keys: Vec::with_capacity(learners * 3),
-            enrolled: Vec::with_capacity(learners),
-            started: Vec::with_capacity(learners),
-            certified: Vec::with_capacity(learners),
-            chapters: Vec::with_capacity(learners),
-            visitor_keys: Vec::with_capacity(self.visitors.len() * 3),
-            clicks: self.counts.clicks,
-            ..StoredCampaign::default()
-        };
-        let number = |day: Option<Day>| day.map_or(0, Day::number);
-        for (LearnerKey(key), progress) in self.learners.into_entries() {
-            stored.learner_keys.extend_from_slice(&key);
-            stored.enrolled.push(number(progress.enrolled));
-            stored.started.push(number(progress.started));
-            stored.certified.push(number(progress.certified));
-            stored.chapters.push(progress.chapters);
-        }
-        for (VisitorKey(key), ()) in self.visitors.into_entries() {
-            stored.visitor_keys.extend_from_slice(&key);
-        }
-        for (day, counts) in &self.timeline {
-            stored.days.push(day.number());
-            stored.day_clicks.push(counts.clicks);
-            stored.day_enrolled.push(counts.enrolled);
-            stored.day_started.push(counts.started);
-            stored.day_certified.push(counts.certified);
+        let mut parts = self.into_stored_parts(usize::MAX);
+        let mut stored = parts.next().unwrap_or_default();
+        for part in parts {
+            stored.learner_keys.extend(part.learner_keys);
+            stored.enrolled.extend(part.enrolled);
+            stored.started.extend(part.started);
+            stored.certified.extend(part.certified);
+            stored.chapters.extend(part.chapters);
+            stored.visitor_keys.extend(part.visitor_keys);
         }
         stored
+    }
+
+    /// The stored form in parts that merge into it (see [`Frozen::parts`]): the first with the
+    /// id, clicks and timeline, then the learners and the visitors, `part_entries` a part, each
+    /// chunk of the tables let go once read.
+    fn into_stored_parts(self, part_entries: usize) -> impl Iterator<Item = StoredCampaign> {
+        let CampaignState {
+            id,
+            learners,
+            visitors,
+            counts,
+            timeline,
+            ..
+        } = self;
+        let mut head = StoredCampaign {
+            campaign: id,
+            clicks: counts.clicks,
+            ..StoredCampaign::default()
+        };
+        for (day, counts) in &timeline {
+            head.days.push(day.number());
+            head.day_clicks.push(counts.clicks);
+            head.day_enrolled.push(counts.enrolled);
+            head.day_started.push(counts.started);
+            head.day_certified.push(counts.certified);
+        }
+        let learners = batches(learners.into_entries(), part_entries).map(|entries| {
+            let mut part = StoredCampaign::default();
+            for (LearnerKey(key), progress) in entries {
+                part.learner_keys.extend_from_slice(&key);
+                part.enrolled.push(day_number(progress.enrolled));
+                part.started.push(day_number(progress.started));
+                part.certified.push(day_number(progress.certified));
+                part.chapters.push(progress.chapters);
+            }
+            part
+        });
+        let visitors = batches(visitors.into_entries(), part_entries).map(|entries| {
+            let mut part = StoredCampaign::default();
+            for (VisitorKey(key), ()) in entries {
+                part.visitor_keys.extend_from_slice(&key);
+            }
+            part
+        });
+        std::iter::once(head).chain(learners).chain(visitors)
     }
 
     fn restore(stored: &StoredCampaign, chapter_count: u8) -> anyhow::Result<CampaignState> {

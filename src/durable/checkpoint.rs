@@ -6,8 +6,9 @@
 //! are kept: when the newest proves corrupt, recovery falls back to the one before, whose journal
 //! segments are still there.
 
+use std::borrow::Borrow;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -21,7 +22,7 @@ pub const KEEP: usize = 2;
 const MAGIC: &[u8; 8] = b"SUIVICK1";
 const HEADER_BYTES: usize = 20;
 const SUFFIX: &str = ".ckpt";
-/// A checkpoint is written and synced this much at a time. The journal's fsync makes the file
+/// A checkpoint is synced every time this much more of it is written. The journal's fsync makes the file
 /// system commit, and on ext4 (`data=ordered`) a commit first writes out every file's dirty
 /// data: written whole and synced at the end, a checkpoint of hundreds of megabytes held the
 /// next journal fsync for the time to write it out, half a second at a million learners.
@@ -36,37 +37,85 @@ pub struct Rejected {
 
 /// Writes `checkpoint` into `directory` atomically; returns its path and size in bytes.
 pub fn write(directory: &Path, checkpoint: &Checkpoint) -> anyhow::Result<(PathBuf, u64)> {
+    write_parts(
+        directory,
+        checkpoint.journal_position,
+        std::iter::once(checkpoint),
+    )
+}
+
+/// Writes a checkpoint at `journal_position` made of `parts`, encoded and written one after the
+/// other, so that the whole never sits in memory encoded (a checkpoint of ten million learners
+/// is gigabytes). The concatenation of protobuf encodings is the encoding of their merge, so the
+/// file reads back as one `Checkpoint`: a repeated field holds the parts' values in order, a
+/// message field is the merge of the parts' (its repeated fields likewise), and a scalar is the
+/// last part's that sets one. Atomic as [`write`]; returns the path and size in bytes.
+pub fn write_parts<P: Borrow<Checkpoint>>(
+    directory: &Path,
+    journal_position: u64,
+    parts: impl IntoIterator<Item = P>,
+) -> anyhow::Result<(PathBuf, u64)> {
     std::fs::create_dir_all(directory)
         .with_context(|| format!("cannot create checkpoint directory {}", directory.display()))?;
-    let payload = checkpoint.encode_to_vec();
-    let path = directory.join(format!("{:020}{SUFFIX}", checkpoint.journal_position));
-    let temporary = directory.join(format!("{:020}{SUFFIX}.tmp", checkpoint.journal_position));
-    let mut file = OpenOptions::new()
+    let path = directory.join(format!("{journal_position:020}{SUFFIX}"));
+    let temporary = directory.join(format!("{journal_position:020}{SUFFIX}.tmp"));
+    let written = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(&temporary)
-        .with_context(|| format!("cannot create {}", temporary.display()))?;
+        .and_then(|file| write_file(file, parts))
+        .and_then(|length| {
+            std::fs::rename(&temporary, &path)?;
+            File::open(directory)?.sync_all()?;
+            Ok(length)
+        });
+    match written {
+        Ok(length) => Ok((path, HEADER_BYTES as u64 + length)),
+        Err(error) => {
+            let _ = std::fs::remove_file(&temporary);
+            Err(error).with_context(|| format!("cannot write checkpoint {}", path.display()))
+        }
+    }
+}
+
+/// Writes the header and the parts into `file`, syncing every [`WRITE_PIECE_BYTES`], then the
+/// header again with the payload's length and checksum, and syncs; returns the payload's length.
+fn write_file<P: Borrow<Checkpoint>>(
+    mut file: File,
+    parts: impl IntoIterator<Item = P>,
+) -> std::io::Result<u64> {
+    file.write_all(&header(0, 0))?;
+    let mut length = 0u64;
+    let mut checksum = 0u32;
+    let mut unsynced = 0usize;
+    let mut buffer = Vec::new();
+    for part in parts {
+        buffer.clear();
+        part.borrow().encode_raw(&mut buffer);
+        checksum = crc32c::crc32c_append(checksum, &buffer);
+        length += buffer.len() as u64;
+        for piece in buffer.chunks(WRITE_PIECE_BYTES) {
+            file.write_all(piece)?;
+            unsynced += piece.len();
+            if unsynced >= WRITE_PIECE_BYTES {
+                file.sync_data()?;
+                unsynced = 0;
+            }
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header(length, checksum))?;
+    file.sync_all()?;
+    Ok(length)
+}
+
+fn header(length: u64, checksum: u32) -> Vec<u8> {
     let mut header = Vec::with_capacity(HEADER_BYTES);
     header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    let written = file
-        .write_all(&header)
-        .and_then(|()| {
-            payload.chunks(WRITE_PIECE_BYTES).try_for_each(|piece| {
-                file.write_all(piece)?;
-                file.sync_data()
-            })
-        })
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&temporary, &path))
-        .and_then(|()| File::open(directory)?.sync_all());
-    if let Err(error) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(error).with_context(|| format!("cannot write checkpoint {}", path.display()));
-    }
-    Ok((path, (HEADER_BYTES + payload.len()) as u64))
+    header.extend_from_slice(&length.to_le_bytes());
+    header.extend_from_slice(&checksum.to_le_bytes());
+    header
 }
 
 /// Loads the newest valid checkpoint, with the ones found unusable on the way.

@@ -5,6 +5,7 @@
 //! are pruned to the newest [`checkpoint::KEEP`], and segments go only below the oldest kept, so
 //! a corrupt newest checkpoint can always fall back to the one before and replay from there.
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -59,11 +60,15 @@ impl CheckpointPolicy {
     }
 }
 
-/// Writes `state` as a checkpoint (whole or absent), keeps the newest [`checkpoint::KEEP`]
-/// checkpoints, and removes the journal segments that only records before the oldest kept one
-/// hold.
-pub fn write_and_prune(settings: &DurableSettings, state: &Checkpoint) -> anyhow::Result<Written> {
-    let (path, bytes) = checkpoint::write(&settings.checkpoint_dir, state)?;
+/// Writes the checkpoint at `journal_position` made of `parts` (whole or absent: see
+/// [`checkpoint::write_parts`]), keeps the newest [`checkpoint::KEEP`] checkpoints, and removes
+/// the journal segments that only records before the oldest kept one hold.
+pub fn write_and_prune<P: Borrow<Checkpoint>>(
+    settings: &DurableSettings,
+    journal_position: u64,
+    parts: impl IntoIterator<Item = P>,
+) -> anyhow::Result<Written> {
+    let (path, bytes) = checkpoint::write_parts(&settings.checkpoint_dir, journal_position, parts)?;
     let segments_removed = match checkpoint::prune(&settings.checkpoint_dir)? {
         Some(oldest_kept) => journal::remove_segments_before(&settings.journal_dir, oldest_kept)?,
         None => 0,
@@ -134,7 +139,8 @@ mod tests {
                 journal_position: position,
                 ..Checkpoint::default()
             };
-            let written = write_and_prune(&settings, &state).expect("the checkpoint writes");
+            let written = write_and_prune(&settings, state.journal_position, [&state])
+                .expect("the checkpoint writes");
             removed.push((written.segments_removed, segments(&settings)));
         }
         // Checkpoints at 1, 2, 3, 4, each at a fresh segment. The first leaves the segment of

@@ -5,6 +5,7 @@
 //! policy says so, on a helper thread.
 
 use super::*;
+use crate::proto::storage::Checkpoint;
 
 mod handover;
 
@@ -459,10 +460,12 @@ impl WriterState {
         let durable = self.durable.clone();
         let write = move || {
             let started = Instant::now();
-            let mut state = frozen.checkpoint(position, offsets.clone());
-            state.direct_campaigns = direct_campaigns;
-            let written = policy::write_and_prune(&durable, &state);
-            drop(state);
+            let sources = Checkpoint {
+                direct_campaigns,
+                ..Checkpoint::default()
+            };
+            let parts = std::iter::once(sources).chain(frozen.parts(position, offsets.clone()));
+            let written = policy::write_and_prune(&durable, position, parts);
             let elapsed = freeze_time + started.elapsed();
             match written {
                 Ok(written) => {

@@ -671,3 +671,105 @@ fn a_checkpoint_says_its_format_and_one_of_a_newer_format_is_refused_clearly() {
         "{error}"
     );
 }
+
+/// The attributions a checkpoint holds, in an order that does not depend on the tables'.
+fn sorted_attributions(checkpoint: &crate::proto::storage::Checkpoint) -> Vec<Vec<i64>> {
+    let mut named: Vec<Vec<i64>> = (0..checkpoint.named_at.len())
+        .map(|index| {
+            let mut row: Vec<i64> = checkpoint.named_learners[index * 3..index * 3 + 3]
+                .iter()
+                .chain(&checkpoint.named_ids[index * 3..index * 3 + 3])
+                .map(|word| i64::from(*word))
+                .collect();
+            row.extend([
+                checkpoint.named_at[index],
+                checkpoint.named_slots[index].into(),
+            ]);
+            row
+        })
+        .collect();
+    let mut loose: Vec<Vec<i64>> = (0..checkpoint.loose_enrolled.len())
+        .map(|index| {
+            checkpoint.loose_learners[index * 3..index * 3 + 3]
+                .iter()
+                .chain([
+                    &checkpoint.loose_enrolled[index],
+                    &checkpoint.loose_chapters[index],
+                    &checkpoint.own_enrolled[index],
+                    &checkpoint.own_chapters[index],
+                ])
+                .map(|word| i64::from(*word))
+                .collect()
+        })
+        .collect();
+    named.sort();
+    loose.sort();
+    named.push(Vec::new());
+    named.extend(loose);
+    named
+}
+
+#[test]
+fn a_checkpoint_of_many_parts_restores_the_whole_state() {
+    // More learners, ids and attributions than one part holds, so that the totals, the ids
+    // and the attributions are written in several parts that merge when read.
+    let learners = 120_000u32;
+    let mut aggregator = Aggregator::new(settings(), owned(&["gendarmerie", "la-poste"]));
+    let at = instant("2020-10-05T10:00:00Z");
+    for learner in 0..learners {
+        let key = LearnerKey([learner, 1, 2]);
+        let campaign = match learner % 3 {
+            0 => "gendarmerie",
+            1 => "la-poste",
+            _ => DIRECT_CAMPAIGN,
+        };
+        let mut event = |n: u32, campaign: &str, action: Action| {
+            let event = Event {
+                id: EventId([learner, n, 3]),
+                content: learner ^ n,
+                campaign: campaign.to_owned(),
+                action,
+                occurred_at: at + chrono::TimeDelta::hours(i64::from(learner % 500 + n)),
+            };
+            assert_eq!(aggregator.apply(&event), Ok(Applied::Accepted));
+        };
+        event(
+            0,
+            campaign,
+            Action::Progress {
+                learner: key,
+                stage: Stage::Enrolled,
+            },
+        );
+        event(
+            1,
+            DIRECT_CAMPAIGN,
+            Action::Progress {
+                learner: key,
+                stage: Stage::ChapterCompleted(2),
+            },
+        );
+        if learner % 5 == 0 {
+            let visitor = VisitorKey([learner, 9, 9]);
+            event(
+                2,
+                "la-poste",
+                Action::Click {
+                    visitor: Some(visitor),
+                    learner: Some(key),
+                },
+            );
+        }
+    }
+    drop(aggregator.drain_changes());
+    let checkpoint = aggregator.checkpoint(7, Vec::new());
+    assert!(checkpoint.named_at.len() > 65_536 && checkpoint.seen.len() / 4 > 2 * 65_536);
+    let restored =
+        Aggregator::restore(settings(), owned(&["gendarmerie", "la-poste"]), &checkpoint)
+            .expect("the checkpoint restores");
+    assert_eq!(whole_state(&restored), whole_state(&aggregator));
+    assert_eq!(
+        sorted_attributions(&restored.checkpoint(7, Vec::new())),
+        sorted_attributions(&checkpoint)
+    );
+}

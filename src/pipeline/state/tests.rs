@@ -398,7 +398,7 @@ impl Process {
             .rotate()
             .expect("the journal rotates");
         let state = self.state_at(position);
-        crate::durable::policy::write_and_prune(&self.storage, &state)
+        crate::durable::policy::write_and_prune(&self.storage, state.journal_position, [&state])
             .expect("the checkpoint writes, and pruning works");
         if self.checkpoints.last() != Some(&position) {
             self.checkpoints.push(position);
