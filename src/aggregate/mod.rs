@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 mod admission;
 mod attribution;
 mod campaign;
+pub mod ids;
 mod stored;
 
 use attribution::{Attributions, Loose, Named};
