@@ -12,8 +12,10 @@
 //! indexed by the next bits to its own depth, so that growing one copies a few kilobytes, never
 //! the whole directory. Entries do not store the first 16 bits of their id (quotienting): a
 //! block at least 16 deep implies them, and a shallower one (a small set) keeps them once per
-//! distinct value in its `runs`. Blocks live in [`Arc`]s: [`EventIds::freeze`] shares them, and
-//! the writer's next change to a block still shared copies that block only.
+//! distinct value in its `runs`. A block's entries are a slot of the `slabs`, of the smallest
+//! size class that holds them (`slabs` says why not one allocation each); [`EventIds::freeze`]
+//! copies the blocks' small descriptors and shares the slabs' chunks, and the writer's next
+//! change to a chunk still shared copies that chunk only.
 
 use std::sync::Arc;
 
@@ -21,14 +23,16 @@ use anyhow::{anyhow, ensure};
 
 mod block;
 mod build;
+mod slabs;
 
-use block::{Block, Key, word_of};
+use block::{Block, Entry, Key, word_of};
 use build::Builder;
+use slabs::{Moved, Slabs};
 
 /// Bits of the id fingerprint that choose a sub-directory.
 const TOP_BITS: u32 = 10;
 /// Leading bits of the id fingerprint an entry does not store.
-const QUOTIENT_BITS: u32 = 16;
+const QUOTIENT_BITS: usize = 16;
 /// The deepest a block goes: a block this deep never splits (with uniform ids none gets near).
 const MAX_DEPTH: u32 = 26;
 /// The most entries a block holds before it splits.
@@ -36,7 +40,7 @@ const MAX_BLOCK: usize = 256;
 /// A block's storage grows by this many entries at a time, so that its slack stays small.
 const GROWTH_STEP: usize = 16;
 /// Blocks per chunk of the block list: a chunk is never moved once full, so the list grows
-/// without copying every block's handle at once.
+/// without copying every block at once.
 const CHUNK_BLOCKS: usize = 1 << 14;
 /// Bytes of one id and its word in the encoding: four little-endian `u32` words.
 pub const ENCODED_ID_BYTES: usize = 16;
@@ -45,17 +49,20 @@ pub const ENCODED_ID_BYTES: usize = 16;
 pub struct EventIds {
     /// Indexed by the first [`TOP_BITS`] bits of an id.
     directory: Vec<SubDirectory>,
-    blocks: BlockList,
+    blocks: Chunked<Block>,
+    slabs: Slabs,
     len: usize,
     max_block: usize,
 }
 
-/// A read-only copy of an [`EventIds`] as it was when frozen, sharing its blocks; made to be
+/// A read-only copy of an [`EventIds`] as it was when frozen, sharing its entries; made to be
 /// encoded on another thread while the original goes on changing.
 #[derive(Clone)]
 pub struct FrozenIds {
     /// Every block, in key order.
-    blocks: Vec<Arc<Block>>,
+    blocks: Vec<Block>,
+    /// The slabs' chunks, by class.
+    chunks: Vec<Vec<Arc<[Entry]>>>,
     len: usize,
 }
 
@@ -67,10 +74,10 @@ struct SubDirectory {
     slots: Vec<u32>,
 }
 
-/// Every block, each owned once, in chunks of [`CHUNK_BLOCKS`].
-#[derive(Debug)]
-struct BlockList {
-    chunks: Vec<Vec<Arc<Block>>>,
+/// A list in chunks of [`CHUNK_BLOCKS`], so that it grows without ever moving all it holds.
+#[derive(Debug, Clone)]
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
 }
 
 impl EventIds {
@@ -80,8 +87,8 @@ impl EventIds {
     }
 
     fn with_max_block(max_block: usize) -> EventIds {
-        let mut blocks = BlockList { chunks: Vec::new() };
-        blocks.push(Arc::new(Block::default()));
+        let mut blocks = Chunked { chunks: Vec::new() };
+        blocks.push(Block::default());
         EventIds {
             directory: vec![
                 SubDirectory {
@@ -91,6 +98,7 @@ impl EventIds {
                 1 << TOP_BITS
             ],
             blocks,
+            slabs: Slabs::default(),
             len: 0,
             max_block,
         }
@@ -106,17 +114,27 @@ impl EventIds {
 
     /// The word remembered with `id`, if `id` is remembered.
     pub fn find(&self, id: &[u32; 3]) -> Option<u32> {
-        self.blocks.get(self.block_index(id)).find(Key::of(id))
+        let block = self.blocks.get(self.block_index(id));
+        let entries = &self.slabs.slot(block.class, block.slot);
+        block.find(entries, Key::of(id))
     }
 
     /// Remembers `id` with `word`. `id` must not be remembered already (checked in debug
     /// builds): the caller has just found it absent.
     pub fn insert(&mut self, id: [u32; 3], word: u32) {
         let index = self.block_index(&id);
-        let block = Arc::make_mut(self.blocks.get_mut(index));
-        block.insert(Key::of(&id), word);
+        let block = self.blocks.get(index);
+        if block.len as usize == Slabs::capacity(block.class) {
+            self.move_block(index, block.class + 1);
+        }
+        let block = self.blocks.get_mut(index);
+        block.insert(
+            self.slabs.slot_mut(block.class, block.slot),
+            Key::of(&id),
+            word,
+        );
         self.len += 1;
-        if block.entries.len() > self.max_block {
+        if block.len as usize > self.max_block {
             self.split(index);
         }
     }
@@ -124,46 +142,52 @@ impl EventIds {
     /// Keeps only the ids whose word `keep` accepts, each word asked once. When that leaves the
     /// blocks mostly empty, the set is rebuilt into fewer of them.
     pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
-        let mut len = 0;
-        for chunk in &mut self.blocks.chunks {
-            for block in chunk {
-                if block.entries.iter().all(|entry| keep(word_of(entry))) {
-                    len += block.entries.len();
-                    continue;
-                }
-                let block = Arc::make_mut(block);
-                block.retain(&mut keep);
-                len += block.entries.len();
+        let mut kept = Vec::new();
+        for index in 0..self.blocks.len() {
+            let block = self.blocks.get(index);
+            let entries = &self.slabs.slot(block.class, block.slot)[..block.len as usize];
+            kept.clear();
+            kept.extend(entries.iter().map(|entry| keep(word_of(entry))));
+            if kept.iter().all(|kept| *kept) {
+                continue;
+            }
+            let block = self.blocks.get_mut(index);
+            block.retain(self.slabs.slot_mut(block.class, block.slot), &kept);
+            let class = Slabs::class_for(block.len as usize);
+            if class < block.class {
+                self.move_block(index, class);
             }
         }
-        self.len = len;
-        if self.blocks.len() > 1 && len * 4 < self.blocks.len() * self.max_block {
+        self.len = self.blocks.iter().map(|block| block.len as usize).sum();
+        if self.blocks.len() > 1 && self.len * 4 < self.blocks.len() as usize * self.max_block {
             let max_block = self.max_block;
-            // Taken out first, so that each old block is freed as soon as it is read.
+            // Taken out first, so that the old entries are freed as soon as they are read.
             let old = std::mem::replace(self, EventIds::with_max_block(max_block)).freeze();
-            let mut builder = Builder::new(len, max_block);
-            for block in old.blocks {
-                block.for_each(|id, word| builder.push(id, word));
+            let mut builder = Builder::new(old.len, max_block);
+            for block in &old.blocks {
+                let entries = Slabs::shared_slot(&old.chunks, block.class, block.slot);
+                block.for_each(entries, |id, word| builder.push(id, word));
             }
             *self = builder.finish();
         }
     }
 
     /// A copy of the set as it is now, in time proportional to the number of blocks (their
-    /// handles are copied, not their entries).
+    /// descriptors are copied, their entries shared).
     pub fn freeze(&self) -> FrozenIds {
-        let mut blocks: Vec<Arc<Block>> = Vec::with_capacity(self.blocks.len());
+        let mut blocks = Vec::with_capacity(self.blocks.len() as usize);
         let mut last = None;
         for sub in &self.directory {
             for &slot in &sub.slots {
                 if last != Some(slot) {
-                    blocks.push(Arc::clone(self.blocks.get(slot)));
+                    blocks.push(self.blocks.get(slot).clone());
                     last = Some(slot);
                 }
             }
         }
         FrozenIds {
             blocks,
+            chunks: self.slabs.share(),
             len: self.len,
         }
     }
@@ -231,28 +255,26 @@ impl EventIds {
         Ok(builder.finish())
     }
 
-    /// An estimate of the bytes held on the heap: entries, blocks, the block list and the
-    /// directory, by capacity (not counting the allocator's own overhead).
+    /// An estimate of the bytes held on the heap: entries, block descriptors and the directory,
+    /// by capacity (not counting the allocator's own overhead).
     pub fn heap_bytes(&self) -> usize {
         let blocks: usize = self
             .blocks
             .chunks
             .iter()
-            .flatten()
-            .map(|block| block.heap_bytes())
-            .sum();
-        let list: usize = self
-            .blocks
-            .chunks
-            .iter()
-            .map(|chunk| chunk.capacity() * size_of::<Arc<Block>>())
-            .sum();
+            .map(|chunk| chunk.capacity() * size_of::<Block>())
+            .sum::<usize>()
+            + self
+                .blocks
+                .iter()
+                .map(|block| size_of_val::<[[u16; 2]]>(&block.runs))
+                .sum::<usize>();
         let directory: usize = self
             .directory
             .iter()
             .map(|sub| size_of::<SubDirectory>() + sub.slots.capacity() * size_of::<u32>())
             .sum();
-        blocks + list + directory
+        blocks + directory + self.slabs.heap_bytes()
     }
 
     /// Where `id`'s block is in the block list.
@@ -261,18 +283,68 @@ impl EventIds {
         sub.slots[slot_in(sub.depth, leading_bits(id) << TOP_BITS)]
     }
 
+    /// Moves the entries of the block at `index` to a slot of `class` (none for class 0).
+    fn move_block(&mut self, index: u32, class: u16) {
+        let block = self.blocks.get(index);
+        let (old_class, old_slot, len) = (block.class, block.slot, block.len as usize);
+        let slot = if class == 0 {
+            0
+        } else {
+            let slot = self.slabs.allocate(class, index);
+            self.slabs
+                .copy((old_class, old_slot, 0), (class, slot, 0), len);
+            slot
+        };
+        self.free_slot(old_class, old_slot);
+        let block = self.blocks.get_mut(index);
+        block.class = class;
+        block.slot = slot;
+    }
+
+    /// Frees a slot, telling the block whose slot moved into it.
+    fn free_slot(&mut self, class: u16, slot: u32) {
+        if class > 0
+            && let Some(Moved { owner, slot }) = self.slabs.free(class, slot)
+        {
+            self.blocks.get_mut(owner).slot = slot;
+        }
+    }
+
     /// Splits the block at `index` and any half of it still over `max_block`, pointing the
     /// directory to the new blocks.
     fn split(&mut self, index: u32) {
         let mut pending = vec![index];
         while let Some(index) = pending.pop() {
             let block = self.blocks.get(index);
-            if block.entries.len() <= self.max_block || block.depth >= MAX_DEPTH {
+            if block.len as usize <= self.max_block || u32::from(block.depth) >= MAX_DEPTH {
                 continue;
             }
-            let right = Arc::make_mut(self.blocks.get_mut(index)).split_off();
-            let (prefix, depth) = (right.prefix, right.depth);
-            let right_index = self.blocks.push(Arc::new(right));
+            let (class, slot, len) = (block.class, block.slot, block.len as usize);
+            let block = self.blocks.get_mut(index);
+            let (right, position) = block.split_off(self.slabs.slot(class, slot));
+            let (prefix, depth) = (right.prefix, u32::from(right.depth));
+            let right_index = self.blocks.push(right);
+            if position == 0 {
+                // Every entry goes right: the slot with them.
+                let block = self.blocks.get_mut(index);
+                (block.class, block.slot) = (0, 0);
+                let right = self.blocks.get_mut(right_index);
+                (right.class, right.slot) = (class, slot);
+                self.slabs.set_owner(class, slot, right_index);
+            } else if position < len {
+                let right_class = Slabs::class_for(len - position);
+                let right_slot = self.slabs.allocate(right_class, right_index);
+                self.slabs.copy(
+                    (class, slot, position),
+                    (right_class, right_slot, 0),
+                    len - position,
+                );
+                let right = self.blocks.get_mut(right_index);
+                (right.class, right.slot) = (right_class, right_slot);
+                if Slabs::class_for(position) < class {
+                    self.move_block(index, Slabs::class_for(position));
+                }
+            }
             self.point(right_index, prefix, depth);
             pending.extend([index, right_index]);
         }
@@ -331,7 +403,8 @@ impl FrozenIds {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(self.len * ENCODED_ID_BYTES);
         for block in &self.blocks {
-            block.for_each(|id, word| {
+            let entries = Slabs::shared_slot(&self.chunks, block.class, block.slot);
+            block.for_each(entries, |id, word| {
                 let mut bytes = [0; ENCODED_ID_BYTES];
                 for (place, value) in bytes.chunks_exact_mut(4).zip([id[0], id[1], id[2], word]) {
                     place.copy_from_slice(&value.to_le_bytes());
@@ -352,23 +425,25 @@ impl std::fmt::Debug for FrozenIds {
     }
 }
 
-impl BlockList {
-    fn len(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
+impl<T> Chunked<T> {
+    fn len(&self) -> u32 {
+        // Blocks hold at least one id each but for a few empty ones, and 2^32 of them would be
+        // over a terabyte of ids.
+        self.chunks.iter().map(Vec::len).sum::<usize>() as u32
     }
 
-    fn get(&self, index: u32) -> &Arc<Block> {
+    fn get(&self, index: u32) -> &T {
         let index = index as usize;
         &self.chunks[index / CHUNK_BLOCKS][index % CHUNK_BLOCKS]
     }
 
-    fn get_mut(&mut self, index: u32) -> &mut Arc<Block> {
+    fn get_mut(&mut self, index: u32) -> &mut T {
         let index = index as usize;
         &mut self.chunks[index / CHUNK_BLOCKS][index % CHUNK_BLOCKS]
     }
 
-    /// Adds `block` and returns its index.
-    fn push(&mut self, block: Arc<Block>) -> u32 {
+    /// Adds `item` and returns its index.
+    fn push(&mut self, item: T) -> u32 {
         if self
             .chunks
             .last()
@@ -378,10 +453,13 @@ impl BlockList {
         }
         let full_chunks = self.chunks.len() - 1;
         let chunk = &mut self.chunks[full_chunks];
-        chunk.push(block);
-        // Blocks hold at least one id each but for a few empty ones, and ids are counted in
-        // `usize`; 2^32 blocks would be over a terabyte of ids.
+        chunk.push(item);
+        // As in `len`.
         (full_chunks * CHUNK_BLOCKS + chunk.len() - 1) as u32
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
     }
 }
 

@@ -2,10 +2,9 @@
 //! what a release keeps): blocks of one depth chosen from the count, each made at its exact
 //! size, then the directory for them. It never searches or inserts into a block.
 
-use std::sync::Arc;
-
 use super::block::{Block, Key};
-use super::{BlockList, EventIds, MAX_DEPTH, QUOTIENT_BITS, SubDirectory, TOP_BITS, leading_bits};
+use super::slabs::Slabs;
+use super::{Chunked, EventIds, MAX_DEPTH, QUOTIENT_BITS, SubDirectory, TOP_BITS, leading_bits};
 
 /// Builds an [`EventIds`] from ids in increasing order: blocks of one depth chosen from the
 /// count, each split further when it is over `max_block`, then the directory for them.
@@ -14,6 +13,8 @@ pub(super) struct Builder {
     max_block: usize,
     /// Blocks made so far, in key order.
     blocks: Vec<Block>,
+    /// Their entries.
+    slabs: Slabs,
     /// The ids of the block being gathered, whose prefix is `prefix`.
     pending: Vec<([u32; 3], u32)>,
     prefix: u32,
@@ -32,6 +33,7 @@ impl Builder {
             depth,
             max_block,
             blocks: Vec::new(),
+            slabs: Slabs::default(),
             pending: Vec::new(),
             prefix: 0,
         }
@@ -77,31 +79,44 @@ impl Builder {
             self.emit(&ids[half..], prefix << 1 | 1, depth + 1);
             return;
         }
+        let index = self.blocks.len() as u32;
+        let class = Slabs::class_for(ids.len());
         let mut block = Block {
+            runs: Box::default(),
             prefix,
-            depth,
-            runs: Vec::new(),
-            entries: Vec::with_capacity(ids.len()),
+            slot: if class == 0 {
+                0
+            } else {
+                self.slabs.allocate(class, index)
+            },
+            // At most max_block, or a few more at the deepest depth.
+            len: ids.len() as u32,
+            class,
+            // At most MAX_DEPTH.
+            depth: depth as u8,
         };
-        for (id, word) in ids {
+        let slot = self.slabs.slot_mut(class, block.slot);
+        let mut runs: Vec<[u16; 2]> = Vec::new();
+        for (position, (id, word)) in ids.iter().enumerate() {
             let key = Key::of(id);
-            if depth < QUOTIENT_BITS {
-                match block.runs.last_mut() {
+            if (depth as usize) < QUOTIENT_BITS {
+                match runs.last_mut() {
                     Some(run) if run[0] == key.top => run[1] += 1,
                     // At most `max_block` (< 2^16) entries in a block this shallow.
-                    _ => block.runs.push([key.top, block.entries.len() as u16 + 1]),
+                    _ => runs.push([key.top, position as u16 + 1]),
                 }
             }
-            block.entries.push(key.entry(*word));
+            slot[position] = key.entry(*word);
         }
-        block.runs.shrink_to_fit();
+        block.runs = runs.into_boxed_slice();
         self.blocks.push(block);
     }
 
     fn into_ids(self) -> EventIds {
         let mut ids = EventIds {
             directory: Vec::with_capacity(1 << TOP_BITS),
-            blocks: BlockList { chunks: Vec::new() },
+            blocks: Chunked { chunks: Vec::new() },
+            slabs: self.slabs,
             len: 0,
             max_block: self.max_block,
         };
@@ -110,13 +125,14 @@ impl Builder {
             // The blocks of this sub-directory: one shallower than it, or all those under it.
             let mut under = Vec::new();
             while let Some(block) = blocks.next_if(|block| {
-                if block.depth <= TOP_BITS {
-                    block.prefix << (TOP_BITS - block.depth) == top
+                let depth = u32::from(block.depth);
+                if depth <= TOP_BITS {
+                    block.prefix << (TOP_BITS - depth) == top
                 } else {
-                    block.prefix >> (block.depth - TOP_BITS) == top
+                    block.prefix >> (depth - TOP_BITS) == top
                 }
             }) {
-                let shallow = block.depth <= TOP_BITS;
+                let shallow = u32::from(block.depth) <= TOP_BITS;
                 under.push(block);
                 if shallow {
                     break;
@@ -124,14 +140,14 @@ impl Builder {
             }
             let depth = under
                 .iter()
-                .map(|block| block.depth.saturating_sub(TOP_BITS))
+                .map(|block| u32::from(block.depth).saturating_sub(TOP_BITS))
                 .max()
                 .unwrap_or(0);
             let mut slots = Vec::with_capacity(1 << depth);
             for block in under {
-                let span = 1 << (depth - block.depth.saturating_sub(TOP_BITS));
-                ids.len += block.entries.len();
-                let index = ids.blocks.push(Arc::new(block));
+                let span = 1 << (depth - u32::from(block.depth).saturating_sub(TOP_BITS));
+                ids.len += block.len as usize;
+                let index = ids.blocks.push(block);
                 slots.extend(std::iter::repeat_n(index, span));
             }
             if slots.is_empty() {

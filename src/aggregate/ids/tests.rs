@@ -61,13 +61,14 @@ fn check_layout(ids: &EventIds) {
         assert_eq!(sub.slots.len(), 1 << sub.depth, "sub-directory {top}");
         for (slot, &index) in sub.slots.iter().enumerate() {
             let block = ids.blocks.get(index);
+            let depth = u32::from(block.depth);
             // The first TOP_BITS + depth bits this slot stands for, and those of the block.
             let bits = (top as u64) << sub.depth | slot as u64;
             let slot_depth = TOP_BITS + sub.depth;
-            assert!(block.depth <= slot_depth, "a block deeper than its slots");
+            assert!(depth <= slot_depth, "a block deeper than its slots");
             assert_eq!(
                 u64::from(block.prefix),
-                bits >> (slot_depth - block.depth),
+                bits >> (slot_depth - depth),
                 "slot {top}/{slot} points to a block of another prefix"
             );
             if last == Some(index) {
@@ -75,11 +76,24 @@ fn check_layout(ids: &EventIds) {
             }
             last = Some(index);
             reached += 1;
+            let len = block.len as usize;
             assert!(
-                block.entries.len() <= ids.max_block || block.depth == MAX_DEPTH,
+                len <= ids.max_block || depth == MAX_DEPTH,
                 "a block over max_block"
             );
-            if block.depth < QUOTIENT_BITS {
+            assert_eq!(
+                block.class,
+                Slabs::class_for(len),
+                "a slot of the wrong size"
+            );
+            if block.class > 0 {
+                assert_eq!(
+                    ids.slabs.owner(block.class, block.slot),
+                    index,
+                    "slot owner"
+                );
+            }
+            if (depth as usize) < QUOTIENT_BITS {
                 let mut end = 0;
                 for pair in block.runs.windows(2) {
                     assert!(pair[0][0] < pair[1][0], "runs out of order");
@@ -88,12 +102,13 @@ fn check_layout(ids: &EventIds) {
                     assert!(run[1] > end, "an empty run");
                     end = run[1];
                 }
-                assert_eq!(usize::from(end), block.entries.len(), "runs and entries");
+                assert_eq!(usize::from(end), len, "runs and entries");
             } else {
                 assert!(block.runs.is_empty());
             }
-            block.for_each(|id, _| {
-                assert_eq!(build::prefix_of(&id, block.depth), block.prefix);
+            let entries = &ids.slabs.slot(block.class, block.slot)[..len];
+            block.for_each(entries, |id, _| {
+                assert_eq!(build::prefix_of(&id, depth), block.prefix);
                 assert!(previous < Some(id), "ids out of order");
                 previous = Some(id);
                 count += 1;
@@ -101,6 +116,10 @@ fn check_layout(ids: &EventIds) {
         }
     }
     assert_eq!(reached, ids.blocks.len(), "blocks no slot points to");
+    assert_eq!(
+        ids.slabs.slots_used(),
+        ids.blocks.iter().filter(|b| b.class > 0).count()
+    );
     assert_eq!(count, ids.len());
 }
 
@@ -157,7 +176,11 @@ fn a_large_set_is_deeper_than_the_quotient_and_about_15_bytes_an_id() {
     let decoded = EventIds::decode(&encoded(&ids)).unwrap();
     check_layout(&decoded);
     assert_eq!(encoded(&decoded), encoded(&ids));
-    assert!(decoded.heap_bytes() < ids.heap_bytes());
+    let per_id = decoded.heap_bytes() as f64 / decoded.len() as f64;
+    assert!(
+        (14.0..16.0).contains(&per_id),
+        "decoded: {per_id} bytes an id"
+    );
 }
 
 #[test]
