@@ -227,9 +227,12 @@ fn slots_per_chunk(class: u16) -> usize {
 
 /// The chunk of `slot` in `class`, and where the slot starts in it.
 fn locate(class: u16, slot: u32) -> (usize, usize) {
-    let per_chunk = slots_per_chunk(class);
-    let slot = slot as usize;
-    (slot / per_chunk, slot % per_chunk * Slabs::capacity(class))
+    // In 32 bits, whose division is the faster: slots_per_chunk is at most CHUNK_ENTRIES.
+    let per_chunk = slots_per_chunk(class) as u32;
+    (
+        (slot / per_chunk) as usize,
+        (slot % per_chunk) as usize * Slabs::capacity(class),
+    )
 }
 
 /// Copies `count` entries within one class's `chunks`, from (chunk, start) to (chunk, start).

@@ -131,7 +131,7 @@ fn an_empty_set_holds_nothing_and_is_small() {
     assert_eq!(ids.find(&[1, 2, 3]), None);
     assert!(ids.heap_bytes() < 100_000, "{}", ids.heap_bytes());
     assert_eq!(encoded(&ids), Vec::<u8>::new());
-    let decoded = EventIds::decode(&[]).unwrap();
+    let decoded = EventIds::decode(&[]).expect("nothing decodes");
     assert!(decoded.is_empty());
     check_layout(&decoded);
     check_layout(&ids);
@@ -173,7 +173,7 @@ fn a_large_set_is_deeper_than_the_quotient_and_about_15_bytes_an_id() {
     for id in present.iter().step_by(97) {
         assert_eq!(ids.find(id), Some(word(id)));
     }
-    let decoded = EventIds::decode(&encoded(&ids)).unwrap();
+    let decoded = EventIds::decode(&encoded(&ids)).expect("what encode wrote decodes");
     check_layout(&decoded);
     assert_eq!(encoded(&decoded), encoded(&ids));
     let per_id = decoded.heap_bytes() as f64 / decoded.len() as f64;
@@ -203,7 +203,8 @@ fn ids_sharing_long_prefixes_split_as_deep_as_blocks_go() {
         assert_eq!(ids.find(id), Some(*word));
     }
     assert_eq!(encoded(&ids), model_encoded(&model));
-    let decoded = EventIds::decode_with_max_block(&encoded(&ids), 4).unwrap();
+    let decoded =
+        EventIds::decode_with_max_block(&encoded(&ids), 4).expect("what encode wrote decodes");
     check_layout(&decoded);
     assert_eq!(encoded(&decoded), model_encoded(&model));
 }
@@ -229,9 +230,14 @@ fn a_frozen_copy_keeps_the_state_it_was_taken_in() {
     }
     ids.retain(|word| word % 3 != 0);
     check_layout(&ids);
-    assert_eq!(thread.join().unwrap(), (10_000, expected.clone()));
     assert_eq!(
-        EventIds::decode(&expected).unwrap().len(),
+        thread.join().expect("the encoding thread ends"),
+        (10_000, expected.clone())
+    );
+    assert_eq!(
+        EventIds::decode(&expected)
+            .expect("what encode wrote decodes")
+            .len(),
         10_000,
         "the copy decodes as the set it was"
     );
@@ -270,7 +276,7 @@ fn decode_refuses_what_the_encoding_never_gives() {
         ids.insert(id, 7);
     }
     let bytes = encoded(&ids);
-    let error = |bytes: &[u8]| format!("{:#}", EventIds::decode(bytes).unwrap_err());
+    let error = |bytes: &[u8]| format!("{:#}", EventIds::decode(bytes).expect_err("refused"));
     assert_eq!(
         error(&bytes[..47]),
         "remembered event ids: 47 bytes is not a whole number of 16-byte ids"
@@ -290,14 +296,20 @@ fn ids_in_any_order_as_four_words_make_the_same_set() {
         .iter()
         .flat_map(|id| [id[0], id[1], id[2], word(id)])
         .collect();
-    let ids = EventIds::from_unsorted(&words).unwrap();
+    let ids = EventIds::from_unsorted(&words).expect("distinct ids");
     check_layout(&ids);
     let model: BTreeMap<_, _> = present.iter().map(|id| (*id, word(id))).collect();
     assert_eq!(encoded(&ids), model_encoded(&model));
-    words.extend_from_slice(&words[8..12].to_vec());
-    let error = format!("{:#}", EventIds::from_unsorted(&words).unwrap_err());
+    words.extend_from_within(8..12);
+    let error = format!(
+        "{:#}",
+        EventIds::from_unsorted(&words).expect_err("refused")
+    );
     assert!(error.contains("is stored twice"), "{error}");
-    let error = format!("{:#}", EventIds::from_unsorted(&words[..7]).unwrap_err());
+    let error = format!(
+        "{:#}",
+        EventIds::from_unsorted(&words[..7]).expect_err("refused")
+    );
     assert!(error.contains("not a whole number"), "{error}");
 }
 
@@ -351,9 +363,9 @@ proptest! {
             match operation {
                 Operation::Insert(id, word) => {
                     prop_assert_eq!(ids.find(&id), model.get(&id).copied());
-                    if !model.contains_key(&id) {
+                    if let std::collections::btree_map::Entry::Vacant(vacant) = model.entry(id) {
                         ids.insert(id, word);
-                        model.insert(id, word);
+                        vacant.insert(word);
                     }
                 }
                 Operation::Find(id) => prop_assert_eq!(ids.find(&id), model.get(&id).copied()),
