@@ -22,11 +22,10 @@ pub(super) struct Builder {
 
 impl Builder {
     pub(super) fn new(count: usize, max_block: usize) -> Builder {
-        // The shallowest depth at which blocks hold at most 3/4 of `max_block` ids on average,
-        // so that only a few are over it.
-        let per_block = (max_block * 3 / 4).max(1);
+        // The shallowest depth at which blocks hold at most `max_block` ids on average: the
+        // fewest blocks (each costs its descriptor and slack), those over it split once more.
         let mut depth = 0;
-        while depth < MAX_DEPTH && count >> depth > per_block {
+        while depth < MAX_DEPTH && count >> depth > max_block {
             depth += 1;
         }
         Builder {
