@@ -74,6 +74,15 @@ struct SubDirectory {
     slots: Vec<u32>,
 }
 
+/// How many ids in a row share their first [`MAX_DEPTH`] bits, as sorted ids are read: more
+/// than a slot can hold are no fingerprints (a uniform hash would need 2^46 ids for that), and
+/// are refused rather than built into a block too large.
+#[derive(Debug, Default)]
+struct Density {
+    prefix: Option<u32>,
+    count: usize,
+}
+
 /// A list in chunks of [`CHUNK_BLOCKS`], so that it grows without ever moving all it holds.
 #[derive(Debug, Clone)]
 struct Chunked<T> {
@@ -125,6 +134,8 @@ impl EventIds {
         let index = self.block_index(&id);
         let block = self.blocks.get(index);
         if block.len as usize == Slabs::capacity(block.class) {
+            // Never past the largest class: a block at the deepest depth would need 2^46
+            // uniform ids to fill its largest slot (and decode refuses such sets).
             self.move_block(index, block.class + 1);
         }
         let block = self.blocks.get_mut(index);
@@ -206,6 +217,7 @@ impl EventIds {
         );
         let mut builder = Builder::new(bytes.len() / ENCODED_ID_BYTES, max_block);
         let mut previous: Option<[u32; 3]> = None;
+        let mut density = Density::default();
         for (position, chunk) in bytes.chunks_exact(ENCODED_ID_BYTES).enumerate() {
             let [a, b, c, word] = decode_words(chunk);
             let id = [a, b, c];
@@ -222,6 +234,7 @@ impl EventIds {
                 );
             }
             previous = Some(id);
+            density.check(&id)?;
             builder.push(id, word);
         }
         Ok(builder.finish())
@@ -249,7 +262,9 @@ impl EventIds {
             ));
         }
         let mut builder = Builder::new(ids.len(), MAX_BLOCK);
+        let mut density = Density::default();
         for (id, word) in ids {
+            density.check(&id)?;
             builder.push(id, word);
         }
         Ok(builder.finish())
@@ -422,6 +437,24 @@ impl std::fmt::Debug for FrozenIds {
             .field("len", &self.len)
             .field("blocks", &self.blocks.len())
             .finish()
+    }
+}
+
+impl Density {
+    fn check(&mut self, id: &[u32; 3]) -> anyhow::Result<()> {
+        let prefix = build::prefix_of(id, MAX_DEPTH);
+        if self.prefix == Some(prefix) {
+            self.count += 1;
+        } else {
+            (self.prefix, self.count) = (Some(prefix), 1);
+        }
+        ensure!(
+            self.count <= Slabs::MAX_ENTRIES,
+            "remembered event ids: more than {} share their first {MAX_DEPTH} bits, which \
+             fingerprints never do",
+            Slabs::MAX_ENTRIES
+        );
+        Ok(())
     }
 }
 

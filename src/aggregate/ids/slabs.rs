@@ -47,10 +47,12 @@ pub(super) struct Moved {
 }
 
 impl Slabs {
+    /// The most entries a slot holds (about a million): blocks past `max_block` exist only at
+    /// the deepest depth, where uniform ids put a few each, and decoding refuses more.
+    pub(super) const MAX_ENTRIES: usize = u16::MAX as usize * GROWTH_STEP;
+
     /// The class of slots that hold `len` entries with the least room to spare.
     pub(super) fn class_for(len: usize) -> u16 {
-        // Blocks past max_block exist only at the deepest depth, where uniform ids put a few
-        // each; 2^16 growth steps is a million entries.
         u16::try_from(len.div_ceil(GROWTH_STEP)).unwrap_or(u16::MAX)
     }
 

@@ -396,3 +396,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn decode_refuses_more_ids_under_one_prefix_than_a_slot_holds() {
+    // Ids that share their first 64 bits, one more than the largest slot: no fingerprints.
+    let bytes: Vec<u8> = (0..=Slabs::MAX_ENTRIES as u32)
+        .flat_map(|low| [7, 7, low, 0])
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    let error = format!("{:#}", EventIds::decode(&bytes).expect_err("refused"));
+    assert!(error.contains("share their first 26 bits"), "{error}");
+}
