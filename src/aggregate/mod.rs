@@ -26,6 +26,7 @@ mod admission;
 mod attribution;
 mod campaign;
 mod chunked;
+pub mod ids;
 mod stored;
 
 use attribution::{Attributions, Loose, Named};
