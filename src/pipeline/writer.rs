@@ -7,6 +7,7 @@
 use super::*;
 use crate::proto::storage::Checkpoint;
 
+mod checkpoint;
 mod handover;
 
 /// Runs the writer thread to its end: recovery, then the loop until stopped.
@@ -419,90 +420,6 @@ impl WriterState {
             }
         }
         telemetry::record_holdings(self.aggregator.holdings());
-    }
-
-    fn checkpoint_due(&mut self) -> bool {
-        if self
-            .checkpointing
-            .as_ref()
-            .is_some_and(|thread| !thread.is_finished())
-        {
-            return false;
-        }
-        self.policy.due(Instant::now())
-    }
-
-    /// Encodes the state at a fresh segment boundary and writes it, on a helper thread unless
-    /// `wait`. A failed checkpoint only delays the removal of journal segments.
-    fn checkpoint(&mut self, wait: bool) {
-        if let Some(previous) = self.checkpointing.take() {
-            let _ = previous.join();
-        }
-        let paused = Instant::now();
-        let position = match self.journal.rotate() {
-            Ok(position) => position,
-            Err(error) => {
-                tracing::warn!(error = %telemetry::chain(&error), "cannot start a journal segment; checkpoint postponed");
-                telemetry::record_checkpoint(Duration::ZERO, 0, false);
-                return;
-            }
-        };
-        // Only the freezing stops ingestion, for milliseconds: the state is encoded and written
-        // on the helper thread while the writer goes on.
-        let started = Instant::now();
-        let frozen = self.aggregator.freeze();
-        let offsets = self.sources.offsets();
-        let direct_campaigns = self.sources.direct_campaigns();
-        let freeze_time = started.elapsed();
-        telemetry::record_checkpoint_pause(paused.elapsed());
-        self.policy.started(Instant::now());
-        let shared = self.shared.clone();
-        let durable = self.durable.clone();
-        let write = move || {
-            let started = Instant::now();
-            let sources = Checkpoint {
-                direct_campaigns,
-                ..Checkpoint::default()
-            };
-            let parts = std::iter::once(sources).chain(frozen.parts(position, offsets.clone()));
-            let written = policy::write_and_prune(&durable, position, parts);
-            let elapsed = freeze_time + started.elapsed();
-            match written {
-                Ok(written) => {
-                    telemetry::record_checkpoint(elapsed, written.bytes, true);
-                    shared.board.written(shared.shard, offsets);
-                    tracing::info!(
-                        shard = shared.shard,
-                        checkpoint = %written.path.display(),
-                        bytes = written.bytes,
-                        journal_position = position,
-                        segments_removed = written.segments_removed,
-                        seconds = elapsed.as_secs_f64(),
-                        "checkpoint written"
-                    );
-                }
-                Err(error) => {
-                    telemetry::record_checkpoint(elapsed, 0, false);
-                    tracing::error!(
-                        error = %telemetry::chain(error.as_ref()),
-                        "checkpoint failed; the journal is kept until one succeeds"
-                    );
-                }
-            }
-        };
-        if wait {
-            write();
-        } else {
-            match std::thread::Builder::new()
-                .name("suivi-checkpoint".to_owned())
-                .spawn(write)
-            {
-                Ok(thread) => self.checkpointing = Some(thread),
-                Err(error) => {
-                    tracing::error!(error = %telemetry::chain(&error), "cannot start the checkpoint thread")
-                }
-            }
-        }
     }
 }
 

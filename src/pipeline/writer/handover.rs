@@ -14,13 +14,7 @@ impl WriterState {
     /// it is restored and their reading resumes from there instead of from their beginning
     /// (product.md §6, handover). Without it they are rebuilt: nothing is lost either way.
     pub(super) fn park(&self) {
-        let sources = Checkpoint {
-            direct_campaigns: self.sources.direct_campaigns(),
-            ..Checkpoint::default()
-        };
-        let parts = std::iter::once(sources)
-            .chain(self.aggregator.freeze().parts(0, self.sources.offsets()));
-        match crate::durable::checkpoint::write_parts(&self.parked_dir(), 0, parts) {
+        match crate::durable::checkpoint::write_parts(&self.parked_dir(), 0, self.frozen_parts(0)) {
             Ok((path, bytes)) => tracing::info!(
                 shard = self.shared.shard,
                 parked = %path.display(),
