@@ -128,12 +128,12 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     }
 
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if !self.contains_key(&key) {
-            self.grow_for_one_more();
-        }
         let old = self.chunk_mut(&key).insert(key, value);
         if old.is_none() {
             self.len += 1;
+            if self.len > self.chunks.len() * CHUNK_ENTRIES {
+                self.split_one();
+            }
         }
         old
     }
