@@ -1035,7 +1035,12 @@ fn recovery_report(learners: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let mut next_id = 0;
     let started = Instant::now();
-    let aggregator = stall::build(&population, &mut rng, &mut next_id, 0..learners);
+    let aggregator = stall::build(
+        &registry,
+        &population,
+        (&mut rng, &mut next_id),
+        0..learners,
+    );
     let build = started.elapsed();
     let holdings = aggregator.holdings();
     let rss_built = rss_bytes();

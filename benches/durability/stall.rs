@@ -49,7 +49,12 @@ pub(super) fn stall_report(learners: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let mut next_id = 0;
     let started = Instant::now();
-    let aggregator = build(&population, &mut rng, &mut next_id, 0..learners);
+    let aggregator = build(
+        &registry,
+        &population,
+        (&mut rng, &mut next_id),
+        0..learners,
+    );
     println!(
         "  built in {:.2?}: {} event ids",
         started.elapsed(),
@@ -127,13 +132,12 @@ pub(super) fn stall_report(learners: u64) {
 
 /// An aggregator of the learners `range`, built directly from their events.
 pub(super) fn build(
+    registry: &Registry,
     population: &Population,
-    rng: &mut ChaCha8Rng,
-    next_id: &mut u64,
+    (rng, next_id): (&mut ChaCha8Rng, &mut u64),
     range: std::ops::Range<u64>,
 ) -> Aggregator {
-    let registry = Registry::load(None).expect("the embedded campaign registry parses");
-    let mut aggregator = Aggregator::new(settings(), registered(&registry));
+    let mut aggregator = Aggregator::new(settings(), registered(registry));
     let mut buffer = Vec::new();
     for learner in range {
         population.learner_events(rng, learner, next_id, &mut buffer);
