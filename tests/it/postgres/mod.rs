@@ -1310,8 +1310,15 @@ async fn snapshots_reach_postgres_over_tls_with_require_and_verify_full() {
         let response = app.ingest(&programme_events(&prefix, 10)).await;
         assert!(response.rejections.is_empty(), "{response:?}");
         wait_until_postgres_matches(&app, &client, PATIENCE).await;
-        // The sink keeps its connection open: it is there, and encrypted.
-        let encrypted = suivi_connections_encrypted(&client, name).await;
+        // The sink keeps its connection open: it is there, and encrypted. Every URL's events
+        // make the same counts, and the shard rows of the app before already hold them, so the
+        // views can match before this app's sink has connected: wait for its connection.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut encrypted = suivi_connections_encrypted(&client, name).await;
+        while encrypted.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            encrypted = suivi_connections_encrypted(&client, name).await;
+        }
         assert!(
             !encrypted.is_empty() && encrypted.iter().all(|ssl| *ssl),
             "{url}: suivi's connections are {encrypted:?}"
