@@ -12,6 +12,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
+use rayon::prelude::*;
 
 use crate::event::{EventId, LearnerKey, VisitorKey};
 
@@ -19,6 +20,18 @@ use crate::event::{EventId, LearnerKey, VisitorKey};
 /// that copying a chunk on write, or splitting one, takes microseconds; large enough that a
 /// frozen copy of ten million learners is a few thousand `Arc`s.
 const CHUNK_ENTRIES: usize = 512;
+
+/// The entries a chunk holds on average in a table built whole ([`Chunked::from_entries`]),
+/// below [`CHUNK_ENTRIES`] so that the table takes inserts for a while before its first split.
+const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
+
+/// The groups [`Chunked::from_entries`] first sorts the entries into, each group a run of
+/// consecutive chunks built by one thread: enough that a group's chunks fit in a core's cache
+/// at a hundred million entries, few enough that sorting into them stays a sequential pass.
+const BUILD_GROUPS: usize = 1024;
+
+/// The entries each thread of [`Chunked::from_entries`] sorts into groups at a time.
+const BUILD_SLICE: usize = 1 << 16;
 
 /// A key of three words, from which a chunk is chosen.
 pub(super) trait Fingerprint: Copy + Eq + Hash {
@@ -200,17 +213,74 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         self.len = len;
     }
 
-    /// Room for `additional` more entries: the chunks they will need, split now.
-    pub(super) fn reserve(&mut self, additional: usize) {
-        let wanted = (self.len + additional).div_ceil(CHUNK_ENTRIES);
-        while self.chunks.len() < wanted {
-            self.split_one();
-        }
-        let per_chunk = (self.len + additional).div_ceil(self.chunks.len());
-        for chunk in &mut self.chunks {
-            let chunk = Arc::make_mut(chunk);
-            chunk.reserve(per_chunk.saturating_sub(chunk.len()));
-        }
+    /// A table of `entries`, built whole on every core rather than one insert at a time: the
+    /// entries are first sorted into groups of consecutive chunks, then each group's chunks are
+    /// built, so that every insert lands in a chunk already in the cache. A key given twice
+    /// keeps its last value, as inserting them in order would. For a restore, where tens of
+    /// millions of entries inserted one by one each missed the cache.
+    pub(super) fn from_entries(entries: Vec<(K, V)>) -> Self
+    where
+        K: Send + Sync,
+        V: Send + Sync,
+    {
+        let count = entries.len().div_ceil(BUILT_ENTRIES).max(1);
+        // The geometry of a table grown to `count` chunks: `base` the largest power of two not
+        // over it, the chunks past it split off the first ones.
+        let base = 1 << count.ilog2();
+        let mut table = Chunked {
+            chunks: Vec::new(),
+            base,
+            split: count - base,
+            len: 0,
+        };
+        let groups = BUILD_GROUPS.min(count);
+        let group_of = |key: &K| table.chunk_of(key) * groups / count;
+        // Each thread sorts slices of the entries into groups, keeping their order.
+        let sorted: Vec<Vec<Vec<(K, V)>>> = entries
+            .par_chunks(BUILD_SLICE)
+            .map(|slice| {
+                let of: Vec<usize> = slice.iter().map(|(key, _)| group_of(key)).collect();
+                let mut held = vec![0usize; groups];
+                for group in &of {
+                    held[*group] += 1;
+                }
+                let mut sorted: Vec<Vec<(K, V)>> =
+                    held.into_iter().map(Vec::with_capacity).collect();
+                for ((key, value), group) in slice.iter().zip(of) {
+                    sorted[group].push((*key, value.clone()));
+                }
+                sorted
+            })
+            .collect();
+        drop(entries);
+        // Each group's chunks, the slices' entries taken in order.
+        let built: Vec<Vec<HashMap<K, V>>> = (0..groups)
+            .into_par_iter()
+            .map(|group| {
+                let first = (group * count).div_ceil(groups);
+                let end = ((group + 1) * count).div_ceil(groups);
+                // Each chunk made the size it will hold: chunks not split yet hold twice
+                // what the split ones do.
+                let mut held = vec![0usize; end - first];
+                for slice in &sorted {
+                    for (key, _) in &slice[group] {
+                        held[table.chunk_of(key) - first] += 1;
+                    }
+                }
+                let mut chunks: Vec<HashMap<K, V>> =
+                    held.into_iter().map(HashMap::with_capacity).collect();
+                for slice in &sorted {
+                    for (key, value) in &slice[group] {
+                        chunks[table.chunk_of(key) - first].insert(*key, value.clone());
+                    }
+                }
+                chunks
+            })
+            .collect();
+        drop(sorted);
+        table.chunks = built.into_iter().flatten().map(Arc::new).collect();
+        table.len = table.chunks.iter().map(|chunk| chunk.len()).sum();
+        table
     }
 
     /// Takes one more chunk when one more entry would bring the average past `CHUNK_ENTRIES`.

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use prost::Message;
+use rayon::prelude::*;
 
 use super::attribution::NamedSet;
+use super::chunked::Chunked;
 use super::{
     Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose, Named,
     Progress, Slot,
@@ -165,7 +167,8 @@ fn store_loose(entries: Vec<(LearnerKey, Loose)>) -> Checkpoint {
 }
 
 impl Aggregator {
-    /// Reads the attributions of `checkpoint` back; every slot they name must be held.
+    /// Reads the attributions of `checkpoint` back, each table built whole; every slot they
+    /// name must be held.
     fn restore_attributions(&mut self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
         let named = checkpoint.named_at.len();
         anyhow::ensure!(
@@ -174,6 +177,9 @@ impl Aggregator {
                 && checkpoint.named_slots.len() == named,
             "attribution columns of different lengths"
         );
+        // A learner's campaigns are stored one after the other: each run of one learner is
+        // its set.
+        let mut sets: Vec<(LearnerKey, NamedSet)> = Vec::new();
         for index in 0..named {
             let slot = Slot::try_from(checkpoint.named_slots[index])
                 .ok()
@@ -196,7 +202,21 @@ impl Aggregator {
                 slot,
             };
             let learner = LearnerKey([words[0], words[1], words[2]]);
-            self.attributions.note(learner, named);
+            match sets.last_mut() {
+                Some((last, set)) if *last == learner => set.note(named),
+                _ => sets.push((learner, NamedSet::One(named))),
+            }
+        }
+        let runs = sets.len();
+        self.attributions.named = Chunked::from_entries(sets.clone());
+        if self.attributions.named.len() < runs {
+            // A learner's campaigns apart (not as this suivi writes them): noted one by one.
+            self.attributions.named = Chunked::default();
+            for (learner, set) in sets {
+                for named in set.iter() {
+                    self.attributions.note(learner, *named);
+                }
+            }
         }
         let loose = checkpoint.loose_enrolled.len();
         let columns = [
@@ -214,26 +234,28 @@ impl Aggregator {
             "loose progress columns of different lengths"
         );
         let day = |number: u32| Day::from_number(number);
-        for index in 0..loose {
-            let words = &checkpoint.loose_learners[index * 3..index * 3 + 3];
-            self.attributions.loose.insert(
-                LearnerKey([words[0], words[1], words[2]]),
-                Loose {
-                    reached: Progress {
-                        enrolled: day(checkpoint.loose_enrolled[index]),
-                        started: day(checkpoint.loose_started[index]),
-                        certified: day(checkpoint.loose_certified[index]),
-                        chapters: checkpoint.loose_chapters[index],
-                    },
-                    own: Progress {
-                        enrolled: day(checkpoint.own_enrolled[index]),
-                        started: day(checkpoint.own_started[index]),
-                        certified: day(checkpoint.own_certified[index]),
-                        chapters: checkpoint.own_chapters[index],
-                    },
-                },
-            );
-        }
+        self.attributions.loose = Chunked::from_entries(
+            (0..loose)
+                .map(|index| {
+                    let words = &checkpoint.loose_learners[index * 3..index * 3 + 3];
+                    let loose = Loose {
+                        reached: Progress {
+                            enrolled: day(checkpoint.loose_enrolled[index]),
+                            started: day(checkpoint.loose_started[index]),
+                            certified: day(checkpoint.loose_certified[index]),
+                            chapters: checkpoint.loose_chapters[index],
+                        },
+                        own: Progress {
+                            enrolled: day(checkpoint.own_enrolled[index]),
+                            started: day(checkpoint.own_started[index]),
+                            certified: day(checkpoint.own_certified[index]),
+                            chapters: checkpoint.own_chapters[index],
+                        },
+                    };
+                    (LearnerKey([words[0], words[1], words[2]]), loose)
+                })
+                .collect(),
+        );
         Ok(())
     }
 
@@ -278,15 +300,36 @@ impl Aggregator {
         );
         let chapter_count = settings.chapter_count;
         let mut aggregator = Aggregator::empty(settings, registered);
-        aggregator.seen.reserve(checkpoint.seen.len() / 4);
-        for words in checkpoint.seen.chunks_exact(4) {
-            aggregator
-                .seen
-                .insert(EventId([words[0], words[1], words[2]]), words[3]);
-        }
-        for (slot, stored) in (0..=Slot::MAX).zip(&checkpoint.campaigns) {
-            if stored.campaign.is_empty() {
-                // No campaign has an empty id (no campaign given means `direct`): a vacant slot.
+        // The tables are built whole, the remembered ids beside the campaigns, each campaign
+        // on a core of its own.
+        let (seen, campaigns) = rayon::join(
+            || {
+                Chunked::from_entries(
+                    checkpoint
+                        .seen
+                        .chunks_exact(4)
+                        .map(|words| (EventId([words[0], words[1], words[2]]), words[3]))
+                        .collect(),
+                )
+            },
+            || {
+                checkpoint
+                    .campaigns
+                    .par_iter()
+                    .map(|stored| {
+                        // No campaign has an empty id (no campaign given means `direct`): a
+                        // vacant slot.
+                        (!stored.campaign.is_empty())
+                            .then(|| CampaignState::restore(stored, chapter_count))
+                            .transpose()
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            },
+        );
+        aggregator.seen = seen;
+        for ((slot, stored), campaign) in (0..=Slot::MAX).zip(&checkpoint.campaigns).zip(campaigns?)
+        {
+            let Some(mut campaign) = campaign else {
                 anyhow::ensure!(
                     *stored == StoredCampaign::default(),
                     "vacant campaign slot {slot} holds something"
@@ -294,8 +337,7 @@ impl Aggregator {
                 aggregator.campaigns.push(CampaignState::vacant());
                 aggregator.vacant.insert(slot);
                 continue;
-            }
-            let mut campaign = CampaignState::restore(stored, chapter_count)?;
+            };
             anyhow::ensure!(
                 aggregator
                     .index
@@ -404,24 +446,32 @@ impl CampaignState {
         );
         let mut campaign = CampaignState::new(stored.campaign.clone(), chapter_count);
         campaign.counts.clicks = stored.clicks;
-        campaign.learners.reserve(learners);
         let day = |number: u32| Day::from_number(number);
-        for (index, key) in stored.learner_keys.chunks_exact(3).enumerate() {
-            let progress = Progress {
-                enrolled: day(stored.enrolled[index]),
-                started: day(stored.started[index]),
-                certified: day(stored.certified[index]),
-                chapters: stored.chapters[index],
-            };
-            campaign.counts.count_learner(&progress);
-            campaign
-                .learners
-                .insert(LearnerKey([key[0], key[1], key[2]]), progress);
+        let learners: Vec<(LearnerKey, Progress)> = stored
+            .learner_keys
+            .chunks_exact(3)
+            .enumerate()
+            .map(|(index, key)| {
+                let progress = Progress {
+                    enrolled: day(stored.enrolled[index]),
+                    started: day(stored.started[index]),
+                    certified: day(stored.certified[index]),
+                    chapters: stored.chapters[index],
+                };
+                (LearnerKey([key[0], key[1], key[2]]), progress)
+            })
+            .collect();
+        for (_, progress) in &learners {
+            campaign.counts.count_learner(progress);
         }
-        campaign.visitors.reserve(stored.visitor_keys.len() / 3);
-        for key in stored.visitor_keys.chunks_exact(3) {
-            campaign.visitors.add(VisitorKey([key[0], key[1], key[2]]));
-        }
+        campaign.learners = Chunked::from_entries(learners);
+        campaign.visitors = Chunked::from_entries(
+            stored
+                .visitor_keys
+                .chunks_exact(3)
+                .map(|key| (VisitorKey([key[0], key[1], key[2]]), ()))
+                .collect(),
+        );
         campaign.counts.unique_visitors = campaign.visitors.len() as u64;
         let mut timeline = BTreeMap::new();
         for index in 0..days {

@@ -171,7 +171,7 @@ pub fn read(path: &Path) -> anyhow::Result<Checkpoint> {
     if crc32c::crc32c(payload) != u32::from_le_bytes(checksum) {
         bail!("{} fails its checksum", path.display());
     }
-    Checkpoint::decode(payload).with_context(|| format!("{} does not decode", path.display()))
+    decode::decode(payload).with_context(|| format!("{} does not decode", path.display()))
 }
 
 /// The checkpoint files of `directory`, oldest first.
@@ -196,6 +196,8 @@ fn checkpoints(directory: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     found.sort();
     Ok(found)
 }
+
+mod decode;
 
 #[cfg(test)]
 mod tests;

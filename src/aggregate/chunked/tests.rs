@@ -74,18 +74,6 @@ fn a_frozen_copy_keeps_the_state_it_was_taken_at_and_shares_only_untouched_chunk
     assert_eq!(table.get(&key(1)), None);
 }
 
-#[test]
-fn reserve_splits_ahead_and_keeps_every_entry() {
-    let mut table = Chunked::default();
-    for n in 0..1000 {
-        table.insert(key(n), n);
-    }
-    table.reserve(10 * CHUNK_ENTRIES);
-    assert!(table.chunks.len() >= 10);
-    assert_eq!(model_of(&table).len(), 1000);
-    assert!((0..1000).all(|n| table.get(&key(n)) == Some(&n)));
-}
-
 #[derive(Debug, Clone)]
 enum Op {
     Insert(u32, u32),
@@ -152,5 +140,57 @@ proptest! {
         let drained: HashMap<LearnerKey, u32> = table.drain().collect();
         prop_assert_eq!(drained.len(), model.len());
         prop_assert!(table.is_empty());
+    }
+}
+
+proptest! {
+    /// A table built whole holds what inserting the same entries in order gives, every entry in
+    /// the chunk it is looked up in, and goes on growing as one grown by inserts does.
+    #[test]
+    fn a_table_built_whole_is_the_table_of_its_entries_inserted_in_order(
+        entries in prop::collection::vec((0u32..20_000, any::<u32>()), 0..12_000),
+        more in prop::collection::vec(20_000u32..40_000, 0..3_000),
+    ) {
+        let mut model = HashMap::new();
+        for (n, value) in &entries {
+            model.insert(key(*n), *value);
+        }
+        let mut table = Chunked::from_entries(
+            entries.iter().map(|(n, value)| (key(*n), *value)).collect(),
+        );
+        prop_assert_eq!(table.len(), model.len());
+        prop_assert_eq!(model_of(&table), model.clone());
+        for (index, chunk) in table.chunks.iter().enumerate() {
+            prop_assert!(chunk.keys().all(|key| table.chunk_of(key) == index));
+        }
+        for n in &more {
+            table.insert(key(*n), *n);
+            model.insert(key(*n), *n);
+        }
+        prop_assert_eq!(table.len(), model.len());
+        prop_assert_eq!(model_of(&table), model.clone());
+        for (n, value) in &model {
+            prop_assert_eq!(table.get(n), Some(value));
+        }
+    }
+}
+
+#[test]
+fn a_table_built_whole_gives_each_chunk_the_room_it_holds() {
+    let count = 200 * BUILT_ENTRIES as u32;
+    let table = Chunked::from_entries((0..count).map(|n| (key(n), n)).collect());
+    assert_eq!(table.chunks.len(), 200);
+    for chunk in &table.chunks {
+        // hashbrown's buckets are a power of two, 7/8 of them usable: made for its size, a
+        // chunk has room for less than twice what it holds.
+        assert!(
+            chunk.capacity() >= chunk.len() && chunk.capacity() * 7 <= chunk.len() * 16 + 64,
+            "room for {} entries for {}",
+            chunk.capacity(),
+            chunk.len()
+        );
+    }
+    for n in 0..count {
+        assert_eq!(table.get(&key(n)), Some(&n));
     }
 }
