@@ -213,17 +213,28 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         self.len = len;
     }
 
-    /// A table of `entries`, built whole on every core rather than one insert at a time: the
-    /// entries are first sorted into groups of consecutive chunks, then each group's chunks are
-    /// built, so that every insert lands in a chunk already in the cache. A key given twice
-    /// keeps its last value, as inserting them in order would. For a restore, where tens of
-    /// millions of entries inserted one by one each missed the cache.
+    /// A table of `entries`, built whole: see [`Chunked::build`].
     pub(super) fn from_entries(entries: Vec<(K, V)>) -> Self
     where
         K: Send + Sync,
         V: Send + Sync,
     {
-        let count = entries.len().div_ceil(BUILT_ENTRIES).max(1);
+        Chunked::build(entries.len(), |index| entries[index].clone())
+    }
+
+    /// A table of the `len` entries `entry(0)`, `entry(1)`, …, built whole on every core rather
+    /// than one insert at a time: the entries are first sorted into groups of consecutive
+    /// chunks, then each group's chunks are built, so that every insert lands in a chunk
+    /// already in the cache. A key given twice keeps its last value, as inserting the entries
+    /// in order would. For a restore, where tens of millions of entries inserted one by one
+    /// each missed the cache; `entry` reads them where they are (a checkpoint's columns), so no
+    /// copy of them all is made first.
+    pub(super) fn build(len: usize, entry: impl Fn(usize) -> (K, V) + Sync) -> Self
+    where
+        K: Send + Sync,
+        V: Send + Sync,
+    {
+        let count = len.div_ceil(BUILT_ENTRIES).max(1);
         // The geometry of a table grown to `count` chunks: `base` the largest power of two not
         // over it, the chunks past it split off the first ones.
         let base = 1 << count.ilog2();
@@ -236,48 +247,55 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         let groups = BUILD_GROUPS.min(count);
         let group_of = |key: &K| table.chunk_of(key) * groups / count;
         // Each thread sorts slices of the entries into groups, keeping their order.
-        let sorted: Vec<Vec<Vec<(K, V)>>> = entries
-            .par_chunks(BUILD_SLICE)
+        let sorted: Vec<Vec<Vec<(K, V)>>> = (0..len.div_ceil(BUILD_SLICE))
+            .into_par_iter()
             .map(|slice| {
-                let of: Vec<usize> = slice.iter().map(|(key, _)| group_of(key)).collect();
+                let entries = slice * BUILD_SLICE..len.min((slice + 1) * BUILD_SLICE);
+                let of: Vec<usize> = entries
+                    .clone()
+                    .map(|index| group_of(&entry(index).0))
+                    .collect();
                 let mut held = vec![0usize; groups];
                 for group in &of {
                     held[*group] += 1;
                 }
                 let mut sorted: Vec<Vec<(K, V)>> =
                     held.into_iter().map(Vec::with_capacity).collect();
-                for ((key, value), group) in slice.iter().zip(of) {
-                    sorted[group].push((*key, value.clone()));
+                for (index, group) in entries.zip(of) {
+                    sorted[group].push(entry(index));
                 }
                 sorted
             })
             .collect();
-        drop(entries);
-        // Each group's chunks, the slices' entries taken in order.
-        let built: Vec<Vec<HashMap<K, V>>> = (0..groups)
+        // Each group's share of every slice, in the slices' order.
+        let mut by_group: Vec<Vec<Vec<(K, V)>>> = (0..groups)
+            .map(|_| Vec::with_capacity(sorted.len()))
+            .collect();
+        for slice in sorted {
+            for (group, entries) in slice.into_iter().enumerate() {
+                by_group[group].push(entries);
+            }
+        }
+        let built: Vec<Vec<HashMap<K, V>>> = by_group
             .into_par_iter()
-            .map(|group| {
+            .enumerate()
+            .map(|(group, slices)| {
                 let first = (group * count).div_ceil(groups);
                 let end = ((group + 1) * count).div_ceil(groups);
                 // Each chunk made the size it will hold: chunks not split yet hold twice
                 // what the split ones do.
                 let mut held = vec![0usize; end - first];
-                for slice in &sorted {
-                    for (key, _) in &slice[group] {
-                        held[table.chunk_of(key) - first] += 1;
-                    }
+                for (key, _) in slices.iter().flatten() {
+                    held[table.chunk_of(key) - first] += 1;
                 }
                 let mut chunks: Vec<HashMap<K, V>> =
                     held.into_iter().map(HashMap::with_capacity).collect();
-                for slice in &sorted {
-                    for (key, value) in &slice[group] {
-                        chunks[table.chunk_of(key) - first].insert(*key, value.clone());
-                    }
+                for (key, value) in slices.into_iter().flatten() {
+                    chunks[table.chunk_of(&key) - first].insert(key, value);
                 }
                 chunks
             })
             .collect();
-        drop(sorted);
         table.chunks = built.into_iter().flatten().map(Arc::new).collect();
         table.len = table.chunks.iter().map(|chunk| chunk.len()).sum();
         table

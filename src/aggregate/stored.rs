@@ -234,28 +234,24 @@ impl Aggregator {
             "loose progress columns of different lengths"
         );
         let day = |number: u32| Day::from_number(number);
-        self.attributions.loose = Chunked::from_entries(
-            (0..loose)
-                .map(|index| {
-                    let words = &checkpoint.loose_learners[index * 3..index * 3 + 3];
-                    let loose = Loose {
-                        reached: Progress {
-                            enrolled: day(checkpoint.loose_enrolled[index]),
-                            started: day(checkpoint.loose_started[index]),
-                            certified: day(checkpoint.loose_certified[index]),
-                            chapters: checkpoint.loose_chapters[index],
-                        },
-                        own: Progress {
-                            enrolled: day(checkpoint.own_enrolled[index]),
-                            started: day(checkpoint.own_started[index]),
-                            certified: day(checkpoint.own_certified[index]),
-                            chapters: checkpoint.own_chapters[index],
-                        },
-                    };
-                    (LearnerKey([words[0], words[1], words[2]]), loose)
-                })
-                .collect(),
-        );
+        self.attributions.loose = Chunked::build(loose, |index| {
+            let words = &checkpoint.loose_learners[index * 3..index * 3 + 3];
+            let loose = Loose {
+                reached: Progress {
+                    enrolled: day(checkpoint.loose_enrolled[index]),
+                    started: day(checkpoint.loose_started[index]),
+                    certified: day(checkpoint.loose_certified[index]),
+                    chapters: checkpoint.loose_chapters[index],
+                },
+                own: Progress {
+                    enrolled: day(checkpoint.own_enrolled[index]),
+                    started: day(checkpoint.own_started[index]),
+                    certified: day(checkpoint.own_certified[index]),
+                    chapters: checkpoint.own_chapters[index],
+                },
+            };
+            (LearnerKey([words[0], words[1], words[2]]), loose)
+        });
         Ok(())
     }
 
@@ -304,13 +300,11 @@ impl Aggregator {
         // on a core of its own.
         let (seen, campaigns) = rayon::join(
             || {
-                Chunked::from_entries(
-                    checkpoint
-                        .seen
-                        .chunks_exact(4)
-                        .map(|words| (EventId([words[0], words[1], words[2]]), words[3]))
-                        .collect(),
-                )
+                let seen = &checkpoint.seen;
+                Chunked::build(seen.len() / 4, |index| {
+                    let words = &seen[index * 4..index * 4 + 4];
+                    (EventId([words[0], words[1], words[2]]), words[3])
+                })
             },
             || {
                 checkpoint
@@ -447,31 +441,25 @@ impl CampaignState {
         let mut campaign = CampaignState::new(stored.campaign.clone(), chapter_count);
         campaign.counts.clicks = stored.clicks;
         let day = |number: u32| Day::from_number(number);
-        let learners: Vec<(LearnerKey, Progress)> = stored
-            .learner_keys
-            .chunks_exact(3)
-            .enumerate()
-            .map(|(index, key)| {
-                let progress = Progress {
-                    enrolled: day(stored.enrolled[index]),
-                    started: day(stored.started[index]),
-                    certified: day(stored.certified[index]),
-                    chapters: stored.chapters[index],
-                };
-                (LearnerKey([key[0], key[1], key[2]]), progress)
-            })
-            .collect();
-        for (_, progress) in &learners {
-            campaign.counts.count_learner(progress);
+        let learner = |index: usize| {
+            let key = &stored.learner_keys[index * 3..index * 3 + 3];
+            let progress = Progress {
+                enrolled: day(stored.enrolled[index]),
+                started: day(stored.started[index]),
+                certified: day(stored.certified[index]),
+                chapters: stored.chapters[index],
+            };
+            (LearnerKey([key[0], key[1], key[2]]), progress)
+        };
+        for index in 0..learners {
+            campaign.counts.count_learner(&learner(index).1);
         }
-        campaign.learners = Chunked::from_entries(learners);
-        campaign.visitors = Chunked::from_entries(
-            stored
-                .visitor_keys
-                .chunks_exact(3)
-                .map(|key| (VisitorKey([key[0], key[1], key[2]]), ()))
-                .collect(),
-        );
+        campaign.learners = Chunked::build(learners, learner);
+        let visitors = &stored.visitor_keys;
+        campaign.visitors = Chunked::build(visitors.len() / 3, |index| {
+            let key = &visitors[index * 3..index * 3 + 3];
+            (VisitorKey([key[0], key[1], key[2]]), ())
+        });
         campaign.counts.unique_visitors = campaign.visitors.len() as u64;
         let mut timeline = BTreeMap::new();
         for index in 0..days {

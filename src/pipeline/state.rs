@@ -5,7 +5,7 @@
 //! decided before the record was written, so replay consults no limit of this start, and the
 //! state recovered is the state the writer had.
 
-use crate::aggregate::{Aggregator, AggregatorSettings};
+use crate::aggregate::{Aggregator, AggregatorSettings, WARM_EVENTS};
 use crate::durable::{self, DurableSettings, Recovered};
 use crate::event::Event;
 use crate::proto::storage::{Checkpoint, EventIdentity, JournalRecord};
@@ -59,14 +59,23 @@ impl State {
             sources::release(&mut self.sources, &mut self.aggregator, &partitions);
         }
         let partitions = self.sources.advance(&record.positions);
+        let mut events = Vec::with_capacity(record.events.len());
         for stored in record.events {
             let source = stored.source;
-            let event = Event::try_from(stored).map_err(|error| error.to_string())?;
-            self.aggregator
-                .apply(&event)
-                .map_err(|error| error.to_string())?;
-            self.sources
-                .note(&event.campaign, source_of(&partitions, source));
+            events.push((
+                Event::try_from(stored).map_err(|error| error.to_string())?,
+                source,
+            ));
+        }
+        for ahead in events.chunks(WARM_EVENTS) {
+            self.aggregator.warm(ahead.iter().map(|(event, _)| event));
+            for (event, source) in ahead {
+                self.aggregator
+                    .apply(event)
+                    .map_err(|error| error.to_string())?;
+                self.sources
+                    .note(&event.campaign, source_of(&partitions, *source));
+            }
         }
         Ok(())
     }

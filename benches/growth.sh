@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# How the real binary's cost grows with the programme (issue 15's growth table): for each
+# SCALE, a release `suivi serve` (default settings, a fresh data directory, checkpoints every
+# CHECKPOINT_INTERVAL) is sent `suivi simulate --seed 1 --scale SCALE`, then this prints
+#   - what it holds (suivi_learners, suivi_campaign_learners, suivi_event_ids) and its
+#     resident memory (VmRSS, and the peak VmHWM) once every event is acknowledged;
+#   - the final checkpoint SIGTERM writes (every shard's, summed, from the log's "checkpoint
+#     written" lines) and how long the slowest shard took to write its own;
+#   - a restart on the same directory (SIGTERM, then serve again): the time from start to
+#     /readyz, the recovery the log reports, and the resident memory after it;
+#   - a replay: the same events into a fresh serve that takes no checkpoint, killed with
+#     SIGKILL, then served again, so that the whole journal is replayed: its events/s
+#     (suivi_recovery_replayed_events / suivi_recovery_duration_seconds).
+#
+#   cargo build --release && benches/growth.sh [SCALE...]        (default: 10 30)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUIVI=${SUIVI:-./target/release/suivi}
+[ -x "$SUIVI" ] || { echo "build first: cargo build --release (or set SUIVI)" >&2; exit 1; }
+CHECKPOINT_INTERVAL=${CHECKPOINT_INTERVAL:-20s}
+scales=("$@")
+[ ${#scales[@]} -gt 0 ] || scales=(10 30)
+work=$(mktemp -d "${TMPDIR:-/tmp}/suivi-growth.XXXX")
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# metric NAME: the sum of its series (one per shard for some).
+metric() {
+  curl -fs "http://127.0.0.1:$http/metrics" |
+    awk -v name="$1" '{ split($1, a, "{") } a[1] == name { sum += $2; found = 1 } END { if (found) printf "%.10g\n", sum }'
+}
+status_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+mib() { awk -v kib="$1" 'BEGIN { printf "%.0f MiB", kib / 1024 }'; }
+# final_checkpoint: "BYTES SECONDS" of the last checkpoint each shard logged, bytes summed,
+# the slowest shard's seconds.
+final_checkpoint() {
+  python3 - "$data/serve.log" <<'PY'
+import json, sys
+last = {}
+for line in open(sys.argv[1]):
+    try:
+        fields = json.loads(line)["fields"]
+    except (ValueError, KeyError):
+        continue
+    if fields.get("message") == "checkpoint written":
+        last[fields.get("shard")] = fields
+print(sum(f["bytes"] for f in last.values()), max(f["seconds"] for f in last.values()))
+PY
+}
+
+# serve [SETTINGS...]: starts suivi on $data with these SUIVI_ settings; sets $serve and prints
+# the seconds to /readyz.
+serve() {
+  local started ready
+  started=$(date +%s.%N)
+  env SUIVI_CHECKPOINT_INTERVAL="$CHECKPOINT_INTERVAL" "$@" "$SUIVI" serve --grpc-addr "127.0.0.1:$grpc" \
+    --http-addr "127.0.0.1:$http" --data-dir "$data" >>"$data/serve.log" 2>&1 &
+  serve=$!
+  until curl -fs "http://127.0.0.1:$http/readyz" >/dev/null 2>&1; do
+    kill -0 "$serve" 2>/dev/null || { tail -5 "$data/serve.log" >&2; exit 1; }
+    sleep 0.02
+  done
+  ready=$(date +%s.%N)
+  awk -v a="$started" -v b="$ready" 'BEGIN { printf "%.2f", b - a }'
+}
+
+stop() { kill -"${1:-TERM}" "$serve"; wait "$serve" || true; }
+simulate() { "$SUIVI" simulate --grpc "http://127.0.0.1:$grpc" --seed 1 --scale "$scale" 2>/dev/null | grep '^sent '; }
+
+for scale in "${scales[@]}"; do
+  data=$(mktemp -d "$work/data.XXXX"); grpc=$(free_port); http=$(free_port)
+  serve >/dev/null
+  sent=$(simulate)
+  learners=$(metric suivi_learners); campaign_learners=$(metric suivi_campaign_learners)
+  ids=$(metric suivi_event_ids)
+  rss=$(status_kib "$serve" VmRSS); hwm=$(status_kib "$serve" VmHWM)
+  echo "scale $scale: $sent"
+  echo "  held: $learners learners, $campaign_learners (campaign, learner), $ids event ids"
+  echo "  resident: $(mib "$rss") ($(awk -v r="$rss" -v n="$campaign_learners" 'BEGIN { printf "%.0f", r * 1024 / n }') bytes per (campaign, learner), everything included), peak $(mib "$hwm")"
+  stop
+  read -r bytes seconds < <(final_checkpoint)
+  echo "  final checkpoint: $bytes bytes ($(awk -v b="$bytes" -v n="$campaign_learners" 'BEGIN { printf "%.0f", b / n }') per (campaign, learner)), the slowest shard's written in $seconds s"
+  ready=$(serve)
+  echo "  restart: ready in $ready s (recovery $(metric suivi_recovery_duration_seconds) s, $(metric suivi_recovery_replayed_events) events replayed), resident $(mib "$(status_kib "$serve" VmRSS)")"
+  stop
+  rm -rf "$data"; data=$(mktemp -d "$work/data.XXXX")
+  never=(SUIVI_CHECKPOINT_INTERVAL=100days SUIVI_CHECKPOINT_JOURNAL_BYTES=1000000000000000)
+  serve "${never[@]}" >/dev/null
+  simulate >/dev/null
+  stop KILL
+  ready=$(serve "${never[@]}")
+  replayed=$(metric suivi_recovery_replayed_events); seconds=$(metric suivi_recovery_duration_seconds)
+  echo "  replay of the whole journal: $replayed events in $seconds s ($(awk -v e="$replayed" -v s="$seconds" 'BEGIN { printf "%.0f", e / s }') events/s), ready in $ready s"
+  stop
+  rm -rf "$data"
+done
