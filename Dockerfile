@@ -36,11 +36,17 @@ COPY --from=build /out/suivi /usr/local/bin/suivi
 #   docker run -v "$PWD/credentials.toml:/etc/suivi/credentials.toml:ro" -e SUIVI_METRICS_TOKEN=… suivi
 # (mount the directory rather than the file to have suivi see `add` and `revoke` without a restart).
 # TLS: mount a certificate and key and set SUIVI_TLS_CERT and SUIVI_TLS_KEY (deploy/README.md).
+# GLIBC_TUNABLES: glibc's malloc asks for transparent huge pages for the heap (where the host
+# gives them on request, /sys/kernel/mm/transparent_hugepage/enabled = madvise or always): the
+# state's tables are gigabytes read at random, and with 4 KiB pages nearly every lookup also
+# missed the TLB. Replay was 1.3x faster with it (BENCHMARKS.md, "Checkpoints, restart and
+# replay").
 ENV SUIVI_GRPC_ADDR=0.0.0.0:50051 \
     SUIVI_HTTP_ADDR=0.0.0.0:8080 \
     SUIVI_DATA_DIR=/var/lib/suivi \
     SUIVI_CREDENTIALS=/etc/suivi/credentials.toml \
-    SUIVI_LOG_FORMAT=json
+    SUIVI_LOG_FORMAT=json \
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 USER 10001:10001
 VOLUME ["/var/lib/suivi"]
 # gRPC (ingest and queries), HTTP (JSON API, /metrics, /healthz, /readyz).

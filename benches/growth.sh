@@ -10,7 +10,8 @@
 #     /readyz, the recovery the log reports, and the resident memory after it;
 #   - a replay: the same events into a fresh serve that takes no checkpoint, killed with
 #     SIGKILL, then served again, so that the whole journal is replayed: its events/s
-#     (suivi_recovery_replayed_events / suivi_recovery_duration_seconds).
+#     (suivi_recovery_replayed_events summed over the shards / the slowest shard's
+#     suivi_recovery_duration_seconds: the shards recover side by side).
 #
 #   cargo build --release && benches/growth.sh [SCALE...]        (default: 10 30)
 set -euo pipefail
@@ -24,10 +25,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/suivi-growth.XXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# metric NAME: the sum of its series (one per shard for some).
+# metric NAME [max]: the sum of its series (one per shard for some), or their largest.
 metric() {
   curl -fs "http://127.0.0.1:$http/metrics" |
-    awk -v name="$1" '{ split($1, a, "{") } a[1] == name { sum += $2; found = 1 } END { if (found) printf "%.10g\n", sum }'
+    awk -v name="$1" -v how="${2:-sum}" '{ split($1, a, "{") } a[1] == name {
+      sum += $2; if (!found || $2 > max) max = $2; found = 1 }
+      END { if (found) printf "%.10g\n", how == "max" ? max : sum }'
 }
 status_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 mib() { awk -v kib="$1" 'BEGIN { printf "%.0f MiB", kib / 1024 }'; }
@@ -48,28 +51,27 @@ print(sum(f["bytes"] for f in last.values()), max(f["seconds"] for f in last.val
 PY
 }
 
-# serve [SETTINGS...]: starts suivi on $data with these SUIVI_ settings; sets $serve and prints
-# the seconds to /readyz.
+# serve [SETTINGS...]: starts suivi on $data with these SUIVI_ settings; sets $serve, and $ready
+# to the seconds it took to answer /readyz.
 serve() {
-  local started ready
+  local started
   started=$(date +%s.%N)
-  env SUIVI_CHECKPOINT_INTERVAL="$CHECKPOINT_INTERVAL" "$@" "$SUIVI" serve --grpc-addr "127.0.0.1:$grpc" \
+  env SUIVI_LOG_FORMAT=json SUIVI_CHECKPOINT_INTERVAL="$CHECKPOINT_INTERVAL" "$@" "$SUIVI" serve --grpc-addr "127.0.0.1:$grpc" \
     --http-addr "127.0.0.1:$http" --data-dir "$data" >>"$data/serve.log" 2>&1 &
   serve=$!
   until curl -fs "http://127.0.0.1:$http/readyz" >/dev/null 2>&1; do
     kill -0 "$serve" 2>/dev/null || { tail -5 "$data/serve.log" >&2; exit 1; }
     sleep 0.02
   done
-  ready=$(date +%s.%N)
-  awk -v a="$started" -v b="$ready" 'BEGIN { printf "%.2f", b - a }'
+  ready=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 }
 
-stop() { kill -"${1:-TERM}" "$serve"; wait "$serve" || true; }
+stop() { kill -"${1:-TERM}" "$serve"; { wait "$serve" || true; } 2>/dev/null; }
 simulate() { "$SUIVI" simulate --grpc "http://127.0.0.1:$grpc" --seed 1 --scale "$scale" 2>/dev/null | grep '^sent '; }
 
 for scale in "${scales[@]}"; do
   data=$(mktemp -d "$work/data.XXXX"); grpc=$(free_port); http=$(free_port)
-  serve >/dev/null
+  serve
   sent=$(simulate)
   learners=$(metric suivi_learners); campaign_learners=$(metric suivi_campaign_learners)
   ids=$(metric suivi_event_ids)
@@ -80,16 +82,16 @@ for scale in "${scales[@]}"; do
   stop
   read -r bytes seconds < <(final_checkpoint)
   echo "  final checkpoint: $bytes bytes ($(awk -v b="$bytes" -v n="$campaign_learners" 'BEGIN { printf "%.0f", b / n }') per (campaign, learner)), the slowest shard's written in $seconds s"
-  ready=$(serve)
-  echo "  restart: ready in $ready s (recovery $(metric suivi_recovery_duration_seconds) s, $(metric suivi_recovery_replayed_events) events replayed), resident $(mib "$(status_kib "$serve" VmRSS)")"
+  serve
+  echo "  restart: ready in $ready s (recovery $(metric suivi_recovery_duration_seconds max) s, $(metric suivi_recovery_replayed_events) events replayed), resident $(mib "$(status_kib "$serve" VmRSS)")"
   stop
   rm -rf "$data"; data=$(mktemp -d "$work/data.XXXX")
   never=(SUIVI_CHECKPOINT_INTERVAL=100days SUIVI_CHECKPOINT_JOURNAL_BYTES=1000000000000000)
-  serve "${never[@]}" >/dev/null
+  serve "${never[@]}"
   simulate >/dev/null
   stop KILL
-  ready=$(serve "${never[@]}")
-  replayed=$(metric suivi_recovery_replayed_events); seconds=$(metric suivi_recovery_duration_seconds)
+  serve "${never[@]}"
+  replayed=$(metric suivi_recovery_replayed_events); seconds=$(metric suivi_recovery_duration_seconds max)
   echo "  replay of the whole journal: $replayed events in $seconds s ($(awk -v e="$replayed" -v s="$seconds" 'BEGIN { printf "%.0f", e / s }') events/s), ready in $ready s"
   stop
   rm -rf "$data"

@@ -9,10 +9,12 @@
 use std::borrow::Borrow;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use prost::Message;
+use rayon::prelude::*;
 
 use crate::proto::storage::Checkpoint;
 
@@ -27,6 +29,8 @@ const SUFFIX: &str = ".ckpt";
 /// data: written whole and synced at the end, a checkpoint of hundreds of megabytes held the
 /// next journal fsync for the time to write it out, half a second at a million learners.
 const WRITE_PIECE_BYTES: usize = 8 << 20;
+/// A checkpoint is read, and its checksum computed, in pieces of this size side by side.
+const READ_PIECE_BYTES: usize = 32 << 20;
 
 /// A checkpoint that was found unusable during recovery.
 #[derive(Debug)]
@@ -153,7 +157,7 @@ pub fn prune(directory: &Path) -> anyhow::Result<Option<u64>> {
 
 /// Reads and checks one checkpoint file.
 pub fn read(path: &Path) -> anyhow::Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     let Some(header) = bytes.get(..HEADER_BYTES) else {
         bail!("{} is too short to be a checkpoint", path.display());
     };
@@ -168,10 +172,37 @@ pub fn read(path: &Path) -> anyhow::Result<Checkpoint> {
     if payload.len() as u64 != u64::from_le_bytes(length) {
         bail!("{} is truncated", path.display());
     }
-    if crc32c::crc32c(payload) != u32::from_le_bytes(checksum) {
+    if checksum_of(payload) != u32::from_le_bytes(checksum) {
         bail!("{} fails its checksum", path.display());
     }
     decode::decode(payload).with_context(|| format!("{} does not decode", path.display()))
+}
+
+/// The whole file, read in pieces of [`READ_PIECE_BYTES`] side by side on rayon's threads: a
+/// checkpoint of ten million learners is gigabytes, which one thread took 1.6 s to copy out of
+/// the page cache.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let length = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0u8; length];
+    bytes
+        .par_chunks_mut(READ_PIECE_BYTES)
+        .enumerate()
+        .try_for_each(|(index, piece)| {
+            file.read_exact_at(piece, (index * READ_PIECE_BYTES) as u64)
+        })?;
+    Ok(bytes)
+}
+
+/// The CRC-32C of `payload`, its pieces' computed side by side and combined.
+fn checksum_of(payload: &[u8]) -> u32 {
+    let pieces: Vec<(u32, usize)> = payload
+        .par_chunks(READ_PIECE_BYTES)
+        .map(|piece| (crc32c::crc32c(piece), piece.len()))
+        .collect();
+    pieces.into_iter().fold(0, |checksum, (piece, length)| {
+        crc32c::crc32c_combine(checksum, piece, length)
+    })
 }
 
 /// The checkpoint files of `directory`, oldest first.

@@ -56,7 +56,7 @@ pub(super) fn run(
         registered: settings.registered.clone(),
     };
     writer.publish();
-    telemetry::record_recovery(&recovered.report);
+    telemetry::record_recovery(writer.shared.shard, &recovered.report);
     let _ = recovered_sender.send(Ok(recovered.report));
     writer.run(receiver)
 }
@@ -419,7 +419,7 @@ impl WriterState {
                 );
             }
         }
-        telemetry::record_holdings(self.aggregator.holdings());
+        telemetry::record_holdings(self.shared.shard, self.aggregator.holdings());
     }
 }
 

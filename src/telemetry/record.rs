@@ -350,14 +350,17 @@ pub fn record_queue(events: usize) {
     gauge!(INGEST_QUEUE_EVENTS).set(events as f64);
 }
 
-/// Records what the aggregator holds.
+/// Records what the aggregator of `shard` holds. The learners, their records and the ids are
+/// by shard (each is in one shard only, so their sums are the process's); the campaigns are
+/// the last shard's to record (every shard holds the registered ones).
 #[allow(clippy::cast_precision_loss)] // Sizes stay far below 2^52.
-pub fn record_holdings(holdings: Holdings) {
+pub fn record_holdings(shard: usize, holdings: Holdings) {
     gauge!(CAMPAIGNS).set(holdings.campaigns as f64);
     gauge!(UNREGISTERED_CAMPAIGNS).set(holdings.unregistered_campaigns as f64);
-    gauge!(LEARNERS).set(holdings.learners as f64);
-    gauge!(CAMPAIGN_LEARNERS).set(holdings.campaign_learners as f64);
-    gauge!(EVENT_IDS).set(holdings.event_ids as f64);
+    let shard = shard.to_string();
+    gauge!(LEARNERS, "shard" => shard.clone()).set(holdings.learners as f64);
+    gauge!(CAMPAIGN_LEARNERS, "shard" => shard.clone()).set(holdings.campaign_learners as f64);
+    gauge!(EVENT_IDS, "shard" => shard).set(holdings.event_ids as f64);
 }
 
 /// Records one snapshot written to `sink`, or failed.
@@ -411,11 +414,12 @@ pub fn record_checkpoint_pause(paused: Duration) {
     histogram!(CHECKPOINT_PAUSE).record(paused.as_secs_f64());
 }
 
-/// Records what recovery did.
+/// Records what the recovery of `shard` did.
 #[allow(clippy::cast_precision_loss)] // Replayed events stay far below 2^52.
-pub fn record_recovery(report: &RecoveryReport) {
-    gauge!(RECOVERY_DURATION).set(report.duration.as_secs_f64());
-    gauge!(RECOVERY_EVENTS).set(report.events_replayed as f64);
+pub fn record_recovery(shard: usize, report: &RecoveryReport) {
+    let shard = shard.to_string();
+    gauge!(RECOVERY_DURATION, "shard" => shard.clone()).set(report.duration.as_secs_f64());
+    gauge!(RECOVERY_EVENTS, "shard" => shard).set(report.events_replayed as f64);
     counter!(JOURNAL_TORN_BYTES).increment(report.torn_bytes);
     counter!(CHECKPOINTS_REJECTED).increment(report.checkpoints_rejected.len() as u64);
 }

@@ -157,18 +157,18 @@ specify! {
             "Size of the last checkpoint written.";
         CHECKPOINTS_REJECTED: Counter "suivi_checkpoints_rejected_total", COUNT, [],
             "Checkpoints found unusable at recovery.";
-        RECOVERY_DURATION: Gauge "suivi_recovery_duration_seconds", SECONDS, [],
-            "How long the last recovery took.";
-        RECOVERY_EVENTS: Gauge "suivi_recovery_replayed_events", COUNT, [],
-            "Events replayed from the journal by the last recovery.";
+        RECOVERY_DURATION: Gauge "suivi_recovery_duration_seconds", SECONDS, ["shard"],
+            "How long the last recovery of each shard took (the shards recover side by side).";
+        RECOVERY_EVENTS: Gauge "suivi_recovery_replayed_events", COUNT, ["shard"],
+            "Events replayed from each shard's journal by its last recovery.";
         CAMPAIGNS: Gauge "suivi_campaigns", COUNT, [],
             "Campaigns held.";
-        LEARNERS: Gauge "suivi_learners", COUNT, [],
-            "Distinct learners over the programme.";
-        CAMPAIGN_LEARNERS: Gauge "suivi_campaign_learners", COUNT, [],
-            "(campaign, learner) records held.";
-        EVENT_IDS: Gauge "suivi_event_ids", COUNT, [],
-            "Event ids remembered for deduplication.";
+        LEARNERS: Gauge "suivi_learners", COUNT, ["shard"],
+            "Distinct learners held, by shard (a learner is in one shard: their sum is the programme's).";
+        CAMPAIGN_LEARNERS: Gauge "suivi_campaign_learners", COUNT, ["shard"],
+            "(campaign, learner) records held, by shard.";
+        EVENT_IDS: Gauge "suivi_event_ids", COUNT, ["shard"],
+            "Event ids remembered for deduplication, by shard.";
         KAFKA_MESSAGES: Counter "suivi_kafka_messages_total", COUNT, ["topic", "partition"],
             "Kafka messages consumed, by topic and partition.";
         KAFKA_LAG: Gauge "suivi_kafka_lag_messages", COUNT, ["topic", "partition"],

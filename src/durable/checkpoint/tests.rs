@@ -1,5 +1,6 @@
 //! Tests of checkpoint files: a written checkpoint reads back the same, every kind of damage is
-//! refused by `read`, `load_newest` falls back past a damaged newest file, and `prune` keeps
+//! refused by `read` (whose file is read, and its checksum computed, in pieces side by side),
+//! `load_newest` falls back past a damaged newest file, and `prune` keeps
 //! exactly the checkpoints a fallback may need.
 
 use std::path::Path;
@@ -351,4 +352,20 @@ fn prune_needs_the_whole_journal_while_fewer_than_two_checkpoints_exist() {
         file_names(directory.path()),
         ["00000000000000000010.ckpt", "00000000000000000020.ckpt"]
     );
+}
+
+#[test]
+fn a_file_of_several_pieces_reads_whole_with_its_pieces_checksums_combined() {
+    let directory = TempDir::new().expect("a temporary directory");
+    let path = directory.path().join("big");
+    // Two whole pieces and a few bytes, none alike.
+    let bytes: Vec<u8> = (0..2 * READ_PIECE_BYTES + 5)
+        .map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &bytes).expect("the file is written");
+    let read = read_file(&path).expect("the file reads");
+    assert!(read == bytes, "the pieces are put back in their places");
+    assert_eq!(checksum_of(&bytes), crc32c::crc32c(&bytes));
+    assert_eq!(checksum_of(&bytes[7..]), crc32c::crc32c(&bytes[7..]));
+    assert_eq!(checksum_of(&[]), crc32c::crc32c(&[]));
 }
