@@ -8,7 +8,8 @@
 #     written" lines) and how long the slowest shard took to write its own;
 #   - a restart on the same directory (SIGTERM, then serve again): the time from start to
 #     /readyz, the recovery the log reports, and the resident memory after it;
-#   - a replay: the same events into a fresh serve that takes no checkpoint, killed with
+#   - a replay: the same events into a fresh serve that takes no checkpoint (its resident
+#     memory then, to compare with the first serve's, which checkpointed), killed with
 #     SIGKILL, then served again, so that the whole journal is replayed: its events/s
 #     (suivi_recovery_replayed_events summed over the shards / the slowest shard's
 #     suivi_recovery_duration_seconds: the shards recover side by side).
@@ -89,6 +90,7 @@ for scale in "${scales[@]}"; do
   never=(SUIVI_CHECKPOINT_INTERVAL=100days SUIVI_CHECKPOINT_JOURNAL_BYTES=1000000000000000)
   serve "${never[@]}"
   simulate >/dev/null
+  echo "  without checkpoints: resident $(mib "$(status_kib "$serve" VmRSS)"), peak $(mib "$(status_kib "$serve" VmHWM)")"
   stop KILL
   serve "${never[@]}"
   replayed=$(metric suivi_recovery_replayed_events); seconds=$(metric suivi_recovery_duration_seconds max)
