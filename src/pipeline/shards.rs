@@ -280,6 +280,13 @@ impl UnregisteredRoom {
         true
     }
 
+    /// The campaigns some shard holds, and of those the unregistered ones: what every shard
+    /// reports as the process's (a shard alone holds some of the unregistered campaigns only).
+    pub fn held(&self) -> (usize, usize) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        (self.always.len() + held.len(), held.len())
+    }
+
     /// Notes that `shard` holds `campaigns` (recovered), whatever the limit of this start.
     pub fn hold(&self, campaigns: Vec<String>, shard: usize) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);

@@ -419,7 +419,11 @@ impl WriterState {
                 );
             }
         }
-        telemetry::record_holdings(self.shared.shard, self.aggregator.holdings());
+        telemetry::record_holdings(
+            self.shared.shard,
+            self.aggregator.holdings(),
+            self.shared.unregistered.held(),
+        );
     }
 }
 

@@ -350,13 +350,18 @@ pub fn record_queue(events: usize) {
     gauge!(INGEST_QUEUE_EVENTS).set(events as f64);
 }
 
-/// Records what the aggregator of `shard` holds. The learners, their records and the ids are
-/// by shard (each is in one shard only, so their sums are the process's); the campaigns are
-/// the last shard's to record (every shard holds the registered ones).
+/// Records what the aggregator of `shard` holds, with `campaigns` held by some shard and the
+/// `unregistered` ones among them (the process's, as every shard sees them). The learners,
+/// their records and the ids are by shard: each is in one shard only, so their sums are the
+/// process's.
 #[allow(clippy::cast_precision_loss)] // Sizes stay far below 2^52.
-pub fn record_holdings(shard: usize, holdings: Holdings) {
-    gauge!(CAMPAIGNS).set(holdings.campaigns as f64);
-    gauge!(UNREGISTERED_CAMPAIGNS).set(holdings.unregistered_campaigns as f64);
+pub fn record_holdings(
+    shard: usize,
+    holdings: Holdings,
+    (campaigns, unregistered): (usize, usize),
+) {
+    gauge!(CAMPAIGNS).set(campaigns as f64);
+    gauge!(UNREGISTERED_CAMPAIGNS).set(unregistered as f64);
     let shard = shard.to_string();
     gauge!(LEARNERS, "shard" => shard.clone()).set(holdings.learners as f64);
     gauge!(CAMPAIGN_LEARNERS, "shard" => shard.clone()).set(holdings.campaign_learners as f64);

@@ -132,6 +132,8 @@ fn unregistered_campaigns_take_room_once_for_every_shard() {
         "held already: another shard may count it"
     );
     assert!(room.take("typo-2", 1));
+    // gendarmerie, direct and unregistered always; typo-1 (two shards) and typo-2 once each.
+    assert_eq!(room.held(), (5, 2), "the process's campaigns, not one shard's");
     assert!(!room.take("typo-3", 0), "no room left, in any shard");
     let mut past = events(1).remove(0);
     past.campaign = "typo-3".to_owned();
@@ -146,6 +148,7 @@ fn unregistered_campaigns_take_room_once_for_every_shard() {
         room.take("typo-4", 0),
         "recovered campaigns are held whatever the limit"
     );
+    assert_eq!(room.held(), (6, 3));
 }
 
 #[test]
