@@ -21,16 +21,16 @@ use crate::event::{EventId, LearnerKey, VisitorKey};
 /// frozen copy of ten million learners is a few thousand `Arc`s.
 const CHUNK_ENTRIES: usize = 512;
 
-/// The entries a chunk holds on average in a table built whole ([`Chunked::from_entries`]),
+/// The entries a chunk holds on average in a table built whole ([`Chunked::build`]),
 /// below [`CHUNK_ENTRIES`] so that the table takes inserts for a while before its first split.
 const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
 
-/// The groups [`Chunked::from_entries`] first sorts the entries into, each group a run of
+/// The groups [`Chunked::build`] first sorts the entries into, each group a run of
 /// consecutive chunks built by one thread: enough that a group's chunks fit in a core's cache
 /// at a hundred million entries, few enough that sorting into them stays a sequential pass.
 const BUILD_GROUPS: usize = 1024;
 
-/// The entries each thread of [`Chunked::from_entries`] sorts into groups at a time.
+/// The entries each thread of [`Chunked::build`] sorts into groups at a time.
 const BUILD_SLICE: usize = 1 << 16;
 
 /// A key of three words, from which a chunk is chosen.
@@ -211,15 +211,6 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
             len += chunk.len();
         }
         self.len = len;
-    }
-
-    /// A table of `entries`, built whole: see [`Chunked::build`].
-    pub(super) fn from_entries(entries: Vec<(K, V)>) -> Self
-    where
-        K: Send + Sync,
-        V: Send + Sync,
-    {
-        Chunked::build(entries.len(), |index| entries[index].clone())
     }
 
     /// A table of the `len` entries `entry(0)`, `entry(1)`, …, built whole on every core rather

@@ -207,9 +207,8 @@ impl Aggregator {
                 _ => sets.push((learner, NamedSet::One(named))),
             }
         }
-        let runs = sets.len();
-        self.attributions.named = Chunked::from_entries(sets.clone());
-        if self.attributions.named.len() < runs {
+        self.attributions.named = Chunked::build(sets.len(), |index| sets[index].clone());
+        if self.attributions.named.len() < sets.len() {
             // A learner's campaigns apart (not as this suivi writes them): noted one by one.
             self.attributions.named = Chunked::default();
             for (learner, set) in sets {

@@ -155,9 +155,10 @@ proptest! {
         for (n, value) in &entries {
             model.insert(key(*n), *value);
         }
-        let mut table = Chunked::from_entries(
-            entries.iter().map(|(n, value)| (key(*n), *value)).collect(),
-        );
+        let mut table = Chunked::build(entries.len(), |index| {
+            let (n, value) = entries[index];
+            (key(n), value)
+        });
         prop_assert_eq!(table.len(), model.len());
         prop_assert_eq!(model_of(&table), model.clone());
         for (index, chunk) in table.chunks.iter().enumerate() {
@@ -178,7 +179,7 @@ proptest! {
 #[test]
 fn a_table_built_whole_gives_each_chunk_the_room_it_holds() {
     let count = 200 * BUILT_ENTRIES as u32;
-    let table = Chunked::from_entries((0..count).map(|n| (key(n), n)).collect());
+    let table = Chunked::build(count as usize, |index| (key(index as u32), index as u32));
     assert_eq!(table.chunks.len(), 200);
     for chunk in &table.chunks {
         // hashbrown's buckets are a power of two, 7/8 of them usable: made for its size, a

@@ -133,7 +133,11 @@ fn unregistered_campaigns_take_room_once_for_every_shard() {
     );
     assert!(room.take("typo-2", 1));
     // gendarmerie, direct and unregistered always; typo-1 (two shards) and typo-2 once each.
-    assert_eq!(room.held(), (5, 2), "the process's campaigns, not one shard's");
+    assert_eq!(
+        room.held(),
+        (5, 2),
+        "the process's campaigns, not one shard's"
+    );
     assert!(!room.take("typo-3", 0), "no room left, in any shard");
     let mut past = events(1).remove(0);
     past.campaign = "typo-3".to_owned();
