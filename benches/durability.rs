@@ -57,14 +57,14 @@ use redb::{Database, Durability, TableDefinition};
 use tempfile::TempDir;
 use tokio::task::JoinSet;
 
-use suivi::aggregate::{Admission, Aggregator, Applied, Holdings, WARM_EVENTS};
+use suivi::aggregate::{Admission, Aggregator, Applied, Holdings, StoredIds, WARM_EVENTS};
 use suivi::config::{
     DEFAULT_CHAPTER_COUNT, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_JOURNAL_BYTES,
     DEFAULT_FSYNC_INTERVAL, DEFAULT_INGEST_QUEUE_EVENTS,
 };
 use suivi::durable::DurableSettings;
-use suivi::durable::checkpoint;
 use suivi::durable::journal::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal, MAX_RECORD_BYTES};
+use suivi::durable::{checkpoint, runs};
 use suivi::event::{
     Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, RawEvent, Stage, VisitorKey,
 };
@@ -999,9 +999,10 @@ fn shape_wanted() -> Shape {
 /// Builds an aggregator of `learners` learners directly from events (no parsing, no IO), then
 /// measures, once each and printing as it goes:
 ///
-/// - the checkpoint: `Aggregator::checkpoint` (encoding the state, while ingestion pauses),
-///   `checkpoint::write` (protobuf encoding, write, fsync, rename), its size per learner;
-/// - a restart from it: `checkpoint::read`, `Aggregator::restore`, and the whole of
+/// - the checkpoint as the writer writes it first: `Aggregator::freeze` (while ingestion
+///   pauses), then every id sorted and written in one run (`Frozen::ids`, `runs::write`) and
+///   the rest of the state in the checkpoint file (`checkpoint::write_parts`), their sizes;
+/// - a restart from it: `checkpoint::read`, `runs::read`, `Aggregator::restore`, and the whole of
 ///   `pipeline::state::recover` (checkpoint and an empty journal), what §7 bounds at 3 s for ten
 ///   million learners; then the same restore without the remembered event ids, to show their
 ///   share;
@@ -1056,45 +1057,63 @@ fn recovery_report(learners: u64) {
     );
     print_memory("built", rss_built - rss_start, &holdings);
 
-    // Checkpoint.
+    // Checkpoint, as the writer's first one of a state whose ids are in no run yet: every id
+    // in one run, then the rest of the state in the checkpoint file.
     let checkpoint_dir = dir.path().join("checkpoints");
     let started = Instant::now();
-    let state = aggregator.checkpoint(0, Vec::new());
-    let encode = started.elapsed();
-    // What `checkpoint::write` spends in protobuf encoding, before it writes.
+    let frozen = aggregator.freeze();
+    let freeze = started.elapsed();
     let started = Instant::now();
-    drop(state.encode_to_vec());
-    let protobuf = started.elapsed();
+    let ids = frozen.ids();
+    let sort = started.elapsed();
     let started = Instant::now();
-    let (path, bytes) =
-        checkpoint::write(&checkpoint_dir, &state).expect("the checkpoint is written");
+    let run = runs::write(&checkpoint_dir, 0, 1, ids).expect("the id run is written");
+    let run_write = started.elapsed();
+    let run_bytes = run.entries * runs::ENTRY_BYTES as u64;
+    let started = Instant::now();
+    let (path, bytes) = checkpoint::write_parts(
+        &checkpoint_dir,
+        0,
+        frozen.parts(
+            0,
+            Vec::new(),
+            StoredIds::Runs {
+                runs: vec![run],
+                generation: 1,
+            },
+        ),
+    )
+    .expect("the checkpoint is written");
     let write = started.elapsed();
-    let seen_bytes = state.seen.len() as u64 * 4;
     println!(
-        "  Aggregator::checkpoint (ingestion paused): {encode:.2?}; checkpoint::write (helper thread): {write:.2?} ({:.0} MiB/s), of which protobuf encoding about {protobuf:.2?}",
+        "  checkpoint: Aggregator::freeze (ingestion paused) {freeze:.2?}; on the helper thread: every id sorted (Frozen::ids) {sort:.2?}, their run written {run_write:.2?} ({:.0} MiB/s), the rest written (checkpoint::write_parts) {write:.2?} ({:.0} MiB/s)",
+        mib(run_bytes) / run_write.as_secs_f64(),
         mib(bytes) / write.as_secs_f64()
     );
     println!(
-        "  checkpoint file: {:.1} MiB, {:.1} bytes per learner, {:.1} per (campaign, learner); of which event ids {:.1} MiB ({:.0}%)",
+        "  checkpoint file: {:.1} MiB, {:.1} bytes per learner, {:.1} per (campaign, learner); the id run beside it: {:.1} MiB ({:.0}% of both), written once (a later checkpoint writes only the ids new since)",
         mib(bytes),
         bytes as f64 / holdings.learners as f64,
         bytes as f64 / holdings.campaign_learners as f64,
-        mib(seen_bytes),
-        100.0 * seen_bytes as f64 / bytes as f64
+        mib(run_bytes),
+        100.0 * run_bytes as f64 / (bytes + run_bytes) as f64
     );
-    drop(state);
     drop(aggregator);
     let rss_dropped = rss_bytes();
 
     // Restart from the checkpoint.
     let started = Instant::now();
     drop(std::fs::read(&path).expect("the checkpoint file reads"));
+    drop(std::fs::read(runs::path(&checkpoint_dir, &run)).expect("the run file reads"));
     let file_read = started.elapsed();
     let started = Instant::now();
-    let mut stored = checkpoint::read(&path).expect("the checkpoint reads back");
+    let stored = checkpoint::read(&path).expect("the checkpoint reads back");
     let read = started.elapsed();
     let started = Instant::now();
-    let restored = Aggregator::restore(settings(), registered(&registry), &stored)
+    let words = runs::read(&checkpoint_dir, std::slice::from_ref(&run)).expect("the run reads");
+    let run_read = started.elapsed();
+    let started = Instant::now();
+    let restored = Aggregator::restore(settings(), registered(&registry), &stored, &words)
         .expect("the checkpoint restores");
     let restore = started.elapsed();
     assert_eq!(
@@ -1103,16 +1122,16 @@ fn recovery_report(learners: u64) {
         "the restored state is the built one"
     );
     drop(restored);
-    stored.seen = Vec::new();
+    drop(words);
     let started = Instant::now();
-    let without_ids = Aggregator::restore(settings(), registered(&registry), &stored)
+    let without_ids = Aggregator::restore(settings(), registered(&registry), &stored, &[])
         .expect("the checkpoint restores");
     let restore_without_ids = started.elapsed();
     drop(without_ids);
     drop(stored);
     println!(
-        "  checkpoint::read: {read:.2?} (reading the file alone, from the page cache: {file_read:.2?}); Aggregator::restore: {restore:.2?} (without the event ids: {restore_without_ids:.2?}); read + restore: {:.2?}",
-        read + restore
+        "  checkpoint::read: {read:.2?}; runs::read: {run_read:.2?} (reading both files alone, from the page cache: {file_read:.2?}); Aggregator::restore: {restore:.2?} (without the event ids: {restore_without_ids:.2?}); reads + restore: {:.2?}",
+        read + run_read + restore
     );
     let storage = DurableSettings {
         journal_dir: dir.path().join("journal"),

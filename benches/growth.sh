@@ -5,7 +5,9 @@
 #   - what it holds (suivi_learners, suivi_campaign_learners, suivi_event_ids) and its
 #     resident memory (VmRSS, and the peak VmHWM) once every event is acknowledged;
 #   - the final checkpoint SIGTERM writes (every shard's, summed, from the log's "checkpoint
-#     written" lines) and how long the slowest shard took to write its own;
+#     written" lines: the file's bytes and the id runs it wrote) and how long the slowest shard
+#     took to write its own; the bytes all checkpoints wrote; the checkpoints and id runs left
+#     on disk;
 #   - a restart on the same directory (SIGTERM, then serve again): the time from start to
 #     /readyz, the recovery the log reports, and the resident memory after it;
 #   - a replay: the same events into a fresh serve that takes no checkpoint (its resident
@@ -35,12 +37,14 @@ metric() {
 }
 status_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 mib() { awk -v kib="$1" 'BEGIN { printf "%.0f MiB", kib / 1024 }'; }
-# final_checkpoint: "BYTES SECONDS" of the last checkpoint each shard logged, bytes summed,
-# the slowest shard's seconds.
+# final_checkpoint: "BYTES SECONDS RUN_BYTES COUNT ALL_BYTES ALL_RUN_BYTES" of the checkpoints
+# logged: the last each shard wrote (file bytes summed, the slowest shard's seconds, the id-run
+# bytes it wrote), then how many there were and the bytes of all of them, files and id runs.
 final_checkpoint() {
   python3 - "$data/serve.log" <<'PY'
 import json, sys
 last = {}
+count = all_bytes = all_runs = 0
 for line in open(sys.argv[1]):
     try:
         fields = json.loads(line)["fields"]
@@ -48,8 +52,17 @@ for line in open(sys.argv[1]):
         continue
     if fields.get("message") == "checkpoint written":
         last[fields.get("shard")] = fields
-print(sum(f["bytes"] for f in last.values()), max(f["seconds"] for f in last.values()))
+        count += 1
+        all_bytes += fields["bytes"]
+        all_runs += fields.get("id_run_bytes", 0)
+print(sum(f["bytes"] for f in last.values()), max(f["seconds"] for f in last.values()),
+      sum(f.get("id_run_bytes", 0) for f in last.values()), count, all_bytes, all_runs)
 PY
+}
+# on_disk: "CHECKPOINT_BYTES RUN_BYTES RUNS" of the files in $data now.
+on_disk() {
+  find "$data" -name '*.ckpt' -printf '%s\n' | awk '{ s += $1 } END { printf "%d ", s }'
+  find "$data" -name 'ids-*.run' -printf '%s\n' | awk '{ s += $1; n++ } END { printf "%d %d\n", s, n }'
 }
 
 # serve [SETTINGS...]: starts suivi on $data with these SUIVI_ settings; sets $serve, and $ready
@@ -81,8 +94,11 @@ for scale in "${scales[@]}"; do
   echo "  held: $learners learners, $campaign_learners (campaign, learner), $ids event ids"
   echo "  resident: $(mib "$rss") ($(awk -v r="$rss" -v n="$campaign_learners" 'BEGIN { printf "%.0f", r * 1024 / n }') bytes per (campaign, learner), everything included), peak $(mib "$hwm")"
   stop
-  read -r bytes seconds < <(final_checkpoint)
-  echo "  final checkpoint: $bytes bytes ($(awk -v b="$bytes" -v n="$campaign_learners" 'BEGIN { printf "%.0f", b / n }') per (campaign, learner)), the slowest shard's written in $seconds s"
+  read -r bytes seconds run_bytes count all_bytes all_runs < <(final_checkpoint)
+  echo "  final checkpoint: $bytes bytes ($(awk -v b="$bytes" -v n="$campaign_learners" 'BEGIN { printf "%.0f", b / n }') per (campaign, learner)) and $run_bytes bytes of id runs written, the slowest shard's in $seconds s"
+  echo "  all $count checkpoints (shards counted apart): $all_bytes bytes of checkpoint files and $all_runs bytes of id runs written"
+  read -r disk_checkpoints disk_runs disk_run_files < <(on_disk)
+  echo "  on disk after SIGTERM: checkpoints $disk_checkpoints bytes (two kept a shard), id runs $disk_runs bytes in $disk_run_files files"
   serve
   echo "  restart: ready in $ready s (recovery $(metric suivi_recovery_duration_seconds max) s, $(metric suivi_recovery_replayed_events) events replayed), resident $(mib "$(status_kib "$serve" VmRSS)")"
   stop

@@ -62,8 +62,18 @@ pub(super) fn stall_report(learners: u64) {
     );
     let (_, checkpoint_dir) = pipeline::shards::shard_dirs(dir.path(), 0);
     let started = Instant::now();
-    checkpoint::write(&checkpoint_dir, &aggregator.checkpoint(0, Vec::new()))
-        .expect("the starting checkpoint is written");
+    // As a service that has run for a while left it: the ids in a run, the rest in the file.
+    let frozen = aggregator.freeze();
+    let run = runs::write(&checkpoint_dir, 0, 1, frozen.ids()).expect("the id run is written");
+    let parts = frozen.parts(
+        0,
+        Vec::new(),
+        StoredIds::Runs {
+            runs: vec![run],
+            generation: 1,
+        },
+    );
+    checkpoint::write_parts(&checkpoint_dir, 0, parts).expect("the starting checkpoint is written");
     println!("  starting checkpoint written in {:.2?}", started.elapsed());
     drop(aggregator);
 

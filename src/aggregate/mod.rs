@@ -34,7 +34,7 @@ use campaign::{CampaignState, Column, Progress};
 use chunked::Chunked;
 
 pub use admission::Admission;
-pub use stored::Frozen;
+pub use stored::{Frozen, StoredIds};
 
 use crate::day::Day;
 use crate::event::{
@@ -67,6 +67,11 @@ type Slot = u16;
 
 /// How many events [`Aggregator::warm`] looks up ahead of their [`Aggregator::apply`].
 pub const WARM_EVENTS: usize = 16;
+
+/// The most ids [`Aggregator::seal`] keeps apart before it lets them go, unless they are
+/// fewer than half of all ids remembered: past it, writing every id afresh at the next
+/// checkpoint costs less than holding them twice in memory.
+const RECENT_MAX: usize = 1 << 20;
 
 /// The part of what `seen` remembers of an event that holds the high 16 bits of the content fingerprint;
 /// the low 16 bits hold the campaign's slot.
@@ -146,6 +151,11 @@ pub struct Aggregator {
     /// conflicting reuse of an id from a resend, which only feeds a metric: one conflict in
     /// 65,536 is counted as a plain duplicate. Whether the id is a duplicate is exact (96 bits).
     seen: Chunked<EventId, u32>,
+    /// The ids `seen` took since the last [`Aggregator::seal`], each with its word, for the
+    /// next id run of a checkpoint (`durable::runs`); let go (`None`) when they are no longer
+    /// only new ones (a campaign released forgot some of the older) or grow past
+    /// [`RECENT_MAX`], and then the next checkpoint writes every id afresh.
+    recent: Option<Vec<[u32; 4]>>,
     /// The slot of every campaign held.
     index: HashMap<String, Slot>,
     /// The campaigns held whatever happens, in the order they are opened: [`DIRECT_CAMPAIGN`],
@@ -194,6 +204,7 @@ impl Aggregator {
         }
         Aggregator {
             seen: Chunked::default(),
+            recent: Some(Vec::new()),
             index: HashMap::new(),
             always_held,
             always_held_count: 0,
@@ -275,7 +286,15 @@ impl Aggregator {
                 slot
             }
         };
-        self.seen.insert(event.id, remembered(event.content, slot));
+        let word = remembered(event.content, slot);
+        self.seen.insert(event.id, word);
+        if let Some(recent) = &mut self.recent {
+            let [a, b, c] = event.id.0;
+            recent.push([a, b, c, word]);
+            if recent.len() >= RECENT_MAX && recent.len() > self.seen.len() / 2 {
+                self.recent = None;
+            }
+        }
         let day = Day::of(event.occurred_at, self.settings.time_zone);
         let all_chapters = all_chapters(self.settings.chapter_count);
         match event.action {
@@ -425,6 +444,8 @@ impl Aggregator {
         // part in the totals.
         if held_anything {
             self.release_attributions(&is_released);
+            // Ids written in runs are forgotten by writing all of them afresh.
+            self.recent = None;
             self.seen.retain(|_, remembered| {
                 // A slot past the campaigns cannot be released; keep the entry rather than panic.
                 !is_released

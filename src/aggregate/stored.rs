@@ -16,12 +16,14 @@ use super::{
 use crate::day::Day;
 use crate::event::{EventId, LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
 use crate::proto::storage::{
-    CampaignState as StoredCampaign, Checkpoint, EventIdentity, KafkaOffset,
+    CampaignState as StoredCampaign, Checkpoint, EventIdentity, IdRun, KafkaOffset,
 };
 
 /// The checkpoint format this suivi writes, and the newest it reads. Format 1 is the first
 /// with a version; a checkpoint without one (0) is of the same layout and is read as format 1.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+/// Format 2 keeps the remembered ids in id runs beside the checkpoint (`id_runs`), which a
+/// reader of format 1 would not see.
+pub const CHECKPOINT_FORMAT: u32 = 2;
 
 /// How many entries of one table a checkpoint part holds: parts are encoded and written one
 /// at a time, so this bounds what a checkpoint holds encoded in memory (a few megabytes).
@@ -34,31 +36,61 @@ const PART_ENTRIES: usize = 1 << 16;
 #[derive(Debug)]
 pub struct Frozen(Aggregator);
 
+/// Where a checkpoint keeps the remembered ids.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredIds {
+    /// In the checkpoint itself (`seen`): a parked shard, or a checkpoint of format 1.
+    Inline,
+    /// In these id runs, which hold every id remembered, the newest of generation `generation`.
+    Runs { runs: Vec<IdRun>, generation: u64 },
+}
+
 impl Aggregator {
     /// The state as it is now, for [`Frozen::parts`].
     pub fn freeze(&self) -> Frozen {
         Frozen(self.clone())
     }
 
-    /// The whole state, as of `journal_position`, as one message: [`Frozen::checkpoint`] of the
-    /// state now.
+    /// The ids remembered since the last seal, each `[id words, word]`, in no order, for the
+    /// next id run; `None` when they were let go (see `recent`) and every id must be written
+    /// afresh ([`Frozen::ids`]). Either way the next seal starts from none.
+    pub fn seal(&mut self) -> Option<Vec<[u32; 4]>> {
+        self.recent.replace(Vec::new())
+    }
+
+    /// The whole state, as of `journal_position`, as one message, the ids in it:
+    /// [`Frozen::checkpoint`] of the state now.
     pub fn checkpoint(&self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
         self.freeze().checkpoint(journal_position, kafka_offsets)
     }
 }
 
 impl Frozen {
+    /// Every id remembered, each `[id words, word]`, sorted by id: an id run of them all.
+    pub fn ids(&self) -> Vec<[u32; 4]> {
+        let mut ids: Vec<[u32; 4]> = self
+            .0
+            .seen
+            .iter()
+            .map(|(EventId([a, b, c]), word)| [*a, *b, *c, *word])
+            .collect();
+        ids.par_sort_unstable();
+        ids
+    }
+
     /// The whole state, as of `journal_position`, with the Kafka offsets it includes, as parts
     /// whose encodings, concatenated, are the encoding of the checkpoint
     /// (`durable::checkpoint::write_parts`): first the settings it was taken under; then the
     /// campaigns in slot order, one a part, a vacant slot as a campaign with an empty id and
     /// nothing else, so that the slots kept in `seen` stay right; then the totals, the
-    /// remembered ids and the attributions, [`PART_ENTRIES`] entries a part. Each part is made
-    /// when asked for, and each chunk of the tables let go once read.
+    /// remembered ids where `ids` says (the runs are named in the first part) and the
+    /// attributions, [`PART_ENTRIES`] entries a part. Each part is made when asked for, and
+    /// each chunk of the tables let go once read.
     pub fn parts(
         self,
         journal_position: u64,
         kafka_offsets: Vec<KafkaOffset>,
+        ids: StoredIds,
     ) -> impl Iterator<Item = Checkpoint> {
         let Frozen(Aggregator {
             settings,
@@ -79,6 +111,17 @@ impl Frozen {
             format_version: CHECKPOINT_FORMAT,
             ..Checkpoint::default()
         };
+        let (head, seen) = match ids {
+            StoredIds::Inline => (head, Some(seen)),
+            StoredIds::Runs { runs, generation } => (
+                Checkpoint {
+                    id_runs: runs,
+                    id_generation: generation,
+                    ..head
+                },
+                None,
+            ),
+        };
         let campaigns = campaigns.into_iter().map(|campaign| Checkpoint {
             campaigns: vec![campaign.into_stored()],
             ..Checkpoint::default()
@@ -89,7 +132,11 @@ impl Frozen {
                 totals: Some(part),
                 ..Checkpoint::default()
             });
-        let seen = batches(seen.into_entries(), PART_ENTRIES).map(|entries| {
+        let seen = batches(
+            seen.into_iter().flat_map(Chunked::into_entries),
+            PART_ENTRIES,
+        )
+        .map(|entries| {
             let mut seen = Vec::with_capacity(entries.len() * 4);
             for (EventId(id), remembered) in entries {
                 seen.extend_from_slice(&id);
@@ -110,11 +157,11 @@ impl Frozen {
             .chain(loose)
     }
 
-    /// The whole state as one message: what [`Frozen::parts`] gives, read back as a checkpoint
-    /// file is.
+    /// The whole state as one message, the ids in it: what [`Frozen::parts`] gives, read back
+    /// as a checkpoint file is.
     pub fn checkpoint(self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
         let mut encoded = Vec::new();
-        for part in self.parts(journal_position, kafka_offsets) {
+        for part in self.parts(journal_position, kafka_offsets, StoredIds::Inline) {
             part.encode_raw(&mut encoded);
         }
         // Parts encoded by prost decode: a failure would be a bug in prost.
@@ -263,6 +310,7 @@ impl Aggregator {
         settings: AggregatorSettings,
         registered: impl IntoIterator<Item = String>,
         checkpoint: &Checkpoint,
+        runs: &[Vec<u32>],
     ) -> anyhow::Result<Aggregator> {
         anyhow::ensure!(
             checkpoint.format_version <= CHECKPOINT_FORMAT,
@@ -299,9 +347,21 @@ impl Aggregator {
         // on a core of its own.
         let (seen, campaigns) = rayon::join(
             || {
-                let seen = &checkpoint.seen;
-                Chunked::build(seen.len() / 4, |index| {
-                    let words = &seen[index * 4..index * 4 + 4];
+                // The ids of `seen`, then of each run: entry `index` is in the source whose
+                // first entry is the last at or before it.
+                let sources: Vec<&[u32]> = std::iter::once(checkpoint.seen.as_slice())
+                    .chain(runs.iter().map(Vec::as_slice))
+                    .collect();
+                let mut starts = Vec::with_capacity(sources.len());
+                let mut len = 0;
+                for source in &sources {
+                    starts.push(len);
+                    len += source.len() / 4;
+                }
+                Chunked::build(len, |index| {
+                    let source = starts.partition_point(|start| *start <= index) - 1;
+                    let at = (index - starts[source]) * 4;
+                    let words = &sources[source][at..at + 4];
                     (EventId([words[0], words[1], words[2]]), words[3])
                 })
             },

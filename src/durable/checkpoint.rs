@@ -2,8 +2,10 @@
 //! so that a restart loads it and replays only the journal after it. A checkpoint file is
 //! `[magic "SUIVICK1"][payload length: u64][crc32c: u32][payload]`, the payload a protobuf
 //! `suivi.storage.v1.Checkpoint`; it is written to a temporary name, synced, renamed into place
-//! and its directory synced, so it is either whole or absent. The newest [`KEEP`] checkpoints
-//! are kept: when the newest proves corrupt, recovery falls back to the one before, whose journal
+//! and its directory synced, so it is either whole or absent ([`write_atomic`], which id runs
+//! share). From format 2 on a checkpoint's remembered ids are in the id runs it names
+//! (`durable::runs`), read with it by [`load_newest`]. The newest [`KEEP`] checkpoints are
+//! kept: when the newest proves corrupt, recovery falls back to the one before, whose journal
 //! segments are still there.
 
 use std::borrow::Borrow;
@@ -12,17 +14,19 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use prost::Message;
 use rayon::prelude::*;
 
+use super::runs;
 use crate::proto::storage::Checkpoint;
 
 /// How many checkpoints are kept.
 pub const KEEP: usize = 2;
 
 const MAGIC: &[u8; 8] = b"SUIVICK1";
-const HEADER_BYTES: usize = 20;
+/// Bytes of a checkpoint's (or an id run's) header.
+pub(super) const HEADER_BYTES: usize = 20;
 const SUFFIX: &str = ".ckpt";
 /// A checkpoint is synced every time this much more of it is written. The journal's fsync makes the file
 /// system commit, and on ext4 (`data=ordered`) a commit first writes out every file's dirty
@@ -62,72 +66,137 @@ pub fn write_parts<P: Borrow<Checkpoint>>(
     std::fs::create_dir_all(directory)
         .with_context(|| format!("cannot create checkpoint directory {}", directory.display()))?;
     let path = directory.join(format!("{journal_position:020}{SUFFIX}"));
-    let temporary = directory.join(format!("{journal_position:020}{SUFFIX}.tmp"));
+    let mut buffer = Vec::new();
+    let (length, _) = write_atomic(&path, MAGIC, |writer| {
+        for part in parts {
+            buffer.clear();
+            part.borrow().encode_raw(&mut buffer);
+            writer.write(&buffer)?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot write checkpoint {}", path.display()))?;
+    Ok((path, HEADER_BYTES as u64 + length))
+}
+
+/// Writes the file `path` atomically: `[magic][payload length: u64][crc32c: u32][payload]`,
+/// the payload what `body` writes, under a temporary name, synced every [`WRITE_PIECE_BYTES`]
+/// and at the end, renamed into place, and its directory synced. Answers the payload's length
+/// and checksum. On failure nothing is left under either name.
+pub(super) fn write_atomic(
+    path: &Path,
+    magic: &[u8; 8],
+    body: impl FnOnce(&mut PieceWriter) -> std::io::Result<()>,
+) -> std::io::Result<(u64, u32)> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     let written = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(&temporary)
-        .and_then(|file| write_file(file, parts))
-        .and_then(|length| {
-            std::fs::rename(&temporary, &path)?;
-            File::open(directory)?.sync_all()?;
-            Ok(length)
+        .and_then(|mut file| {
+            file.write_all(&header(magic, 0, 0))?;
+            let mut writer = PieceWriter {
+                file,
+                length: 0,
+                checksum: 0,
+                unsynced: 0,
+            };
+            body(&mut writer)?;
+            let PieceWriter {
+                mut file,
+                length,
+                checksum,
+                ..
+            } = writer;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&header(magic, length, checksum))?;
+            file.sync_all()?;
+            Ok((length, checksum))
+        })
+        .and_then(|written| {
+            std::fs::rename(&temporary, path)?;
+            if let Some(directory) = path.parent() {
+                File::open(directory)?.sync_all()?;
+            }
+            Ok(written)
         });
-    match written {
-        Ok(length) => Ok((path, HEADER_BYTES as u64 + length)),
-        Err(error) => {
-            let _ = std::fs::remove_file(&temporary);
-            Err(error).with_context(|| format!("cannot write checkpoint {}", path.display()))
-        }
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
     }
+    written
 }
 
-/// Writes the header and the parts into `file`, syncing every [`WRITE_PIECE_BYTES`], then the
-/// header again with the payload's length and checksum, and syncs; returns the payload's length.
-fn write_file<P: Borrow<Checkpoint>>(
-    mut file: File,
-    parts: impl IntoIterator<Item = P>,
-) -> std::io::Result<u64> {
-    file.write_all(&header(0, 0))?;
-    let mut length = 0u64;
-    let mut checksum = 0u32;
-    let mut unsynced = 0usize;
-    let mut buffer = Vec::new();
-    for part in parts {
-        buffer.clear();
-        part.borrow().encode_raw(&mut buffer);
-        checksum = crc32c::crc32c_append(checksum, &buffer);
-        length += buffer.len() as u64;
-        for piece in buffer.chunks(WRITE_PIECE_BYTES) {
-            file.write_all(piece)?;
-            unsynced += piece.len();
-            if unsynced >= WRITE_PIECE_BYTES {
-                file.sync_data()?;
-                unsynced = 0;
+/// The payload of a file [`write_atomic`] writes, its length and checksum counted as it goes.
+pub(super) struct PieceWriter {
+    file: File,
+    length: u64,
+    checksum: u32,
+    unsynced: usize,
+}
+
+impl PieceWriter {
+    /// Appends `bytes` to the payload, syncing every [`WRITE_PIECE_BYTES`].
+    pub(super) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.checksum = crc32c::crc32c_append(self.checksum, bytes);
+        self.length += bytes.len() as u64;
+        for piece in bytes.chunks(WRITE_PIECE_BYTES) {
+            self.file.write_all(piece)?;
+            self.unsynced += piece.len();
+            if self.unsynced >= WRITE_PIECE_BYTES {
+                self.file.sync_data()?;
+                self.unsynced = 0;
             }
         }
+        Ok(())
     }
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(&header(length, checksum))?;
-    file.sync_all()?;
-    Ok(length)
 }
 
-fn header(length: u64, checksum: u32) -> Vec<u8> {
+fn header(magic: &[u8; 8], length: u64, checksum: u32) -> Vec<u8> {
     let mut header = Vec::with_capacity(HEADER_BYTES);
-    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(magic);
     header.extend_from_slice(&length.to_le_bytes());
     header.extend_from_slice(&checksum.to_le_bytes());
     header
 }
 
-/// Loads the newest valid checkpoint, with the ones found unusable on the way.
-pub fn load_newest(directory: &Path) -> anyhow::Result<(Option<Checkpoint>, Vec<Rejected>)> {
+/// The payload length and checksum of a [`HEADER_BYTES`] header, if it starts with `magic`.
+pub(super) fn parse_header(header: &[u8], magic: &[u8; 8]) -> anyhow::Result<(u64, u32)> {
+    ensure!(header.len() >= HEADER_BYTES, "is too short");
+    ensure!(
+        &header[..8] == magic,
+        "is not a suivi {} file",
+        String::from_utf8_lossy(magic)
+    );
+    let mut length = [0u8; 8];
+    length.copy_from_slice(&header[8..16]);
+    let mut checksum = [0u8; 4];
+    checksum.copy_from_slice(&header[16..20]);
+    Ok((u64::from_le_bytes(length), u32::from_le_bytes(checksum)))
+}
+
+/// A checkpoint read back whole: the checkpoint and the words of the id runs it names, in its
+/// order (`durable::runs`).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub checkpoint: Checkpoint,
+    pub runs: Vec<Vec<u32>>,
+}
+
+/// Loads the newest valid checkpoint with its id runs, with the ones found unusable on the way
+/// (a checkpoint one of whose runs is missing or damaged is unusable).
+pub fn load_newest(directory: &Path) -> anyhow::Result<(Option<Loaded>, Vec<Rejected>)> {
     let mut rejected = Vec::new();
     for (_, path) in checkpoints(directory)?.into_iter().rev() {
-        match read(&path) {
-            Ok(checkpoint) => return Ok((Some(checkpoint), rejected)),
+        let loaded = read(&path).and_then(|checkpoint| {
+            let runs = runs::read(directory, &checkpoint.id_runs)
+                .with_context(|| format!("{} names an id run it cannot have", path.display()))?;
+            Ok(Loaded { checkpoint, runs })
+        });
+        match loaded {
+            Ok(loaded) => return Ok((Some(loaded), rejected)),
             Err(error) => rejected.push(Rejected { path, error }),
         }
     }
@@ -164,15 +233,12 @@ pub fn read(path: &Path) -> anyhow::Result<Checkpoint> {
     if &header[..8] != MAGIC {
         bail!("{} is not a suivi checkpoint", path.display());
     }
-    let mut length = [0u8; 8];
-    length.copy_from_slice(&header[8..16]);
-    let mut checksum = [0u8; 4];
-    checksum.copy_from_slice(&header[16..20]);
+    let (length, checksum) = parse_header(header, MAGIC)?;
     let payload = &bytes[HEADER_BYTES..];
-    if payload.len() as u64 != u64::from_le_bytes(length) {
+    if payload.len() as u64 != length {
         bail!("{} is truncated", path.display());
     }
-    if checksum_of(payload) != u32::from_le_bytes(checksum) {
+    if checksum_of(payload) != checksum {
         bail!("{} fails its checksum", path.display());
     }
     decode::decode(payload).with_context(|| format!("{} does not decode", path.display()))

@@ -9,8 +9,8 @@ use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{DurableSettings, checkpoint, journal};
-use crate::proto::storage::Checkpoint;
+use super::{DurableSettings, checkpoint, journal, runs};
+use crate::proto::storage::{Checkpoint, IdRun};
 
 /// When to checkpoint: tracks the time since the last checkpoint and the journal written since.
 #[derive(Debug, Clone)]
@@ -27,6 +27,7 @@ pub struct Written {
     pub path: PathBuf,
     pub bytes: u64,
     pub segments_removed: usize,
+    pub runs_removed: usize,
 }
 
 impl CheckpointPolicy {
@@ -62,22 +63,34 @@ impl CheckpointPolicy {
 
 /// Writes the checkpoint at `journal_position` made of `parts` (whole or absent: see
 /// [`checkpoint::write_parts`]), keeps the newest [`checkpoint::KEEP`] checkpoints, and removes
-/// the journal segments that only records before the oldest kept one hold.
+/// the journal segments that only records before the oldest kept one hold, and the id runs no
+/// kept checkpoint names: `kept`, the runs of the checkpoints kept before this one, with
+/// `runs`, this one's. Answers what it did, and the runs kept now.
 pub fn write_and_prune<P: Borrow<Checkpoint>>(
     settings: &DurableSettings,
     journal_position: u64,
     parts: impl IntoIterator<Item = P>,
-) -> anyhow::Result<Written> {
+    (mut kept, runs): (runs::Kept, Vec<IdRun>),
+) -> anyhow::Result<(Written, runs::Kept)> {
     let (path, bytes) = checkpoint::write_parts(&settings.checkpoint_dir, journal_position, parts)?;
     let segments_removed = match checkpoint::prune(&settings.checkpoint_dir)? {
         Some(oldest_kept) => journal::remove_segments_before(&settings.journal_dir, oldest_kept)?,
         None => 0,
     };
-    Ok(Written {
-        path,
-        bytes,
-        segments_removed,
-    })
+    kept.written(journal_position, runs);
+    let runs_removed = match kept.named() {
+        Some(named) => runs::prune(&settings.checkpoint_dir, named)?,
+        None => 0,
+    };
+    Ok((
+        Written {
+            path,
+            bytes,
+            segments_removed,
+            runs_removed,
+        },
+        kept,
+    ))
 }
 
 #[cfg(test)]
@@ -139,8 +152,13 @@ mod tests {
                 journal_position: position,
                 ..Checkpoint::default()
             };
-            let written = write_and_prune(&settings, state.journal_position, [&state])
-                .expect("the checkpoint writes");
+            let (written, _) = write_and_prune(
+                &settings,
+                state.journal_position,
+                [&state],
+                (runs::Kept::none(), Vec::new()),
+            )
+            .expect("the checkpoint writes");
             removed.push((written.segments_removed, segments(&settings)));
         }
         // Checkpoints at 1, 2, 3, 4, each at a fresh segment. The first leaves the segment of

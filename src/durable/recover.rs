@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::durable::checkpoint;
+use crate::durable::checkpoint::{self, Loaded};
 use crate::durable::journal::{FsyncPolicy, Journal};
-use crate::proto::storage::{Checkpoint, JournalRecord};
+use crate::proto::storage::JournalRecord;
 
 /// Where the durable state lives and how the journal is written.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ pub struct RecoveryReport {
 /// first record `replay` cannot apply stops recovery, naming the record.
 pub fn recover<S>(
     storage: &DurableSettings,
-    restore: impl FnOnce(Option<&Checkpoint>) -> anyhow::Result<S>,
+    restore: impl FnOnce(Option<&Loaded>) -> anyhow::Result<S>,
     mut replay: impl FnMut(&mut S, JournalRecord) -> Result<(), String>,
 ) -> anyhow::Result<Recovered<S>> {
     let started = Instant::now();
@@ -81,10 +81,10 @@ pub fn recover<S>(
     let mut state = restore(checkpoint.as_ref()).context("cannot restore the checkpoint")?;
     let from = checkpoint
         .as_ref()
-        .map_or(0, |checkpoint| checkpoint.journal_position);
+        .map_or(0, |loaded| loaded.checkpoint.journal_position);
     report.checkpoint_position = checkpoint
         .as_ref()
-        .map(|checkpoint| checkpoint.journal_position);
+        .map(|loaded| loaded.checkpoint.journal_position);
     // The first record that cannot be counted as it was when it was acknowledged.
     let mut unreplayable: Option<(u64, String)> = None;
     let (journal, opened) = Journal::open(

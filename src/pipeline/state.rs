@@ -6,9 +6,11 @@
 //! state recovered is the state the writer had.
 
 use crate::aggregate::{Aggregator, AggregatorSettings, WARM_EVENTS};
+use crate::durable::checkpoint::Loaded;
+use crate::durable::runs::Kept;
 use crate::durable::{self, DurableSettings, Recovered};
 use crate::event::Event;
-use crate::proto::storage::{Checkpoint, EventIdentity, JournalRecord};
+use crate::proto::storage::{EventIdentity, JournalRecord};
 
 use super::sources::{self, Partition, Sources, source_of};
 
@@ -18,6 +20,14 @@ pub struct State {
     pub aggregator: Aggregator,
     /// The Kafka partition positions and campaign sources.
     pub sources: Sources,
+    /// The id runs of the checkpoints kept, as far as known (`durable::runs`).
+    pub id_runs: Kept,
+    /// Whether they hold every id that checkpoint remembered; not when it kept some in
+    /// itself (format 1, or a parked shard), and then the next checkpoint writes all of them
+    /// in a run.
+    pub ids_in_runs: bool,
+    /// The generation of the newest of those runs.
+    pub id_generation: u64,
 }
 
 impl State {
@@ -26,16 +36,22 @@ impl State {
     pub fn restore(
         settings: AggregatorSettings,
         registered: Vec<String>,
-        checkpoint: Option<&Checkpoint>,
+        checkpoint: Option<&Loaded>,
     ) -> anyhow::Result<State> {
         Ok(match checkpoint {
-            Some(checkpoint) => State {
-                aggregator: Aggregator::restore(settings, registered, checkpoint)?,
+            Some(Loaded { checkpoint, runs }) => State {
+                aggregator: Aggregator::restore(settings, registered, checkpoint, runs)?,
                 sources: Sources::restore(&checkpoint.kafka_offsets, &checkpoint.direct_campaigns),
+                id_runs: Kept::restored(checkpoint.journal_position, checkpoint.id_runs.clone()),
+                ids_in_runs: checkpoint.seen.is_empty(),
+                id_generation: checkpoint.id_generation,
             },
             None => State {
                 aggregator: Aggregator::new(settings, registered),
                 sources: Sources::default(),
+                id_runs: Kept::none(),
+                ids_in_runs: true,
+                id_generation: 0,
             },
         })
     }

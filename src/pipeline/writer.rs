@@ -5,9 +5,10 @@
 //! policy says so, on a helper thread.
 
 use super::*;
+use crate::durable::runs::Kept;
 use crate::proto::storage::Checkpoint;
 
-mod checkpoint;
+pub(super) mod checkpoint;
 mod handover;
 
 /// Runs the writer thread to its end: recovery, then the loop until stopped.
@@ -52,6 +53,9 @@ pub(super) fn run(
             Instant::now(),
         ),
         checkpointing: None,
+        id_runs: recovered.state.id_runs,
+        ids_in_runs: recovered.state.ids_in_runs,
+        id_generation: recovered.state.id_generation,
         aggregator_settings: settings.aggregator.clone(),
         registered: settings.registered.clone(),
     };
@@ -117,8 +121,15 @@ struct WriterState {
     figures: Arc<Figures>,
     durable: DurableSettings,
     policy: CheckpointPolicy,
-    /// The checkpoint being written by its helper thread, if any.
-    checkpointing: Option<JoinHandle<()>>,
+    /// The checkpoint being written by its helper thread, if any; it answers the id runs it
+    /// names, or nothing when it failed.
+    checkpointing: Option<JoinHandle<Option<Kept>>>,
+    /// The id runs of the checkpoints kept, and whether the newest's hold every id remembered
+    /// then (`checkpoint`).
+    id_runs: Kept,
+    ids_in_runs: bool,
+    /// The generation of the last checkpoint taken: each names its new id run by it.
+    id_generation: u64,
     /// What a parked state is restored with (shards that are partitions).
     aggregator_settings: AggregatorSettings,
     registered: Vec<String>,

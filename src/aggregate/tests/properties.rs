@@ -406,7 +406,7 @@ proptest! {
         // And through a checkpoint taken halfway.
         let (first, rest) = shuffled.split_at(shuffled.len() / 2);
         let checkpoint = aggregate(first)?.checkpoint(0, Vec::new());
-        let mut restored = Aggregator::restore(property_settings(), [], &checkpoint)
+        let mut restored = Aggregator::restore(property_settings(), [], &checkpoint, &[])
             .map_err(|error| TestCaseError::fail(format!("{error:#}")))?;
         for event in rest {
             prop_assert_eq!(restored.apply(event).expect("a campaign slot"), Applied::Accepted);

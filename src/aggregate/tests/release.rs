@@ -388,11 +388,12 @@ fn at_most_65536_campaigns_are_held_whatever_max_unregistered_campaigns_says() {
     // A checkpoint holds at most 65,536 slots.
     let mut checkpoint = Aggregator::new(over.clone(), []).checkpoint(0, Vec::new());
     checkpoint.campaigns = vec![StoredCampaign::default(); CAMPAIGN_SLOTS];
-    let restored = Aggregator::restore(over.clone(), [], &checkpoint).expect("every slot fits");
+    let restored =
+        Aggregator::restore(over.clone(), [], &checkpoint, &[]).expect("every slot fits");
     // Only direct and unregistered, in vacant slots.
     assert_eq!(restored.holdings().campaigns, 2);
     checkpoint.campaigns.push(StoredCampaign::default());
-    assert!(Aggregator::restore(over, [], &checkpoint).is_err());
+    assert!(Aggregator::restore(over, [], &checkpoint, &[]).is_err());
 }
 
 #[test]
@@ -435,6 +436,7 @@ fn a_restore_keeps_vacant_slots_and_publishes_only_campaigns_that_hold_something
         settings(),
         owned(&["registered", "late-registered"]),
         &checkpoint,
+        &[],
     )
     .expect("the checkpoint restores");
     // The vacant slot is where it was, and the first campaign opened takes it.
@@ -463,10 +465,10 @@ fn a_restore_keeps_vacant_slots_and_publishes_only_campaigns_that_hold_something
     // A vacant slot that holds something, or a campaign in two slots, is refused.
     let mut corrupt = checkpoint.clone();
     corrupt.campaigns[5].clicks = 1;
-    assert!(Aggregator::restore(settings(), [], &corrupt).is_err());
+    assert!(Aggregator::restore(settings(), [], &corrupt, &[]).is_err());
     let mut corrupt = checkpoint;
     corrupt.campaigns[6].campaign = "gendarmerie".to_owned();
-    assert!(Aggregator::restore(settings(), [], &corrupt).is_err());
+    assert!(Aggregator::restore(settings(), [], &corrupt, &[]).is_err());
 }
 
 /// A list of campaigns to release: the generated ones, sometimes repeated, and one never held.
@@ -586,7 +588,7 @@ proptest! {
         let mut aggregator = aggregate(&events)?;
         aggregator.release(&list);
         let checkpoint = aggregator.checkpoint(0, Vec::new());
-        let mut restored = Aggregator::restore(property_settings(), [], &checkpoint)
+        let mut restored = Aggregator::restore(property_settings(), [], &checkpoint, &[])
             .map_err(|error| TestCaseError::fail(format!("{error:#}")))?;
         prop_assert_eq!(whole_state(&restored), whole_state(&aggregator));
         // Later events, every first event again (released ones count again, the others are
@@ -648,7 +650,8 @@ fn a_checkpoint_says_its_format_and_one_of_a_newer_format_is_refused_clearly() {
         format_version: 0,
         ..checkpoint.clone()
     };
-    let restored = Aggregator::restore(settings(), [], &unversioned).expect("an older checkpoint");
+    let restored =
+        Aggregator::restore(settings(), [], &unversioned, &[]).expect("an older checkpoint");
     assert_eq!(
         restored
             .campaign("gendarmerie")
@@ -660,7 +663,7 @@ fn a_checkpoint_says_its_format_and_one_of_a_newer_format_is_refused_clearly() {
         format_version: stored::CHECKPOINT_FORMAT + 1,
         ..checkpoint
     };
-    let error = Aggregator::restore(settings(), [], &newer)
+    let error = Aggregator::restore(settings(), [], &newer, &[])
         .expect_err("a newer format is refused")
         .to_string();
     assert!(
@@ -764,9 +767,13 @@ fn a_checkpoint_of_many_parts_restores_the_whole_state() {
     drop(aggregator.drain_changes());
     let checkpoint = aggregator.checkpoint(7, Vec::new());
     assert!(checkpoint.named_at.len() > 65_536 && checkpoint.seen.len() / 4 > 2 * 65_536);
-    let restored =
-        Aggregator::restore(settings(), owned(&["gendarmerie", "la-poste"]), &checkpoint)
-            .expect("the checkpoint restores");
+    let restored = Aggregator::restore(
+        settings(),
+        owned(&["gendarmerie", "la-poste"]),
+        &checkpoint,
+        &[],
+    )
+    .expect("the checkpoint restores");
     assert_eq!(whole_state(&restored), whole_state(&aggregator));
     assert_eq!(
         sorted_attributions(&restored.checkpoint(7, Vec::new())),

@@ -124,6 +124,8 @@ fn merge(into: &mut Checkpoint, from: Checkpoint) {
         own_certified,
         own_chapters,
         format_version,
+        id_runs,
+        id_generation,
     } = from;
     set(&mut into.journal_position, journal_position);
     append(&mut into.seen, seen);
@@ -153,6 +155,8 @@ fn merge(into: &mut Checkpoint, from: Checkpoint) {
     append(&mut into.own_certified, own_certified);
     append(&mut into.own_chapters, own_chapters);
     set(&mut into.format_version, format_version);
+    append(&mut into.id_runs, id_runs);
+    set(&mut into.id_generation, id_generation);
 }
 
 /// Merges `from` into `into`, every field named as in [`merge`].

@@ -212,6 +212,7 @@ fn load_newest_loads_the_newest_checkpoint() {
     write_at(directory.path(), 20);
 
     let (loaded, rejected) = load_newest(directory.path()).expect("loading works");
+    let loaded = loaded.map(|loaded| loaded.checkpoint);
 
     assert_eq!(loaded, Some(checkpoint_at(20)));
     assert!(rejected.is_empty(), "{rejected:?}");
@@ -228,6 +229,7 @@ fn load_newest_falls_back_to_the_older_checkpoint_when_the_newest_is_corrupt() {
     });
 
     let (loaded, rejected) = load_newest(directory.path()).expect("loading works");
+    let loaded = loaded.map(|loaded| loaded.checkpoint);
 
     assert_eq!(loaded, Some(checkpoint_at(10)));
     let rejected: Vec<(PathBuf, String)> = rejected
@@ -252,6 +254,7 @@ fn load_newest_finds_nothing_when_every_checkpoint_is_corrupt() {
     damage(&newest, |bytes| bytes[0] = b'X');
 
     let (loaded, rejected) = load_newest(directory.path()).expect("loading works");
+    let loaded = loaded.map(|loaded| loaded.checkpoint);
 
     assert_eq!(loaded, None);
     let rejected: Vec<&Path> = rejected
@@ -270,11 +273,13 @@ fn load_newest_finds_nothing_in_an_empty_or_missing_directory() {
     let directory = TempDir::new().expect("a temporary directory");
 
     let (loaded, rejected) = load_newest(directory.path()).expect("loading works");
+    let loaded = loaded.map(|loaded| loaded.checkpoint);
     assert_eq!(loaded, None);
     assert!(rejected.is_empty());
 
     let (loaded, rejected) =
         load_newest(&directory.path().join("never-created")).expect("loading works");
+    let loaded = loaded.map(|loaded| loaded.checkpoint);
     assert_eq!(loaded, None);
     assert!(rejected.is_empty());
 }
@@ -294,6 +299,7 @@ fn load_newest_ignores_temporary_and_unrelated_files() {
     std::fs::write(directory.path().join("notes.txt"), "kept").expect("the file writes");
 
     let (loaded, rejected) = load_newest(directory.path()).expect("loading works");
+    let loaded = loaded.map(|loaded| loaded.checkpoint);
 
     assert_eq!(loaded.map(|loaded| loaded.journal_position), Some(10));
     assert!(rejected.is_empty(), "{rejected:?}");

@@ -384,22 +384,35 @@ impl Process {
         let State {
             aggregator,
             sources,
+            ..
         } = &mut self.recovered.state;
         sources::release(sources, aggregator, &[partition(number)]);
         self.history.push(Done::Released(number));
     }
 
-    /// Checkpoints as the pipeline's writer does: at a fresh segment, then prunes checkpoints
-    /// and the journal segments no kept checkpoint needs.
+    /// Checkpoints as the pipeline's writer does: at a fresh segment, the ids since the last
+    /// checkpoint in a run of their own (every id when a release forgot some), then prunes
+    /// checkpoints, the journal segments and the id runs no kept checkpoint needs.
     fn checkpoint(&mut self) {
         let position = self
             .recovered
             .journal
             .rotate()
             .expect("the journal rotates");
-        let state = self.state_at(position);
-        crate::durable::policy::write_and_prune(&self.storage, state.journal_position, [&state])
+        let state = &mut self.recovered.state;
+        state.id_generation += 1;
+        let sealed = crate::pipeline::writer::checkpoint::seal(
+            &mut state.aggregator,
+            &state.sources,
+            (&state.id_runs, state.ids_in_runs),
+            state.id_generation,
+            position,
+        );
+        let (_, kept, _) = sealed
+            .write(&self.storage)
             .expect("the checkpoint writes, and pruning works");
+        state.id_runs = kept;
+        state.ids_in_runs = true;
         if self.checkpoints.last() != Some(&position) {
             self.checkpoints.push(position);
         }
@@ -416,14 +429,24 @@ impl Process {
         state
     }
 
-    /// Rotates the journal for a checkpoint and writes half of it to its temporary file, as a
-    /// checkpoint interrupted by a crash leaves them.
+    /// Rotates the journal for a checkpoint, writes its id run and half of it to its
+    /// temporary file, as a checkpoint interrupted by a crash leaves them. The run is of ids
+    /// never seen: a recovery that took it would count their events as duplicates.
     fn start_checkpoint(&mut self) {
         let position = self
             .recovered
             .journal
             .rotate()
             .expect("the journal rotates");
+        let generation = self.recovered.state.id_generation + 1;
+        let never_seen = (0..3).map(|word| [u32::MAX, u32::MAX, word, 0]);
+        crate::durable::runs::write(
+            &self.storage.checkpoint_dir,
+            generation,
+            generation,
+            never_seen,
+        )
+        .expect("the run writes");
         let encoded = self.state_at(position).encode_to_vec();
         std::fs::create_dir_all(&self.storage.checkpoint_dir).expect("the directory creates");
         std::fs::write(
@@ -776,3 +799,5 @@ fn recovery_fails_loudly_when_no_valid_checkpoint_covers_the_removed_journal() {
          removed that no valid checkpoint covers"
     );
 }
+
+mod runs;

@@ -56,11 +56,16 @@ impl WriterState {
         match state::State::restore(
             self.aggregator_settings.clone(),
             self.registered.clone(),
-            Some(&parked),
+            Some(&crate::durable::checkpoint::Loaded {
+                checkpoint: parked,
+                runs: Vec::new(),
+            }),
         ) {
             Ok(restored) => {
                 self.aggregator = restored.aggregator;
                 self.sources = restored.sources;
+                // A parked state holds its ids: the checkpoint taken next writes them in a run.
+                self.ids_in_runs = restored.ids_in_runs;
                 self.shared
                     .unregistered
                     .hold(self.aggregator.unregistered_campaigns(), self.shared.shard);

@@ -1,0 +1,272 @@
+//! Recovery with the remembered ids in id runs (`durable::runs`): each checkpoint writes only
+//! the ids accepted since the one before, runs are merged and pruned as the writer does, a
+//! checkpoint of format 1 (ids in itself) is read and its ids moved to a run, a damaged run
+//! sends recovery back to the checkpoint before, and a release has every id written afresh.
+
+use super::*;
+use crate::durable::runs;
+use crate::proto::storage::IdRun;
+
+fn enrolment(parser: &EventParser, id: u8, campaign: usize, partition: Option<i32>) -> Event {
+    parse(
+        parser,
+        &EventSpec {
+            id,
+            kind: EventKind::Enrolled,
+            chapter: 1,
+            campaign,
+            source: 0,
+            learner: id,
+            visitor: None,
+            minutes: i64::from(id),
+            partition,
+        },
+    )
+}
+
+/// Commits `ids`, one group each, to `process` and to `reference`.
+fn commit(
+    process: &mut Process,
+    reference: &mut Aggregator,
+    parser: &EventParser,
+    ids: std::ops::Range<u8>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for id in ids {
+        let event = enrolment(parser, id, 0, None);
+        assert_eq!(
+            process.commit(&[(event.clone(), None)]),
+            [Applied::Accepted]
+        );
+        reference.apply(&event).expect("a campaign slot");
+        events.push(event);
+    }
+    events
+}
+
+/// The runs the newest checkpoint names, checking that it keeps no id in itself.
+fn newest_runs(storage: &DurableSettings) -> Vec<IdRun> {
+    let (loaded, rejected) =
+        checkpoint::load_newest(&storage.checkpoint_dir).expect("the checkpoints load");
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let loaded = loaded.expect("a checkpoint");
+    assert!(loaded.checkpoint.seen.is_empty(), "the ids are in runs");
+    loaded.checkpoint.id_runs
+}
+
+fn generations(runs: &[IdRun]) -> Vec<(u64, u64, u64)> {
+    runs.iter()
+        .map(|run| (run.first_generation, run.last_generation, run.entries))
+        .collect()
+}
+
+/// The names of the run files in `storage`'s checkpoint directory, sorted.
+fn run_files(storage: &DurableSettings) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&storage.checkpoint_dir)
+        .expect("the directory lists")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with("ids-"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn run_name(first: u64, last: u64) -> String {
+    format!("ids-{first:020}-{last:020}.run")
+}
+
+#[test]
+fn each_checkpoint_writes_only_the_new_ids_and_runs_merge_and_go_as_checkpoints_do() {
+    let directory = scratch_directory();
+    let parser = EventParser::new(CHAPTER_COUNT, [0x11; 32]);
+    let mut reference = Aggregator::new(settings(), registered());
+    let mut process = Process::start(storage(directory.path()));
+    let mut events = commit(&mut process, &mut reference, &parser, 0..40);
+    process.checkpoint();
+    assert_eq!(generations(&newest_runs(&process.storage)), [(1, 1, 40)]);
+
+    events.extend(commit(&mut process, &mut reference, &parser, 40..50));
+    process.checkpoint();
+    assert_eq!(
+        generations(&newest_runs(&process.storage)),
+        [(1, 1, 40), (2, 2, 10)],
+        "40 > 10: no merge"
+    );
+
+    // Nothing new: no run of its own.
+    process.checkpoint();
+    assert_eq!(
+        generations(&newest_runs(&process.storage)),
+        [(1, 1, 40), (2, 2, 10)]
+    );
+
+    events.extend(commit(&mut process, &mut reference, &parser, 50..80));
+    process.checkpoint();
+    assert_eq!(
+        generations(&newest_runs(&process.storage)),
+        [(1, 4, 80)],
+        "10 <= 30 and 40 <= 40: all merged"
+    );
+    // The checkpoint before still names the runs merged: they stay while it is kept. The run
+    // of generation 4 alone, merged as soon as written, no checkpoint names.
+    assert_eq!(
+        run_files(&process.storage),
+        [run_name(1, 1), run_name(1, 4), run_name(2, 2)]
+    );
+
+    events.extend(commit(&mut process, &mut reference, &parser, 80..81));
+    process.checkpoint();
+    assert_eq!(
+        generations(&newest_runs(&process.storage)),
+        [(1, 4, 80), (5, 5, 1)]
+    );
+    assert_eq!(
+        run_files(&process.storage),
+        [run_name(1, 4), run_name(5, 5)]
+    );
+
+    let storage = process.storage.clone();
+    drop(process);
+    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    assert_same_state(&reference, &recovered.state.aggregator);
+    assert_eq!(recovered.state.aggregator.holdings().event_ids, 81);
+    for event in &events {
+        assert_eq!(
+            recovered.state.aggregator.apply(event),
+            Ok(Applied::Duplicate { conflict: false }),
+            "every id is remembered after the restart"
+        );
+    }
+}
+
+#[test]
+fn a_checkpoint_of_format_1_loads_and_the_next_one_moves_its_ids_to_a_run() {
+    let directory = scratch_directory();
+    let storage = storage(directory.path());
+    let parser = EventParser::new(CHAPTER_COUNT, [0x22; 32]);
+    let mut reference = Aggregator::new(settings(), registered());
+    let mut events = Vec::new();
+    for id in 0..20 {
+        let event = enrolment(&parser, id, 0, None);
+        reference.apply(&event).expect("a campaign slot");
+        events.push(event);
+    }
+    let mut old = reference.checkpoint(0, Vec::new());
+    old.format_version = 1;
+    assert_eq!(old.seen.len(), 20 * 4, "format 1 keeps the ids in itself");
+    checkpoint::write(&storage.checkpoint_dir, &old).expect("the checkpoint writes");
+
+    let mut process = Process::start(storage.clone());
+    assert!(!process.recovered.state.ids_in_runs);
+    events.extend(commit(&mut process, &mut reference, &parser, 20..25));
+    process.checkpoint();
+
+    assert_eq!(
+        generations(&newest_runs(&storage)),
+        [(0, 1, 25)],
+        "every id in one run"
+    );
+    drop(process);
+    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    assert_same_state(&reference, &recovered.state.aggregator);
+    for event in &events {
+        assert_eq!(
+            recovered.state.aggregator.apply(event),
+            Ok(Applied::Duplicate { conflict: false })
+        );
+    }
+}
+
+#[test]
+fn a_damaged_run_sends_recovery_back_to_the_checkpoint_before_it() {
+    let directory = scratch_directory();
+    let parser = EventParser::new(CHAPTER_COUNT, [0x33; 32]);
+    let mut reference = Aggregator::new(settings(), registered());
+    let mut process = Process::start(storage(directory.path()));
+    commit(&mut process, &mut reference, &parser, 0..30);
+    process.checkpoint();
+    commit(&mut process, &mut reference, &parser, 30..40);
+    process.checkpoint();
+    commit(&mut process, &mut reference, &parser, 40..45);
+    let runs = newest_runs(&process.storage);
+    assert_eq!(generations(&runs), [(1, 1, 30), (2, 2, 10)]);
+    let newest_run = runs::path(&process.storage.checkpoint_dir, &runs[1]);
+    let storage = process.storage.clone();
+    drop(process);
+    let mut bytes = std::fs::read(&newest_run).expect("the run reads");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&newest_run, bytes).expect("the run writes");
+
+    let recovered = recover(&storage, settings(), registered()).expect("recovery works");
+
+    assert_eq!(recovered.report.checkpoints_rejected.len(), 1);
+    assert!(
+        recovered.report.checkpoints_rejected[0].contains("fails its checksum"),
+        "{:?}",
+        recovered.report.checkpoints_rejected
+    );
+    assert_eq!(recovered.report.events_replayed, 15);
+    assert_same_state(&reference, &recovered.state.aggregator);
+}
+
+#[test]
+fn after_a_release_the_next_checkpoint_writes_every_id_kept_afresh() {
+    let directory = scratch_directory();
+    let parser = EventParser::new(CHAPTER_COUNT, [0x44; 32]);
+    let mut process = Process::start(storage(directory.path()));
+    // Events of a registered campaign over gRPC, and of one only partition 0 feeds.
+    let fed = CAMPAIGNS
+        .iter()
+        .position(|campaign| *campaign == "la-poste")
+        .expect("a campaign");
+    let mut kept = Vec::new();
+    let mut released = Vec::new();
+    for id in 0..10 {
+        let event = enrolment(&parser, id, 0, None);
+        assert_eq!(
+            process.commit(&[(event.clone(), None)]),
+            [Applied::Accepted]
+        );
+        kept.push(event);
+        let event = enrolment(&parser, 100 + id, fed, Some(0));
+        assert_eq!(
+            process.commit(&[(event.clone(), Some(0))]),
+            [Applied::Accepted]
+        );
+        released.push(event);
+    }
+    process.checkpoint();
+    assert_eq!(generations(&newest_runs(&process.storage)), [(1, 1, 20)]);
+
+    process.release(0);
+    process.checkpoint();
+
+    assert_eq!(
+        generations(&newest_runs(&process.storage)),
+        [(0, 2, 10)],
+        "the ids kept, written afresh"
+    );
+    let storage = process.storage.clone();
+    drop(process);
+    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    for event in &kept {
+        assert_eq!(
+            recovered.state.aggregator.apply(event),
+            Ok(Applied::Duplicate { conflict: false })
+        );
+    }
+    for event in &released {
+        assert_eq!(
+            recovered.state.aggregator.apply(event),
+            Ok(Applied::Accepted),
+            "a released campaign's ids are forgotten"
+        );
+    }
+}
