@@ -123,19 +123,27 @@ pub fn read(directory: &Path, runs: &[IdRun]) -> anyhow::Result<Vec<Vec<u32>>> {
 fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<Vec<u32>> {
     let opened = File::open(file)?;
     let length = usize::try_from(opened.metadata()?.len())?;
-    let expected = usize::try_from(run.entries)?
+    let payload = usize::try_from(run.entries)?
         .checked_mul(ENTRY_BYTES)
-        .and_then(|payload| payload.checked_add(HEADER_BYTES))
         .context("the run's entry count overflows")?;
     ensure!(
-        length == expected,
-        "is {length} bytes, where {} entries take {expected}",
-        run.entries
+        length == HEADER_BYTES + payload,
+        "is {length} bytes, where {} entries take {}",
+        run.entries,
+        HEADER_BYTES + payload
     );
-    // The header is five words, the entries four each: the whole file is read as words.
-    let mut words = vec![0u32; length / 4];
+    let mut header = [0u8; HEADER_BYTES];
+    opened.read_exact_at(&mut header, 0)?;
+    let (stored, checksum) = checkpoint::parse_header(&header, MAGIC)?;
+    ensure!(stored == payload as u64, "is truncated or overlong");
+    ensure!(
+        checksum == run.checksum,
+        "is not the run the checkpoint names (another checksum)"
+    );
+    // The entries are read as bytes straight into their words, in pieces side by side.
+    let mut words = vec![0u32; payload / 4];
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-    let checksums: Vec<(u32, usize)> = bytes[HEADER_BYTES..]
+    let checksums: Vec<(u32, usize)> = bytes
         .par_chunks_mut(READ_PIECE_BYTES)
         .enumerate()
         .map(|(index, piece)| {
@@ -143,21 +151,10 @@ fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<Vec<u32>> {
             Ok((crc32c::crc32c(piece), piece.len()))
         })
         .collect::<std::io::Result<_>>()?;
-    opened.read_exact_at(&mut bytes[..HEADER_BYTES], 0)?;
-    let (payload, checksum) = checkpoint::parse_header(&bytes[..HEADER_BYTES], MAGIC)?;
-    ensure!(
-        payload == (length - HEADER_BYTES) as u64,
-        "is truncated or overlong"
-    );
     let computed = checksums.into_iter().fold(0, |checksum, (piece, length)| {
         crc32c::crc32c_combine(checksum, piece, length)
     });
     ensure!(computed == checksum, "fails its checksum");
-    ensure!(
-        checksum == run.checksum,
-        "is not the run the checkpoint names (another checksum)"
-    );
-    words.drain(..HEADER_BYTES / 4);
     for word in &mut words {
         *word = u32::from_le(*word);
     }
