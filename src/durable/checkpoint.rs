@@ -226,49 +226,48 @@ pub fn prune(directory: &Path) -> anyhow::Result<Option<u64>> {
 
 /// Reads and checks one checkpoint file.
 pub fn read(path: &Path) -> anyhow::Result<Checkpoint> {
-    let bytes = read_file(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let Some(header) = bytes.get(..HEADER_BYTES) else {
+    let cannot_read = || format!("cannot read {}", path.display());
+    let file = File::open(path).with_context(cannot_read)?;
+    let length = file.metadata().with_context(cannot_read)?.len();
+    if length < HEADER_BYTES as u64 {
         bail!("{} is too short to be a checkpoint", path.display());
-    };
+    }
+    let mut header = [0u8; HEADER_BYTES];
+    file.read_exact_at(&mut header, 0)
+        .with_context(cannot_read)?;
     if &header[..8] != MAGIC {
         bail!("{} is not a suivi checkpoint", path.display());
     }
-    let (length, checksum) = parse_header(header, MAGIC)?;
-    let payload = &bytes[HEADER_BYTES..];
-    if payload.len() as u64 != length {
+    let (stored, checksum) = parse_header(&header, MAGIC)?;
+    let payload_length = length - HEADER_BYTES as u64;
+    if payload_length != stored {
         bail!("{} is truncated", path.display());
     }
-    if checksum_of(payload) != checksum {
+    let mut payload = vec![0u8; usize::try_from(payload_length)?];
+    let computed =
+        read_pieces(&file, HEADER_BYTES as u64, &mut payload).with_context(cannot_read)?;
+    if computed != checksum {
         bail!("{} fails its checksum", path.display());
     }
-    decode::decode(payload).with_context(|| format!("{} does not decode", path.display()))
+    decode::decode(&payload).with_context(|| format!("{} does not decode", path.display()))
 }
 
-/// The whole file, read in pieces of [`READ_PIECE_BYTES`] side by side on rayon's threads: a
-/// checkpoint of ten million learners is gigabytes, which one thread took 1.6 s to copy out of
-/// the page cache.
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    let length = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
-    let mut bytes = vec![0u8; length];
-    bytes
+/// Fills `bytes` from `file`, from `offset` on, in pieces of [`READ_PIECE_BYTES`] side by side
+/// on rayon's threads, and answers their CRC-32C, the pieces' computed as they are read and
+/// combined: a checkpoint or an id run of ten million learners is gigabytes, which one thread
+/// took 1.6 s to copy out of the page cache.
+pub(super) fn read_pieces(file: &File, offset: u64, bytes: &mut [u8]) -> std::io::Result<u32> {
+    let pieces: Vec<(u32, usize)> = bytes
         .par_chunks_mut(READ_PIECE_BYTES)
         .enumerate()
-        .try_for_each(|(index, piece)| {
-            file.read_exact_at(piece, (index * READ_PIECE_BYTES) as u64)
-        })?;
-    Ok(bytes)
-}
-
-/// The CRC-32C of `payload`, its pieces' computed side by side and combined.
-fn checksum_of(payload: &[u8]) -> u32 {
-    let pieces: Vec<(u32, usize)> = payload
-        .par_chunks(READ_PIECE_BYTES)
-        .map(|piece| (crc32c::crc32c(piece), piece.len()))
-        .collect();
-    pieces.into_iter().fold(0, |checksum, (piece, length)| {
+        .map(|(index, piece)| {
+            file.read_exact_at(piece, offset + (index * READ_PIECE_BYTES) as u64)?;
+            Ok((crc32c::crc32c(piece), piece.len()))
+        })
+        .collect::<std::io::Result<_>>()?;
+    Ok(pieces.into_iter().fold(0, |checksum, (piece, length)| {
         crc32c::crc32c_combine(checksum, piece, length)
-    })
+    }))
 }
 
 /// The checkpoint files of `directory`, oldest first.

@@ -22,7 +22,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
-use rayon::prelude::*;
 
 use super::checkpoint::{self, HEADER_BYTES, PieceWriter};
 use crate::proto::storage::IdRun;
@@ -34,8 +33,6 @@ const SUFFIX: &str = ".run";
 pub const ENTRY_BYTES: usize = 16;
 /// Words of one entry.
 const ENTRY_WORDS: usize = ENTRY_BYTES / 4;
-/// A run is read, and its checksum computed, in pieces of this size side by side.
-const READ_PIECE_BYTES: usize = 32 << 20;
 /// What a merge reads of each run at a time.
 const MERGE_BUFFER_BYTES: usize = 1 << 20;
 
@@ -142,18 +139,11 @@ fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<Vec<u32>> {
     );
     // The entries are read as bytes straight into their words, in pieces side by side.
     let mut words = vec![0u32; payload / 4];
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-    let checksums: Vec<(u32, usize)> = bytes
-        .par_chunks_mut(READ_PIECE_BYTES)
-        .enumerate()
-        .map(|(index, piece)| {
-            opened.read_exact_at(piece, (HEADER_BYTES + index * READ_PIECE_BYTES) as u64)?;
-            Ok((crc32c::crc32c(piece), piece.len()))
-        })
-        .collect::<std::io::Result<_>>()?;
-    let computed = checksums.into_iter().fold(0, |checksum, (piece, length)| {
-        crc32c::crc32c_combine(checksum, piece, length)
-    });
+    let computed = checkpoint::read_pieces(
+        &opened,
+        HEADER_BYTES as u64,
+        bytemuck::cast_slice_mut(&mut words),
+    )?;
     ensure!(computed == checksum, "fails its checksum");
     for word in &mut words {
         *word = u32::from_le(*word);

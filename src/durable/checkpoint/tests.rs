@@ -369,9 +369,17 @@ fn a_file_of_several_pieces_reads_whole_with_its_pieces_checksums_combined() {
         .map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&path, &bytes).expect("the file is written");
-    let read = read_file(&path).expect("the file reads");
+    let file = File::open(&path).expect("the file opens");
+    let mut read = vec![0u8; bytes.len()];
+    let checksum = read_pieces(&file, 0, &mut read).expect("the file reads");
     assert!(read == bytes, "the pieces are put back in their places");
-    assert_eq!(checksum_of(&bytes), crc32c::crc32c(&bytes));
-    assert_eq!(checksum_of(&bytes[7..]), crc32c::crc32c(&bytes[7..]));
-    assert_eq!(checksum_of(&[]), crc32c::crc32c(&[]));
+    assert_eq!(checksum, crc32c::crc32c(&bytes));
+    let mut read = vec![0u8; bytes.len() - 7];
+    let checksum = read_pieces(&file, 7, &mut read).expect("the file reads");
+    assert!(read == bytes[7..], "read from an offset");
+    assert_eq!(checksum, crc32c::crc32c(&bytes[7..]));
+    assert_eq!(
+        read_pieces(&file, 0, &mut []).expect("nothing to read"),
+        crc32c::crc32c(&[])
+    );
 }

@@ -42,11 +42,7 @@ impl WriterState {
         &self,
         position: u64,
     ) -> impl Iterator<Item = Checkpoint> + Send + use<> {
-        let sources = Checkpoint {
-            direct_campaigns: self.sources.direct_campaigns(),
-            ..Checkpoint::default()
-        };
-        std::iter::once(sources).chain(self.aggregator.freeze().parts(
+        std::iter::once(sources_part(&self.sources)).chain(self.aggregator.freeze().parts(
             position,
             self.sources.offsets(),
             StoredIds::Inline,
@@ -161,6 +157,14 @@ pub(in crate::pipeline) struct Sealed {
     kept: Kept,
 }
 
+/// The part of a checkpoint that is the writer's, not the aggregate's: where events came from.
+fn sources_part(sources: &Sources) -> Checkpoint {
+    Checkpoint {
+        direct_campaigns: sources.direct_campaigns(),
+        ..Checkpoint::default()
+    }
+}
+
 /// Takes a checkpoint of generation `generation` at `position`: seals the ids `aggregator`
 /// remembered since the last one, and freezes it. `runs` are those of the checkpoints kept,
 /// and whether the newest's hold every id remembered then.
@@ -183,10 +187,7 @@ pub(in crate::pipeline) fn seal(
         position,
         generation,
         ids,
-        sources: Checkpoint {
-            direct_campaigns: sources.direct_campaigns(),
-            ..Checkpoint::default()
-        },
+        sources: sources_part(sources),
         frozen: aggregator.freeze(),
         offsets: sources.offsets(),
         kept: kept.clone(),
