@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use rayon::prelude::*;
 
-use crate::event::{EventId, LearnerKey, VisitorKey};
+use crate::event::{self, EventId, LearnerKey, VisitorKey};
 
 /// The entries a chunk holds on average before the table takes one more chunk. Small enough
 /// that copying a chunk on write, or splitting one, takes microseconds; large enough that a
@@ -25,9 +25,10 @@ const CHUNK_ENTRIES: usize = 512;
 /// below [`CHUNK_ENTRIES`] so that the table takes inserts for a while before its first split.
 const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
 
-/// The groups [`Chunked::build`] first sorts the entries into, each group a run of
-/// consecutive chunks built by one thread: enough that a group's chunks fit in a core's cache
-/// at a hundred million entries, few enough that sorting into them stays a sequential pass.
+/// The groups [`Chunked::build`] first sorts the entries into, each group the chunks whose
+/// index ends in the same bits, built by one thread: enough that a group's chunks fit in a
+/// core's cache at a hundred million entries, few enough that sorting into them stays a
+/// sequential pass. A power of two.
 const BUILD_GROUPS: usize = 1024;
 
 /// The entries each thread of [`Chunked::build`] sorts into groups at a time.
@@ -37,15 +38,9 @@ const BUILD_SLICE: usize = 1 << 16;
 pub(super) trait Fingerprint: Copy + Eq + Hash {
     fn words(&self) -> [u32; 3];
 
-    /// 32 bits that depend on every bit of the key (MurmurHash3's finalizer over the words).
+    /// 32 bits that depend on every bit of the key ([`event::spread`]).
     fn spread(&self) -> u32 {
-        let [a, b, c] = self.words();
-        let mut hash = a ^ b.rotate_left(11) ^ c.rotate_left(22);
-        hash ^= hash >> 16;
-        hash = hash.wrapping_mul(0x85eb_ca6b);
-        hash ^= hash >> 13;
-        hash = hash.wrapping_mul(0xc2b2_ae35);
-        hash ^ (hash >> 16)
+        event::spread(self.words())
     }
 }
 
@@ -214,12 +209,14 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     }
 
     /// A table of the `len` entries `entry(0)`, `entry(1)`, …, built whole on every core rather
-    /// than one insert at a time: the entries are first sorted into groups of consecutive
-    /// chunks, then each group's chunks are built, so that every insert lands in a chunk
-    /// already in the cache. A key given twice keeps its last value, as inserting the entries
-    /// in order would. For a restore, where tens of millions of entries inserted one by one
-    /// each missed the cache; `entry` reads them where they are (a checkpoint's columns), so no
-    /// copy of them all is made first.
+    /// than one insert at a time: the entries are first sorted into groups of chunks (those
+    /// whose index ends in the same bits: a chunk and the one split off it share a group), then
+    /// each group's chunks are built, so that every insert lands in a chunk already in the
+    /// cache. Entries in a run's order ([`EventId::run_order`]) come group after group and
+    /// chunk after chunk. A key given twice keeps its last value, as inserting the entries in
+    /// order would. For a restore, where tens of millions of entries inserted one by one each
+    /// missed the cache; `entry` reads them where they are (a checkpoint's columns, an id run),
+    /// so no copy of them all is made first.
     pub(super) fn build(len: usize, entry: impl Fn(usize) -> (K, V) + Sync) -> Self
     where
         K: Send + Sync,
@@ -235,8 +232,8 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
             split: count - base,
             len: 0,
         };
-        let groups = BUILD_GROUPS.min(count);
-        let group_of = |key: &K| table.chunk_of(key) * groups / count;
+        let groups = BUILD_GROUPS.min(base);
+        let group_of = |key: &K| table.chunk_of(key) & (groups - 1);
         // Each thread sorts slices of the entries into groups, keeping their order.
         let sorted: Vec<Vec<Vec<(K, V)>>> = (0..len.div_ceil(BUILD_SLICE))
             .into_par_iter()
@@ -267,27 +264,31 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
                 by_group[group].push(entries);
             }
         }
-        let built: Vec<Vec<HashMap<K, V>>> = by_group
+        let mut built: Vec<std::vec::IntoIter<HashMap<K, V>>> = by_group
             .into_par_iter()
             .enumerate()
             .map(|(group, slices)| {
-                let first = (group * count).div_ceil(groups);
-                let end = ((group + 1) * count).div_ceil(groups);
-                // Each chunk made the size it will hold: chunks not split yet hold twice
-                // what the split ones do.
-                let mut held = vec![0usize; end - first];
+                // The group's chunks are `group`, `group + groups`, …: chunk `index` is its
+                // `index / groups`th. Each is made the size it will hold: chunks not split
+                // yet hold twice what the split ones do.
+                let mut held = vec![0usize; (count - group).div_ceil(groups)];
                 for (key, _) in slices.iter().flatten() {
-                    held[table.chunk_of(key) - first] += 1;
+                    held[table.chunk_of(key) / groups] += 1;
                 }
                 let mut chunks: Vec<HashMap<K, V>> =
                     held.into_iter().map(HashMap::with_capacity).collect();
                 for (key, value) in slices.into_iter().flatten() {
-                    chunks[table.chunk_of(&key) - first].insert(key, value);
+                    chunks[table.chunk_of(&key) / groups].insert(key, value);
                 }
-                chunks
+                chunks.into_iter()
             })
             .collect();
-        table.chunks = built.into_iter().flatten().map(Arc::new).collect();
+        table.chunks = (0..count)
+            .map(|index| {
+                let chunk = built[index % groups].next();
+                Arc::new(chunk.expect("a group builds each of its chunks"))
+            })
+            .collect();
         table.len = table.chunks.iter().map(|chunk| chunk.len()).sum();
         table
     }

@@ -34,7 +34,7 @@ use campaign::{CampaignState, Column, Progress};
 use chunked::Chunked;
 
 pub use admission::Admission;
-pub use stored::{Frozen, StoredIds};
+pub use stored::{Frozen, RUN_ORDER_FORMAT, StoredIds};
 
 use crate::day::Day;
 use crate::event::{

@@ -22,8 +22,14 @@ use crate::proto::storage::{
 /// The checkpoint format this suivi writes, and the newest it reads. Format 1 is the first
 /// with a version; a checkpoint without one (0) is of the same layout and is read as format 1.
 /// Format 2 keeps the remembered ids in id runs beside the checkpoint (`id_runs`), which a
-/// reader of format 1 would not see.
-pub const CHECKPOINT_FORMAT: u32 = 2;
+/// reader of format 1 would not see. Format 3 keeps them in [`EventId::run_order`], format 2's
+/// runs are sorted by id.
+pub const CHECKPOINT_FORMAT: u32 = 3;
+
+/// The first format whose id runs are in [`EventId::run_order`], so that later runs can be
+/// merged with them. The ids of an earlier format's runs load all the same, and the next
+/// checkpoint writes them all afresh in one run.
+pub const RUN_ORDER_FORMAT: u32 = 3;
 
 /// How many entries of one table a checkpoint part holds: parts are encoded and written one
 /// at a time, so this bounds what a checkpoint holds encoded in memory (a few megabytes).
@@ -66,16 +72,14 @@ impl Aggregator {
 }
 
 impl Frozen {
-    /// Every id remembered, each `[id words, word]`, sorted by id: an id run of them all.
+    /// Every id remembered, each `[id words, word]`, in no order: an id run of them all once
+    /// sorted (`durable::runs::in_order`).
     pub fn ids(&self) -> Vec<[u32; 4]> {
-        let mut ids: Vec<[u32; 4]> = self
-            .0
+        self.0
             .seen
             .iter()
             .map(|(EventId([a, b, c]), word)| [*a, *b, *c, *word])
-            .collect();
-        ids.par_sort_unstable();
-        ids
+            .collect()
     }
 
     /// The whole state, as of `journal_position`, with the Kafka offsets it includes, as parts

@@ -9,7 +9,8 @@
 //! A run file is `ids-{first generation:020}-{last generation:020}.run` in the checkpoint
 //! directory: the same header as a checkpoint (magic `SUIVIRN1`, payload length, CRC-32C), then
 //! the entries, four little-endian `u32` words each (three of id fingerprint, then the word the
-//! aggregator remembers), sorted by id, each id once. Like a checkpoint it is written under a
+//! aggregator remembers), in run order ([`EventId::run_order`]: by the bits of the id's spread
+//! from the lowest, so that a table is built from a run chunk after chunk), each id once. Like a checkpoint it is written under a
 //! temporary name, synced, renamed into place and its directory synced, so it is whole or
 //! absent; a run named by a checkpoint that is missing or fails its checksum makes that
 //! checkpoint unusable (recovery falls back to an older one). Runs that no kept checkpoint
@@ -22,8 +23,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
+use rayon::prelude::*;
 
 use super::checkpoint::{self, HEADER_BYTES, PieceWriter};
+use crate::event::EventId;
 use crate::proto::storage::IdRun;
 
 const MAGIC: &[u8; 8] = b"SUIVIRN1";
@@ -47,8 +50,19 @@ pub fn path(directory: &Path, run: &IdRun) -> PathBuf {
     ))
 }
 
-/// Writes the run of generations `first` to `last` holding `entries`, which must come sorted by
-/// id, each id once (an entry out of order is refused: the run would not merge). Atomic.
+/// `entries`, each id once, in run order ([`EventId::run_order`]), ready for [`write`]: sorted
+/// on every core, with each entry's order computed once.
+pub fn in_order(entries: Vec<Entry>) -> impl ExactSizeIterator<Item = Entry> {
+    let mut keyed: Vec<(u32, Entry)> = entries
+        .into_par_iter()
+        .map(|entry| (order(&entry).0, entry))
+        .collect();
+    keyed.par_sort_unstable();
+    keyed.into_iter().map(|(_, entry)| entry)
+}
+
+/// Writes the run of generations `first` to `last` holding `entries`, which must come in run
+/// order, each id once (an entry out of order is refused: the run would not merge). Atomic.
 pub fn write(
     directory: &Path,
     first: u64,
@@ -80,15 +94,15 @@ fn write_sorted(
     count: &mut u64,
 ) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(MERGE_BUFFER_BYTES);
-    let mut previous: Option<[u32; 3]> = None;
+    let mut previous: Option<(u32, [u32; 3])> = None;
     for entry in entries {
-        let id = id_of(&entry);
-        if previous.is_some_and(|previous| previous >= id) {
+        let order = order(&entry);
+        if previous.is_some_and(|previous| previous >= order) {
             return Err(std::io::Error::other(
                 "id run entries out of order or repeated",
             ));
         }
-        previous = Some(id);
+        previous = Some(order);
         for word in entry {
             buffer.extend_from_slice(&word.to_le_bytes());
         }
@@ -101,8 +115,9 @@ fn write_sorted(
     writer.write(&buffer)
 }
 
-fn id_of(entry: &Entry) -> [u32; 3] {
-    [entry[0], entry[1], entry[2]]
+/// Where `entry` goes in a run.
+fn order(entry: &Entry) -> (u32, [u32; 3]) {
+    EventId([entry[0], entry[1], entry[2]]).run_order()
 }
 
 /// The entries of `runs`, each run's words (four an entry) read whole and checked against its
@@ -183,12 +198,12 @@ pub fn merge(directory: &Path, runs: &[IdRun]) -> anyhow::Result<IdRun> {
                 .with_context(|| format!("cannot read id run {}", file.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // The smallest id first; of equal ids, the newest run's.
+    // The first in run order first; of equal ids, the newest run's.
     let mut heads = BinaryHeap::new();
     for (index, cursor) in cursors.iter_mut().enumerate() {
         if let Some(entry) = cursor.next()? {
             heads.push(std::cmp::Reverse((
-                id_of(&entry),
+                order(&entry),
                 usize::MAX - index,
                 entry[3],
             )));
@@ -198,10 +213,10 @@ pub fn merge(directory: &Path, runs: &[IdRun]) -> anyhow::Result<IdRun> {
     let mut previous: Option<[u32; 3]> = None;
     let merged = std::iter::from_fn(|| {
         loop {
-            let std::cmp::Reverse((id, rank, word)) = heads.pop()?;
+            let std::cmp::Reverse(((_, id), rank, word)) = heads.pop()?;
             let index = usize::MAX - rank;
             match cursors[index].next() {
-                Ok(Some(entry)) => heads.push(std::cmp::Reverse((id_of(&entry), rank, entry[3]))),
+                Ok(Some(entry)) => heads.push(std::cmp::Reverse((order(&entry), rank, entry[3]))),
                 Ok(None) => {}
                 Err(error) => {
                     failure = Some(error);
@@ -220,6 +235,10 @@ pub fn merge(directory: &Path, runs: &[IdRun]) -> anyhow::Result<IdRun> {
         last.last_generation,
         merged,
     );
+    if failure.is_none() && written.is_err() {
+        // Entries out of order come from a damaged run, whose checksum says so at its end.
+        failure = cursors.iter_mut().find_map(|cursor| cursor.rest().err());
+    }
     if let Some(error) = failure {
         let _ = written.map(|run| std::fs::remove_file(path(directory, &run)));
         return Err(error);
@@ -279,6 +298,12 @@ impl Cursor {
             *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         }
         Ok(Some(entry))
+    }
+
+    /// Reads the rest of the run, checking its checksum.
+    fn rest(&mut self) -> anyhow::Result<()> {
+        while self.next()?.is_some() {}
+        Ok(())
     }
 }
 

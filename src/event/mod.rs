@@ -91,6 +91,27 @@ pub enum EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(pub [u32; 3]);
 
+impl EventId {
+    /// The order ids are kept in on disk (the id runs): by [`spread`]'s bits from the lowest
+    /// one up, then by id. The aggregator's tables choose a key's chunk by the low bits of its
+    /// spread, so in this order the ids of each chunk come together, whatever the number of
+    /// chunks, and a table is built from a run chunk after chunk.
+    pub fn run_order(&self) -> (u32, [u32; 3]) {
+        (spread(self.0).reverse_bits(), self.0)
+    }
+}
+
+/// 32 bits that depend on every bit of a fingerprint's words (MurmurHash3's finalizer over
+/// them), so that fingerprints made up to vary in one word only spread as well as real ones.
+pub fn spread([a, b, c]: [u32; 3]) -> u32 {
+    let mut hash = a ^ b.rotate_left(11) ^ c.rotate_left(22);
+    hash ^= hash >> 16;
+    hash = hash.wrapping_mul(0x85eb_ca6b);
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(0xc2b2_ae35);
+    hash ^ (hash >> 16)
+}
+
 /// A learner's pseudonym: a keyed hash of (source, learner_id). The same id on two platforms is
 /// two learners, and the id in clear is never kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

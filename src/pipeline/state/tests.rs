@@ -444,7 +444,7 @@ impl Process {
             &self.storage.checkpoint_dir,
             generation,
             generation,
-            never_seen,
+            crate::durable::runs::in_order(never_seen.collect()),
         )
         .expect("the run writes");
         let encoded = self.state_at(position).encode_to_vec();

@@ -4,7 +4,6 @@
 //! encoding and the writing on a helper thread (`durable::policy::write_and_prune`), which
 //! answers the runs the checkpoint names.
 
-use rayon::prelude::*;
 
 use super::*;
 use crate::aggregate::{Frozen, StoredIds};
@@ -236,13 +235,9 @@ fn store_ids(
 ) -> anyhow::Result<(Vec<IdRun>, u64)> {
     let mut written = 0;
     let mut runs = match ids {
-        Ids::New {
-            mut runs,
-            mut recent,
-        } => {
+        Ids::New { mut runs, recent } => {
             if !recent.is_empty() {
-                recent.par_sort_unstable();
-                let run = runs::write(directory, generation, generation, recent)?;
+                let run = runs::write(directory, generation, generation, runs::in_order(recent))?;
                 written += run.entries;
                 runs.push(run);
             }
@@ -253,7 +248,7 @@ fn store_ids(
             if all.is_empty() {
                 Vec::new()
             } else {
-                let run = runs::write(directory, 0, generation, all)?;
+                let run = runs::write(directory, 0, generation, runs::in_order(all))?;
                 written += run.entries;
                 vec![run]
             }

@@ -1,6 +1,7 @@
 //! Recovery with the remembered ids in id runs (`durable::runs`): each checkpoint writes only
 //! the ids accepted since the one before, runs are merged and pruned as the writer does, a
-//! checkpoint of format 1 (ids in itself) is read and its ids moved to a run, a damaged run
+//! checkpoint of format 1 (ids in itself) is read and its ids moved to a run, one of format 2
+//! (runs sorted by id) is read and its runs replaced by one in run order, a damaged run
 //! sends recovery back to the checkpoint before, and a release has every id written afresh.
 
 use super::*;
@@ -171,6 +172,80 @@ fn a_checkpoint_of_format_1_loads_and_the_next_one_moves_its_ids_to_a_run() {
         generations(&newest_runs(&storage)),
         [(0, 1, 25)],
         "every id in one run"
+    );
+    drop(process);
+    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    assert_same_state(&reference, &recovered.state.aggregator);
+    for event in &events {
+        assert_eq!(
+            recovered.state.aggregator.apply(event),
+            Ok(Applied::Duplicate { conflict: false })
+        );
+    }
+}
+
+#[test]
+fn a_checkpoint_of_format_2_loads_and_its_runs_sorted_by_id_are_replaced_by_one_in_run_order() {
+    let directory = scratch_directory();
+    let storage = storage(directory.path());
+    let parser = EventParser::new(CHAPTER_COUNT, [0x23; 32]);
+    let mut reference = Aggregator::new(settings(), registered());
+    let mut events = Vec::new();
+    for id in 0..20 {
+        let event = enrolment(&parser, id, 0, None);
+        reference.apply(&event).expect("a campaign slot");
+        events.push(event);
+    }
+    // Format 2 kept its ids in a run sorted by id.
+    let mut old = reference.checkpoint(0, Vec::new());
+    let mut by_id: Vec<runs::Entry> = old
+        .seen
+        .chunks_exact(4)
+        .map(|words| [words[0], words[1], words[2], words[3]])
+        .collect();
+    by_id.sort_unstable();
+    let in_run_order: Vec<runs::Entry> = runs::in_order(by_id.clone()).collect();
+    assert_ne!(by_id, in_run_order, "the two orders differ");
+    // Written as format 2 wrote it: `runs::write` now refuses this order.
+    let payload: Vec<u8> = by_id
+        .iter()
+        .flatten()
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    let run = IdRun {
+        first_generation: 1,
+        last_generation: 1,
+        entries: by_id.len() as u64,
+        checksum: crc32c::crc32c(&payload),
+    };
+    let mut file = b"SUIVIRN1".to_vec();
+    file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    file.extend_from_slice(&run.checksum.to_le_bytes());
+    file.extend_from_slice(&payload);
+    std::fs::create_dir_all(&storage.checkpoint_dir).expect("the directory creates");
+    std::fs::write(runs::path(&storage.checkpoint_dir, &run), file).expect("the run writes");
+    old.seen.clear();
+    old.id_runs = vec![run];
+    old.id_generation = 1;
+    old.format_version = 2;
+    checkpoint::write(&storage.checkpoint_dir, &old).expect("the checkpoint writes");
+
+    let mut process = Process::start(storage.clone());
+    assert_same_state(&reference, &process.recovered.state.aggregator);
+    assert!(!process.recovered.state.ids_in_runs);
+    events.extend(commit(&mut process, &mut reference, &parser, 20..25));
+    process.checkpoint();
+    assert_eq!(
+        generations(&newest_runs(&storage)),
+        [(0, 2, 25)],
+        "every id in one run"
+    );
+    events.extend(commit(&mut process, &mut reference, &parser, 25..27));
+    process.checkpoint();
+    assert_eq!(
+        run_files(&storage),
+        [run_name(0, 2), run_name(3, 3)],
+        "the run of format 2 goes with its checkpoint"
     );
     drop(process);
     let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
