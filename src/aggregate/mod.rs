@@ -27,6 +27,7 @@ mod attribution;
 mod campaign;
 mod chunked;
 pub mod ids;
+mod recent;
 mod stored;
 
 use attribution::{Attributions, Loose, Named};
@@ -34,6 +35,7 @@ use campaign::{CampaignState, Column, Progress};
 use chunked::Chunked;
 
 pub use admission::Admission;
+pub use recent::Recent;
 pub use stored::{Frozen, RUN_ORDER_FORMAT, StoredIds};
 
 use crate::day::Day;
@@ -155,7 +157,7 @@ pub struct Aggregator {
     /// next id run of a checkpoint (`durable::runs`); let go (`None`) when they are no longer
     /// only new ones (a campaign released forgot some of the older) or grow past
     /// [`RECENT_MAX`], and then the next checkpoint writes every id afresh.
-    recent: Option<Vec<[u32; 4]>>,
+    recent: Option<Recent>,
     /// The slot of every campaign held.
     index: HashMap<String, Slot>,
     /// The campaigns held whatever happens, in the order they are opened: [`DIRECT_CAMPAIGN`],
@@ -204,7 +206,7 @@ impl Aggregator {
         }
         Aggregator {
             seen: Chunked::default(),
-            recent: Some(Vec::new()),
+            recent: Some(Recent::default()),
             index: HashMap::new(),
             always_held,
             always_held_count: 0,

@@ -11,7 +11,7 @@ use super::attribution::NamedSet;
 use super::chunked::Chunked;
 use super::{
     Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose, Named,
-    Progress, Slot,
+    Progress, Recent, Slot,
 };
 use crate::day::Day;
 use crate::event::{EventId, LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
@@ -60,8 +60,8 @@ impl Aggregator {
     /// The ids remembered since the last seal, each `[id words, word]`, in no order, for the
     /// next id run; `None` when they were let go (see `recent`) and every id must be written
     /// afresh ([`Frozen::ids`]). Either way the next seal starts from none.
-    pub fn seal(&mut self) -> Option<Vec<[u32; 4]>> {
-        self.recent.replace(Vec::new())
+    pub fn seal(&mut self) -> Option<Recent> {
+        self.recent.replace(Recent::default())
     }
 
     /// The whole state, as of `journal_position`, as one message, the ids in it:

@@ -52,7 +52,9 @@ pub fn path(directory: &Path, run: &IdRun) -> PathBuf {
 
 /// `entries`, each id once, in run order ([`EventId::run_order`]), ready for [`write`]: sorted
 /// on every core, with each entry's order computed once.
-pub fn in_order(entries: Vec<Entry>) -> impl ExactSizeIterator<Item = Entry> {
+pub fn in_order(
+    entries: impl IntoParallelIterator<Item = Entry>,
+) -> impl ExactSizeIterator<Item = Entry> {
     let mut keyed: Vec<(u32, Entry)> = entries
         .into_par_iter()
         .map(|entry| (order(&entry).0, entry))

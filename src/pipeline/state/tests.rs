@@ -444,7 +444,7 @@ impl Process {
             &self.storage.checkpoint_dir,
             generation,
             generation,
-            crate::durable::runs::in_order(never_seen.collect()),
+            crate::durable::runs::in_order(never_seen.collect::<Vec<_>>()),
         )
         .expect("the run writes");
         let encoded = self.state_at(position).encode_to_vec();

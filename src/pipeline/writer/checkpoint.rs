@@ -4,9 +4,8 @@
 //! encoding and the writing on a helper thread (`durable::policy::write_and_prune`), which
 //! answers the runs the checkpoint names.
 
-
 use super::*;
-use crate::aggregate::{Frozen, StoredIds};
+use crate::aggregate::{Frozen, Recent, StoredIds};
 use crate::durable::runs::{self, Kept};
 use crate::proto::storage::{IdRun, KafkaOffset};
 
@@ -14,10 +13,7 @@ use crate::proto::storage::{IdRun, KafkaOffset};
 enum Ids {
     /// The runs of the checkpoint before hold every id but `recent` (in no order), which go
     /// in a run of their own.
-    New {
-        runs: Vec<IdRun>,
-        recent: Vec<[u32; 4]>,
-    },
+    New { runs: Vec<IdRun>, recent: Recent },
     /// Every id, in one run: the runs do not hold them all (a campaign released, a checkpoint
     /// that failed, a state restored from a checkpoint that held its ids in itself).
     All,
@@ -237,7 +233,12 @@ fn store_ids(
     let mut runs = match ids {
         Ids::New { mut runs, recent } => {
             if !recent.is_empty() {
-                let run = runs::write(directory, generation, generation, runs::in_order(recent))?;
+                let run = runs::write(
+                    directory,
+                    generation,
+                    generation,
+                    runs::in_order(recent.entries()),
+                )?;
                 written += run.entries;
                 runs.push(run);
             }
