@@ -1000,9 +1000,8 @@ fn shape_wanted() -> Shape {
 /// measures, once each and printing as it goes:
 ///
 /// - the checkpoint as the writer writes it first: `Aggregator::freeze` (while ingestion
-///   pauses), then every id sorted and written in one run (`Frozen::ids`, `runs::in_order`,
-///   `runs::write`) and the rest of the state in the checkpoint file
-///   (`checkpoint::write_parts`), their sizes;
+///   pauses), then every id sorted and written in one run (`Frozen::ids`, `runs::write`) and
+///   the rest of the state in the checkpoint file (`checkpoint::write_parts`), their sizes;
 /// - a restart from it: `checkpoint::read`, `runs::read`, `Aggregator::restore`, and the whole of
 ///   `pipeline::state::recover` (checkpoint and an empty journal), what §7 bounds at 3 s for ten
 ///   million learners; then the same restore without the remembered event ids, to show their
@@ -1065,7 +1064,7 @@ fn recovery_report(learners: u64) {
     let frozen = aggregator.freeze();
     let freeze = started.elapsed();
     let started = Instant::now();
-    let ids = runs::in_order(frozen.ids());
+    let ids = frozen.ids();
     let sort = started.elapsed();
     let started = Instant::now();
     let run = runs::write(&checkpoint_dir, 0, 1, ids).expect("the id run is written");

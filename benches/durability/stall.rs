@@ -64,8 +64,7 @@ pub(super) fn stall_report(learners: u64) {
     let started = Instant::now();
     // As a service that has run for a while left it: the ids in a run, the rest in the file.
     let frozen = aggregator.freeze();
-    let run = runs::write(&checkpoint_dir, 0, 1, runs::in_order(frozen.ids()))
-        .expect("the id run is written");
+    let run = runs::write(&checkpoint_dir, 0, 1, frozen.ids()).expect("the id run is written");
     let parts = frozen.parts(
         0,
         Vec::new(),

@@ -167,6 +167,34 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         self.iter().map(|(_, value)| value)
     }
 
+    /// Every entry, ordered by the bits of its key's spread from the lowest, then by key (for
+    /// the remembered ids, the order of an id run: `EventId::run_order`), in one sorted list per
+    /// pattern of the low bits of a chunk's index. A chunk holds the keys whose spread ends in
+    /// its index, so the chunks taken in the order of their index's bits from the lowest, each
+    /// with the one split off it, need each be sorted only within: a few hundred entries at a
+    /// time, on every core, rather than the whole table at once.
+    pub(super) fn sorted_by_spread(&self) -> Vec<Vec<(K, V)>>
+    where
+        K: Ord + Send + Sync,
+        V: Send + Sync,
+    {
+        let mut patterns: Vec<usize> = (0..self.base).collect();
+        patterns.sort_unstable_by_key(|pattern| pattern.reverse_bits());
+        patterns
+            .into_par_iter()
+            .map(|pattern| {
+                let split_off = (pattern < self.split).then(|| &self.chunks[pattern + self.base]);
+                let mut entries: Vec<(K, V)> = self.chunks[pattern]
+                    .iter()
+                    .chain(split_off.into_iter().flat_map(|chunk| chunk.iter()))
+                    .map(|(key, value)| (*key, value.clone()))
+                    .collect();
+                entries.sort_unstable_by_key(|(key, _)| (key.spread().reverse_bits(), *key));
+                entries
+            })
+            .collect()
+    }
+
     /// Every entry, the table left empty. A chunk still shared with a frozen copy is cloned.
     pub(super) fn drain(&mut self) -> impl Iterator<Item = (K, V)> + use<K, V> {
         std::mem::take(self).into_entries()

@@ -72,14 +72,15 @@ impl Aggregator {
 }
 
 impl Frozen {
-    /// Every id remembered, each `[id words, word]`, in no order: an id run of them all once
-    /// sorted (`durable::runs::in_order`).
-    pub fn ids(&self) -> Vec<[u32; 4]> {
+    /// Every id remembered, each `[id words, word]`, in run order ([`EventId::run_order`]):
+    /// an id run of them all. Sorted here, chunk by chunk on every core.
+    pub fn ids(&self) -> impl Iterator<Item = [u32; 4]> + use<> {
         self.0
             .seen
-            .iter()
-            .map(|(EventId([a, b, c]), word)| [*a, *b, *c, *word])
-            .collect()
+            .sorted_by_spread()
+            .into_iter()
+            .flatten()
+            .map(|(EventId([a, b, c]), word)| [a, b, c, word])
     }
 
     /// The whole state, as of `journal_position`, with the Kafka offsets it includes, as parts

@@ -195,3 +195,33 @@ fn a_table_built_whole_gives_each_chunk_the_room_it_holds() {
         assert_eq!(table.get(&key(n)), Some(&n));
     }
 }
+
+#[test]
+fn entries_sorted_by_spread_are_every_entry_in_the_order_of_an_id_run() {
+    // Sizes with and without a split in progress, and a table built whole.
+    for count in [
+        0,
+        1,
+        700,
+        5 * CHUNK_ENTRIES as u32 + 77,
+        8 * CHUNK_ENTRIES as u32,
+    ] {
+        let mut grown = Chunked::default();
+        for n in 0..count {
+            grown.insert(EventId([n, 7, 7]), n);
+        }
+        let built = Chunked::build(count as usize, |index| {
+            let n = index as u32;
+            (EventId([n, 7, 7]), n)
+        });
+        for table in [grown, built] {
+            let sorted: Vec<(EventId, u32)> =
+                table.sorted_by_spread().into_iter().flatten().collect();
+            let mut expected: Vec<(EventId, u32)> =
+                table.iter().map(|(key, value)| (*key, *value)).collect();
+            expected.sort_unstable_by_key(|(key, _)| key.run_order());
+            assert_eq!(sorted.len(), count as usize);
+            assert_eq!(sorted, expected, "{count} entries, split {}", table.split);
+        }
+    }
+}

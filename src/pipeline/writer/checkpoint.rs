@@ -245,11 +245,11 @@ fn store_ids(
             runs
         }
         Ids::All => {
-            let all = frozen.ids();
-            if all.is_empty() {
+            let mut all = frozen.ids().peekable();
+            if all.peek().is_none() {
                 Vec::new()
             } else {
-                let run = runs::write(directory, 0, generation, runs::in_order(all))?;
+                let run = runs::write(directory, 0, generation, all)?;
                 written += run.entries;
                 vec![run]
             }
