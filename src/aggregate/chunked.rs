@@ -184,13 +184,17 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
             .into_par_iter()
             .map(|pattern| {
                 let split_off = (pattern < self.split).then(|| &self.chunks[pattern + self.base]);
-                let mut entries: Vec<(K, V)> = self.chunks[pattern]
+                // Each key's order computed once, not at every comparison.
+                let mut entries: Vec<(u32, K, V)> = self.chunks[pattern]
                     .iter()
                     .chain(split_off.into_iter().flat_map(|chunk| chunk.iter()))
-                    .map(|(key, value)| (*key, value.clone()))
+                    .map(|(key, value)| (key.spread().reverse_bits(), *key, value.clone()))
                     .collect();
-                entries.sort_unstable_by_key(|(key, _)| (key.spread().reverse_bits(), *key));
+                entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
                 entries
+                    .into_iter()
+                    .map(|(_, key, value)| (key, value))
+                    .collect()
             })
             .collect()
     }
