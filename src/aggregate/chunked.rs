@@ -190,7 +190,7 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
                     .chain(split_off.into_iter().flat_map(|chunk| chunk.iter()))
                     .map(|(key, value)| (key.spread().reverse_bits(), *key, value.clone()))
                     .collect();
-                entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                entries.sort_unstable_by_key(|&(order, key, _)| (order, key));
                 entries
                     .into_iter()
                     .map(|(_, key, value)| (key, value))

@@ -146,18 +146,40 @@ fn each_checkpoint_writes_only_the_new_ids_and_runs_merge_and_go_as_checkpoints_
     }
 }
 
+/// An aggregator that took 20 enrolments, as an older suivi left it, and the enrolments.
+fn enrolled_before(parser: &EventParser) -> (Aggregator, Vec<Event>) {
+    let mut reference = Aggregator::new(settings(), registered());
+    let mut events = Vec::new();
+    for id in 0..20 {
+        let event = enrolment(parser, id, 0, None);
+        reference.apply(&event).expect("a campaign slot");
+        events.push(event);
+    }
+    (reference, events)
+}
+
+/// Recovers from `storage`: the state of `reference`, every one of `events` a duplicate.
+fn assert_recovers_every_event(
+    storage: &DurableSettings,
+    reference: &Aggregator,
+    events: &[Event],
+) {
+    let mut recovered = recover(storage, settings(), registered()).expect("recovery works");
+    assert_same_state(reference, &recovered.state.aggregator);
+    for event in events {
+        assert_eq!(
+            recovered.state.aggregator.apply(event),
+            Ok(Applied::Duplicate { conflict: false })
+        );
+    }
+}
+
 #[test]
 fn a_checkpoint_of_format_1_loads_and_the_next_one_moves_its_ids_to_a_run() {
     let directory = scratch_directory();
     let storage = storage(directory.path());
     let parser = EventParser::new(CHAPTER_COUNT, [0x22; 32]);
-    let mut reference = Aggregator::new(settings(), registered());
-    let mut events = Vec::new();
-    for id in 0..20 {
-        let event = enrolment(&parser, id, 0, None);
-        reference.apply(&event).expect("a campaign slot");
-        events.push(event);
-    }
+    let (mut reference, mut events) = enrolled_before(&parser);
     let mut old = reference.checkpoint(0, Vec::new());
     old.format_version = 1;
     assert_eq!(old.seen.len(), 20 * 4, "format 1 keeps the ids in itself");
@@ -174,14 +196,7 @@ fn a_checkpoint_of_format_1_loads_and_the_next_one_moves_its_ids_to_a_run() {
         "every id in one run"
     );
     drop(process);
-    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
-    assert_same_state(&reference, &recovered.state.aggregator);
-    for event in &events {
-        assert_eq!(
-            recovered.state.aggregator.apply(event),
-            Ok(Applied::Duplicate { conflict: false })
-        );
-    }
+    assert_recovers_every_event(&storage, &reference, &events);
 }
 
 #[test]
@@ -189,13 +204,7 @@ fn a_checkpoint_of_format_2_loads_and_its_runs_sorted_by_id_are_replaced_by_one_
     let directory = scratch_directory();
     let storage = storage(directory.path());
     let parser = EventParser::new(CHAPTER_COUNT, [0x23; 32]);
-    let mut reference = Aggregator::new(settings(), registered());
-    let mut events = Vec::new();
-    for id in 0..20 {
-        let event = enrolment(&parser, id, 0, None);
-        reference.apply(&event).expect("a campaign slot");
-        events.push(event);
-    }
+    let (mut reference, mut events) = enrolled_before(&parser);
     // Format 2 kept its ids in a run sorted by id.
     let mut old = reference.checkpoint(0, Vec::new());
     let mut by_id: Vec<runs::Entry> = old
@@ -248,14 +257,7 @@ fn a_checkpoint_of_format_2_loads_and_its_runs_sorted_by_id_are_replaced_by_one_
         "the run of format 2 goes with its checkpoint"
     );
     drop(process);
-    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
-    assert_same_state(&reference, &recovered.state.aggregator);
-    for event in &events {
-        assert_eq!(
-            recovered.state.aggregator.apply(event),
-            Ok(Applied::Duplicate { conflict: false })
-        );
-    }
+    assert_recovers_every_event(&storage, &reference, &events);
 }
 
 #[test]
