@@ -10,11 +10,11 @@
 //! directory: the same header as a checkpoint (magic `SUIVIRN1`, payload length, CRC-32C), then
 //! the entries, four little-endian `u32` words each (three of id fingerprint, then the word the
 //! aggregator remembers), in run order ([`EventId::run_order`]: by the bits of the id's spread
-//! from the lowest, so that a table is built from a run chunk after chunk), each id once. Like a checkpoint it is written under a
-//! temporary name, synced, renamed into place and its directory synced, so it is whole or
-//! absent; a run named by a checkpoint that is missing or fails its checksum makes that
-//! checkpoint unusable (recovery falls back to an older one). Runs that no kept checkpoint
-//! names are removed by [`prune`].
+//! from the lowest, so that a table is built from a run chunk after chunk), each id once. Like
+//! a checkpoint it is written under a temporary name, synced, renamed into place and its
+//! directory synced, so it is whole or absent; a run named by a checkpoint that is missing or
+//! fails its checksum makes that checkpoint unusable (recovery falls back to an older one).
+//! Runs that no kept checkpoint names are removed by [`prune`].
 
 use std::collections::BinaryHeap;
 use std::fs::File;
