@@ -57,7 +57,9 @@ use redb::{Database, Durability, TableDefinition};
 use tempfile::TempDir;
 use tokio::task::JoinSet;
 
-use suivi::aggregate::{Admission, Aggregator, Applied, Holdings, StoredIds, WARM_EVENTS};
+use suivi::aggregate::{
+    Admission, Aggregator, Applied, ENTRY_BYTES, Holdings, StoredIds, WARM_EVENTS,
+};
 use suivi::config::{
     DEFAULT_CHAPTER_COUNT, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_JOURNAL_BYTES,
     DEFAULT_FSYNC_INTERVAL, DEFAULT_INGEST_QUEUE_EVENTS,
@@ -439,7 +441,11 @@ fn apply_directly(registry: &Registry, batches: &[Vec<Event>]) -> Duration {
         let admitted: Vec<&Event> = batch
             .iter_mut()
             .filter_map(|event| {
-                (aggregator.admit(event, &mut admission) == Applied::Accepted).then_some(&*event)
+                (aggregator
+                    .admit(event, &mut admission)
+                    .expect("the runs read")
+                    == Applied::Accepted)
+                    .then_some(&*event)
             })
             .collect();
         for event in admitted {
@@ -566,7 +572,11 @@ fn writer_work_without_io(
             .iter_mut()
             .flatten()
             .filter_map(|event| {
-                (aggregator.admit(event, &mut admission) == Applied::Accepted).then_some(&*event)
+                (aggregator
+                    .admit(event, &mut admission)
+                    .expect("the runs read")
+                    == Applied::Accepted)
+                    .then_some(&*event)
             })
             .collect();
         let record = JournalRecord {
@@ -1000,9 +1010,11 @@ fn shape_wanted() -> Shape {
 /// measures, once each and printing as it goes:
 ///
 /// - the checkpoint as the writer writes it first: `Aggregator::freeze` (while ingestion
-///   pauses), then every id sorted and written in one run (`Frozen::ids`, `runs::write`) and
+///   pauses) and `Aggregator::seal`, then every id sorted and written in one run
+///   (`SealedIds::in_order`, `runs::write`, which builds the run's filter on the way) and
 ///   the rest of the state in the checkpoint file (`checkpoint::write_parts`), their sizes;
-/// - a restart from it: `checkpoint::read`, `runs::read`, `Aggregator::restore`, and the whole of
+/// - a restart from it: `checkpoint::read`, `runs::open` (the run read and its filter built:
+///   the ids stay on disk), `Aggregator::restore`, and the whole of
 ///   `pipeline::state::recover` (checkpoint and an empty journal), what §7 bounds at 3 s for ten
 ///   million learners; then the same restore without the remembered event ids, to show their
 ///   share;
@@ -1060,16 +1072,21 @@ fn recovery_report(learners: u64) {
     // Checkpoint, as the writer's first one of a state whose ids are in no run yet: every id
     // in one run, then the rest of the state in the checkpoint file.
     let checkpoint_dir = dir.path().join("checkpoints");
+    let mut aggregator = aggregator;
     let started = Instant::now();
+    let sealed = aggregator.seal();
     let frozen = aggregator.freeze();
     let freeze = started.elapsed();
     let started = Instant::now();
-    let ids = frozen.ids();
+    let ids = sealed.in_order();
     let sort = started.elapsed();
     let started = Instant::now();
-    let run = runs::write(&checkpoint_dir, 0, 1, ids).expect("the id run is written");
+    let run =
+        runs::write(&checkpoint_dir, (1, 1), ids.len() as u64, ids).expect("the id run is written");
     let run_write = started.elapsed();
-    let run_bytes = run.entries * runs::ENTRY_BYTES as u64;
+    let run_bytes = run.id_run().entries * ENTRY_BYTES as u64;
+    drop(sealed);
+    let run = *run.id_run();
     let started = Instant::now();
     let (path, bytes) = checkpoint::write_parts(
         &checkpoint_dir,
@@ -1086,7 +1103,7 @@ fn recovery_report(learners: u64) {
     .expect("the checkpoint is written");
     let write = started.elapsed();
     println!(
-        "  checkpoint: Aggregator::freeze (ingestion paused) {freeze:.2?}; on the helper thread: every id sorted (Frozen::ids) {sort:.2?}, their run written {run_write:.2?} ({:.0} MiB/s), the rest written (checkpoint::write_parts) {write:.2?} ({:.0} MiB/s)",
+        "  checkpoint: Aggregator::freeze (ingestion paused) {freeze:.2?}; on the helper thread: every id sorted (SealedIds::in_order) {sort:.2?}, their run written {run_write:.2?} ({:.0} MiB/s), the rest written (checkpoint::write_parts) {write:.2?} ({:.0} MiB/s)",
         mib(run_bytes) / run_write.as_secs_f64(),
         mib(bytes) / write.as_secs_f64()
     );
@@ -1110,10 +1127,11 @@ fn recovery_report(learners: u64) {
     let stored = checkpoint::read(&path).expect("the checkpoint reads back");
     let read = started.elapsed();
     let started = Instant::now();
-    let words = runs::read(&checkpoint_dir, std::slice::from_ref(&run)).expect("the run reads");
+    let written = runs::open(&checkpoint_dir, std::slice::from_ref(&run)).expect("the run opens");
     let run_read = started.elapsed();
+    let filter_bytes = written.filter_bytes();
     let started = Instant::now();
-    let restored = Aggregator::restore(settings(), registered(&registry), &stored, &words)
+    let restored = Aggregator::restore(settings(), registered(&registry), &stored, &[], written)
         .expect("the checkpoint restores");
     let restore = started.elapsed();
     assert_eq!(
@@ -1122,15 +1140,22 @@ fn recovery_report(learners: u64) {
         "the restored state is the built one"
     );
     drop(restored);
-    drop(words);
     let started = Instant::now();
-    let without_ids = Aggregator::restore(settings(), registered(&registry), &stored, &[])
-        .expect("the checkpoint restores");
+    let without_ids = Aggregator::restore(
+        settings(),
+        registered(&registry),
+        &stored,
+        &[],
+        Default::default(),
+    )
+    .expect("the checkpoint restores");
     let restore_without_ids = started.elapsed();
     drop(without_ids);
     drop(stored);
     println!(
-        "  checkpoint::read: {read:.2?}; runs::read: {run_read:.2?} (reading both files alone, from the page cache: {file_read:.2?}); Aggregator::restore: {restore:.2?} (without the event ids: {restore_without_ids:.2?}); reads + restore: {:.2?}",
+        "  checkpoint::read: {read:.2?}; runs::open: {run_read:.2?}, its filter {:.1} MiB, {:.2} bytes an id (reading both files alone, from the page cache: {file_read:.2?}); Aggregator::restore: {restore:.2?} (without the event ids: {restore_without_ids:.2?}); reads + restore: {:.2?}",
+        mib(filter_bytes as u64),
+        filter_bytes as f64 / holdings.event_ids as f64,
         read + run_read + restore
     );
     let storage = DurableSettings {

@@ -63,13 +63,18 @@ pub(super) fn stall_report(learners: u64) {
     let (_, checkpoint_dir) = pipeline::shards::shard_dirs(dir.path(), 0);
     let started = Instant::now();
     // As a service that has run for a while left it: the ids in a run, the rest in the file.
+    let mut aggregator = aggregator;
+    let sealed = aggregator.seal();
     let frozen = aggregator.freeze();
-    let run = runs::write(&checkpoint_dir, 0, 1, frozen.ids()).expect("the id run is written");
+    let ids = sealed.in_order();
+    let run =
+        runs::write(&checkpoint_dir, (1, 1), ids.len() as u64, ids).expect("the id run is written");
+    drop(sealed);
     let parts = frozen.parts(
         0,
         Vec::new(),
         StoredIds::Runs {
-            runs: vec![run],
+            runs: vec![*run.id_run()],
             generation: 1,
         },
     );

@@ -25,17 +25,19 @@ impl Aggregator {
     /// rewritten here, before it is journaled, so that replay counts it where it was counted.
     /// Only `Accepted` events need to be journaled: applying them in the same order gives
     /// exactly these outcomes. Nothing valid is ever rejected.
-    pub fn admit(&self, event: &mut Event, group: &mut Admission) -> Applied {
+    ///
+    /// Fails only when an id run cannot be read to tell whether the event was seen before.
+    pub fn admit(&self, event: &mut Event, group: &mut Admission) -> std::io::Result<Applied> {
         let id = event.id.0;
-        if let Some(remembered) = self.seen.get(&event.id) {
-            return Applied::Duplicate {
-                conflict: content_conflicts(*remembered, event.content),
-            };
-        }
         if let Some(content) = group.ids.get(&id) {
-            return Applied::Duplicate {
+            return Ok(Applied::Duplicate {
                 conflict: content_conflicts(*content, event.content),
-            };
+            });
+        }
+        if let Some(remembered) = self.remembered_word(&event.id)? {
+            return Ok(Applied::Duplicate {
+                conflict: content_conflicts(remembered, event.content),
+            });
         }
         if !self.index.contains_key(event.campaign.as_str())
             && !group.new_campaigns.contains(&event.campaign)
@@ -53,6 +55,6 @@ impl Aggregator {
             }
         }
         group.ids.insert(id, event.content);
-        Applied::Accepted
+        Ok(Applied::Accepted)
     }
 }

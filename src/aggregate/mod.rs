@@ -1,6 +1,8 @@
 //! The aggregation core: folds validated events into exact per-campaign funnels and the
-//! programme totals. It is synchronous, does no IO, takes no lock and cannot fail: an event is
-//! either accepted, a duplicate, or rejected with a reason. One [`Aggregator`] is owned by one
+//! programme totals. It is synchronous, takes no lock and cannot fail but for want of a
+//! campaign slot or of a read: an event is either accepted, a duplicate, or rejected with a
+//! reason. Its only IO is reading a remembered id from an id run where a filter in memory says
+//! it may be ([`Written`]), through the file the durable side opened ([`RunFile`]). One [`Aggregator`] is owned by one
 //! thread (see `pipeline`), which publishes what changed to the read side (`figures`).
 //!
 //! The counters are a function of the *set* of distinct events: a learner keeps, per stage, the
@@ -27,16 +29,16 @@ mod attribution;
 mod campaign;
 mod chunked;
 pub mod ids;
-mod recent;
 mod stored;
+mod written;
 
 use attribution::{Attributions, Loose, Named};
 use campaign::{CampaignState, Column, Progress};
 use chunked::Chunked;
 
 pub use admission::Admission;
-pub use recent::Recent;
-pub use stored::{Frozen, RUN_ORDER_FORMAT, StoredIds};
+pub use stored::{Frozen, RUN_ORDER_FORMAT, SealedIds, StoredIds};
+pub use written::{ENTRY_BYTES, Entry, FilterBuilder, OutOfOrder, Run, RunFile, Written};
 
 use crate::day::Day;
 use crate::event::{
@@ -69,11 +71,6 @@ type Slot = u16;
 
 /// How many events [`Aggregator::warm`] looks up ahead of their [`Aggregator::apply`].
 pub const WARM_EVENTS: usize = 16;
-
-/// The most ids [`Aggregator::seal`] keeps apart before it lets them go, unless they are
-/// fewer than half of all ids remembered: past it, writing every id afresh at the next
-/// checkpoint costs less than holding them twice in memory.
-const RECENT_MAX: usize = 1 << 20;
 
 /// The part of what `seen` remembers of an event that holds the high 16 bits of the content fingerprint;
 /// the low 16 bits hold the campaign's slot.
@@ -109,6 +106,16 @@ pub enum Applied {
     Duplicate {
         conflict: bool,
     },
+}
+
+/// Why [`Aggregator::apply`] could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    NoCampaignSlot(#[from] NoCampaignSlot),
+    /// Whether the event was seen before could not be read from its id run.
+    #[error("cannot read a remembered event id from its id run")]
+    Unreadable(#[from] std::io::Error),
 }
 
 /// An event [`Aggregator::apply`] cannot count: its campaign is not held and every campaign slot
@@ -147,17 +154,22 @@ pub struct Holdings {
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     settings: AggregatorSettings,
-    /// Every accepted event of a held campaign: by its id fingerprint, one word whose high 16
-    /// bits are those of the content fingerprint and whose low 16 bits are the campaign's slot
-    /// (see [`remembered`]). Only 16 bits of content are compared to tell a
+    /// Every accepted event of a held campaign is remembered by its id fingerprint, with one
+    /// word whose high 16 bits are those of the content fingerprint and whose low 16 bits are
+    /// the campaign's slot (see [`remembered`]). Only 16 bits of content are compared to tell a
     /// conflicting reuse of an id from a resend, which only feeds a metric: one conflict in
     /// 65,536 is counted as a plain duplicate. Whether the id is a duplicate is exact (96 bits).
+    ///
+    /// Here, the ids accepted since the last [`Aggregator::seal`].
     seen: Chunked<EventId, u32>,
-    /// The ids `seen` took since the last [`Aggregator::seal`], each with its word, for the
-    /// next id run of a checkpoint (`durable::runs`); let go (`None`) when they are no longer
-    /// only new ones (a campaign released forgot some of the older) or grow past
-    /// [`RECENT_MAX`], and then the next checkpoint writes every id afresh.
-    recent: Option<Recent>,
+    /// The ids sealed for a checkpoint whose runs are not yet [`Aggregator::install`]ed (more
+    /// than one table when a checkpoint failed), oldest first.
+    sealed: Vec<Chunked<EventId, u32>>,
+    /// The ids in the runs of the last checkpoint installed, out of memory.
+    written: Written,
+    /// The seal whose runs [`Aggregator::install`] takes: none after a release, whose
+    /// forgotten ids a checkpoint sealed before it still holds.
+    pending_seal: Option<u64>,
     /// The slot of every campaign held.
     index: HashMap<String, Slot>,
     /// The campaigns held whatever happens, in the order they are opened: [`DIRECT_CAMPAIGN`],
@@ -206,7 +218,9 @@ impl Aggregator {
         }
         Aggregator {
             seen: Chunked::default(),
-            recent: Some(Recent::default()),
+            sealed: Vec::new(),
+            written: Written::default(),
+            pending_seal: None,
             index: HashMap::new(),
             always_held,
             always_held_count: 0,
@@ -242,6 +256,7 @@ impl Aggregator {
     pub fn warm<'e>(&self, events: impl IntoIterator<Item = &'e Event>) {
         for event in events {
             std::hint::black_box(self.seen.get(&event.id));
+            std::hint::black_box(self.written.may_hold(&event.id));
             let learner = match event.action {
                 Action::Progress { learner, .. } | Action::Names { learner } => learner,
                 Action::Click {
@@ -271,32 +286,24 @@ impl Aggregator {
     /// before an event is journaled, and replaying the journal must count every event it holds
     /// whatever the settings of this start. Only when all [`CAMPAIGN_SLOTS`] are taken can an
     /// event not be counted, which replay reports as a fatal error.
-    pub fn apply(&mut self, event: &Event) -> Result<Applied, NoCampaignSlot> {
-        if let Some(remembered) = self.seen.get(&event.id) {
+    pub fn apply(&mut self, event: &Event) -> Result<Applied, ApplyError> {
+        if let Some(remembered) = self.remembered_word(&event.id)? {
             return Ok(Applied::Duplicate {
-                conflict: content_conflicts(*remembered, event.content),
+                conflict: content_conflicts(remembered, event.content),
             });
         }
         let slot = match self.index.get(event.campaign.as_str()) {
             Some(slot) => *slot,
             None => {
                 let Some(slot) = self.open_campaign(event.campaign.clone()) else {
-                    return Err(NoCampaignSlot {
+                    return Err(ApplyError::NoCampaignSlot(NoCampaignSlot {
                         campaign: event.campaign.clone(),
-                    });
+                    }));
                 };
                 slot
             }
         };
-        let word = remembered(event.content, slot);
-        self.seen.insert(event.id, word);
-        if let Some(recent) = &mut self.recent {
-            let [a, b, c] = event.id.0;
-            recent.push([a, b, c, word]);
-            if recent.len() >= RECENT_MAX && recent.len() > self.seen.len() / 2 {
-                self.recent = None;
-            }
-        }
+        self.seen.insert(event.id, remembered(event.content, slot));
         let day = Day::of(event.occurred_at, self.settings.time_zone);
         let all_chapters = all_chapters(self.settings.chapter_count);
         match event.action {
@@ -324,6 +331,20 @@ impl Aggregator {
             self.totals.changed = true;
         }
         Ok(Applied::Accepted)
+    }
+
+    /// The word remembered with `id`, wherever it is: among the ids accepted since the last
+    /// seal, those sealed, or in an id run.
+    fn remembered_word(&self, id: &EventId) -> std::io::Result<Option<u32>> {
+        if let Some(word) = self.seen.get(id) {
+            return Ok(Some(*word));
+        }
+        for sealed in self.sealed.iter().rev() {
+            if let Some(word) = sealed.get(id) {
+                return Ok(Some(*word));
+            }
+        }
+        self.written.find(id)
     }
 
     /// `learner`'s record in the campaign of `slot`, empty when it has none.
@@ -383,7 +404,9 @@ impl Aggregator {
             unregistered_campaigns: self.unregistered_held(),
             learners: self.totals.learners.len(),
             campaign_learners: self.campaigns.iter().map(|c| c.learners.len()).sum(),
-            event_ids: self.seen.len(),
+            event_ids: self.seen.len()
+                + self.sealed.iter().map(Chunked::len).sum::<usize>()
+                + self.written.len(),
         }
     }
 
@@ -446,15 +469,21 @@ impl Aggregator {
         // part in the totals.
         if held_anything {
             self.release_attributions(&is_released);
-            // Ids written in runs are forgotten by writing all of them afresh.
-            self.recent = None;
-            self.seen.retain(|_, remembered| {
+            let kept = |_: &EventId, remembered: &mut u32| {
                 // A slot past the campaigns cannot be released; keep the entry rather than panic.
                 !is_released
                     .get(usize::from(remembered_slot(*remembered)))
                     .copied()
                     .unwrap_or(false)
-            });
+            };
+            self.seen.retain(kept);
+            for sealed in &mut self.sealed {
+                sealed.retain(kept);
+            }
+            // Ids in runs stay there, read as absent, until the runs are written afresh; a
+            // checkpoint sealed before now holds them, and its runs are not taken.
+            self.written.release(&is_released);
+            self.pending_seal = None;
             self.recompute_totals();
         }
         // Registered and reserved campaigns are held again at once, empty: they are always

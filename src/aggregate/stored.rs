@@ -1,8 +1,11 @@
 //! The aggregator's stored form: the whole state to and from a checkpoint (columnar protobuf),
 //! with the settings a checkpoint cannot be read under otherwise (chapter count, time zone, event
-//! identity scheme) checked on restore. Like the rest of `aggregate`, it does no IO.
+//! identity scheme) checked on restore; and the remembered ids sealed for a checkpoint's id run
+//! ([`Aggregator::seal`]) and the runs it wrote taken in ([`Aggregator::install`]). Its only IO
+//! is reading the runs' ids through their `RunFile` when a checkpoint holds them in itself.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 use rayon::prelude::*;
@@ -10,8 +13,8 @@ use rayon::prelude::*;
 use super::attribution::NamedSet;
 use super::chunked::Chunked;
 use super::{
-    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Loose, Named,
-    Progress, Recent, Slot,
+    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Entry, Loose, Named,
+    Progress, Slot, Written,
 };
 use crate::day::Day;
 use crate::event::{EventId, LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
@@ -45,10 +48,64 @@ pub struct Frozen(Aggregator);
 /// Where a checkpoint keeps the remembered ids.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoredIds {
-    /// In the checkpoint itself (`seen`): a parked shard, or a checkpoint of format 1.
+    /// In the checkpoint itself (`seen`): a parked shard, or a checkpoint of format 1. The
+    /// frozen state must hold them all in memory ([`Frozen::read_written`]).
     Inline,
     /// In these id runs, which hold every id remembered, the newest of generation `generation`.
     Runs { runs: Vec<IdRun>, generation: u64 },
+}
+
+/// The remembered ids as a checkpoint takes them ([`Aggregator::seal`]): those in memory, to
+/// be written in a new id run, and the runs installed, which hold all the others.
+#[derive(Debug)]
+pub struct SealedIds {
+    tables: Vec<Chunked<EventId, u32>>,
+    /// The runs installed. When some of their ids were released since they were written
+    /// (`Written::has_released`), every id is to be written afresh in one run.
+    pub written: Written,
+    /// The seal's number, for [`Aggregator::install`].
+    pub seal: u64,
+}
+
+/// Numbers seals, across aggregators, so that a seal is installed only in the aggregator that
+/// sealed it.
+static SEALS: AtomicU64 = AtomicU64::new(1);
+
+impl SealedIds {
+    /// How many ids are in memory, to be written in a new run.
+    pub fn len(&self) -> usize {
+        self.tables.iter().map(Chunked::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids in memory, in run order ([`EventId::run_order`]): sorted here, on every core,
+    /// chunk by chunk when they are one table.
+    pub fn in_order(&self) -> Vec<Entry> {
+        let entry = |(EventId([a, b, c]), word): (EventId, u32)| [a, b, c, word];
+        match self.tables.as_slice() {
+            [] => Vec::new(),
+            [table] => table
+                .sorted_by_spread()
+                .into_iter()
+                .flatten()
+                .map(entry)
+                .collect(),
+            tables => {
+                let mut keyed: Vec<((u32, [u32; 3]), u32)> = tables
+                    .par_iter()
+                    .flat_map_iter(|table| table.iter().map(|(id, word)| (id.run_order(), *word)))
+                    .collect();
+                keyed.par_sort_unstable();
+                keyed
+                    .into_iter()
+                    .map(|((_, id), word)| entry((EventId(id), word)))
+                    .collect()
+            }
+        }
+    }
 }
 
 impl Aggregator {
@@ -57,30 +114,68 @@ impl Aggregator {
         Frozen(self.clone())
     }
 
-    /// The ids remembered since the last seal, each `[id words, word]`, in no order, for the
-    /// next id run; `None` when they were let go (see `recent`) and every id must be written
-    /// afresh ([`Frozen::ids`]). Either way the next seal starts from none.
-    pub fn seal(&mut self) -> Option<Recent> {
-        self.recent.replace(Recent::default())
+    /// Takes the ids accepted since the last seal apart for a checkpoint's id run: they stay
+    /// looked up where they are until [`Aggregator::install`] takes the runs that hold them,
+    /// and the ids accepted from now on are the next seal's.
+    pub fn seal(&mut self) -> SealedIds {
+        let seal = SEALS.fetch_add(1, Ordering::Relaxed);
+        if !self.seen.is_empty() {
+            self.sealed.push(std::mem::take(&mut self.seen));
+        }
+        self.pending_seal = Some(seal);
+        SealedIds {
+            tables: self.sealed.clone(),
+            written: self.written.clone(),
+            seal,
+        }
+    }
+
+    /// Takes `written`, the runs a checkpoint of `seal` wrote, which hold every id sealed then
+    /// and the runs' before: the sealed ids are let go from memory. Not when a campaign was
+    /// released or another seal taken since (answers false): the runs may hold ids forgotten
+    /// since, and the next checkpoint writes them again.
+    pub fn install(&mut self, seal: u64, written: Written) -> bool {
+        if self.pending_seal != Some(seal) {
+            return false;
+        }
+        self.pending_seal = None;
+        self.sealed.clear();
+        self.written = written;
+        true
+    }
+
+    /// The ids in id runs, as installed.
+    pub fn written(&self) -> &Written {
+        &self.written
     }
 
     /// The whole state, as of `journal_position`, as one message, the ids in it:
-    /// [`Frozen::checkpoint`] of the state now.
-    pub fn checkpoint(&self, journal_position: u64, kafka_offsets: Vec<KafkaOffset>) -> Checkpoint {
-        self.freeze().checkpoint(journal_position, kafka_offsets)
+    /// [`Frozen::checkpoint`] of the state now. Reads the ids of the runs.
+    pub fn checkpoint(
+        &self,
+        journal_position: u64,
+        kafka_offsets: Vec<KafkaOffset>,
+    ) -> std::io::Result<Checkpoint> {
+        Ok(self
+            .freeze()
+            .read_written()?
+            .checkpoint(journal_position, kafka_offsets))
     }
 }
 
 impl Frozen {
-    /// Every id remembered, each `[id words, word]`, in run order ([`EventId::run_order`]):
-    /// an id run of them all. Sorted here, chunk by chunk on every core.
-    pub fn ids(&self) -> impl Iterator<Item = [u32; 4]> + use<> {
-        self.0
-            .seen
-            .sorted_by_spread()
-            .into_iter()
-            .flatten()
-            .map(|(EventId([a, b, c]), word)| [a, b, c, word])
+    /// The frozen state with the ids of its runs read into memory (those not released), so
+    /// that a checkpoint can hold them in itself ([`StoredIds::Inline`]).
+    pub fn read_written(mut self) -> std::io::Result<Frozen> {
+        let entries: Vec<Entry> = self.0.written.entries().collect::<std::io::Result<_>>()?;
+        if !entries.is_empty() {
+            self.0.sealed.push(Chunked::build(entries.len(), |index| {
+                let [a, b, c, word] = entries[index];
+                (EventId([a, b, c]), word)
+            }));
+        }
+        self.0.written = Written::default();
+        Ok(self)
     }
 
     /// The whole state, as of `journal_position`, with the Kafka offsets it includes, as parts
@@ -100,6 +195,8 @@ impl Frozen {
         let Frozen(Aggregator {
             settings,
             seen,
+            sealed,
+            written,
             campaigns,
             totals,
             attributions,
@@ -117,7 +214,10 @@ impl Frozen {
             ..Checkpoint::default()
         };
         let (head, seen) = match ids {
-            StoredIds::Inline => (head, Some(seen)),
+            StoredIds::Inline => {
+                debug_assert!(written.is_empty(), "the runs' ids are read first");
+                (head, Some(std::iter::once(seen).chain(sealed)))
+            }
             StoredIds::Runs { runs, generation } => (
                 Checkpoint {
                     id_runs: runs,
@@ -138,7 +238,7 @@ impl Frozen {
                 ..Checkpoint::default()
             });
         let seen = batches(
-            seen.into_iter().flat_map(Chunked::into_entries),
+            seen.into_iter().flatten().flat_map(Chunked::into_entries),
             PART_ENTRIES,
         )
         .map(|entries| {
@@ -311,11 +411,16 @@ impl Aggregator {
     /// slots, as [`Aggregator::new`] does). Every campaign that holds something (a learner, a visitor or a
     /// click) and the totals are marked changed, so the next [`Aggregator::drain_changes`]
     /// publishes the whole state without zeros for the campaigns never fed.
+    ///
+    /// The ids are those of the checkpoint itself and of `runs` (each run's words, four an
+    /// entry: runs of an older format, kept in memory until the next checkpoint writes them
+    /// in run order), and `written`'s (runs in run order, looked up through their filters).
     pub fn restore(
         settings: AggregatorSettings,
         registered: impl IntoIterator<Item = String>,
         checkpoint: &Checkpoint,
         runs: &[Vec<u32>],
+        written: Written,
     ) -> anyhow::Result<Aggregator> {
         anyhow::ensure!(
             checkpoint.format_version <= CHECKPOINT_FORMAT,
@@ -385,6 +490,7 @@ impl Aggregator {
             },
         );
         aggregator.seen = seen;
+        aggregator.written = written;
         for ((slot, stored), campaign) in (0..=Slot::MAX).zip(&checkpoint.campaigns).zip(campaigns?)
         {
             let Some(mut campaign) = campaign else {

@@ -19,6 +19,7 @@ use prost::Message;
 use rayon::prelude::*;
 
 use super::runs;
+use crate::aggregate::{RUN_ORDER_FORMAT, Written};
 use crate::proto::storage::Checkpoint;
 
 /// How many checkpoints are kept.
@@ -177,12 +178,14 @@ pub(super) fn parse_header(header: &[u8], magic: &[u8; 8]) -> anyhow::Result<(u6
     Ok((u64::from_le_bytes(length), u32::from_le_bytes(checksum)))
 }
 
-/// A checkpoint read back whole: the checkpoint and the words of the id runs it names, in its
-/// order (`durable::runs`).
+/// A checkpoint read back whole with the id runs it names (`durable::runs`): those in run
+/// order opened with their filters (`written`), or, for a checkpoint of format 2, the words of
+/// its runs, sorted by id, in its order (`runs`).
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub checkpoint: Checkpoint,
     pub runs: Vec<Vec<u32>>,
+    pub written: Written,
 }
 
 /// Loads the newest valid checkpoint with its id runs, with the ones found unusable on the way
@@ -191,9 +194,24 @@ pub fn load_newest(directory: &Path) -> anyhow::Result<(Option<Loaded>, Vec<Reje
     let mut rejected = Vec::new();
     for (_, path) in checkpoints(directory)?.into_iter().rev() {
         let loaded = read(&path).and_then(|checkpoint| {
-            let runs = runs::read(directory, &checkpoint.id_runs)
-                .with_context(|| format!("{} names an id run it cannot have", path.display()))?;
-            Ok(Loaded { checkpoint, runs })
+            let named = |error: anyhow::Error| {
+                error.context(format!("{} names an id run it cannot have", path.display()))
+            };
+            if checkpoint.format_version >= RUN_ORDER_FORMAT {
+                let written = runs::open(directory, &checkpoint.id_runs).map_err(named)?;
+                Ok(Loaded {
+                    checkpoint,
+                    runs: Vec::new(),
+                    written,
+                })
+            } else {
+                let runs = runs::read(directory, &checkpoint.id_runs).map_err(named)?;
+                Ok(Loaded {
+                    checkpoint,
+                    runs,
+                    written: Written::default(),
+                })
+            }
         });
         match loaded {
             Ok(loaded) => return Ok((Some(loaded), rejected)),

@@ -1,46 +1,45 @@
-//! Run files of remembered event ids (checkpoint format 2). A checkpoint does not hold the
-//! remembered ids, two thirds of it at ten million learners: it lists the runs that do. A run
-//! is written once — the ids accepted since the previous checkpoint, sorted — and shared by
-//! every checkpoint after it, until the newest runs are merged into one ([`plan`], [`merge`])
-//! so that they stay few: each run holds more ids than all the newer ones together, so there
-//! are at most about log2 of the ids over those of one checkpoint, and an id is rewritten about
-//! as many times in its life instead of once a checkpoint.
+//! Run files of remembered event ids (checkpoint format 2, in run order since format 3). A
+//! checkpoint does not hold the remembered ids, two thirds of it at ten million learners: it
+//! lists the runs that do. A run is written once — the ids accepted since the previous
+//! checkpoint, sorted — and shared by every checkpoint after it, until the newest runs are
+//! merged into one ([`plan`], [`merge`]) so that they stay few: each run holds more ids than
+//! all the newer ones together, so there are at most about log2 of the ids over those of one
+//! checkpoint, and an id is rewritten about as many times in its life instead of once a
+//! checkpoint. When campaigns were released, every id left is written afresh in one run
+//! ([`rewrite`]).
+//!
+//! The runs are also where the aggregator looks its older ids up (`aggregate::Written`): a run
+//! is kept open with its filter, built as it is written ([`write`], [`merge`]) or read at a
+//! restart ([`open`]), and an entry is read at its place when the filter matches.
 //!
 //! A run file is `ids-{first generation:020}-{last generation:020}.run` in the checkpoint
 //! directory: the same header as a checkpoint (magic `SUIVIRN1`, payload length, CRC-32C), then
 //! the entries, four little-endian `u32` words each (three of id fingerprint, then the word the
 //! aggregator remembers), in run order ([`EventId::run_order`]: by the bits of the id's spread
-//! from the lowest, so that a table is built from a run chunk after chunk), each id once. Like
-//! a checkpoint it is written under a temporary name, synced, renamed into place and its
-//! directory synced, so it is whole or absent; a run named by a checkpoint that is missing or
-//! fails its checksum makes that checkpoint unusable (recovery falls back to an older one).
-//! Runs that no kept checkpoint names are removed by [`prune`].
+//! from the lowest), each id once. Like a checkpoint it is written under a temporary name,
+//! synced, renamed into place and its directory synced, so it is whole or absent; a run named by
+//! a checkpoint that is missing or fails its checksum makes that checkpoint unusable (recovery
+//! falls back to an older one). Runs that no kept checkpoint names are removed by [`prune`]; a
+//! run removed while the aggregator still reads it stays readable through its open file.
 
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
-use rayon::prelude::*;
 
 use super::checkpoint::{self, HEADER_BYTES, PieceWriter};
+use crate::aggregate::{ENTRY_BYTES, Entry, FilterBuilder, Run, RunFile, Written};
 use crate::event::EventId;
 use crate::proto::storage::IdRun;
 
 const MAGIC: &[u8; 8] = b"SUIVIRN1";
 const PREFIX: &str = "ids-";
 const SUFFIX: &str = ".run";
-/// Bytes of one entry: four `u32` words.
-pub const ENTRY_BYTES: usize = 16;
-/// Words of one entry.
-const ENTRY_WORDS: usize = ENTRY_BYTES / 4;
 /// What a merge reads of each run at a time.
 const MERGE_BUFFER_BYTES: usize = 1 << 20;
-
-/// One remembered id and its word.
-pub type Entry = [u32; ENTRY_WORDS];
 
 /// The file of `run`, in `directory`.
 pub fn path(directory: &Path, run: &IdRun) -> PathBuf {
@@ -52,9 +51,11 @@ pub fn path(directory: &Path, run: &IdRun) -> PathBuf {
 
 /// `entries`, each id once, in run order ([`EventId::run_order`]), ready for [`write`]: sorted
 /// on every core, with each entry's order computed once.
-pub fn in_order(
-    entries: impl IntoParallelIterator<Item = Entry>,
+#[cfg(test)]
+pub(crate) fn in_order(
+    entries: impl rayon::iter::IntoParallelIterator<Item = Entry>,
 ) -> impl ExactSizeIterator<Item = Entry> {
+    use rayon::prelude::*;
     let mut keyed: Vec<(u32, Entry)> = entries
         .into_par_iter()
         .map(|entry| (order(&entry).0, entry))
@@ -63,14 +64,15 @@ pub fn in_order(
     keyed.into_iter().map(|(_, entry)| entry)
 }
 
-/// Writes the run of generations `first` to `last` holding `entries`, which must come in run
-/// order, each id once (an entry out of order is refused: the run would not merge). Atomic.
+/// Writes the run of generations `first` to `last` holding `entries`, about `expected` of
+/// them, which must come in run order, each id once (an entry out of order is refused: the run
+/// would not merge). Atomic. Answers the run with its filter, read from the file written.
 pub fn write(
     directory: &Path,
-    first: u64,
-    last: u64,
+    (first, last): (u64, u64),
+    expected: u64,
     entries: impl IntoIterator<Item = Entry>,
-) -> anyhow::Result<IdRun> {
+) -> anyhow::Result<Arc<Run>> {
     let mut run = IdRun {
         first_generation: first,
         last_generation: last,
@@ -79,32 +81,30 @@ pub fn write(
     std::fs::create_dir_all(directory)
         .with_context(|| format!("cannot create directory {}", directory.display()))?;
     let file = path(directory, &run);
+    let mut filter = FilterBuilder::new(expected);
     let mut count = 0u64;
     let (_, checksum) = checkpoint::write_atomic(&file, MAGIC, |writer| {
-        write_sorted(writer, entries, &mut count)
+        write_sorted(writer, entries, &mut filter, &mut count)
     })
     .with_context(|| format!("cannot write id run {}", file.display()))?;
     run.entries = count;
     run.checksum = checksum;
-    Ok(run)
+    let opened =
+        File::open(&file).with_context(|| format!("cannot open id run {}", file.display()))?;
+    Ok(Arc::new(filter.finish(run, Arc::new(Opened(opened)))))
 }
 
-/// Writes `entries` through `writer`, a few thousand at a time, checking their order.
+/// Writes `entries` through `writer`, a few thousand at a time, into `filter` too, which
+/// checks their order.
 fn write_sorted(
     writer: &mut PieceWriter,
     entries: impl IntoIterator<Item = Entry>,
+    filter: &mut FilterBuilder,
     count: &mut u64,
 ) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(MERGE_BUFFER_BYTES);
-    let mut previous: Option<(u32, [u32; 3])> = None;
     for entry in entries {
-        let order = order(&entry);
-        if previous.is_some_and(|previous| previous >= order) {
-            return Err(std::io::Error::other(
-                "id run entries out of order or repeated",
-            ));
-        }
-        previous = Some(order);
+        filter.push(&entry).map_err(std::io::Error::other)?;
         for word in entry {
             buffer.extend_from_slice(&word.to_le_bytes());
         }
@@ -122,19 +122,51 @@ fn order(entry: &Entry) -> (u32, [u32; 3]) {
     EventId([entry[0], entry[1], entry[2]]).run_order()
 }
 
+/// A run file opened for reading its entries where they are.
+#[derive(Debug)]
+struct Opened(File);
+
+impl RunFile for Opened {
+    fn read_at(&self, first: u64, into: &mut [u8]) -> std::io::Result<()> {
+        self.0
+            .read_exact_at(into, HEADER_BYTES as u64 + first * ENTRY_BYTES as u64)
+    }
+}
+
+/// The runs `runs` of a checkpoint in run order (format 3), each read whole, checked against
+/// its header and against what the checkpoint says of it, and kept open with its filter built
+/// on every core: the ids they hold, out of memory.
+pub fn open(directory: &Path, runs: &[IdRun]) -> anyhow::Result<Written> {
+    let opened = runs
+        .iter()
+        .map(|run| {
+            let file = path(directory, run);
+            let (opened, words) = read_one(&file, run)
+                .with_context(|| format!("cannot read id run {}", file.display()))?;
+            let built = FilterBuilder::build(*run, &words, Arc::new(Opened(opened)))
+                .with_context(|| format!("id run {} is not in run order", file.display()))?;
+            Ok(Arc::new(built))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Written::new(opened))
+}
+
 /// The entries of `runs`, each run's words (four an entry) read whole and checked against its
-/// header and against what the checkpoint says of it (entries and checksum). Read in pieces
-/// side by side, straight into the words.
+/// header and against what the checkpoint says of it (entries and checksum): runs of format 2,
+/// sorted by id, whose ids a restore holds in memory. Read in pieces side by side, straight
+/// into the words.
 pub fn read(directory: &Path, runs: &[IdRun]) -> anyhow::Result<Vec<Vec<u32>>> {
     runs.iter()
         .map(|run| {
             let file = path(directory, run);
-            read_one(&file, run).with_context(|| format!("cannot read id run {}", file.display()))
+            read_one(&file, run)
+                .map(|(_, words)| words)
+                .with_context(|| format!("cannot read id run {}", file.display()))
         })
         .collect()
 }
 
-fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<Vec<u32>> {
+fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<(File, Vec<u32>)> {
     let opened = File::open(file)?;
     let length = usize::try_from(opened.metadata()?.len())?;
     let payload = usize::try_from(run.entries)?
@@ -165,7 +197,7 @@ fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<Vec<u32>> {
     for word in &mut words {
         *word = u32::from_le(*word);
     }
-    Ok(words)
+    Ok((opened, words))
 }
 
 /// How many of the newest `runs` to merge into one (none, or two and more) so that every run
@@ -188,42 +220,88 @@ pub fn plan(runs: &[IdRun]) -> usize {
 /// generations, written as [`write`] does; reads each run once, a buffer at a time, and checks
 /// it. An id found in several runs (which runs written by suivi never hold) is kept once, with
 /// the newest run's word.
-pub fn merge(directory: &Path, runs: &[IdRun]) -> anyhow::Result<IdRun> {
+pub fn merge(directory: &Path, runs: &[Arc<Run>]) -> anyhow::Result<Arc<Run>> {
     let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
         bail!("no runs to merge");
     };
-    let mut cursors = runs
+    let generations = (
+        first.id_run().first_generation,
+        last.id_run().last_generation,
+    );
+    let sources = runs
         .iter()
-        .map(|run| {
-            let file = path(directory, run);
-            Cursor::open(&file, run)
-                .with_context(|| format!("cannot read id run {}", file.display()))
+        .map(|run| -> Source<'_> { Box::new(run.entries()) })
+        .collect();
+    let expected = runs.iter().map(|run| run.id_run().entries).sum();
+    merge_sources(directory, generations, expected, sources)
+}
+
+/// Writes every id of `written` that is not released and `memory` (in run order, newer than
+/// the runs), into one run of generations 0 to `generation`: the runs written afresh.
+pub fn rewrite(
+    directory: &Path,
+    generation: u64,
+    written: &Written,
+    memory: Vec<Entry>,
+) -> anyhow::Result<Arc<Run>> {
+    let mut sources: Vec<Source<'_>> = written
+        .runs()
+        .iter()
+        .map(|run| -> Source<'_> {
+            Box::new(
+                run.entries()
+                    .filter(|entry| !entry.as_ref().is_ok_and(|entry| written.is_released(entry))),
+            )
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    // The first in run order first; of equal ids, the newest run's.
+        .collect();
+    let expected = (written.len() + memory.len()) as u64;
+    sources.push(Box::new(memory.into_iter().map(Ok)));
+    merge_sources(directory, (0, generation), expected, sources)
+}
+
+/// Entries in run order, as read.
+type Source<'a> = Box<dyn Iterator<Item = std::io::Result<Entry>> + 'a>;
+
+/// Merges `sources` (the newest last) into one run of `generations`, an id in several kept
+/// once with the newest source's word; a source that fails to read, or comes out of order
+/// (a damaged run, whose checksum says so at its end), fails the merge.
+fn merge_sources(
+    directory: &Path,
+    generations: (u64, u64),
+    expected: u64,
+    mut sources: Vec<Source<'_>>,
+) -> anyhow::Result<Arc<Run>> {
+    // The first in run order first; of equal ids, the newest source's.
     let mut heads = BinaryHeap::new();
-    for (index, cursor) in cursors.iter_mut().enumerate() {
-        if let Some(entry) = cursor.next()? {
-            heads.push(std::cmp::Reverse((
+    let mut failure = None;
+    for (index, source) in sources.iter_mut().enumerate() {
+        match source.next() {
+            Some(Ok(entry)) => heads.push(std::cmp::Reverse((
                 order(&entry),
                 usize::MAX - index,
                 entry[3],
-            )));
+            ))),
+            Some(Err(error)) => failure = Some(error),
+            None => {}
         }
     }
-    let mut failure = None;
+    if let Some(error) = failure {
+        return Err(error).context("cannot read an id run to merge");
+    }
     let mut previous: Option<[u32; 3]> = None;
     let merged = std::iter::from_fn(|| {
         loop {
             let std::cmp::Reverse(((_, id), rank, word)) = heads.pop()?;
             let index = usize::MAX - rank;
-            match cursors[index].next() {
-                Ok(Some(entry)) => heads.push(std::cmp::Reverse((order(&entry), rank, entry[3]))),
-                Ok(None) => {}
-                Err(error) => {
+            match sources[index].next() {
+                Some(Ok(entry)) => {
+                    heads.push(std::cmp::Reverse((order(&entry), rank, entry[3])));
+                }
+                Some(Err(error)) => {
                     failure = Some(error);
                     return None;
                 }
+                None => {}
             }
             if previous != Some(id) {
                 previous = Some(id);
@@ -231,82 +309,20 @@ pub fn merge(directory: &Path, runs: &[IdRun]) -> anyhow::Result<IdRun> {
             }
         }
     });
-    let written = write(
-        directory,
-        first.first_generation,
-        last.last_generation,
-        merged,
-    );
+    let written = write(directory, generations, expected, merged);
     if failure.is_none() && written.is_err() {
         // Entries out of order come from a damaged run, whose checksum says so at its end.
-        failure = cursors.iter_mut().find_map(|cursor| cursor.rest().err());
+        failure = sources
+            .iter_mut()
+            .find_map(|source| source.find_map(Result::err));
     }
     if let Some(error) = failure {
-        let _ = written.map(|run| std::fs::remove_file(path(directory, &run)));
-        return Err(error);
+        if let Ok(run) = written {
+            let _ = std::fs::remove_file(path(directory, run.id_run()));
+        }
+        return Err(error).context("cannot read an id run to merge");
     }
     written
-}
-
-/// One run read in order, its checksum computed on the way and checked at its end.
-struct Cursor {
-    reader: BufReader<File>,
-    left: u64,
-    checksum: u32,
-    expected: u32,
-    file: PathBuf,
-}
-
-impl Cursor {
-    fn open(file: &Path, run: &IdRun) -> anyhow::Result<Cursor> {
-        let opened = File::open(file)?;
-        ensure!(
-            opened.metadata()?.len() == HEADER_BYTES as u64 + run.entries * ENTRY_BYTES as u64,
-            "is not as long as {} entries",
-            run.entries
-        );
-        let mut reader = BufReader::with_capacity(MERGE_BUFFER_BYTES, opened);
-        let mut header = [0u8; HEADER_BYTES];
-        reader.read_exact(&mut header)?;
-        let (payload, checksum) = checkpoint::parse_header(&header, MAGIC)?;
-        ensure!(
-            payload == run.entries * ENTRY_BYTES as u64 && checksum == run.checksum,
-            "is not the run the checkpoint names"
-        );
-        Ok(Cursor {
-            reader,
-            left: run.entries,
-            checksum: 0,
-            expected: checksum,
-            file: file.to_owned(),
-        })
-    }
-
-    fn next(&mut self) -> anyhow::Result<Option<Entry>> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        let mut bytes = [0u8; ENTRY_BYTES];
-        self.reader
-            .read_exact(&mut bytes)
-            .with_context(|| format!("cannot read id run {}", self.file.display()))?;
-        self.checksum = crc32c::crc32c_append(self.checksum, &bytes);
-        self.left -= 1;
-        if self.left == 0 && self.checksum != self.expected {
-            bail!("id run {} fails its checksum", self.file.display());
-        }
-        let mut entry = [0u32; ENTRY_WORDS];
-        for (word, bytes) in entry.iter_mut().zip(bytes.chunks_exact(4)) {
-            *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        }
-        Ok(Some(entry))
-    }
-
-    /// Reads the rest of the run, checking its checksum.
-    fn rest(&mut self) -> anyhow::Result<()> {
-        while self.next()?.is_some() {}
-        Ok(())
-    }
 }
 
 /// The id runs of the checkpoints kept, as the writer knows them, so that a run goes only when
@@ -336,13 +352,6 @@ impl Kept {
             checkpoints: vec![(position, runs)],
             complete: false,
         }
-    }
-
-    /// The runs of the newest checkpoint.
-    pub fn newest(&self) -> &[IdRun] {
-        self.checkpoints
-            .last()
-            .map_or(&[], |(_, runs)| runs.as_slice())
     }
 
     /// Notes the checkpoint at `position` naming `runs` written: it replaces one at the same

@@ -5,7 +5,7 @@
 //! decided before the record was written, so replay consults no limit of this start, and the
 //! state recovered is the state the writer had.
 
-use crate::aggregate::{Aggregator, AggregatorSettings, RUN_ORDER_FORMAT, WARM_EVENTS};
+use crate::aggregate::{Aggregator, AggregatorSettings, WARM_EVENTS};
 use crate::durable::checkpoint::Loaded;
 use crate::durable::runs::Kept;
 use crate::durable::{self, DurableSettings, Recovered};
@@ -22,10 +22,6 @@ pub struct State {
     pub sources: Sources,
     /// The id runs of the checkpoints kept, as far as known (`durable::runs`).
     pub id_runs: Kept,
-    /// Whether they hold every id that checkpoint remembered, in run order; not when it kept
-    /// some in itself (format 1, or a parked shard) or its runs are in an older order (format
-    /// 2), and then the next checkpoint writes all of them in a run.
-    pub ids_in_runs: bool,
     /// The generation of the newest of those runs.
     pub id_generation: u64,
 }
@@ -39,19 +35,26 @@ impl State {
         checkpoint: Option<&Loaded>,
     ) -> anyhow::Result<State> {
         Ok(match checkpoint {
-            Some(Loaded { checkpoint, runs }) => State {
-                aggregator: Aggregator::restore(settings, registered, checkpoint, runs)?,
+            Some(Loaded {
+                checkpoint,
+                runs,
+                written,
+            }) => State {
+                aggregator: Aggregator::restore(
+                    settings,
+                    registered,
+                    checkpoint,
+                    runs,
+                    written.clone(),
+                )?,
                 sources: Sources::restore(&checkpoint.kafka_offsets, &checkpoint.direct_campaigns),
                 id_runs: Kept::restored(checkpoint.journal_position, checkpoint.id_runs.clone()),
-                ids_in_runs: checkpoint.seen.is_empty()
-                    && checkpoint.format_version >= RUN_ORDER_FORMAT,
                 id_generation: checkpoint.id_generation,
             },
             None => State {
                 aggregator: Aggregator::new(settings, registered),
                 sources: Sources::default(),
                 id_runs: Kept::none(),
-                ids_in_runs: true,
                 id_generation: 0,
             },
         })

@@ -54,7 +54,6 @@ pub(super) fn run(
         ),
         checkpointing: None,
         id_runs: recovered.state.id_runs,
-        ids_in_runs: recovered.state.ids_in_runs,
         id_generation: recovered.state.id_generation,
         aggregator_settings: settings.aggregator.clone(),
         registered: settings.registered.clone(),
@@ -121,13 +120,11 @@ struct WriterState {
     figures: Arc<Figures>,
     durable: DurableSettings,
     policy: CheckpointPolicy,
-    /// The checkpoint being written by its helper thread, if any; it answers the id runs it
-    /// names, or nothing when it failed.
-    checkpointing: Option<JoinHandle<Option<Kept>>>,
-    /// The id runs of the checkpoints kept, and whether the newest's hold every id remembered
-    /// then (`checkpoint`).
+    /// The checkpoint being written by its helper thread, if any; it answers how it ended
+    /// (the id runs it names), or nothing when it failed.
+    checkpointing: Option<JoinHandle<Option<checkpoint::Ended>>>,
+    /// The id runs of the checkpoints kept (`checkpoint`).
     id_runs: Kept,
-    ids_in_runs: bool,
     /// The generation of the last checkpoint taken: each names its new id run by it.
     id_generation: u64,
     /// What a parked state is restored with (shards that are partitions).
@@ -217,16 +214,27 @@ impl WriterState {
             return;
         }
         let mut admission = Admission::default();
-        let decisions: Vec<Outcomes> = group
+        let decisions: std::io::Result<Vec<Outcomes>> = group
             .iter_mut()
             .map(|submission| {
                 submission
                     .events
                     .iter_mut()
                     .map(|event| self.aggregator.admit(event, &mut admission))
-                    .collect()
+                    .collect::<std::io::Result<Outcomes>>()
             })
-            .collect();
+            .collect::<std::io::Result<_>>();
+        let decisions: Vec<Outcomes> = match decisions {
+            Ok(decisions) => decisions,
+            Err(error) => {
+                // Whether an event was seen before cannot be told: nothing is journaled.
+                tracing::error!(error = %telemetry::chain(&error), "cannot read a remembered event id; refusing the group");
+                for submission in group.drain(..) {
+                    let _ = submission.reply.send(Err(Refusal::StorageUnwritable));
+                }
+                return;
+            }
+        };
         let (record, admitted) = journal_record(group, &decisions);
         if record.events.is_empty() && record.positions.is_empty() {
             return self.answer(group, decisions);
@@ -382,6 +390,8 @@ impl WriterState {
                 .collect(),
             ..JournalRecord::default()
         };
+        // The checkpoint being written does not know of the release: it ends first.
+        self.settle_checkpoint();
         if self.shared.sharding == Sharding::Partition && !self.sources.held().is_empty() {
             self.park();
         }
@@ -434,6 +444,10 @@ impl WriterState {
             self.shared.shard,
             self.aggregator.holdings(),
             self.shared.unregistered.held(),
+            (
+                self.aggregator.written().len(),
+                self.aggregator.written().filter_bytes(),
+            ),
         );
     }
 }

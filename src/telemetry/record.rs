@@ -351,21 +351,24 @@ pub fn record_queue(events: usize) {
 }
 
 /// Records what the aggregator of `shard` holds, with `campaigns` held by some shard and the
-/// `unregistered` ones among them (the process's, as every shard sees them). The learners,
-/// their records and the ids are by shard: each is in one shard only, so their sums are the
-/// process's.
+/// `unregistered` ones among them (the process's, as every shard sees them), and of its ids
+/// those in id runs and the bytes of their filters. The learners, their records and the ids
+/// are by shard: each is in one shard only, so their sums are the process's.
 #[allow(clippy::cast_precision_loss)] // Sizes stay far below 2^52.
 pub fn record_holdings(
     shard: usize,
     holdings: Holdings,
     (campaigns, unregistered): (usize, usize),
+    (ids_in_runs, filter_bytes): (usize, usize),
 ) {
     gauge!(CAMPAIGNS).set(campaigns as f64);
     gauge!(UNREGISTERED_CAMPAIGNS).set(unregistered as f64);
     let shard = shard.to_string();
     gauge!(LEARNERS, "shard" => shard.clone()).set(holdings.learners as f64);
     gauge!(CAMPAIGN_LEARNERS, "shard" => shard.clone()).set(holdings.campaign_learners as f64);
-    gauge!(EVENT_IDS, "shard" => shard).set(holdings.event_ids as f64);
+    gauge!(EVENT_IDS, "shard" => shard.clone()).set(holdings.event_ids as f64);
+    gauge!(EVENT_IDS_IN_RUNS, "shard" => shard.clone()).set(ids_in_runs as f64);
+    gauge!(EVENT_ID_FILTER_BYTES, "shard" => shard).set(filter_bytes as f64);
 }
 
 /// Records one snapshot written to `sink`, or failed.

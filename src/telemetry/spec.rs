@@ -169,6 +169,10 @@ specify! {
             "(campaign, learner) records held, by shard.";
         EVENT_IDS: Gauge "suivi_event_ids", COUNT, ["shard"],
             "Event ids remembered for deduplication, by shard.";
+        EVENT_IDS_IN_RUNS: Gauge "suivi_event_ids_in_runs", COUNT, ["shard"],
+            "Of the event ids remembered, those in id runs on disk, looked up through a filter in memory, by shard.";
+        EVENT_ID_FILTER_BYTES: Gauge "suivi_event_id_filter_bytes", BYTES, ["shard"],
+            "Memory the filters of the id runs hold, by shard.";
         KAFKA_MESSAGES: Counter "suivi_kafka_messages_total", COUNT, ["topic", "partition"],
             "Kafka messages consumed, by topic and partition.";
         KAFKA_LAG: Gauge "suivi_kafka_lag_messages", COUNT, ["topic", "partition"],

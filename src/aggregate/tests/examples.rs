@@ -286,7 +286,10 @@ fn two_links_at_the_same_instant_attribute_by_the_smaller_event_id() {
     for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
         let mut aggregator = Aggregator::new(settings(), []);
         for index in order {
-            assert_eq!(aggregator.apply(&parsed[index]), Ok(Applied::Accepted));
+            assert_eq!(
+                aggregator.apply(&parsed[index]).ok(),
+                Some(Applied::Accepted)
+            );
         }
         let (counts, _) = aggregator.campaign(winner).expect("held");
         assert_eq!((counts.enrolled, counts.started), (1, 1), "{order:?}");
@@ -463,7 +466,8 @@ fn replay_counts_what_was_admitted_whatever_the_limits_of_this_start() {
         ",
     ) {
         assert_eq!(
-            live.admit(&mut event, &mut Admission::default()),
+            live.admit(&mut event, &mut Admission::default())
+                .expect("the runs read"),
             Applied::Accepted
         );
         assert_eq!(

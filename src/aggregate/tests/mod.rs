@@ -228,7 +228,10 @@ fn check_with(
     // Each event admitted then applied, as the writer does.
     for (id, mut event) in parse_events(&parser, events) {
         let named = event.campaign.clone();
-        match aggregator.admit(&mut event, &mut Admission::default()) {
+        match aggregator
+            .admit(&mut event, &mut Admission::default())
+            .expect("the runs read")
+        {
             Applied::Accepted => {
                 assert_eq!(
                     aggregator.apply(&event).expect("a campaign slot"),

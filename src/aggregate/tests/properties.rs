@@ -405,8 +405,8 @@ proptest! {
         prop_assert_eq!(state(&aggregate(&shuffled)?), expected);
         // And through a checkpoint taken halfway.
         let (first, rest) = shuffled.split_at(shuffled.len() / 2);
-        let checkpoint = aggregate(first)?.checkpoint(0, Vec::new());
-        let mut restored = Aggregator::restore(property_settings(), [], &checkpoint, &[])
+        let checkpoint = aggregate(first)?.checkpoint(0, Vec::new()).expect("the runs read");
+        let mut restored = Aggregator::restore(property_settings(), [], &checkpoint, &[], Default::default())
             .map_err(|error| TestCaseError::fail(format!("{error:#}")))?;
         for event in rest {
             prop_assert_eq!(restored.apply(event).expect("a campaign slot"), Applied::Accepted);

@@ -18,46 +18,58 @@ fn sorted(entries: Vec<Entry>) -> Vec<Entry> {
     in_order(entries).collect()
 }
 
+/// [`write`] of generations `first` to `last`.
+fn write_run(
+    directory: &Path,
+    first: u64,
+    last: u64,
+    entries: Vec<Entry>,
+) -> anyhow::Result<Arc<Run>> {
+    write(directory, (first, last), entries.len() as u64, entries)
+}
+
 fn words(entries: &[Entry]) -> Vec<u32> {
     entries.iter().flatten().copied().collect()
 }
 
-fn run_of(directory: &Path, generation: u64, ids: impl IntoIterator<Item = u32>) -> IdRun {
+fn run_of(directory: &Path, generation: u64, ids: impl IntoIterator<Item = u32>) -> Arc<Run> {
     let entries = sorted(ids.into_iter().map(|id| entry(id, id / 3)).collect());
-    write(directory, generation, generation, entries).expect("the run writes")
+    write_run(directory, generation, generation, entries).expect("the run writes")
 }
 
 #[test]
 fn a_run_reads_back_what_was_written_and_is_named_by_its_generations() {
     let directory = TempDir::new().expect("a temporary directory");
     let entries = sorted((0..10_000).map(|id| entry(id, id * 5)).collect());
-    let run = write(directory.path(), 3, 7, entries.clone()).expect("the run writes");
+    let run = write_run(directory.path(), 3, 7, entries.clone()).expect("the run writes");
+    let run = run.id_run();
 
     assert_eq!((run.first_generation, run.last_generation), (3, 7));
     assert_eq!(run.entries, 10_000);
     assert_eq!(
-        path(directory.path(), &run)
+        path(directory.path(), run)
             .file_name()
             .map(|name| name.to_string_lossy().into_owned()),
         Some("ids-00000000000000000003-00000000000000000007.run".to_owned())
     );
     assert_eq!(
-        std::fs::metadata(path(directory.path(), &run))
+        std::fs::metadata(path(directory.path(), run))
             .expect("the run exists")
             .len(),
         (HEADER_BYTES + 10_000 * ENTRY_BYTES) as u64
     );
-    let read = read(directory.path(), std::slice::from_ref(&run)).expect("the run reads");
+    let read = read(directory.path(), std::slice::from_ref(run)).expect("the run reads");
     assert_eq!(read, vec![words(&entries)]);
 }
 
 #[test]
 fn an_empty_run_reads_back_empty() {
     let directory = TempDir::new().expect("a temporary directory");
-    let run = write(directory.path(), 1, 1, []).expect("the run writes");
-    assert_eq!(run.entries, 0);
+    let run = write_run(directory.path(), 1, 1, Vec::new()).expect("the run writes");
+    assert_eq!(run.id_run().entries, 0);
+    assert_eq!(run.entries().count(), 0);
     assert_eq!(
-        read(directory.path(), &[run]).expect("the run reads"),
+        read(directory.path(), &[*run.id_run()]).expect("the run reads"),
         vec![Vec::<u32>::new()]
     );
 }
@@ -71,7 +83,7 @@ fn entries_out_of_order_or_repeated_are_refused_and_leave_no_file() {
         (entry(2, 0), entry(1, 0))
     };
     for entries in [vec![high, low], vec![low, [low[0], low[1], low[2], 9]]] {
-        let error = write(directory.path(), 1, 1, entries).expect_err("refused");
+        let error = write_run(directory.path(), 1, 1, entries).expect_err("refused");
         assert!(format!("{error:#}").contains("out of order"), "{error:#}");
     }
     assert_eq!(
@@ -83,7 +95,7 @@ fn entries_out_of_order_or_repeated_are_refused_and_leave_no_file() {
 #[test]
 fn a_damaged_missing_or_other_run_is_refused() {
     let directory = TempDir::new().expect("a temporary directory");
-    let run = run_of(directory.path(), 1, 0..1000);
+    let run = *run_of(directory.path(), 1, 0..1000).id_run();
     let file = path(directory.path(), &run);
     let original = std::fs::read(&file).expect("the run reads");
     let refused = |bytes: Option<Vec<u8>>, run: &IdRun| {
@@ -191,17 +203,22 @@ proptest! {
                 // The newest run's word wins.
                 model.insert(order(entry), entry[3]);
             }
-            written.push(write(directory.path(), generation, generation, entries).expect("the run writes"));
+            written.push(write_run(directory.path(), generation, generation, entries).expect("the run writes"));
         }
         let merged = merge(directory.path(), &written).expect("the runs merge");
-        prop_assert_eq!((merged.first_generation, merged.last_generation), (1, runs.len() as u64));
+        prop_assert_eq!((merged.id_run().first_generation, merged.id_run().last_generation), (1, runs.len() as u64));
         let expected: Vec<u32> = model
             .iter()
             .flat_map(|((_, id), word)| [id[0], id[1], id[2], *word])
             .collect();
-        prop_assert_eq!(merged.entries as usize, model.len());
-        let read = read(directory.path(), &[merged]).expect("the merged run reads");
+        prop_assert_eq!(merged.id_run().entries as usize, model.len());
+        let read = read(directory.path(), &[*merged.id_run()]).expect("the merged run reads");
         prop_assert_eq!(&read[0], &expected);
+        // Its filter finds every id with its word, read from the file.
+        let found = Written::new(vec![merged]);
+        for ((_, id), word) in &model {
+            prop_assert_eq!(found.find(&EventId(*id)).expect("reads"), Some(*word));
+        }
     }
 }
 
@@ -210,7 +227,7 @@ fn a_merge_of_a_damaged_run_fails_and_leaves_no_merged_run() {
     let directory = TempDir::new().expect("a temporary directory");
     let older = run_of(directory.path(), 1, 0..5000);
     let newer = run_of(directory.path(), 2, 5000..10_000);
-    let file = path(directory.path(), &newer);
+    let file = path(directory.path(), newer.id_run());
     let mut bytes = std::fs::read(&file).expect("the run reads");
     bytes[HEADER_BYTES + 40_000] ^= 0x10;
     std::fs::write(&file, bytes).expect("the run writes");
@@ -234,12 +251,13 @@ fn pruning_removes_the_runs_not_kept_and_leftovers_only() {
     std::fs::write(directory.path().join("ids-4-4.run.tmp"), b"half").expect("writes");
     std::fs::write(directory.path().join("00000000000000000009.ckpt"), b"x").expect("writes");
 
-    let removed = prune(directory.path(), [&kept, &also_kept]).expect("pruning works");
+    let removed =
+        prune(directory.path(), [kept.id_run(), also_kept.id_run()]).expect("pruning works");
 
     assert_eq!(removed, 2);
-    assert!(path(directory.path(), &kept).exists());
-    assert!(path(directory.path(), &also_kept).exists());
-    assert!(!path(directory.path(), &gone).exists());
+    assert!(path(directory.path(), kept.id_run()).exists());
+    assert!(path(directory.path(), also_kept.id_run()).exists());
+    assert!(!path(directory.path(), gone.id_run()).exists());
     assert!(directory.path().join("00000000000000000009.ckpt").exists());
     assert_eq!(
         prune(&directory.path().join("never-created"), []).expect("fine"),
@@ -271,7 +289,6 @@ fn runs_go_only_when_every_checkpoint_kept_is_known_not_to_name_them() {
         Some(vec![1, 2, 3]),
         "the checkpoints at 20 and 30"
     );
-    assert_eq!(kept.newest(), [run(3)]);
 
     // After a restart, an older checkpoint may be kept beside the one restored: nothing goes
     // until a checkpoint at another position replaces it.

@@ -298,7 +298,9 @@ impl Process {
         let mut positions: Vec<KafkaOffset> = Vec::new();
         for (event, from) in group {
             let mut event = event.clone();
-            let outcome = aggregator.admit(&mut event, &mut admission);
+            let outcome = aggregator
+                .admit(&mut event, &mut admission)
+                .expect("the runs read");
             // Every message read moves its partition, counted or not.
             let from = from.map(|number| {
                 let next = &mut self.next_offsets[number as usize];
@@ -404,15 +406,15 @@ impl Process {
         let sealed = crate::pipeline::writer::checkpoint::seal(
             &mut state.aggregator,
             &state.sources,
-            (&state.id_runs, state.ids_in_runs),
+            &state.id_runs,
             state.id_generation,
             position,
         );
-        let (_, kept, _) = sealed
+        let (_, ended, _) = sealed
             .write(&self.storage)
             .expect("the checkpoint writes, and pruning works");
-        state.id_runs = kept;
-        state.ids_in_runs = true;
+        state.id_runs = ended.kept;
+        assert!(state.aggregator.install(ended.seal, ended.written));
         if self.checkpoints.last() != Some(&position) {
             self.checkpoints.push(position);
         }
@@ -424,7 +426,8 @@ impl Process {
             .recovered
             .state
             .aggregator
-            .checkpoint(position, self.recovered.state.sources.offsets());
+            .checkpoint(position, self.recovered.state.sources.offsets())
+            .expect("the runs read");
         state.direct_campaigns = self.recovered.state.sources.direct_campaigns();
         state
     }
@@ -442,8 +445,8 @@ impl Process {
         let never_seen = (0..3).map(|word| [u32::MAX, u32::MAX, word, 0]);
         crate::durable::runs::write(
             &self.storage.checkpoint_dir,
-            generation,
-            generation,
+            (generation, generation),
+            3,
             crate::durable::runs::in_order(never_seen.collect::<Vec<_>>()),
         )
         .expect("the run writes");
@@ -663,7 +666,8 @@ fn recovery_brings_kafka_positions_to_the_journal_end_with_the_campaigns_each_pa
         campaigns: campaigns.iter().map(|c| (*c).to_owned()).collect(),
     };
     let mut state = Aggregator::new(settings(), registered())
-        .checkpoint(0, vec![offset(1, 10, &[]), offset(2, 77, &["inria"])]);
+        .checkpoint(0, vec![offset(1, 10, &[]), offset(2, 77, &["inria"])])
+        .expect("the runs read");
     state.direct_campaigns = vec!["pole-emploi".to_owned()];
     checkpoint::write(&storage.checkpoint_dir, &state).expect("the checkpoint writes");
     let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
@@ -722,7 +726,9 @@ fn recovery_refuses_a_checkpoint_taken_with_another_chapter_count() {
         chapter_count: 12,
         ..settings()
     };
-    let state = Aggregator::new(twelve_chapters, registered()).checkpoint(0, Vec::new());
+    let state = Aggregator::new(twelve_chapters, registered())
+        .checkpoint(0, Vec::new())
+        .expect("the runs read");
     checkpoint::write(&storage.checkpoint_dir, &state).expect("the checkpoint writes");
 
     let error = recover(&storage, settings(), registered()).expect_err("recovery must fail");

@@ -2,21 +2,22 @@
 //! ingestion — a fresh journal segment, a frozen copy of the state and the ids remembered since
 //! the last checkpoint sealed on the writer; the id run of those ids (`durable::runs`), the
 //! encoding and the writing on a helper thread (`durable::policy::write_and_prune`), which
-//! answers the runs the checkpoint names.
+//! answers the runs the checkpoint names, for the aggregator to look its ids up in from then
+//! on (`Aggregator::install`).
+
+use std::sync::Arc;
 
 use super::*;
-use crate::aggregate::{Frozen, Recent, StoredIds};
+use crate::aggregate::{Frozen, Run, SealedIds, StoredIds, Written};
 use crate::durable::runs::{self, Kept};
-use crate::proto::storage::{IdRun, KafkaOffset};
+use crate::proto::storage::KafkaOffset;
 
-/// What a checkpoint writes of the remembered ids.
-enum Ids {
-    /// The runs of the checkpoint before hold every id but `recent` (in no order), which go
-    /// in a run of their own.
-    New { runs: Vec<IdRun>, recent: Recent },
-    /// Every id, in one run: the runs do not hold them all (a campaign released, a checkpoint
-    /// that failed, a state restored from a checkpoint that held its ids in itself).
-    All,
+/// What a checkpoint written answers the writer: the runs of the checkpoints kept, and the
+/// seal whose ids the runs it names now hold, with those runs.
+pub(in crate::pipeline) struct Ended {
+    pub kept: Kept,
+    pub seal: u64,
+    pub written: Written,
 }
 
 impl WriterState {
@@ -32,38 +33,50 @@ impl WriterState {
     }
 
     /// The state as it is now, as the parts of a checkpoint at `position` that holds its ids
-    /// (a parked shard): the writer's part, then the aggregate's frozen copy.
+    /// (a parked shard): the writer's part, then the aggregate's frozen copy, the ids of its
+    /// runs read into it.
     pub(super) fn frozen_parts(
         &self,
         position: u64,
-    ) -> impl Iterator<Item = Checkpoint> + Send + use<> {
-        std::iter::once(sources_part(&self.sources)).chain(self.aggregator.freeze().parts(
-            position,
-            self.sources.offsets(),
-            StoredIds::Inline,
-        ))
+    ) -> std::io::Result<impl Iterator<Item = Checkpoint> + Send + use<>> {
+        let frozen = self.aggregator.freeze().read_written()?;
+        Ok(
+            std::iter::once(sources_part(&self.sources)).chain(frozen.parts(
+                position,
+                self.sources.offsets(),
+                StoredIds::Inline,
+            )),
+        )
     }
 
     /// Notes how the checkpoint written on the helper thread ended: the runs it names hold
-    /// every id sealed so far, or, when it failed, the ids it sealed are in no run and the next
-    /// checkpoint writes them all.
-    fn checkpoint_ended(&mut self, kept: Option<Kept>) {
-        match kept {
-            Some(kept) => {
-                self.id_runs = kept;
-                self.ids_in_runs = true;
-            }
-            None => self.ids_in_runs = false,
+    /// every id sealed for it, which the aggregator then looks up there; or, when it failed,
+    /// the ids it sealed stay in memory and the next checkpoint writes them.
+    fn checkpoint_ended(&mut self, ended: Option<Ended>) {
+        if let Some(Ended {
+            kept,
+            seal,
+            written,
+        }) = ended
+        {
+            self.id_runs = kept;
+            self.aggregator.install(seal, written);
+        }
+    }
+
+    /// Waits for the checkpoint being written, if any, and notes how it ended: before the
+    /// aggregator is changed in a way its runs do not know of (a release, a state restored).
+    pub(super) fn settle_checkpoint(&mut self) {
+        if let Some(previous) = self.checkpointing.take() {
+            let ended = previous.join().unwrap_or(None);
+            self.checkpoint_ended(ended);
         }
     }
 
     /// Takes a checkpoint at a fresh segment boundary, encoded and written on a helper thread
     /// unless `wait`. A failed checkpoint only delays the removal of journal segments.
     pub(super) fn checkpoint(&mut self, wait: bool) {
-        if let Some(previous) = self.checkpointing.take() {
-            let kept = previous.join().unwrap_or(None);
-            self.checkpoint_ended(kept);
-        }
+        self.settle_checkpoint();
         let paused = Instant::now();
         let position = match self.journal.rotate() {
             Ok(position) => position,
@@ -79,7 +92,7 @@ impl WriterState {
         let sealed = seal(
             &mut self.aggregator,
             &self.sources,
-            (&self.id_runs, self.ids_in_runs),
+            &self.id_runs,
             self.id_generation,
             position,
         );
@@ -88,29 +101,30 @@ impl WriterState {
         self.policy.started(Instant::now());
         let shared = self.shared.clone();
         let durable = self.durable.clone();
-        let write = move || -> Option<Kept> {
+        let write = move || -> Option<Ended> {
             let started = Instant::now();
             let offsets = sealed.offsets.clone();
             let written = sealed.write(&durable);
             let elapsed = pause + started.elapsed();
             match written {
-                Ok((written, kept, ids_written)) => {
+                Ok((written, ended, ids_written)) => {
                     telemetry::record_checkpoint(elapsed, written.bytes, true);
                     shared.board.written(shared.shard, offsets);
                     tracing::info!(
                         shard = shared.shard,
                         checkpoint = %written.path.display(),
                         bytes = written.bytes,
-                        id_runs = kept.newest().len(),
+                        id_runs = ended.written.runs().len(),
+                        id_filter_bytes = ended.written.filter_bytes(),
                         ids_written,
-                        id_run_bytes = ids_written * runs::ENTRY_BYTES as u64,
+                        id_run_bytes = ids_written * crate::aggregate::ENTRY_BYTES as u64,
                         journal_position = position,
                         segments_removed = written.segments_removed,
                         runs_removed = written.runs_removed,
                         seconds = elapsed.as_secs_f64(),
                         "checkpoint written"
                     );
-                    Some(kept)
+                    Some(ended)
                 }
                 Err(error) => {
                     telemetry::record_checkpoint(elapsed, 0, false);
@@ -123,8 +137,8 @@ impl WriterState {
             }
         };
         if wait {
-            let kept = write();
-            self.checkpoint_ended(kept);
+            let ended = write();
+            self.checkpoint_ended(ended);
         } else {
             match std::thread::Builder::new()
                 .name("suivi-checkpoint".to_owned())
@@ -144,7 +158,7 @@ impl WriterState {
 pub(in crate::pipeline) struct Sealed {
     position: u64,
     generation: u64,
-    ids: Ids,
+    ids: SealedIds,
     sources: Checkpoint,
     frozen: Frozen,
     offsets: Vec<KafkaOffset>,
@@ -161,27 +175,18 @@ fn sources_part(sources: &Sources) -> Checkpoint {
 }
 
 /// Takes a checkpoint of generation `generation` at `position`: seals the ids `aggregator`
-/// remembered since the last one, and freezes it. `runs` are those of the checkpoints kept,
-/// and whether the newest's hold every id remembered then.
+/// remembered since the last one, and freezes it. `kept` are the runs of the checkpoints kept.
 pub(in crate::pipeline) fn seal(
     aggregator: &mut Aggregator,
     sources: &Sources,
-    runs: (&Kept, bool),
+    kept: &Kept,
     generation: u64,
     position: u64,
 ) -> Sealed {
-    let (kept, ids_in_runs) = runs;
-    let ids = match aggregator.seal() {
-        Some(recent) if ids_in_runs => Ids::New {
-            runs: kept.newest().to_vec(),
-            recent,
-        },
-        _ => Ids::All,
-    };
     Sealed {
         position,
         generation,
-        ids,
+        ids: aggregator.seal(),
         sources: sources_part(sources),
         frozen: aggregator.freeze(),
         offsets: sources.offsets(),
@@ -191,12 +196,13 @@ pub(in crate::pipeline) fn seal(
 
 impl Sealed {
     /// Writes the id runs, then the checkpoint naming them, and lets go of what no kept
-    /// checkpoint needs. Answers what was written, the runs of the checkpoints kept now (the
-    /// newest this one's) and how many ids were written in runs.
+    /// checkpoint needs. Answers what was written, how it ended for the writer (the runs of the
+    /// checkpoints kept now, the newest this one's, and its runs opened) and how many ids were
+    /// written in runs.
     pub(in crate::pipeline) fn write(
         self,
         durable: &DurableSettings,
-    ) -> anyhow::Result<(policy::Written, Kept, u64)> {
+    ) -> anyhow::Result<(policy::Written, Ended, u64)> {
         let Sealed {
             position,
             generation,
@@ -206,7 +212,8 @@ impl Sealed {
             offsets,
             kept,
         } = self;
-        let (runs, ids_written) = store_ids(&durable.checkpoint_dir, generation, ids, &frozen)?;
+        let (written, ids_written) = store_ids(&durable.checkpoint_dir, generation, &ids)?;
+        let runs = written.id_runs();
         let parts = std::iter::once(sources).chain(frozen.parts(
             position,
             offsets,
@@ -215,53 +222,54 @@ impl Sealed {
                 generation,
             },
         ));
-        let (written, kept) = policy::write_and_prune(durable, position, parts, (kept, runs))?;
-        Ok((written, kept, ids_written))
+        let (checkpoint, kept) = policy::write_and_prune(durable, position, parts, (kept, runs))?;
+        let ended = Ended {
+            kept,
+            seal: ids.seal,
+            written,
+        };
+        Ok((checkpoint, ended, ids_written))
     }
 }
 
 /// Writes the id run of a checkpoint of `generation` into `directory`, and merges the newest
-/// runs when they are many (`runs::plan`); answers the runs that then hold every id, and how
-/// many ids were written (the new run's and the merged one's).
+/// runs when they are many (`runs::plan`); or, when some ids of the runs were released, writes
+/// them all afresh in one run. Answers the runs that then hold every id, and how many ids were
+/// written (the new run's and the merged one's).
 fn store_ids(
     directory: &std::path::Path,
     generation: u64,
-    ids: Ids,
-    frozen: &Frozen,
-) -> anyhow::Result<(Vec<IdRun>, u64)> {
+    ids: &SealedIds,
+) -> anyhow::Result<(Written, u64)> {
+    if ids.written.has_released() {
+        if ids.written.is_empty() && ids.is_empty() {
+            return Ok((Written::default(), 0));
+        }
+        let run = runs::rewrite(directory, generation, &ids.written, ids.in_order())?;
+        let entries = run.id_run().entries;
+        return Ok((Written::new(vec![run]), entries));
+    }
     let mut written = 0;
-    let mut runs = match ids {
-        Ids::New { mut runs, recent } => {
-            if !recent.is_empty() {
-                let run = runs::write(
-                    directory,
-                    generation,
-                    generation,
-                    runs::in_order(recent.entries()),
-                )?;
-                written += run.entries;
-                runs.push(run);
-            }
-            runs
-        }
-        Ids::All => {
-            let mut all = frozen.ids().peekable();
-            if all.peek().is_none() {
-                Vec::new()
-            } else {
-                let run = runs::write(directory, 0, generation, all)?;
-                written += run.entries;
-                vec![run]
-            }
-        }
-    };
-    let merging = runs::plan(&runs);
+    let mut runs: Vec<Arc<Run>> = ids.written.runs().to_vec();
+    if !ids.is_empty() {
+        let entries = ids.in_order();
+        let run = runs::write(
+            directory,
+            (generation, generation),
+            entries.len() as u64,
+            entries,
+        )?;
+        written += run.id_run().entries;
+        runs.push(run);
+    }
+    let id_runs: Vec<_> = runs.iter().map(|run| *run.id_run()).collect();
+    let merging = runs::plan(&id_runs);
     if merging > 0 {
         let from = runs.len() - merging;
         let merged = runs::merge(directory, &runs[from..])?;
-        written += merged.entries;
+        written += merged.id_run().entries;
         runs.truncate(from);
         runs.push(merged);
     }
-    Ok((runs, written))
+    Ok((Written::new(runs), written))
 }

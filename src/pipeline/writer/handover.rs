@@ -14,7 +14,13 @@ impl WriterState {
     /// it is restored and their reading resumes from there instead of from their beginning
     /// (product.md §6, handover). Without it they are rebuilt: nothing is lost either way.
     pub(super) fn park(&self) {
-        match crate::durable::checkpoint::write_parts(&self.parked_dir(), 0, self.frozen_parts(0)) {
+        let parked = self
+            .frozen_parts(0)
+            .map_err(anyhow::Error::from)
+            .and_then(|parts| {
+                crate::durable::checkpoint::write_parts(&self.parked_dir(), 0, parts)
+            });
+        match parked {
             Ok((path, bytes)) => tracing::info!(
                 shard = self.shared.shard,
                 parked = %path.display(),
@@ -58,14 +64,15 @@ impl WriterState {
             self.registered.clone(),
             Some(&crate::durable::checkpoint::Loaded {
                 checkpoint: parked,
-                runs: Vec::new(),
+                ..Default::default()
             }),
         ) {
             Ok(restored) => {
+                // The checkpoint being written is of the state replaced.
+                self.settle_checkpoint();
                 self.aggregator = restored.aggregator;
                 self.sources = restored.sources;
                 // A parked state holds its ids: the checkpoint taken next writes them in a run.
-                self.ids_in_runs = restored.ids_in_runs;
                 self.shared
                     .unregistered
                     .hold(self.aggregator.unregistered_campaigns(), self.shared.shard);

@@ -1189,7 +1189,7 @@ async fn a_data_dir_holding_a_campaign_with_a_nul_character_starts_and_flushes_t
     aggregator.apply(&evil).expect("a campaign slot");
     suivi::durable::checkpoint::write(
         &data_dir.path().join("checkpoints"),
-        &aggregator.checkpoint(0, Vec::new()),
+        &aggregator.checkpoint(0, Vec::new()).expect("the runs read"),
     )
     .expect("the checkpoint is written");
 

@@ -139,8 +139,8 @@ fn each_checkpoint_writes_only_the_new_ids_and_runs_merge_and_go_as_checkpoints_
     assert_eq!(recovered.state.aggregator.holdings().event_ids, 81);
     for event in &events {
         assert_eq!(
-            recovered.state.aggregator.apply(event),
-            Ok(Applied::Duplicate { conflict: false }),
+            recovered.state.aggregator.apply(event).ok(),
+            Some(Applied::Duplicate { conflict: false }),
             "every id is remembered after the restart"
         );
     }
@@ -168,8 +168,8 @@ fn assert_recovers_every_event(
     assert_same_state(reference, &recovered.state.aggregator);
     for event in events {
         assert_eq!(
-            recovered.state.aggregator.apply(event),
-            Ok(Applied::Duplicate { conflict: false })
+            recovered.state.aggregator.apply(event).ok(),
+            Some(Applied::Duplicate { conflict: false })
         );
     }
 }
@@ -180,19 +180,22 @@ fn a_checkpoint_of_format_1_loads_and_the_next_one_moves_its_ids_to_a_run() {
     let storage = storage(directory.path());
     let parser = EventParser::new(CHAPTER_COUNT, [0x22; 32]);
     let (mut reference, mut events) = enrolled_before(&parser);
-    let mut old = reference.checkpoint(0, Vec::new());
+    let mut old = reference.checkpoint(0, Vec::new()).expect("the runs read");
     old.format_version = 1;
     assert_eq!(old.seen.len(), 20 * 4, "format 1 keeps the ids in itself");
     checkpoint::write(&storage.checkpoint_dir, &old).expect("the checkpoint writes");
 
     let mut process = Process::start(storage.clone());
-    assert!(!process.recovered.state.ids_in_runs);
+    assert!(
+        process.recovered.state.aggregator.written().is_empty(),
+        "the ids are held in memory until the next checkpoint writes them in a run"
+    );
     events.extend(commit(&mut process, &mut reference, &parser, 20..25));
     process.checkpoint();
 
     assert_eq!(
         generations(&newest_runs(&storage)),
-        [(0, 1, 25)],
+        [(1, 1, 25)],
         "every id in one run"
     );
     drop(process);
@@ -206,14 +209,14 @@ fn a_checkpoint_of_format_2_loads_and_its_runs_sorted_by_id_are_replaced_by_one_
     let parser = EventParser::new(CHAPTER_COUNT, [0x23; 32]);
     let (mut reference, mut events) = enrolled_before(&parser);
     // Format 2 kept its ids in a run sorted by id.
-    let mut old = reference.checkpoint(0, Vec::new());
-    let mut by_id: Vec<runs::Entry> = old
+    let mut old = reference.checkpoint(0, Vec::new()).expect("the runs read");
+    let mut by_id: Vec<crate::aggregate::Entry> = old
         .seen
         .chunks_exact(4)
         .map(|words| [words[0], words[1], words[2], words[3]])
         .collect();
     by_id.sort_unstable();
-    let in_run_order: Vec<runs::Entry> = runs::in_order(by_id.clone()).collect();
+    let in_run_order: Vec<crate::aggregate::Entry> = runs::in_order(by_id.clone()).collect();
     assert_ne!(by_id, in_run_order, "the two orders differ");
     // Written as format 2 wrote it: `runs::write` now refuses this order.
     let payload: Vec<u8> = by_id
@@ -241,19 +244,22 @@ fn a_checkpoint_of_format_2_loads_and_its_runs_sorted_by_id_are_replaced_by_one_
 
     let mut process = Process::start(storage.clone());
     assert_same_state(&reference, &process.recovered.state.aggregator);
-    assert!(!process.recovered.state.ids_in_runs);
+    assert!(
+        process.recovered.state.aggregator.written().is_empty(),
+        "the ids are held in memory until the next checkpoint writes them in a run"
+    );
     events.extend(commit(&mut process, &mut reference, &parser, 20..25));
     process.checkpoint();
     assert_eq!(
         generations(&newest_runs(&storage)),
-        [(0, 2, 25)],
+        [(2, 2, 25)],
         "every id in one run"
     );
     events.extend(commit(&mut process, &mut reference, &parser, 25..27));
     process.checkpoint();
     assert_eq!(
         run_files(&storage),
-        [run_name(0, 2), run_name(3, 3)],
+        [run_name(2, 2), run_name(3, 3)],
         "the run of format 2 goes with its checkpoint"
     );
     drop(process);
@@ -335,14 +341,14 @@ fn after_a_release_the_next_checkpoint_writes_every_id_kept_afresh() {
     let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
     for event in &kept {
         assert_eq!(
-            recovered.state.aggregator.apply(event),
-            Ok(Applied::Duplicate { conflict: false })
+            recovered.state.aggregator.apply(event).ok(),
+            Some(Applied::Duplicate { conflict: false })
         );
     }
     for event in &released {
         assert_eq!(
-            recovered.state.aggregator.apply(event),
-            Ok(Applied::Accepted),
+            recovered.state.aggregator.apply(event).ok(),
+            Some(Applied::Accepted),
             "a released campaign's ids are forgotten"
         );
     }
