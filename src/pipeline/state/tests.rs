@@ -394,8 +394,16 @@ impl Process {
 
     /// Checkpoints as the pipeline's writer does: at a fresh segment, the ids since the last
     /// checkpoint in a run of their own (every id when a release forgot some), then prunes
-    /// checkpoints, the journal segments and the id runs no kept checkpoint needs.
+    /// checkpoints, the journal segments and the id runs no kept checkpoint needs; the
+    /// aggregator then looks those ids up in the runs.
     fn checkpoint(&mut self) {
+        let sealed = self.seal_checkpoint();
+        assert!(self.end_checkpoint(sealed), "the runs are installed");
+    }
+
+    /// The part of [`Process::checkpoint`] the writer does before the checkpoint thread takes
+    /// over: a fresh segment, the ids sealed, the state frozen.
+    fn seal_checkpoint(&mut self) -> crate::pipeline::writer::checkpoint::Sealed {
         let position = self
             .recovered
             .journal
@@ -403,21 +411,27 @@ impl Process {
             .expect("the journal rotates");
         let state = &mut self.recovered.state;
         state.id_generation += 1;
-        let sealed = crate::pipeline::writer::checkpoint::seal(
+        if self.checkpoints.last() != Some(&position) {
+            self.checkpoints.push(position);
+        }
+        crate::pipeline::writer::checkpoint::seal(
             &mut state.aggregator,
             &state.sources,
             &state.id_runs,
             state.id_generation,
             position,
-        );
+        )
+    }
+
+    /// The rest: the checkpoint written, then its runs handed to the aggregator, which says
+    /// whether it took them.
+    fn end_checkpoint(&mut self, sealed: crate::pipeline::writer::checkpoint::Sealed) -> bool {
         let (_, ended, _) = sealed
             .write(&self.storage)
             .expect("the checkpoint writes, and pruning works");
+        let state = &mut self.recovered.state;
         state.id_runs = ended.kept;
-        assert!(state.aggregator.install(ended.seal, ended.written));
-        if self.checkpoints.last() != Some(&position) {
-            self.checkpoints.push(position);
-        }
+        state.aggregator.install(ended.seal, ended.written)
     }
 
     /// The checkpoint of the whole state, as the writer fills it.

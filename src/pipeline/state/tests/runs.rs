@@ -2,7 +2,9 @@
 //! the ids accepted since the one before, runs are merged and pruned as the writer does, a
 //! checkpoint of format 1 (ids in itself) is read and its ids moved to a run, one of format 2
 //! (runs sorted by id) is read and its runs replaced by one in run order, a damaged run
-//! sends recovery back to the checkpoint before, and a release has every id written afresh.
+//! sends recovery back to the checkpoint before, and a release has every id written afresh —
+//! also when it comes while a checkpoint is written, whose runs the aggregator then does not
+//! take.
 
 use super::*;
 use crate::durable::runs;
@@ -349,6 +351,91 @@ fn after_a_release_the_next_checkpoint_writes_every_id_kept_afresh() {
         assert_eq!(
             recovered.state.aggregator.apply(event).ok(),
             Some(Applied::Accepted),
+            "a released campaign's ids are forgotten"
+        );
+    }
+}
+
+#[test]
+fn a_release_while_a_checkpoint_is_written_is_not_undone_by_its_runs() {
+    let directory = scratch_directory();
+    let parser = EventParser::new(CHAPTER_COUNT, [0x45; 32]);
+    let mut process = Process::start(storage(directory.path()));
+    let fed = CAMPAIGNS
+        .iter()
+        .position(|campaign| *campaign == "la-poste")
+        .expect("a campaign");
+    let mut kept = Vec::new();
+    let mut released = Vec::new();
+    let mut commit_both = |process: &mut Process, ids: std::ops::Range<u8>| {
+        for id in ids {
+            let event = enrolment(&parser, id, 0, None);
+            assert_eq!(
+                process.commit(&[(event.clone(), None)]),
+                [Applied::Accepted]
+            );
+            kept.push(event);
+            let event = enrolment(&parser, 100 + id, fed, Some(0));
+            assert_eq!(
+                process.commit(&[(event.clone(), Some(0))]),
+                [Applied::Accepted]
+            );
+            released.push(event);
+        }
+    };
+    commit_both(&mut process, 0..10);
+    process.checkpoint();
+    commit_both(&mut process, 10..15);
+
+    // The checkpoint thread writes the ids sealed here while the writer releases partition 0:
+    // its runs hold ids forgotten since, and the aggregator does not take them.
+    let sealed = process.seal_checkpoint();
+    process.release(0);
+    assert!(
+        !process.end_checkpoint(sealed),
+        "the runs are not installed"
+    );
+    let is_new = |process: &Process, event: &Event| {
+        process
+            .recovered
+            .state
+            .aggregator
+            .admit(&mut event.clone(), &mut Admission::default())
+            .expect("the runs read")
+            == Applied::Accepted
+    };
+    assert!(kept.iter().all(|event| !is_new(&process, event)));
+    assert!(released.iter().all(|event| is_new(&process, event)));
+
+    // The next checkpoint writes every id kept afresh, in one run.
+    process.checkpoint();
+    assert_eq!(
+        generations(&newest_runs(&process.storage)),
+        [(0, 3, 15)],
+        "the ids kept, written afresh"
+    );
+    assert!(kept.iter().all(|event| !is_new(&process, event)));
+    assert!(released.iter().all(|event| is_new(&process, event)));
+    let storage = process.storage.clone();
+    drop(process);
+    let recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    for event in &kept {
+        let outcome = recovered
+            .state
+            .aggregator
+            .admit(&mut event.clone(), &mut Admission::default())
+            .expect("the runs read");
+        assert_eq!(outcome, Applied::Duplicate { conflict: false });
+    }
+    for event in &released {
+        let outcome = recovered
+            .state
+            .aggregator
+            .admit(&mut event.clone(), &mut Admission::default())
+            .expect("the runs read");
+        assert_eq!(
+            outcome,
+            Applied::Accepted,
             "a released campaign's ids are forgotten"
         );
     }
