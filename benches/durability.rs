@@ -1130,6 +1130,7 @@ fn recovery_report(learners: u64) {
     let written = runs::open(&checkpoint_dir, std::slice::from_ref(&run)).expect("the run opens");
     let run_read = started.elapsed();
     let filter_bytes = written.filter_bytes();
+    filter_report(&written);
     let started = Instant::now();
     let restored = Aggregator::restore(settings(), registered(&registry), &stored, &[], written)
         .expect("the checkpoint restores");
@@ -1189,6 +1190,50 @@ fn recovery_report(learners: u64) {
     std::fs::remove_dir_all(dir.path().join("journal")).expect("the journal is removed");
 
     replay_report(&registry, &population, dir.path());
+}
+
+/// Prints what the filters of `written` cost: lookups of ids never seen (the share a
+/// fingerprint matches by chance, each of which reads an entry from the run) and of ids held
+/// (each reads its entry), a million of each, one at a time.
+fn filter_report(written: &suivi::aggregate::Written) {
+    const PROBES: u32 = 1_000_000;
+    // Ids never seen: the bench's ids are counted from zero in their first word.
+    let absent = |n: u32| EventId([n ^ 0x5bd1_e995, 0xdead_beef, !n]);
+    let matched = (0..PROBES)
+        .filter(|n| written.may_hold(&absent(*n)))
+        .count();
+    let started = Instant::now();
+    for n in 0..PROBES {
+        assert!(
+            written.find(&absent(n)).expect("the runs read").is_none(),
+            "an id never seen is not found"
+        );
+    }
+    let absent_time = started.elapsed();
+    let held: Vec<EventId> = written
+        .runs()
+        .iter()
+        .flat_map(|run| run.entries())
+        .step_by(97)
+        .take(PROBES as usize)
+        .map(|entry| {
+            let [a, b, c, _] = entry.expect("the run reads");
+            EventId([a, b, c])
+        })
+        .collect();
+    let started = Instant::now();
+    for id in &held {
+        assert!(written.find(id).expect("the runs read").is_some(), "an id held is found");
+    }
+    let held_time = started.elapsed();
+    println!(
+        "  filters: {} runs; {PROBES} ids never seen looked up in {absent_time:.2?} ({:.0} ns each), {matched} matched by chance ({:.1} in 100,000: an entry read for nothing); {} ids held looked up, each read from its run, in {held_time:.2?} ({:.0} ns each)",
+        written.runs().len(),
+        absent_time.as_nanos() as f64 / f64::from(PROBES),
+        matched as f64 * 100_000.0 / f64::from(PROBES),
+        held.len(),
+        held_time.as_nanos() as f64 / held.len().max(1) as f64,
+    );
 }
 
 /// Prints what `held` resident bytes are per record: all of it per (campaign, learner), then
