@@ -1067,7 +1067,7 @@ fn recovery_report(learners: u64) {
         holdings.event_ids as f64 / holdings.learners as f64,
         mib(rss_built - rss_start)
     );
-    print_memory("built", rss_built - rss_start, &holdings);
+    print_memory("built", rss_built - rss_start, &holdings, None);
 
     // Checkpoint, as the writer's first one of a state whose ids are in no run yet: every id
     // in one run, then the rest of the state in the checkpoint file.
@@ -1175,9 +1175,10 @@ fn recovery_report(learners: u64) {
         recovered.report.duration
     );
     print_memory(
-        "restored",
+        "restored (after a state dropped)",
         rss_restored.saturating_sub(rss_before_recover),
         &holdings,
+        Some(recovered.state.aggregator.written().filter_bytes() as u64),
     );
     println!(
         "  resident: {:.0} MiB built, {:.0} MiB once it was dropped, {:.0} MiB at most (VmHWM)",
@@ -1223,7 +1224,10 @@ fn filter_report(written: &suivi::aggregate::Written) {
         .collect();
     let started = Instant::now();
     for id in &held {
-        assert!(written.find(id).expect("the runs read").is_some(), "an id held is found");
+        assert!(
+            written.find(id).expect("the runs read").is_some(),
+            "an id held is found"
+        );
     }
     let held_time = started.elapsed();
     println!(
@@ -1237,21 +1241,30 @@ fn filter_report(written: &suivi::aggregate::Written) {
 }
 
 /// Prints what `held` resident bytes are per record: all of it per (campaign, learner), then
-/// split by the layout of the event id table (hashbrown: a power of two of 17-byte buckets, at
-/// most 7/8 full), which depends on where the count falls between two powers of two.
-fn print_memory(when: &str, held: u64, holdings: &Holdings) {
+/// split between the ids (`id_bytes`, or, when `None`, a table of every id: hashbrown's layout
+/// of a power of two of 17-byte buckets, at most 7/8 full, which depends on where the count
+/// falls between two powers of two) and the rest. Resident memory grows only past what the
+/// allocator already holds: after a state was dropped, `held` says little.
+fn print_memory(when: &str, held: u64, holdings: &Holdings, id_bytes: Option<u64>) {
     let ids = holdings.event_ids as u64;
-    let mut buckets = 4u64;
-    while buckets / 8 * 7 < ids.max(4) {
-        buckets *= 2;
-    }
-    let id_table = buckets * 17 + 16;
+    let id_memory = id_bytes.unwrap_or_else(|| {
+        let mut buckets = 4u64;
+        while buckets / 8 * 7 < ids.max(4) {
+            buckets *= 2;
+        }
+        buckets * 17 + 16
+    });
+    let layout = if id_bytes.is_some() {
+        "the ids' filters"
+    } else {
+        "the id table's layout"
+    };
     println!(
-        "  memory held, {when}: {:.1} bytes per (campaign, learner), everything included; by the id table's layout, {:.1} bytes per event id ({:.0} MiB) and {:.1} per (campaign, learner) for the rest (learners in their campaign and in the totals, visitors, timelines)  [§7: <= 64 per (campaign, learner), <= 16 per event id]",
+        "  memory held, {when}: {:.1} bytes per (campaign, learner), everything included; by {layout}, {:.1} bytes per event id ({:.0} MiB) and {:.1} per (campaign, learner) for the rest (learners in their campaign and in the totals, visitors, timelines)  [§7: <= 64 per (campaign, learner), <= 16 per event id]",
         held as f64 / holdings.campaign_learners as f64,
-        id_table as f64 / ids.max(1) as f64,
-        mib(id_table),
-        held.saturating_sub(id_table) as f64 / holdings.campaign_learners as f64,
+        id_memory as f64 / ids.max(1) as f64,
+        mib(id_memory),
+        held.saturating_sub(id_memory) as f64 / holdings.campaign_learners as f64,
     );
 }
 

@@ -301,32 +301,61 @@ fn a_damaged_run_sends_recovery_back_to_the_checkpoint_before_it() {
     assert_same_state(&reference, &recovered.state.aggregator);
 }
 
-#[test]
-fn after_a_release_the_next_checkpoint_writes_every_id_kept_afresh() {
-    let directory = scratch_directory();
-    let parser = EventParser::new(CHAPTER_COUNT, [0x44; 32]);
-    let mut process = Process::start(storage(directory.path()));
-    // Events of a registered campaign over gRPC, and of one only partition 0 feeds.
+/// Commits, for each of `ids`, an enrolment in a registered campaign over gRPC, which a
+/// release of partition 0 keeps, and one in a campaign only partition 0 feeds, which it
+/// releases; answers them in that order.
+fn commit_kept_and_released(
+    process: &mut Process,
+    parser: &EventParser,
+    ids: std::ops::Range<u8>,
+) -> (Vec<Event>, Vec<Event>) {
     let fed = CAMPAIGNS
         .iter()
         .position(|campaign| *campaign == "la-poste")
         .expect("a campaign");
     let mut kept = Vec::new();
     let mut released = Vec::new();
-    for id in 0..10 {
-        let event = enrolment(&parser, id, 0, None);
+    for id in ids {
+        let event = enrolment(parser, id, 0, None);
         assert_eq!(
             process.commit(&[(event.clone(), None)]),
             [Applied::Accepted]
         );
         kept.push(event);
-        let event = enrolment(&parser, 100 + id, fed, Some(0));
+        let event = enrolment(parser, 100 + id, fed, Some(0));
         assert_eq!(
             process.commit(&[(event.clone(), Some(0))]),
             [Applied::Accepted]
         );
         released.push(event);
     }
+    (kept, released)
+}
+
+/// Checks that `aggregator` remembers every event of `kept` and none of `released`.
+fn assert_forgets_the_released_only(aggregator: &Aggregator, kept: &[Event], released: &[Event]) {
+    let is_new = |event: &Event| {
+        aggregator
+            .admit(&mut event.clone(), &mut Admission::default())
+            .expect("the runs read")
+            == Applied::Accepted
+    };
+    assert!(
+        kept.iter().all(|event| !is_new(event)),
+        "the ids kept are remembered"
+    );
+    assert!(
+        released.iter().all(is_new),
+        "a released campaign's ids are forgotten"
+    );
+}
+
+#[test]
+fn after_a_release_the_next_checkpoint_writes_every_id_kept_afresh() {
+    let directory = scratch_directory();
+    let parser = EventParser::new(CHAPTER_COUNT, [0x44; 32]);
+    let mut process = Process::start(storage(directory.path()));
+    let (kept, released) = commit_kept_and_released(&mut process, &parser, 0..10);
     process.checkpoint();
     assert_eq!(generations(&newest_runs(&process.storage)), [(1, 1, 20)]);
 
@@ -340,20 +369,8 @@ fn after_a_release_the_next_checkpoint_writes_every_id_kept_afresh() {
     );
     let storage = process.storage.clone();
     drop(process);
-    let mut recovered = recover(&storage, settings(), registered()).expect("recovery works");
-    for event in &kept {
-        assert_eq!(
-            recovered.state.aggregator.apply(event).ok(),
-            Some(Applied::Duplicate { conflict: false })
-        );
-    }
-    for event in &released {
-        assert_eq!(
-            recovered.state.aggregator.apply(event).ok(),
-            Some(Applied::Accepted),
-            "a released campaign's ids are forgotten"
-        );
-    }
+    let recovered = recover(&storage, settings(), registered()).expect("recovery works");
+    assert_forgets_the_released_only(&recovered.state.aggregator, &kept, &released);
 }
 
 #[test]
@@ -361,31 +378,11 @@ fn a_release_while_a_checkpoint_is_written_is_not_undone_by_its_runs() {
     let directory = scratch_directory();
     let parser = EventParser::new(CHAPTER_COUNT, [0x45; 32]);
     let mut process = Process::start(storage(directory.path()));
-    let fed = CAMPAIGNS
-        .iter()
-        .position(|campaign| *campaign == "la-poste")
-        .expect("a campaign");
-    let mut kept = Vec::new();
-    let mut released = Vec::new();
-    let mut commit_both = |process: &mut Process, ids: std::ops::Range<u8>| {
-        for id in ids {
-            let event = enrolment(&parser, id, 0, None);
-            assert_eq!(
-                process.commit(&[(event.clone(), None)]),
-                [Applied::Accepted]
-            );
-            kept.push(event);
-            let event = enrolment(&parser, 100 + id, fed, Some(0));
-            assert_eq!(
-                process.commit(&[(event.clone(), Some(0))]),
-                [Applied::Accepted]
-            );
-            released.push(event);
-        }
-    };
-    commit_both(&mut process, 0..10);
+    let (mut kept, mut released) = commit_kept_and_released(&mut process, &parser, 0..10);
     process.checkpoint();
-    commit_both(&mut process, 10..15);
+    let (more_kept, more_released) = commit_kept_and_released(&mut process, &parser, 10..15);
+    kept.extend(more_kept);
+    released.extend(more_released);
 
     // The checkpoint thread writes the ids sealed here while the writer releases partition 0:
     // its runs hold ids forgotten since, and the aggregator does not take them.
@@ -395,17 +392,7 @@ fn a_release_while_a_checkpoint_is_written_is_not_undone_by_its_runs() {
         !process.end_checkpoint(sealed),
         "the runs are not installed"
     );
-    let is_new = |process: &Process, event: &Event| {
-        process
-            .recovered
-            .state
-            .aggregator
-            .admit(&mut event.clone(), &mut Admission::default())
-            .expect("the runs read")
-            == Applied::Accepted
-    };
-    assert!(kept.iter().all(|event| !is_new(&process, event)));
-    assert!(released.iter().all(|event| is_new(&process, event)));
+    assert_forgets_the_released_only(&process.recovered.state.aggregator, &kept, &released);
 
     // The next checkpoint writes every id kept afresh, in one run.
     process.checkpoint();
@@ -414,29 +401,9 @@ fn a_release_while_a_checkpoint_is_written_is_not_undone_by_its_runs() {
         [(0, 3, 15)],
         "the ids kept, written afresh"
     );
-    assert!(kept.iter().all(|event| !is_new(&process, event)));
-    assert!(released.iter().all(|event| is_new(&process, event)));
+    assert_forgets_the_released_only(&process.recovered.state.aggregator, &kept, &released);
     let storage = process.storage.clone();
     drop(process);
     let recovered = recover(&storage, settings(), registered()).expect("recovery works");
-    for event in &kept {
-        let outcome = recovered
-            .state
-            .aggregator
-            .admit(&mut event.clone(), &mut Admission::default())
-            .expect("the runs read");
-        assert_eq!(outcome, Applied::Duplicate { conflict: false });
-    }
-    for event in &released {
-        let outcome = recovered
-            .state
-            .aggregator
-            .admit(&mut event.clone(), &mut Admission::default())
-            .expect("the runs read");
-        assert_eq!(
-            outcome,
-            Applied::Accepted,
-            "a released campaign's ids are forgotten"
-        );
-    }
+    assert_forgets_the_released_only(&recovered.state.aggregator, &kept, &released);
 }
