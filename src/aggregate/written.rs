@@ -31,8 +31,8 @@ pub const ENTRY_BYTES: usize = 16;
 /// makes a chance match 1/65,536 likelier; each bucket's start costs 4.
 const BUCKET_ENTRIES: u64 = 16;
 
-/// Entries a core takes at a time when a filter is built at once.
-const BUILD_PIECE: usize = 1 << 20;
+/// Entries a core reads at a time when a run is read to build its filter: 16 MiB.
+const READ_PIECE: usize = 1 << 20;
 
 /// Entries read at a time when a run is read through.
 const READ_ENTRIES: usize = 1 << 16;
@@ -141,91 +141,99 @@ impl FilterBuilder {
         }
     }
 
-    /// The run `run` from all its `words` (four an entry) at once, on every core.
-    pub fn build(run: IdRun, words: &[u32], file: Arc<dyn RunFile>) -> Result<Run, OutOfOrder> {
-        FilterBuilder::build_in_pieces(run, words, file, BUILD_PIECE)
+    /// The run `run`, read from `file` a piece at a time on every core, its checksum checked
+    /// and its entries' order, its filter built on the way: a restart's, which holds no more
+    /// of the run than a piece a core.
+    pub fn read(run: IdRun, file: Arc<dyn RunFile>) -> io::Result<Run> {
+        FilterBuilder::read_in_pieces(run, file, READ_PIECE)
     }
 
-    /// [`FilterBuilder::build`], `piece` entries to a core at a time.
-    fn build_in_pieces(
-        run: IdRun,
-        words: &[u32],
-        file: Arc<dyn RunFile>,
-        piece_entries: usize,
-    ) -> Result<Run, OutOfOrder> {
+    /// [`FilterBuilder::read`], `piece_entries` entries to a core at a time.
+    fn read_in_pieces(run: IdRun, file: Arc<dyn RunFile>, piece_entries: usize) -> io::Result<Run> {
         use rayon::prelude::*;
-        let entries: &[Entry] = bytemuck::cast_slice(words);
-        let len = u32::try_from(entries.len()).map_err(|_| OutOfOrder)?;
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let len =
+            u32::try_from(run.entries).map_err(|_| invalid("id run of more than 2^32 entries"))?;
+        let total = len as usize;
         let mut shape = FilterBuilder::new(u64::from(len));
-        // Each piece: its fingerprints, its slots and the buckets that start in it.
-        let pieces: Vec<Piece> = entries
-            .par_chunks(piece_entries)
-            .enumerate()
-            .map(|(number, piece)| {
+        let shift = shape.shift;
+        // Each piece: its fingerprints, its slots and the buckets that start in it, with the
+        // checksum of its bytes.
+        let pieces: Vec<(Piece, u32, usize)> = (0..total.div_ceil(piece_entries))
+            .into_par_iter()
+            .map(|number| {
                 let first = number * piece_entries;
-                let mut previous = first.checked_sub(1).map(|before| {
-                    EventId([entries[before][0], entries[before][1], entries[before][2]])
-                        .run_order()
-                });
-                let mut fingerprints = Vec::with_capacity(piece.len());
-                let mut slots = Vec::new();
-                let mut starts = Vec::new();
-                let mut next = previous.map_or(0, |(order, _)| bucket(order, shape.shift) + 1);
-                for (offset, entry) in piece.iter().enumerate() {
-                    let id = EventId([entry[0], entry[1], entry[2]]);
-                    let order = id.run_order();
+                let end = (first + piece_entries).min(total);
+                // The entry before the piece too, for the order of its first.
+                let from = first.saturating_sub(1);
+                let mut bytes = vec![0u8; (end - from) * ENTRY_BYTES];
+                file.read_at(from as u64, &mut bytes)?;
+                let own = &bytes[(first - from) * ENTRY_BYTES..];
+                let mut previous = (first > from).then(|| order_of(&decode(&bytes)));
+                let mut piece = Piece {
+                    fingerprints: Vec::with_capacity(end - first),
+                    slots: Vec::new(),
+                    starts: Vec::new(),
+                };
+                let mut next = previous.map_or(0, |(order, _)| bucket(order, shift) + 1);
+                for (offset, stored) in own.chunks_exact(ENTRY_BYTES).enumerate() {
+                    let entry = decode(stored);
+                    let order = order_of(&entry);
                     if previous.is_some_and(|previous| previous >= order) {
-                        return Err(OutOfOrder);
+                        return Err(invalid("id run entries out of order or repeated"));
                     }
                     previous = Some(order);
-                    let bucket = bucket(order.0, shape.shift);
+                    let bucket = bucket(order.0, shift);
                     while next <= bucket {
                         // `first + offset` is below `len`, a `u32`.
-                        starts.push((next, (first + offset) as u32));
+                        piece.starts.push((next, (first + offset) as u32));
                         next += 1;
                     }
-                    fingerprints.push(fingerprint(&id));
+                    piece
+                        .fingerprints
+                        .push(fingerprint(&EventId([entry[0], entry[1], entry[2]])));
                     let slot = usize::from(super::remembered_slot(entry[3]));
-                    if slots.len() <= slot {
-                        slots.resize(slot + 1, 0);
+                    if piece.slots.len() <= slot {
+                        piece.slots.resize(slot + 1, 0);
                     }
-                    slots[slot] += 1;
+                    piece.slots[slot] += 1;
                 }
-                Ok(Piece {
-                    fingerprints,
-                    slots,
-                    starts,
-                })
+                Ok((piece, crc32c::crc32c(own), own.len()))
             })
-            .collect::<Result<_, _>>()?;
-        for Piece {
-            fingerprints,
-            slots,
-            starts,
-        } in pieces
-        {
-            shape.fingerprints.extend_from_slice(&fingerprints);
-            if shape.slots.len() < slots.len() {
-                shape.slots.resize(slots.len(), 0);
+            .collect::<io::Result<_>>()?;
+        let mut checksum = 0;
+        for (piece, piece_checksum, length) in pieces {
+            checksum = crc32c::crc32c_combine(checksum, piece_checksum, length);
+            shape.fingerprints.extend_from_slice(&piece.fingerprints);
+            if shape.slots.len() < piece.slots.len() {
+                shape.slots.resize(piece.slots.len(), 0);
             }
-            for (total, count) in shape.slots.iter_mut().zip(slots) {
+            for (total, count) in shape.slots.iter_mut().zip(piece.slots) {
                 *total += count;
             }
-            for (bucket, start) in starts {
+            for (bucket, start) in piece.starts {
                 debug_assert_eq!(bucket, shape.starts.len());
                 shape.starts.push(start);
             }
+        }
+        if checksum != run.checksum {
+            return Err(invalid("id run fails its checksum"));
         }
         Ok(shape.finish(run, file))
     }
 }
 
-/// What [`FilterBuilder::build`] makes of some consecutive entries on a core: their
+/// What [`FilterBuilder::read`] makes of some consecutive entries on a core: their
 /// fingerprints, their count by slot, and each bucket that starts among them with its start.
 struct Piece {
     fingerprints: Vec<u16>,
     slots: Vec<u64>,
     starts: Vec<(usize, u32)>,
+}
+
+/// Where `entry` goes in a run.
+fn order_of(entry: &Entry) -> (u32, [u32; 3]) {
+    EventId([entry[0], entry[1], entry[2]]).run_order()
 }
 
 /// The bucket of an id whose run order starts with `order`.

@@ -133,19 +133,20 @@ impl RunFile for Opened {
     }
 }
 
-/// The runs `runs` of a checkpoint in run order (format 3), each read whole, checked against
-/// its header and against what the checkpoint says of it, and kept open with its filter built
-/// on every core: the ids they hold, out of memory.
+/// The runs `runs` of a checkpoint in run order (format 3), each checked against its header
+/// and against what the checkpoint says of it, read through in pieces on every core (its
+/// checksum and order checked) to build its filter, and kept open: the ids they hold, out of
+/// memory.
 pub fn open(directory: &Path, runs: &[IdRun]) -> anyhow::Result<Written> {
     let opened = runs
         .iter()
         .map(|run| {
             let file = path(directory, run);
-            let (opened, words) = read_one(&file, run)
-                .with_context(|| format!("cannot read id run {}", file.display()))?;
-            let built = FilterBuilder::build(*run, &words, Arc::new(Opened(opened)))
-                .with_context(|| format!("id run {} is not in run order", file.display()))?;
-            Ok(Arc::new(built))
+            let read = open_checked(&file, run)
+                .and_then(|opened| Ok(FilterBuilder::read(*run, Arc::new(Opened(opened)))?));
+            Ok(Arc::new(read.with_context(|| {
+                format!("cannot read id run {}", file.display())
+            })?))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Written::new(opened))
@@ -159,14 +160,13 @@ pub fn read(directory: &Path, runs: &[IdRun]) -> anyhow::Result<Vec<Vec<u32>>> {
     runs.iter()
         .map(|run| {
             let file = path(directory, run);
-            read_one(&file, run)
-                .map(|(_, words)| words)
-                .with_context(|| format!("cannot read id run {}", file.display()))
+            read_one(&file, run).with_context(|| format!("cannot read id run {}", file.display()))
         })
         .collect()
 }
 
-fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<(File, Vec<u32>)> {
+/// The run file `file`, opened once its length and header are those of `run`.
+fn open_checked(file: &Path, run: &IdRun) -> anyhow::Result<File> {
     let opened = File::open(file)?;
     let length = usize::try_from(opened.metadata()?.len())?;
     let payload = usize::try_from(run.entries)?
@@ -186,18 +186,23 @@ fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<(File, Vec<u32>)> {
         checksum == run.checksum,
         "is not the run the checkpoint names (another checksum)"
     );
+    Ok(opened)
+}
+
+fn read_one(file: &Path, run: &IdRun) -> anyhow::Result<Vec<u32>> {
+    let opened = open_checked(file, run)?;
     // The entries are read as bytes straight into their words, in pieces side by side.
-    let mut words = vec![0u32; payload / 4];
+    let mut words = vec![0u32; run.entries as usize * ENTRY_BYTES / 4];
     let computed = checkpoint::read_pieces(
         &opened,
         HEADER_BYTES as u64,
         bytemuck::cast_slice_mut(&mut words),
     )?;
-    ensure!(computed == checksum, "fails its checksum");
+    ensure!(computed == run.checksum, "fails its checksum");
     for word in &mut words {
         *word = u32::from_le(*word);
     }
-    Ok((opened, words))
+    Ok(words)
 }
 
 /// How many of the newest `runs` to merge into one (none, or two and more) so that every run

@@ -1,6 +1,6 @@
 //! `Written` against a map: every id of its runs found with its word, every other id absent,
-//! released slots absent, filters built entry by entry and all at once alike, and a run read
-//! through with its checksum checked.
+//! released slots absent, filters built entry by entry and read in pieces alike, and a run read
+//! through with its checksum and order checked.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,8 +43,8 @@ fn in_order(entries: impl IntoIterator<Item = Entry>) -> Vec<Entry> {
     sorted
 }
 
-/// The run of `entries` (in run order), its filter built entry by entry, and its file.
-fn run_of(generation: u64, entries: &[Entry]) -> (Arc<Run>, Arc<InMemory>) {
+/// The run file of `entries`, as stored, and what a checkpoint says of it.
+fn file_of(generation: u64, entries: &[Entry]) -> (IdRun, Arc<InMemory>) {
     let mut bytes = Vec::new();
     for word in entries.iter().flatten() {
         bytes.extend_from_slice(&word.to_le_bytes());
@@ -59,6 +59,12 @@ fn run_of(generation: u64, entries: &[Entry]) -> (Arc<Run>, Arc<InMemory>) {
         bytes,
         ..InMemory::default()
     });
+    (run, file)
+}
+
+/// The run of `entries` (in run order), its filter built entry by entry, and its file.
+fn run_of(generation: u64, entries: &[Entry]) -> (Arc<Run>, Arc<InMemory>) {
+    let (run, file) = file_of(generation, entries);
     let mut builder = FilterBuilder::new(entries.len() as u64);
     for entry in entries {
         builder.push(entry).expect("entries in run order");
@@ -158,22 +164,34 @@ fn a_run_read_through_gives_its_entries_and_a_damaged_one_fails_its_checksum() {
 }
 
 #[test]
-fn entries_out_of_run_order_are_refused() {
+fn entries_out_of_run_order_or_a_damaged_run_are_refused() {
     let mut entries = in_order((0..100).map(|n| entry(n, 0)));
     let mut builder = FilterBuilder::new(100);
     builder.push(&entries[1]).expect("first");
     assert!(builder.push(&entries[0]).is_err());
     assert!(builder.push(&entries[1]).is_err(), "a repeated id");
     entries.swap(40, 41);
-    let words: Vec<u32> = entries.iter().flatten().copied().collect();
-    let file = Arc::new(InMemory::default());
-    assert!(FilterBuilder::build(IdRun::default(), &words, file).is_err());
+    let (run, file) = file_of(1, &entries);
+    // Within a piece, and across two.
+    for piece in [7, 41, 100] {
+        let error =
+            FilterBuilder::read_in_pieces(run, file.clone(), piece).expect_err("out of order");
+        assert!(error.to_string().contains("out of order"), "{error}");
+    }
+    entries.swap(40, 41);
+    let (run, file) = file_of(1, &entries);
+    let damaged = IdRun {
+        checksum: run.checksum ^ 1,
+        ..run
+    };
+    let error = FilterBuilder::read(damaged, file).expect_err("the checksum fails");
+    assert!(error.to_string().contains("checksum"), "{error}");
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// A filter built all at once on every core is the filter built entry by entry, and
+    /// A filter read in pieces on every core is the filter built entry by entry, and
     /// finds what the map holds, whatever the runs' sizes (empty, one bucket, pieces).
     #[test]
     fn built_at_once_or_entry_by_entry_the_runs_answer_as_a_map(
@@ -199,8 +217,7 @@ proptest! {
                 model.insert([entry[0], entry[1], entry[2]], entry[3]);
             }
             let (run, file) = run_of(generation as u64, &entries);
-            let words: Vec<u32> = entries.iter().flatten().copied().collect();
-            let at_once = FilterBuilder::build_in_pieces(*run.id_run(), &words, file, piece)
+            let at_once = FilterBuilder::read_in_pieces(*run.id_run(), file, piece)
                 .expect("in run order");
             prop_assert_eq!(&at_once.starts, &run.starts);
             prop_assert_eq!(&at_once.fingerprints, &run.fingerprints);
