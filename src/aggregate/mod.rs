@@ -2,8 +2,9 @@
 //! programme totals. It is synchronous, takes no lock and cannot fail but for want of a
 //! campaign slot or of a read: an event is either accepted, a duplicate, or rejected with a
 //! reason. Its only IO is reading a remembered id from an id run where a filter in memory says
-//! it may be ([`Written`]), through the file the durable side opened ([`RunFile`]). One [`Aggregator`] is owned by one
-//! thread (see `pipeline`), which publishes what changed to the read side (`figures`).
+//! it may be ([`Written`]), through the file the durable side opened ([`RunFile`]). One
+//! [`Aggregator`] is owned by one thread (see `pipeline`), which publishes what changed to the
+//! read side (`figures`).
 //!
 //! The counters are a function of the *set* of distinct events: a learner keeps, per stage, the
 //! earliest day that reached it (directly or by implication), so events may come in any order,
@@ -29,16 +30,21 @@ mod attribution;
 mod campaign;
 mod chunked;
 pub mod ids;
+mod remembered;
 mod stored;
 mod written;
 
 use attribution::{Attributions, Loose, Named};
 use campaign::{CampaignState, Column, Progress};
 use chunked::Chunked;
+use remembered::{content_conflicts, remembered, remembered_slot};
 
 pub use admission::Admission;
-pub use stored::{Frozen, RUN_ORDER_FORMAT, SealedIds, StoredIds};
-pub use written::{ENTRY_BYTES, Entry, FilterBuilder, OutOfOrder, Run, RunFile, Written};
+pub use remembered::SealedIds;
+pub use stored::{Frozen, RUN_ORDER_FORMAT, StoredIds};
+pub use written::{
+    ENTRY_BYTES, Entry, FilterBuilder, OutOfOrder, Run, RunFile, Written, entry_order,
+};
 
 use crate::day::Day;
 use crate::event::{
@@ -71,10 +77,6 @@ type Slot = u16;
 
 /// How many events [`Aggregator::warm`] looks up ahead of their [`Aggregator::apply`].
 pub const WARM_EVENTS: usize = 16;
-
-/// The part of what `seen` remembers of an event that holds the high 16 bits of the content fingerprint;
-/// the low 16 bits hold the campaign's slot.
-const SEEN_CONTENT_MASK: u32 = 0xFFFF_0000;
 
 /// The funnel of one campaign, or of the whole programme.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,20 +335,6 @@ impl Aggregator {
         Ok(Applied::Accepted)
     }
 
-    /// The word remembered with `id`, wherever it is: among the ids accepted since the last
-    /// seal, those sealed, or in an id run.
-    fn remembered_word(&self, id: &EventId) -> std::io::Result<Option<u32>> {
-        if let Some(word) = self.seen.get(id) {
-            return Ok(Some(*word));
-        }
-        for sealed in self.sealed.iter().rev() {
-            if let Some(word) = sealed.get(id) {
-                return Ok(Some(*word));
-            }
-        }
-        self.written.find(id)
-    }
-
     /// `learner`'s record in the campaign of `slot`, empty when it has none.
     fn learner_in(&self, slot: Slot, learner: &LearnerKey) -> Progress {
         self.campaigns[usize::from(slot)]
@@ -594,24 +582,6 @@ impl Aggregator {
         totals.changed_days.dedup();
         totals.changed = true;
     }
-}
-
-/// What `seen` remembers of an event: the high 16 bits of its content fingerprint with its
-/// campaign's slot in the low 16 bits.
-fn remembered(content: u32, slot: Slot) -> u32 {
-    (content & SEEN_CONTENT_MASK) | u32::from(slot)
-}
-
-/// The campaign slot of what `seen` remembers.
-fn remembered_slot(remembered: u32) -> Slot {
-    // The low 16 bits, which always fit.
-    (remembered & !SEEN_CONTENT_MASK) as Slot
-}
-
-/// Whether `content` differs from a remembered content (a `seen` entry's last word, or a whole
-/// fingerprint) in the 16 bits that are remembered.
-fn content_conflicts(remembered: u32, content: u32) -> bool {
-    (remembered ^ content) & SEEN_CONTENT_MASK != 0
 }
 
 fn all_chapters(chapter_count: u8) -> u32 {

@@ -1,11 +1,9 @@
 //! The aggregator's stored form: the whole state to and from a checkpoint (columnar protobuf),
 //! with the settings a checkpoint cannot be read under otherwise (chapter count, time zone, event
-//! identity scheme) checked on restore; and the remembered ids sealed for a checkpoint's id run
-//! ([`Aggregator::seal`]) and the runs it wrote taken in ([`Aggregator::install`]). Its only IO
-//! is reading the runs' ids through their `RunFile` when a checkpoint holds them in itself.
+//! identity scheme) checked on restore. Its only IO is reading the runs' ids through their
+//! `RunFile` when a checkpoint holds them in itself ([`Frozen::read_written`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 use rayon::prelude::*;
@@ -55,98 +53,10 @@ pub enum StoredIds {
     Runs { runs: Vec<IdRun>, generation: u64 },
 }
 
-/// The remembered ids as a checkpoint takes them ([`Aggregator::seal`]): those in memory, to
-/// be written in a new id run, and the runs installed, which hold all the others.
-#[derive(Debug)]
-pub struct SealedIds {
-    tables: Vec<Chunked<EventId, u32>>,
-    /// The runs installed. When some of their ids were released since they were written
-    /// (`Written::has_released`), every id is to be written afresh in one run.
-    pub written: Written,
-    /// The seal's number, for [`Aggregator::install`].
-    pub seal: u64,
-}
-
-/// Numbers seals, across aggregators, so that a seal is installed only in the aggregator that
-/// sealed it.
-static SEALS: AtomicU64 = AtomicU64::new(1);
-
-impl SealedIds {
-    /// How many ids are in memory, to be written in a new run.
-    pub fn len(&self) -> usize {
-        self.tables.iter().map(Chunked::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The ids in memory, in run order ([`EventId::run_order`]): sorted here, on every core,
-    /// chunk by chunk when they are one table.
-    pub fn in_order(&self) -> Vec<Entry> {
-        let entry = |(EventId([a, b, c]), word): (EventId, u32)| [a, b, c, word];
-        match self.tables.as_slice() {
-            [] => Vec::new(),
-            [table] => table
-                .sorted_by_spread()
-                .into_iter()
-                .flatten()
-                .map(entry)
-                .collect(),
-            tables => {
-                let mut keyed: Vec<((u32, [u32; 3]), u32)> = tables
-                    .par_iter()
-                    .flat_map_iter(|table| table.iter().map(|(id, word)| (id.run_order(), *word)))
-                    .collect();
-                keyed.par_sort_unstable();
-                keyed
-                    .into_iter()
-                    .map(|((_, id), word)| entry((EventId(id), word)))
-                    .collect()
-            }
-        }
-    }
-}
-
 impl Aggregator {
     /// The state as it is now, for [`Frozen::parts`].
     pub fn freeze(&self) -> Frozen {
         Frozen(self.clone())
-    }
-
-    /// Takes the ids accepted since the last seal apart for a checkpoint's id run: they stay
-    /// looked up where they are until [`Aggregator::install`] takes the runs that hold them,
-    /// and the ids accepted from now on are the next seal's.
-    pub fn seal(&mut self) -> SealedIds {
-        let seal = SEALS.fetch_add(1, Ordering::Relaxed);
-        if !self.seen.is_empty() {
-            self.sealed.push(std::mem::take(&mut self.seen));
-        }
-        self.pending_seal = Some(seal);
-        SealedIds {
-            tables: self.sealed.clone(),
-            written: self.written.clone(),
-            seal,
-        }
-    }
-
-    /// Takes `written`, the runs a checkpoint of `seal` wrote, which hold every id sealed then
-    /// and the runs' before: the sealed ids are let go from memory. Not when a campaign was
-    /// released or another seal taken since (answers false): the runs may hold ids forgotten
-    /// since, and the next checkpoint writes them again.
-    pub fn install(&mut self, seal: u64, written: Written) -> bool {
-        if self.pending_seal != Some(seal) {
-            return false;
-        }
-        self.pending_seal = None;
-        self.sealed.clear();
-        self.written = written;
-        true
-    }
-
-    /// The ids in id runs, as installed.
-    pub fn written(&self) -> &Written {
-        &self.written
     }
 
     /// The whole state, as of `journal_position`, as one message, the ids in it:

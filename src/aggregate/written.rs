@@ -169,7 +169,7 @@ impl FilterBuilder {
                 let mut bytes = vec![0u8; (end - from) * ENTRY_BYTES];
                 file.read_at(from as u64, &mut bytes)?;
                 let own = &bytes[(first - from) * ENTRY_BYTES..];
-                let mut previous = (first > from).then(|| order_of(&decode(&bytes)));
+                let mut previous = (first > from).then(|| entry_order(&decode(&bytes)));
                 let mut piece = Piece {
                     fingerprints: Vec::with_capacity(end - first),
                     slots: Vec::new(),
@@ -178,7 +178,7 @@ impl FilterBuilder {
                 let mut next = previous.map_or(0, |(order, _)| bucket(order, shift) + 1);
                 for (offset, stored) in own.chunks_exact(ENTRY_BYTES).enumerate() {
                     let entry = decode(stored);
-                    let order = order_of(&entry);
+                    let order = entry_order(&entry);
                     if previous.is_some_and(|previous| previous >= order) {
                         return Err(invalid("id run entries out of order or repeated"));
                     }
@@ -231,8 +231,8 @@ struct Piece {
     starts: Vec<(usize, u32)>,
 }
 
-/// Where `entry` goes in a run.
-fn order_of(entry: &Entry) -> (u32, [u32; 3]) {
+/// Where `entry` goes in a run: its id's [`EventId::run_order`].
+pub fn entry_order(entry: &Entry) -> (u32, [u32; 3]) {
     EventId([entry[0], entry[1], entry[2]]).run_order()
 }
 

@@ -197,21 +197,18 @@ pub fn load_newest(directory: &Path) -> anyhow::Result<(Option<Loaded>, Vec<Reje
             let named = |error: anyhow::Error| {
                 error.context(format!("{} names an id run it cannot have", path.display()))
             };
-            if checkpoint.format_version >= RUN_ORDER_FORMAT {
+            let (runs, written) = if checkpoint.format_version >= RUN_ORDER_FORMAT {
                 let written = runs::open(directory, &checkpoint.id_runs).map_err(named)?;
-                Ok(Loaded {
-                    checkpoint,
-                    runs: Vec::new(),
-                    written,
-                })
+                (Vec::new(), written)
             } else {
                 let runs = runs::read(directory, &checkpoint.id_runs).map_err(named)?;
-                Ok(Loaded {
-                    checkpoint,
-                    runs,
-                    written: Written::default(),
-                })
-            }
+                (runs, Written::default())
+            };
+            Ok(Loaded {
+                checkpoint,
+                runs,
+                written,
+            })
         });
         match loaded {
             Ok(loaded) => return Ok((Some(loaded), rejected)),

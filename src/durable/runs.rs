@@ -15,7 +15,7 @@
 //! A run file is `ids-{first generation:020}-{last generation:020}.run` in the checkpoint
 //! directory: the same header as a checkpoint (magic `SUIVIRN1`, payload length, CRC-32C), then
 //! the entries, four little-endian `u32` words each (three of id fingerprint, then the word the
-//! aggregator remembers), in run order ([`EventId::run_order`]: by the bits of the id's spread
+//! aggregator remembers), in run order (`EventId::run_order`: by the bits of the id's spread
 //! from the lowest), each id once. Like a checkpoint it is written under a temporary name,
 //! synced, renamed into place and its directory synced, so it is whole or absent; a run named by
 //! a checkpoint that is missing or fails its checksum makes that checkpoint unusable (recovery
@@ -31,8 +31,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail, ensure};
 
 use super::checkpoint::{self, HEADER_BYTES, PieceWriter};
-use crate::aggregate::{ENTRY_BYTES, Entry, FilterBuilder, Run, RunFile, Written};
-use crate::event::EventId;
+use crate::aggregate::{
+    ENTRY_BYTES, Entry, FilterBuilder, Run, RunFile, Written, entry_order as order,
+};
 use crate::proto::storage::IdRun;
 
 const MAGIC: &[u8; 8] = b"SUIVIRN1";
@@ -49,7 +50,7 @@ pub fn path(directory: &Path, run: &IdRun) -> PathBuf {
     ))
 }
 
-/// `entries`, each id once, in run order ([`EventId::run_order`]), ready for [`write`]: sorted
+/// `entries`, each id once, in run order (`EventId::run_order`), ready for [`write`]: sorted
 /// on every core, with each entry's order computed once.
 #[cfg(test)]
 pub(crate) fn in_order(
@@ -115,11 +116,6 @@ fn write_sorted(
         }
     }
     writer.write(&buffer)
-}
-
-/// Where `entry` goes in a run.
-fn order(entry: &Entry) -> (u32, [u32; 3]) {
-    EventId([entry[0], entry[1], entry[2]]).run_order()
 }
 
 /// A run file opened for reading its entries where they are.

@@ -4,6 +4,7 @@
 
 use super::properties::*;
 use super::*;
+use crate::aggregate::remembered::SEEN_CONTENT_MASK;
 
 // Releasing campaigns (a Kafka rebalance): examples, then properties over the same random events.
 

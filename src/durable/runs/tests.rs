@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use super::*;
+use crate::event::EventId;
 
 fn entry(id: u32, word: u32) -> Entry {
     [id.rotate_left(7), id, !id, word]
