@@ -294,13 +294,26 @@ impl Aggregator {
                 conflict: content_conflicts(remembered, event.content),
             });
         }
+        self.apply_admitted(event)?;
+        Ok(Applied::Accepted)
+    }
+
+    /// Folds in an event [`Aggregator::admit`] accepted in the group now applied, as
+    /// [`Aggregator::apply`] does, without looking its id up again: admission did, in this same
+    /// state, and the ids it accepts in a group are distinct. (An id in a run costs a probe of
+    /// every run's filter.)
+    pub fn apply_admitted(&mut self, event: &Event) -> Result<(), NoCampaignSlot> {
+        debug_assert!(
+            matches!(self.remembered_word(&event.id), Ok(None)),
+            "admission accepted an id already remembered"
+        );
         let slot = match self.index.get(event.campaign.as_str()) {
             Some(slot) => *slot,
             None => {
                 let Some(slot) = self.open_campaign(event.campaign.clone()) else {
-                    return Err(ApplyError::NoCampaignSlot(NoCampaignSlot {
+                    return Err(NoCampaignSlot {
                         campaign: event.campaign.clone(),
-                    }));
+                    });
                 };
                 slot
             }
@@ -332,7 +345,7 @@ impl Aggregator {
         if self.totals.apply(event.action, day, all_chapters) {
             self.totals.changed = true;
         }
-        Ok(Applied::Accepted)
+        Ok(())
     }
 
     /// `learner`'s record in the campaign of `slot`, empty when it has none.

@@ -272,8 +272,8 @@ impl WriterState {
         for (submission, event, source) in admitted {
             let event = &group[submission].events[event];
             // Admission said accepted, and applying in the same order agrees: admission kept
-            // a slot for every campaign it let through.
-            if let Err(error) = self.aggregator.apply(event) {
+            // a slot for every campaign it let through, and looked every id up already.
+            if let Err(error) = self.aggregator.apply_admitted(event) {
                 tracing::error!(error = %telemetry::chain(&error), "an admitted event was not applied");
             }
             self.note_source(&event.campaign, source_of(&partitions, source));
