@@ -1,21 +1,21 @@
-//! One campaign's state, or the programme's: every learner's `Progress` (each stage dated by the
-//! earliest event that reached it, directly or by implication, and the chapters completed), the
-//! visitors, the counters and the timeline, kept in step by `reach` and `first_reached`. Like
-//! the rest of `aggregate`, it does no IO and cannot fail.
+//! One campaign's state, or the programme's: the visitors, the counters and the timeline, moved
+//! by the clicks and by the change of each learner's `Progress` there (each stage dated by the
+//! earliest event that reached it, directly or by implication, and the chapters completed),
+//! which the learners' records give (`learners`). Like the rest of `aggregate`, it does no IO
+//! and cannot fail.
 
 use std::collections::BTreeMap;
 
 use super::chunked::Chunked;
 use super::{CampaignChange, Counts, DayCounts};
 use crate::day::Day;
-use crate::event::{Action, LearnerKey, Stage, VisitorKey};
+use crate::event::{Stage, VisitorKey};
 
-/// One campaign's state: every learner's progress, the visitors, the counters and the timeline.
+/// One campaign's state: the visitors, the counters and the timeline.
 #[derive(Debug, Clone)]
 pub(super) struct CampaignState {
     /// The campaign id; empty for a vacant slot (the direct campaign's id is `direct`).
     pub(super) id: String,
-    pub(super) learners: Chunked<LearnerKey, Progress>,
     pub(super) visitors: Chunked<VisitorKey, ()>,
     pub(super) counts: Counts,
     pub(super) timeline: BTreeMap<Day, DayCounts>,
@@ -58,29 +58,6 @@ impl DayEdits<'_> {
     }
 }
 
-/// Dates a stage by the earliest day that reached it, keeping counters and timeline in step.
-pub(super) fn first_reached(
-    slot: &mut Option<Day>,
-    day: Day,
-    column: Column,
-    counts: &mut Counts,
-    days: &mut DayEdits<'_>,
-) -> bool {
-    match *slot {
-        None => {
-            *counts.column(column) += 1;
-            days.bump(day, column, true);
-        }
-        Some(earlier) if day < earlier => {
-            days.bump(earlier, column, false);
-            days.bump(day, column, true);
-        }
-        Some(_) => return false,
-    }
-    *slot = Some(day);
-    true
-}
-
 /// How far one learner went in one campaign, each stage dated by the earliest event reaching it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Progress {
@@ -103,7 +80,6 @@ impl CampaignState {
     pub(super) fn new(id: String, chapter_count: u8) -> CampaignState {
         CampaignState {
             id,
-            learners: Chunked::default(),
             visitors: Chunked::default(),
             counts: Counts {
                 chapters_completed: vec![0; usize::from(chapter_count)],
@@ -119,7 +95,6 @@ impl CampaignState {
     pub(super) fn vacant() -> CampaignState {
         CampaignState {
             id: String::new(),
-            learners: Chunked::default(),
             visitors: Chunked::default(),
             counts: Counts::default(),
             timeline: BTreeMap::new(),
@@ -130,101 +105,28 @@ impl CampaignState {
 
     /// Whether an accepted event left anything: a learner, a visitor or a click.
     pub(super) fn holds_something(&self) -> bool {
-        !self.learners.is_empty() || !self.visitors.is_empty() || self.counts.clicks != 0
+        self.counts.enrolled != 0 || !self.visitors.is_empty() || self.counts.clicks != 0
     }
 
-    /// Folds one new event in; says whether any counter changed.
-    pub(super) fn apply(&mut self, action: Action, day: Day, all_chapters: u32) -> bool {
-        match action {
-            Action::Click { visitor, .. } => {
-                self.counts.clicks += 1;
-                self.bump(day, Column::Clicks, true);
-                if let Some(visitor) = visitor
-                    && self.visitors.add(visitor)
-                {
-                    self.counts.unique_visitors += 1;
-                }
-                true
-            }
-            Action::Progress { learner, stage } => self.reach(learner, stage, day, all_chapters),
-            // Counted where its click is; here it only names a campaign (see `attribution`).
-            Action::Names { .. } => false,
+    /// Counts a click: its visitor, if it has one, among the campaign's unique visitors.
+    pub(super) fn click(&mut self, visitor: Option<VisitorKey>, day: Day) {
+        self.counts.clicks += 1;
+        self.bump(day, Column::Clicks, true);
+        if let Some(visitor) = visitor
+            && self.visitors.add(visitor)
+        {
+            self.counts.unique_visitors += 1;
         }
     }
 
-    /// Moves `learner` to `stage` on `day`, with every stage it implies.
-    pub(super) fn reach(
-        &mut self,
-        learner: LearnerKey,
-        stage: Stage,
-        day: Day,
-        all_chapters: u32,
-    ) -> bool {
-        let CampaignState {
-            learners,
-            counts,
-            timeline,
-            changed_days,
-            ..
-        } = self;
-        let mut days = DayEdits {
-            timeline,
-            changed_days,
-        };
-        // A new learner always changes (it enrolls), so the entry never stays empty.
-        let progress = learners.get_or_insert_with(learner, Progress::default);
-        let mut changed = first_reached(
-            &mut progress.enrolled,
-            day,
-            Column::Enrolled,
-            counts,
-            &mut days,
-        );
-        if stage != Stage::Enrolled {
-            changed |= first_reached(
-                &mut progress.started,
-                day,
-                Column::Started,
-                counts,
-                &mut days,
-            );
-        }
-        let chapters = match stage {
-            Stage::ChapterCompleted(chapter) => 1u32 << (chapter - 1),
-            Stage::Certified => all_chapters,
-            Stage::Enrolled | Stage::Started => 0,
-        };
-        let new_chapters = chapters & !progress.chapters;
-        if new_chapters != 0 {
-            progress.chapters |= new_chapters;
-            for (bit, count) in counts.chapters_completed.iter_mut().enumerate() {
-                if new_chapters & (1 << bit) != 0 {
-                    *count += 1;
-                }
-            }
-            changed = true;
-        }
-        if stage == Stage::Certified {
-            changed |= first_reached(
-                &mut progress.certified,
-                day,
-                Column::Certified,
-                counts,
-                &mut days,
-            );
-        }
-        changed
-    }
-
-    /// Sets `learner`'s record to `progress` (none when empty), moving the counters, chapter
-    /// counts and timeline days from what it was; says whether anything changed.
-    pub(super) fn set_learner(&mut self, learner: LearnerKey, progress: Progress) -> bool {
-        let old = self.learners.get(&learner).copied().unwrap_or_default();
-        if old == progress {
+    /// Moves the counters, chapter counts and timeline days from one learner's progress `old`
+    /// to `new` (either empty when the learner is not counted here); says whether anything
+    /// changed.
+    pub(super) fn shift(&mut self, old: Progress, new: Progress) -> bool {
+        if old == new {
             return false;
         }
         let CampaignState {
-            learners,
             counts,
             timeline,
             changed_days,
@@ -235,9 +137,9 @@ impl CampaignState {
             changed_days,
         };
         for (before, after, column) in [
-            (old.enrolled, progress.enrolled, Column::Enrolled),
-            (old.started, progress.started, Column::Started),
-            (old.certified, progress.certified, Column::Certified),
+            (old.enrolled, new.enrolled, Column::Enrolled),
+            (old.started, new.started, Column::Started),
+            (old.certified, new.certified, Column::Certified),
         ] {
             if before != after {
                 if let Some(day) = before {
@@ -250,20 +152,17 @@ impl CampaignState {
                 }
             }
         }
-        for (bit, count) in counts.chapters_completed.iter_mut().enumerate() {
-            match (
-                old.chapters & (1 << bit) != 0,
-                progress.chapters & (1 << bit) != 0,
-            ) {
-                (true, false) => *count -= 1,
-                (false, true) => *count += 1,
-                _ => {}
+        let moved = old.chapters ^ new.chapters;
+        if moved != 0 {
+            for (bit, count) in counts.chapters_completed.iter_mut().enumerate() {
+                if moved & (1 << bit) != 0 {
+                    if new.chapters & (1 << bit) != 0 {
+                        *count += 1;
+                    } else {
+                        *count -= 1;
+                    }
+                }
             }
-        }
-        if progress.is_empty() {
-            learners.remove(&learner);
-        } else {
-            learners.insert(learner, progress);
         }
         true
     }
@@ -300,7 +199,7 @@ impl Progress {
     }
 
     /// This progress with `stage` reached on `day`, with every stage it implies: what
-    /// [`CampaignState::reach`] does to a learner's record.
+    /// an event reaching it does to a learner's record.
     pub(super) fn reached(mut self, stage: Stage, day: Day, all_chapters: u32) -> Progress {
         let earliest = |slot: Option<Day>| Some(slot.map_or(day, |earlier| earlier.min(day)));
         self.enrolled = earliest(self.enrolled);

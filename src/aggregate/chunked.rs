@@ -126,15 +126,6 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         self.chunk_mut(key).get_mut(key)
     }
 
-    /// The value of `key`, inserted by `value` when absent.
-    pub(super) fn get_or_insert_with(&mut self, key: K, value: impl FnOnce() -> V) -> &mut V {
-        if !self.contains_key(&key) {
-            self.grow_for_one_more();
-            self.len += 1;
-        }
-        self.chunk_mut(&key).entry(key).or_insert_with(value)
-    }
-
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
         let old = self.chunk_mut(&key).insert(key, value);
         if old.is_none() {
@@ -143,15 +134,6 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
                 self.split_one();
             }
         }
-        old
-    }
-
-    pub(super) fn remove(&mut self, key: &K) -> Option<V> {
-        if !self.contains_key(key) {
-            return None;
-        }
-        let old = self.chunk_mut(key).remove(key);
-        self.len -= usize::from(old.is_some());
         old
     }
 
@@ -197,11 +179,6 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
                     .collect()
             })
             .collect()
-    }
-
-    /// Every entry, the table left empty. A chunk still shared with a frozen copy is cloned.
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = (K, V)> + use<K, V> {
-        std::mem::take(self).into_entries()
     }
 
     /// Every entry, each chunk let go as soon as it is read: what a frozen copy being encoded
@@ -323,13 +300,6 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
             .collect();
         table.len = table.chunks.iter().map(|chunk| chunk.len()).sum();
         table
-    }
-
-    /// Takes one more chunk when one more entry would bring the average past `CHUNK_ENTRIES`.
-    fn grow_for_one_more(&mut self) {
-        if self.len + 1 > self.chunks.len() * CHUNK_ENTRIES {
-            self.split_one();
-        }
     }
 
     /// Splits chunk `split` in two by the next bit of the keys' spread: linear hashing.

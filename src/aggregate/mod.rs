@@ -10,10 +10,11 @@
 //! earliest day that reached it (directly or by implication), so events may come in any order,
 //! any number of times, and the result is the same.
 //!
-//! A learner's progress events that name no campaign count under the learner's campaign — that
-//! of its earliest event naming one, ties broken by the smaller event id — and under `direct`
-//! while none does (`attribution`); when an earlier named event arrives, that progress moves with
-//! its counters and days, and the totals do not move.
+//! Each learner's state is one record (`learners`), from which its progress in each campaign
+//! and in the totals is derived. A learner's progress events that name no campaign count under
+//! the learner's campaign — that of its earliest event naming one, ties broken by the smaller
+//! event id — and under `direct` while none does; when an earlier named event arrives, that
+//! progress moves with its counters and days, and the totals do not move.
 //!
 //! Campaigns can also be released ([`Aggregator::release`]): forgotten with their event ids, as
 //! if their events had never been applied, when the Kafka partition that feeds them goes to
@@ -26,17 +27,18 @@ use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 mod admission;
-mod attribution;
 mod campaign;
 mod chunked;
 pub mod ids;
+mod learners;
+mod release;
 mod remembered;
 mod stored;
 mod written;
 
-use attribution::{Attributions, Loose, Named};
-use campaign::{CampaignState, Column, Progress};
+use campaign::{CampaignState, Progress};
 use chunked::Chunked;
+use learners::{Change, Counted, Funnels, Record};
 use remembered::{content_conflicts, remembered, remembered_slot};
 
 pub use admission::Admission;
@@ -48,8 +50,7 @@ pub use written::{
 
 use crate::day::Day;
 use crate::event::{
-    Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, Stage, TOTALS_CAMPAIGN,
-    UNREGISTERED_CAMPAIGN,
+    Action, DIRECT_CAMPAIGN, Event, EventId, LearnerKey, TOTALS_CAMPAIGN, UNREGISTERED_CAMPAIGN,
 };
 
 /// What the aggregator needs to know of the configuration.
@@ -152,6 +153,16 @@ pub struct Holdings {
     pub event_ids: usize,
 }
 
+/// The learners counted, kept as their records change (counting them would take a pass over
+/// all of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    /// Learners counted in the totals.
+    learners: usize,
+    /// (campaign, learner) pairs counted, totals excluded.
+    campaign_learners: usize,
+}
+
 /// Per-campaign funnels and programme totals, deduplicated by event id.
 #[derive(Debug, Clone)]
 pub struct Aggregator {
@@ -188,8 +199,14 @@ pub struct Aggregator {
     totals: CampaignState,
     /// Slots of campaigns changed since the last drain, each once.
     changed: Vec<Slot>,
-    /// Where each learner's events naming no campaign count (see `attribution`).
-    attributions: Attributions,
+    /// Every learner's record: what it counts in each campaign and in the totals.
+    learners: Chunked<LearnerKey, Record>,
+    tally: Tally,
+    /// Learners whose events naming no campaign reached something: those the release of
+    /// `direct` (under whose slot such events are remembered) has to visit.
+    loose_learners: usize,
+    /// Room for what one learner counted before and after a change, kept between events.
+    counted: (Counted, Counted),
 }
 
 impl Aggregator {
@@ -230,7 +247,10 @@ impl Aggregator {
             vacant: BTreeSet::new(),
             totals: CampaignState::new(TOTALS_CAMPAIGN.to_owned(), settings.chapter_count),
             changed: Vec::new(),
-            attributions: Attributions::default(),
+            learners: Chunked::default(),
+            tally: Tally::default(),
+            loose_learners: 0,
+            counted: (Vec::new(), Vec::new()),
             settings,
         }
     }
@@ -250,7 +270,7 @@ impl Aggregator {
     }
 
     /// Looks up, without changing anything, what applying `events` will look up first: each
-    /// one's remembered id and its learner's records in its campaign and in the totals. The
+    /// one's remembered id and its learner's record (or its visitor, for a click). The
     /// lookups of one event do not wait for another's, so the processor makes them side by
     /// side, where [`Aggregator::apply`], one event after the other, waits for each miss of
     /// the cache in turn: applying a few events just looked up finds them in the cache.
@@ -260,12 +280,8 @@ impl Aggregator {
             std::hint::black_box(self.seen.get(&event.id));
             std::hint::black_box(self.written.may_hold(&event.id));
             let learner = match event.action {
-                Action::Progress { learner, .. } | Action::Names { learner } => learner,
-                Action::Click {
-                    learner: Some(learner),
-                    ..
-                } => learner,
-                Action::Click { visitor, .. } => {
+                Action::Progress { learner, .. } | Action::Names { learner } => Some(learner),
+                Action::Click { learner, visitor } => {
                     if let (Some(visitor), Some(slot)) =
                         (visitor, self.index.get(event.campaign.as_str()))
                     {
@@ -273,13 +289,12 @@ impl Aggregator {
                             self.campaigns[usize::from(*slot)].visitors.get(&visitor),
                         );
                     }
-                    continue;
+                    learner
                 }
             };
-            if let Some(slot) = self.index.get(event.campaign.as_str()) {
-                std::hint::black_box(self.campaigns[usize::from(*slot)].learners.get(&learner));
+            if let Some(learner) = learner {
+                std::hint::black_box(self.learners.get(&learner));
             }
-            std::hint::black_box(self.totals.learners.get(&learner));
         }
     }
 
@@ -321,59 +336,76 @@ impl Aggregator {
         self.seen.insert(event.id, remembered(event.content, slot));
         let day = Day::of(event.occurred_at, self.settings.time_zone);
         let all_chapters = all_chapters(self.settings.chapter_count);
+        let names = |reach| Change::Names {
+            at: event.occurred_at.timestamp_micros(),
+            id: event.id.0,
+            slot,
+            reach,
+        };
         match event.action {
             Action::Progress { learner, stage } => {
-                self.attribute(event, slot, learner, (stage, day, all_chapters));
+                let reach = (stage, day, all_chapters);
+                // An event naming no campaign (`direct`) counts where its learner's do.
+                let change = if event.campaign == DIRECT_CAMPAIGN {
+                    Change::Loose(reach)
+                } else {
+                    names(Some(reach))
+                };
+                self.change_learner(learner, change);
             }
-            Action::Click { learner, .. } => {
-                if self.campaigns[usize::from(slot)].apply(event.action, day, all_chapters) {
-                    self.mark_changed(slot);
-                }
+            Action::Click { learner, visitor } => {
+                self.campaigns[usize::from(slot)].click(visitor, day);
+                self.mark_changed(slot);
+                self.totals.click(visitor, day);
+                self.totals.changed = true;
                 // A tagged click names its learner's campaign, as the learner's events do.
                 if let Some(learner) = learner
                     && event.campaign != DIRECT_CAMPAIGN
                 {
-                    self.name_campaign(event, slot, learner, None);
+                    self.change_learner(learner, names(None));
                 }
             }
             Action::Names { learner } => {
                 if event.campaign != DIRECT_CAMPAIGN {
-                    self.name_campaign(event, slot, learner, None);
+                    self.change_learner(learner, names(None));
                 }
             }
-        }
-        if self.totals.apply(event.action, day, all_chapters) {
-            self.totals.changed = true;
         }
         Ok(())
     }
 
-    /// `learner`'s record in the campaign of `slot`, empty when it has none.
-    fn learner_in(&self, slot: Slot, learner: &LearnerKey) -> Progress {
-        self.campaigns[usize::from(slot)]
-            .learners
-            .get(learner)
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Moves `learner` to a stage in the campaign of `slot`, noting the change.
-    fn reach(
-        &mut self,
-        slot: Slot,
-        learner: LearnerKey,
-        (stage, day, all_chapters): (Stage, Day, u32),
-    ) {
-        if self.campaigns[usize::from(slot)].reach(learner, stage, day, all_chapters) {
-            self.mark_changed(slot);
+    /// Folds `change` into `learner`'s record and moves the funnels by what that changes.
+    fn change_learner(&mut self, learner: LearnerKey, change: Change) {
+        let direct = self.index.get(DIRECT_CAMPAIGN).copied();
+        let (before, after) = &mut self.counted;
+        let (total_before, total_after) = match self.learners.get_mut(&learner) {
+            Some(record) => {
+                let loose_before = record.loose().is_empty();
+                let total_before = record.counted(direct, before);
+                record.change(change);
+                if loose_before && !record.loose().is_empty() {
+                    self.loose_learners += 1;
+                }
+                (total_before, record.counted(direct, after))
+            }
+            None => {
+                before.clear();
+                let record = Record::new(change);
+                if !record.loose().is_empty() {
+                    self.loose_learners += 1;
+                }
+                let total_after = record.counted(direct, after);
+                self.learners.insert(learner, record);
+                (Progress::default(), total_after)
+            }
+        };
+        Funnels {
+            campaigns: &mut self.campaigns,
+            totals: &mut self.totals,
+            changed: &mut self.changed,
+            tally: &mut self.tally,
         }
-    }
-
-    /// Sets `learner`'s record in the campaign of `slot`, noting the change.
-    fn set_learner(&mut self, slot: Slot, learner: LearnerKey, progress: Progress) {
-        if self.campaigns[usize::from(slot)].set_learner(learner, progress) {
-            self.mark_changed(slot);
-        }
+        .shift((before, total_before), (after, total_after));
     }
 
     /// Notes that the campaign of `slot` changed since the last drain.
@@ -403,8 +435,8 @@ impl Aggregator {
         Holdings {
             campaigns: self.index.len(),
             unregistered_campaigns: self.unregistered_held(),
-            learners: self.totals.learners.len(),
-            campaign_learners: self.campaigns.iter().map(|c| c.learners.len()).sum(),
+            learners: self.tally.learners,
+            campaign_learners: self.tally.campaign_learners,
             event_ids: self.seen.len()
                 + self.sealed.iter().map(Chunked::len).sum::<usize>()
                 + self.written.len(),
@@ -428,69 +460,6 @@ impl Aggregator {
             .iter()
             .map(|c| c.id.as_str())
             .filter(|id| !id.is_empty())
-    }
-
-    /// Forgets every held campaign of `campaigns` exactly as if none of its events had ever been
-    /// applied, and returns those released, in the order given (campaigns not held are ignored):
-    /// the campaign is no longer held, its event ids are forgotten (the same events are accepted
-    /// again later, and then reopen it from zero), its unpublished changes are dropped, and the
-    /// totals are recomputed from the campaigns left. Unless the released campaigns held nothing,
-    /// the totals are then marked changed, with every day whose value changed, so that a reader
-    /// applying [`Aggregator::drain_changes`] keeps the right timeline. For a Kafka rebalance:
-    /// the partition's new owner rebuilds these campaigns from its beginning.
-    ///
-    /// It takes time in proportion to everything held (all remembered ids, every campaign's
-    /// learners), unless the released campaigns held nothing.
-    pub fn release(&mut self, campaigns: &[String]) -> Vec<String> {
-        let mut released = Vec::new();
-        // By slot: whether it was released now.
-        let mut is_released = vec![false; self.campaigns.len()];
-        let mut held_anything = false;
-        for campaign in campaigns {
-            let Some(slot) = self.index.remove(campaign.as_str()) else {
-                continue;
-            };
-            let state = std::mem::replace(
-                &mut self.campaigns[usize::from(slot)],
-                CampaignState::vacant(),
-            );
-            // Events naming no campaign are remembered under direct's slot, wherever they count.
-            held_anything |= state.holds_something()
-                || (campaign == DIRECT_CAMPAIGN && !self.attributions.loose.is_empty());
-            is_released[usize::from(slot)] = true;
-            self.vacant.insert(slot);
-            released.push(campaign.clone());
-        }
-        if released.is_empty() {
-            return released;
-        }
-        self.changed.retain(|slot| !is_released[usize::from(*slot)]);
-        // Every accepted event left a click or a learner in its campaign, and a slot's ids go
-        // when it is vacated: a campaign that held nothing has no remembered id, and took no
-        // part in the totals.
-        if held_anything {
-            self.release_attributions(&is_released);
-            let kept = |_: &EventId, remembered: &mut u32| {
-                // A slot past the campaigns cannot be released; keep the entry rather than panic.
-                !is_released
-                    .get(usize::from(remembered_slot(*remembered)))
-                    .copied()
-                    .unwrap_or(false)
-            };
-            self.seen.retain(kept);
-            for sealed in &mut self.sealed {
-                sealed.retain(kept);
-            }
-            // Ids in runs stay there, read as absent, until the runs are written afresh; a
-            // checkpoint sealed before now holds them, and its runs are not taken.
-            self.written.release(&is_released);
-            self.pending_seal = None;
-            self.recompute_totals();
-        }
-        // Registered and reserved campaigns are held again at once, empty: they are always
-        // held, whoever counts their events.
-        self.hold_always_held();
-        released
     }
 
     /// The campaigns held that are neither registered nor reserved.
@@ -525,75 +494,6 @@ impl Aggregator {
         };
         self.index.insert(campaign, slot);
         Some(slot)
-    }
-
-    /// Recomputes the totals from the campaigns held, marks them changed and records every day
-    /// whose value changed (besides the days already recorded since the last drain).
-    ///
-    /// This gives exactly the totals that applying the held campaigns' events would give. A
-    /// campaign's `reach` keeps for each learner: enrolled, the earliest day of any of its events
-    /// (every stage implies enrolled); started, the earliest day of any event but enrolled;
-    /// certified, the earliest day of a certified event; chapters, the OR of the chapters each
-    /// event implies (its own, or all of them for certified). Each is an earliest day or an OR
-    /// over the learner's events in the campaign, which are commutative, associative and
-    /// idempotent, so the earliest day and the OR over the campaigns are what `reach` gives the
-    /// totals from all those events, in any order. The totals timeline counts each learner on
-    /// each of its stage days (as `first_reached` leaves it); clicks count events, so they and
-    /// their days add up; visitors are a set, so they are the union.
-    fn recompute_totals(&mut self) {
-        let totals = &mut self.totals;
-        let old_timeline = std::mem::take(&mut totals.timeline);
-        // Cleared, not replaced: the tables keep their room.
-        totals.learners.clear();
-        totals.visitors.clear();
-        totals.counts = Counts {
-            chapters_completed: vec![0; usize::from(self.settings.chapter_count)],
-            ..Counts::default()
-        };
-        for campaign in &self.campaigns {
-            totals.counts.clicks += campaign.counts.clicks;
-            for visitor in campaign.visitors.keys() {
-                totals.visitors.add(*visitor);
-            }
-            for (day, counts) in &campaign.timeline {
-                if counts.clicks != 0 {
-                    totals.timeline.entry(*day).or_default().clicks += counts.clicks;
-                }
-            }
-            for (learner, progress) in campaign.learners.iter() {
-                totals
-                    .learners
-                    .get_or_insert_with(*learner, Progress::default)
-                    .merge(progress);
-            }
-        }
-        totals.counts.unique_visitors = totals.visitors.len() as u64;
-        for progress in totals.learners.values() {
-            totals.counts.count_learner(progress);
-            for (day, column) in [
-                (progress.enrolled, Column::Enrolled),
-                (progress.started, Column::Started),
-                (progress.certified, Column::Certified),
-            ] {
-                if let Some(day) = day {
-                    *totals.timeline.entry(day).or_default().column(column) += 1;
-                }
-            }
-        }
-        let new_timeline = &totals.timeline;
-        let changed_days = old_timeline
-            .iter()
-            .filter(|(day, counts)| new_timeline.get(*day) != Some(*counts))
-            .chain(
-                new_timeline
-                    .iter()
-                    .filter(|(day, counts)| old_timeline.get(*day) != Some(*counts)),
-            )
-            .map(|(day, _)| *day);
-        totals.changed_days.extend(changed_days);
-        totals.changed_days.sort_unstable();
-        totals.changed_days.dedup();
-        totals.changed = true;
     }
 }
 

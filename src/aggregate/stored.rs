@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 use prost::Message;
 use rayon::prelude::*;
 
-use super::attribution::NamedSet;
 use super::chunked::Chunked;
+use super::learners::Record;
 use super::{
-    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Entry, Loose, Named,
-    Progress, Slot, Written,
+    Aggregator, AggregatorSettings, CAMPAIGN_SLOTS, CampaignState, DayCounts, Entry, Slot, Written,
 };
 use crate::day::Day;
 use crate::event::{EventId, LearnerKey, TOTALS_CAMPAIGN, VisitorKey};
@@ -24,13 +23,20 @@ use crate::proto::storage::{
 /// with a version; a checkpoint without one (0) is of the same layout and is read as format 1.
 /// Format 2 keeps the remembered ids in id runs beside the checkpoint (`id_runs`), which a
 /// reader of format 1 would not see. Format 3 keeps them in [`EventId::run_order`], format 2's
-/// runs are sorted by id.
-pub const CHECKPOINT_FORMAT: u32 = 3;
+/// runs are sorted by id. Format 4 keeps every learner's record once (`learner_keys` and the
+/// columns after it) where the formats before kept a learner in each campaign, in the totals
+/// and in the attributions; those load (`upgrade`), checked against what they held.
+pub const CHECKPOINT_FORMAT: u32 = 4;
+
+/// The first format that keeps the learners' records.
+const LEARNER_RECORDS_FORMAT: u32 = 4;
 
 /// The first format whose id runs are in [`EventId::run_order`], so that later runs can be
 /// merged with them. The ids of an earlier format's runs load all the same, and the next
 /// checkpoint writes them all afresh in one run.
 pub const RUN_ORDER_FORMAT: u32 = 3;
+
+mod learners;
 
 /// How many entries of one table a checkpoint part holds: parts are encoded and written one
 /// at a time, so this bounds what a checkpoint holds encoded in memory (a few megabytes).
@@ -94,7 +100,7 @@ impl Frozen {
     /// campaigns in slot order, one a part, a vacant slot as a campaign with an empty id and
     /// nothing else, so that the slots kept in `seen` stay right; then the totals, the
     /// remembered ids where `ids` says (the runs are named in the first part) and the
-    /// attributions, [`PART_ENTRIES`] entries a part. Each part is made when asked for, and
+    /// learners' records, [`PART_ENTRIES`] entries a part. Each part is made when asked for, and
     /// each chunk of the tables let go once read.
     pub fn parts(
         self,
@@ -109,7 +115,7 @@ impl Frozen {
             written,
             campaigns,
             totals,
-            attributions,
+            learners,
             ..
         }) = self;
         let head = Checkpoint {
@@ -162,14 +168,12 @@ impl Frozen {
                 ..Checkpoint::default()
             }
         });
-        let named = batches(attributions.named.into_entries(), PART_ENTRIES).map(store_named);
-        let loose = batches(attributions.loose.into_entries(), PART_ENTRIES).map(store_loose);
+        let learners = batches(learners.into_entries(), PART_ENTRIES).map(store_learners);
         std::iter::once(head)
             .chain(campaigns)
             .chain(totals)
             .chain(seen)
-            .chain(named)
-            .chain(loose)
+            .chain(learners)
     }
 
     /// The whole state as one message, the ids in it: what [`Frozen::parts`] gives, read back
@@ -196,129 +200,42 @@ fn day_number(day: Option<Day>) -> u32 {
     day.map_or(0, Day::number)
 }
 
-/// A part of the named attributions' columns.
-fn store_named(entries: Vec<(LearnerKey, NamedSet)>) -> Checkpoint {
+/// A part of the learners' columns.
+fn store_learners(entries: Vec<(LearnerKey, Record)>) -> Checkpoint {
     let mut part = Checkpoint::default();
-    for (LearnerKey(key), set) in entries {
-        for named in set.iter() {
-            part.named_learners.extend_from_slice(&key);
-            part.named_at.push(named.at);
-            part.named_ids.extend_from_slice(&named.id);
+    for (LearnerKey(key), record) in entries {
+        part.learner_keys.extend_from_slice(&key);
+        let named = record.named();
+        part.learner_named
+            .push(u32::try_from(named.len()).unwrap_or(u32::MAX));
+        for named in named {
+            part.named_at.push(named.at());
+            part.named_ids.extend_from_slice(&named.id());
             part.named_slots.push(u32::from(named.slot));
+            part.named_enrolled.push(day_number(named.own.enrolled));
+            part.named_started.push(day_number(named.own.started));
+            part.named_certified.push(day_number(named.own.certified));
+            part.named_chapters.push(named.own.chapters);
         }
-    }
-    part
-}
-
-/// A part of the loose progress' columns.
-fn store_loose(entries: Vec<(LearnerKey, Loose)>) -> Checkpoint {
-    let mut part = Checkpoint::default();
-    for (LearnerKey(key), loose) in entries {
-        part.loose_learners.extend_from_slice(&key);
-        part.loose_enrolled.push(day_number(loose.reached.enrolled));
-        part.loose_started.push(day_number(loose.reached.started));
-        part.loose_certified
-            .push(day_number(loose.reached.certified));
-        part.loose_chapters.push(loose.reached.chapters);
-        part.own_enrolled.push(day_number(loose.own.enrolled));
-        part.own_started.push(day_number(loose.own.started));
-        part.own_certified.push(day_number(loose.own.certified));
-        part.own_chapters.push(loose.own.chapters);
+        let loose = record.loose();
+        part.learner_loose.push(!loose.is_empty());
+        if !loose.is_empty() {
+            part.loose_enrolled.push(day_number(loose.enrolled));
+            part.loose_started.push(day_number(loose.started));
+            part.loose_certified.push(day_number(loose.certified));
+            part.loose_chapters.push(loose.chapters);
+        }
     }
     part
 }
 
 impl Aggregator {
-    /// Reads the attributions of `checkpoint` back, each table built whole; every slot they
-    /// name must be held.
-    fn restore_attributions(&mut self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
-        let named = checkpoint.named_at.len();
-        anyhow::ensure!(
-            checkpoint.named_learners.len() == named * 3
-                && checkpoint.named_ids.len() == named * 3
-                && checkpoint.named_slots.len() == named,
-            "attribution columns of different lengths"
-        );
-        // A learner's campaigns are stored one after the other: each run of one learner is
-        // its set.
-        let mut sets: Vec<(LearnerKey, NamedSet)> = Vec::new();
-        for index in 0..named {
-            let slot = Slot::try_from(checkpoint.named_slots[index])
-                .ok()
-                .filter(|slot| {
-                    self.campaigns
-                        .get(usize::from(*slot))
-                        .is_some_and(|campaign| !campaign.id.is_empty())
-                })
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "an attribution names campaign slot {}, which holds no campaign",
-                        checkpoint.named_slots[index]
-                    )
-                })?;
-            let words = &checkpoint.named_learners[index * 3..index * 3 + 3];
-            let ids = &checkpoint.named_ids[index * 3..index * 3 + 3];
-            let named = Named {
-                at: checkpoint.named_at[index],
-                id: [ids[0], ids[1], ids[2]],
-                slot,
-            };
-            let learner = LearnerKey([words[0], words[1], words[2]]);
-            match sets.last_mut() {
-                Some((last, set)) if *last == learner => set.note(named),
-                _ => sets.push((learner, NamedSet::One(named))),
-            }
-        }
-        self.attributions.named = Chunked::build(sets.len(), |index| sets[index].clone());
-        if self.attributions.named.len() < sets.len() {
-            // A learner's campaigns apart (not as this suivi writes them): noted one by one.
-            self.attributions.named = Chunked::default();
-            for (learner, set) in sets {
-                for named in set.iter() {
-                    self.attributions.note(learner, *named);
-                }
-            }
-        }
-        let loose = checkpoint.loose_enrolled.len();
-        let columns = [
-            &checkpoint.loose_started,
-            &checkpoint.loose_certified,
-            &checkpoint.loose_chapters,
-            &checkpoint.own_enrolled,
-            &checkpoint.own_started,
-            &checkpoint.own_certified,
-            &checkpoint.own_chapters,
-        ];
-        anyhow::ensure!(
-            checkpoint.loose_learners.len() == loose * 3
-                && columns.iter().all(|column| column.len() == loose),
-            "loose progress columns of different lengths"
-        );
-        let day = |number: u32| Day::from_number(number);
-        self.attributions.loose = Chunked::build(loose, |index| {
-            let words = &checkpoint.loose_learners[index * 3..index * 3 + 3];
-            let loose = Loose {
-                reached: Progress {
-                    enrolled: day(checkpoint.loose_enrolled[index]),
-                    started: day(checkpoint.loose_started[index]),
-                    certified: day(checkpoint.loose_certified[index]),
-                    chapters: checkpoint.loose_chapters[index],
-                },
-                own: Progress {
-                    enrolled: day(checkpoint.own_enrolled[index]),
-                    started: day(checkpoint.own_started[index]),
-                    certified: day(checkpoint.own_certified[index]),
-                    chapters: checkpoint.own_chapters[index],
-                },
-            };
-            (LearnerKey([words[0], words[1], words[2]]), loose)
-        });
-        Ok(())
-    }
-
     /// Rebuilds an aggregator from `checkpoint`, each campaign in its slot and vacant slots
     /// vacant, then holds the `registered` and reserved campaigns it lacks (in the lowest vacant
-    /// slots, as [`Aggregator::new`] does). Every campaign that holds something (a learner, a visitor or a
+    /// slots, as [`Aggregator::new`] does). The counters of the campaigns and of the totals are
+    /// counted from the learners' records (those of a checkpoint of an older format are made
+    /// from what it kept, and checked against it); their timelines, clicks and visitors are
+    /// read. Every campaign that holds something (a learner, a visitor or a
     /// click) and the totals are marked changed, so the next [`Aggregator::drain_changes`]
     /// publishes the whole state without zeros for the campaigns never fed.
     ///
@@ -403,7 +320,7 @@ impl Aggregator {
         aggregator.written = written;
         for ((slot, stored), campaign) in (0..=Slot::MAX).zip(&checkpoint.campaigns).zip(campaigns?)
         {
-            let Some(mut campaign) = campaign else {
+            let Some(campaign) = campaign else {
                 anyhow::ensure!(
                     *stored == StoredCampaign::default(),
                     "vacant campaign slot {slot} holds something"
@@ -420,18 +337,30 @@ impl Aggregator {
                 "campaign {:?} is stored twice",
                 stored.campaign
             );
-            if campaign.holds_something() {
-                campaign.changed = true;
-                aggregator.changed.push(slot);
-            }
             aggregator.campaigns.push(campaign);
         }
-        aggregator.restore_attributions(checkpoint)?;
+        let upgraded = if checkpoint.format_version >= LEARNER_RECORDS_FORMAT {
+            aggregator.learners = aggregator.read_learners(checkpoint)?;
+            false
+        } else {
+            aggregator.learners = aggregator.upgrade_learners(checkpoint)?;
+            true
+        };
         aggregator.hold_always_held();
         if let Some(totals) = &checkpoint.totals {
             aggregator.totals = CampaignState::restore(totals, chapter_count)?;
             aggregator.totals.id = TOTALS_CAMPAIGN.to_owned();
-            aggregator.totals.changed = true;
+        }
+        aggregator.totals.changed = true;
+        let counted = aggregator.count_learners();
+        if upgraded {
+            aggregator.check_upgrade(checkpoint, &counted)?;
+        }
+        for (slot, campaign) in (0..=Slot::MAX).zip(&mut aggregator.campaigns) {
+            if campaign.holds_something() {
+                campaign.changed = true;
+                aggregator.changed.push(slot);
+            }
         }
         Ok(aggregator)
     }
@@ -443,23 +372,17 @@ impl CampaignState {
         let mut parts = self.into_stored_parts(usize::MAX);
         let mut stored = parts.next().unwrap_or_default();
         for part in parts {
-            stored.learner_keys.extend(part.learner_keys);
-            stored.enrolled.extend(part.enrolled);
-            stored.started.extend(part.started);
-            stored.certified.extend(part.certified);
-            stored.chapters.extend(part.chapters);
             stored.visitor_keys.extend(part.visitor_keys);
         }
         stored
     }
 
     /// The stored form in parts that merge into it (see [`Frozen::parts`]): the first with the
-    /// id, clicks and timeline, then the learners and the visitors, `part_entries` a part, each
-    /// chunk of the tables let go once read.
+    /// id, clicks and timeline, then the visitors, `part_entries` a part, each chunk of the
+    /// table let go once read. (The learners are the records'.)
     fn into_stored_parts(self, part_entries: usize) -> impl Iterator<Item = StoredCampaign> {
         let CampaignState {
             id,
-            learners,
             visitors,
             counts,
             timeline,
@@ -477,17 +400,6 @@ impl CampaignState {
             head.day_started.push(counts.started);
             head.day_certified.push(counts.certified);
         }
-        let learners = batches(learners.into_entries(), part_entries).map(|entries| {
-            let mut part = StoredCampaign::default();
-            for (LearnerKey(key), progress) in entries {
-                part.learner_keys.extend_from_slice(&key);
-                part.enrolled.push(day_number(progress.enrolled));
-                part.started.push(day_number(progress.started));
-                part.certified.push(day_number(progress.certified));
-                part.chapters.push(progress.chapters);
-            }
-            part
-        });
         let visitors = batches(visitors.into_entries(), part_entries).map(|entries| {
             let mut part = StoredCampaign::default();
             for (VisitorKey(key), ()) in entries {
@@ -495,7 +407,7 @@ impl CampaignState {
             }
             part
         });
-        std::iter::once(head).chain(learners).chain(visitors)
+        std::iter::once(head).chain(visitors)
     }
 
     fn restore(stored: &StoredCampaign, chapter_count: u8) -> anyhow::Result<CampaignState> {
@@ -520,21 +432,6 @@ impl CampaignState {
         );
         let mut campaign = CampaignState::new(stored.campaign.clone(), chapter_count);
         campaign.counts.clicks = stored.clicks;
-        let day = |number: u32| Day::from_number(number);
-        let learner = |index: usize| {
-            let key = &stored.learner_keys[index * 3..index * 3 + 3];
-            let progress = Progress {
-                enrolled: day(stored.enrolled[index]),
-                started: day(stored.started[index]),
-                certified: day(stored.certified[index]),
-                chapters: stored.chapters[index],
-            };
-            (LearnerKey([key[0], key[1], key[2]]), progress)
-        };
-        for index in 0..learners {
-            campaign.counts.count_learner(&learner(index).1);
-        }
-        campaign.learners = Chunked::build(learners, learner);
         let visitors = &stored.visitor_keys;
         campaign.visitors = Chunked::build(visitors.len() / 3, |index| {
             let key = &visitors[index * 3..index * 3 + 3];

@@ -269,3 +269,4 @@ mod examples;
 mod properties;
 mod release;
 mod shards;
+mod upgrade;

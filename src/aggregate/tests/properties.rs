@@ -351,7 +351,7 @@ enum Naming {
 /// Learners each following one [`Naming`], with progress events naming no campaign around
 /// their named ones, in an order that puts the later named events first: the cases where
 /// attribution must move progress between campaigns.
-fn attribution_scenario() -> impl Strategy<Value = Vec<Event>> {
+pub(super) fn attribution_scenario() -> impl Strategy<Value = Vec<Event>> {
     let naming = prop_oneof![
         Just(Naming::ByEnrolmentOnly),
         Just(Naming::ByLaterEventOnly),

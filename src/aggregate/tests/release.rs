@@ -534,9 +534,9 @@ fn remembered(aggregator: &Aggregator, with_slots: bool) -> BTreeSet<[u32; 4]> {
 
 /// Everything an aggregator holds: the campaigns in slot order, every counter and timeline, the
 /// holdings, and the remembered ids with their slots.
-type WholeState = (Vec<String>, State, Holdings, BTreeSet<[u32; 4]>);
+pub(super) type WholeState = (Vec<String>, State, Holdings, BTreeSet<[u32; 4]>);
 
-fn whole_state(aggregator: &Aggregator) -> WholeState {
+pub(super) fn whole_state(aggregator: &Aggregator) -> WholeState {
     (
         aggregator.campaign_ids().map(str::to_owned).collect(),
         state(aggregator),
@@ -667,10 +667,7 @@ fn a_checkpoint_says_its_format_and_one_of_a_newer_format_is_refused_clearly() {
     assert_eq!(checkpoint.format_version, stored::CHECKPOINT_FORMAT);
 
     // One written before formats had a version reads as the first format.
-    let unversioned = crate::proto::storage::Checkpoint {
-        format_version: 0,
-        ..checkpoint.clone()
-    };
+    let unversioned = aggregator.older_checkpoint(7, 0);
     let restored = Aggregator::restore(settings(), [], &unversioned, &[], Default::default())
         .expect("an older checkpoint");
     assert_eq!(
@@ -696,41 +693,49 @@ fn a_checkpoint_says_its_format_and_one_of_a_newer_format_is_refused_clearly() {
     );
 }
 
-/// The attributions a checkpoint holds, in an order that does not depend on the tables'.
-fn sorted_attributions(checkpoint: &crate::proto::storage::Checkpoint) -> Vec<Vec<i64>> {
-    let mut named: Vec<Vec<i64>> = (0..checkpoint.named_at.len())
-        .map(|index| {
-            let mut row: Vec<i64> = checkpoint.named_learners[index * 3..index * 3 + 3]
+/// The learners' records a checkpoint holds, in an order that does not depend on the tables':
+/// each learner's key, then per campaign named its slot, earliest event and progress there, then
+/// its loose progress.
+fn sorted_records(checkpoint: &crate::proto::storage::Checkpoint) -> Vec<Vec<i64>> {
+    let (mut named, mut loose) = (0, 0);
+    let mut records: Vec<Vec<i64>> = (0..checkpoint.learner_named.len())
+        .map(|learner| {
+            let mut row: Vec<i64> = checkpoint.learner_keys[learner * 3..learner * 3 + 3]
                 .iter()
-                .chain(&checkpoint.named_ids[index * 3..index * 3 + 3])
                 .map(|word| i64::from(*word))
                 .collect();
-            row.extend([
-                checkpoint.named_at[index],
-                checkpoint.named_slots[index].into(),
-            ]);
+            let mut campaigns: Vec<Vec<i64>> = (named
+                ..named + checkpoint.learner_named[learner] as usize)
+                .map(|row| {
+                    let mut campaign = vec![
+                        checkpoint.named_slots[row].into(),
+                        checkpoint.named_at[row],
+                        checkpoint.named_enrolled[row].into(),
+                        checkpoint.named_chapters[row].into(),
+                    ];
+                    campaign.extend(
+                        checkpoint.named_ids[row * 3..row * 3 + 3]
+                            .iter()
+                            .map(|word| i64::from(*word)),
+                    );
+                    campaign
+                })
+                .collect();
+            named += campaigns.len();
+            campaigns.sort();
+            row.extend(campaigns.concat());
+            if checkpoint.learner_loose[learner] {
+                row.extend([
+                    i64::from(checkpoint.loose_enrolled[loose]),
+                    i64::from(checkpoint.loose_chapters[loose]),
+                ]);
+                loose += 1;
+            }
             row
         })
         .collect();
-    let mut loose: Vec<Vec<i64>> = (0..checkpoint.loose_enrolled.len())
-        .map(|index| {
-            checkpoint.loose_learners[index * 3..index * 3 + 3]
-                .iter()
-                .chain([
-                    &checkpoint.loose_enrolled[index],
-                    &checkpoint.loose_chapters[index],
-                    &checkpoint.own_enrolled[index],
-                    &checkpoint.own_chapters[index],
-                ])
-                .map(|word| i64::from(*word))
-                .collect()
-        })
-        .collect();
-    named.sort();
-    loose.sort();
-    named.push(Vec::new());
-    named.extend(loose);
-    named
+    records.sort();
+    records
 }
 
 #[test]
@@ -798,7 +803,7 @@ fn a_checkpoint_of_many_parts_restores_the_whole_state() {
     .expect("the checkpoint restores");
     assert_eq!(whole_state(&restored), whole_state(&aggregator));
     assert_eq!(
-        sorted_attributions(&restored.checkpoint(7, Vec::new()).expect("the runs read")),
-        sorted_attributions(&checkpoint)
+        sorted_records(&restored.checkpoint(7, Vec::new()).expect("the runs read")),
+        sorted_records(&checkpoint)
     );
 }

@@ -126,6 +126,13 @@ fn merge(into: &mut Checkpoint, from: Checkpoint) {
         format_version,
         id_runs,
         id_generation,
+        learner_keys,
+        learner_named,
+        learner_loose,
+        named_enrolled,
+        named_started,
+        named_certified,
+        named_chapters,
     } = from;
     set(&mut into.journal_position, journal_position);
     append(&mut into.seen, seen);
@@ -157,6 +164,13 @@ fn merge(into: &mut Checkpoint, from: Checkpoint) {
     set(&mut into.format_version, format_version);
     append(&mut into.id_runs, id_runs);
     set(&mut into.id_generation, id_generation);
+    append(&mut into.learner_keys, learner_keys);
+    append(&mut into.learner_named, learner_named);
+    append(&mut into.learner_loose, learner_loose);
+    append(&mut into.named_enrolled, named_enrolled);
+    append(&mut into.named_started, named_started);
+    append(&mut into.named_certified, named_certified);
+    append(&mut into.named_chapters, named_chapters);
 }
 
 /// Merges `from` into `into`, every field named as in [`merge`].

@@ -182,8 +182,7 @@ fn a_checkpoint_of_format_1_loads_and_the_next_one_moves_its_ids_to_a_run() {
     let storage = storage(directory.path());
     let parser = EventParser::new(CHAPTER_COUNT, [0x22; 32]);
     let (mut reference, mut events) = enrolled_before(&parser);
-    let mut old = reference.checkpoint(0, Vec::new()).expect("the runs read");
-    old.format_version = 1;
+    let old = reference.older_checkpoint(0, 1);
     assert_eq!(old.seen.len(), 20 * 4, "format 1 keeps the ids in itself");
     checkpoint::write(&storage.checkpoint_dir, &old).expect("the checkpoint writes");
 
@@ -211,7 +210,7 @@ fn a_checkpoint_of_format_2_loads_and_its_runs_sorted_by_id_are_replaced_by_one_
     let parser = EventParser::new(CHAPTER_COUNT, [0x23; 32]);
     let (mut reference, mut events) = enrolled_before(&parser);
     // Format 2 kept its ids in a run sorted by id.
-    let mut old = reference.checkpoint(0, Vec::new()).expect("the runs read");
+    let mut old = reference.older_checkpoint(0, 2);
     let mut by_id: Vec<crate::aggregate::Entry> = old
         .seen
         .chunks_exact(4)

@@ -1,0 +1,388 @@
+//! Every learner's state in one record ([`Record`]), from which its progress in each campaign
+//! and in the totals is derived ([`Record::counted`]): one table of learners, where there used to
+//! be one per campaign, one for the totals and two for attribution, each holding the learner
+//! again. An event of a learner looks its record up once; the funnels are moved by the
+//! difference its change makes to what the record counts (`Funnels::shift`).
+//!
+//! Attribution of events that name no campaign (product.md §3) is read off the record: such an
+//! event counts under its learner's campaign — the campaign of the learner's earliest event that
+//! names one, ties broken by the smaller event id — and under `direct` while none does. So a
+//! record keeps what the learner's events naming no campaign reached (`loose`), and for each
+//! campaign its events named, the earliest such event and what they reached there (`own`).
+//! The progress counted in a campaign is its own, merged with the loose progress when it is the
+//! learner's first; the totals count the merge of everything. Each is an earliest day or an OR
+//! over the learner's events, so the result does not depend on their order, and when an earlier
+//! named event arrives, the loose progress moves with its counters and days while the totals do
+//! not move.
+
+use super::campaign::{CampaignState, Progress};
+use super::{Slot, Tally};
+use crate::day::Day;
+use crate::event::Stage;
+
+/// A campaign a learner's events named: the earliest of those events (when it happened, in
+/// microseconds since the epoch, kept as two words so that a record packs at four bytes; and
+/// its id fingerprint), the campaign's slot, and what those events reached there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Named {
+    at: [u32; 2],
+    id: [u32; 3],
+    pub(super) slot: Slot,
+    pub(super) own: Progress,
+}
+
+/// One learner's whole state. Nearly every learner came through one campaign and did nothing
+/// else, or came directly: those two cases are kept inline, everything else boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Record {
+    /// Only events naming no campaign: what they reached.
+    Direct(Progress),
+    /// Events naming one campaign, and none naming no campaign.
+    One(Named),
+    /// Any other case.
+    Full(Box<Full>),
+}
+
+/// A learner's state in any case: what its events naming no campaign reached, and the
+/// campaigns its events named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Full {
+    pub(super) loose: Progress,
+    pub(super) named: Vec<Named>,
+}
+
+/// What a record counts in each campaign where it counts anything, by slot.
+pub(super) type Counted = Vec<(Slot, Progress)>;
+
+/// A stage reached on a day, with the bits of every chapter (what certified implies).
+pub(super) type Reach = (Stage, Day, u32);
+
+/// What one event does to its learner's record.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change {
+    /// An event naming no campaign reached a stage.
+    Loose(Reach),
+    /// An event named the campaign of `slot`: when it happened and its id (the attribution's
+    /// order), and the stage it reached there, if any (a tagged click reaches none).
+    Names {
+        at: i64,
+        id: [u32; 3],
+        slot: Slot,
+        reach: Option<Reach>,
+    },
+}
+
+impl Named {
+    pub(super) fn new(at: i64, id: [u32; 3], slot: Slot, own: Progress) -> Named {
+        let at = at.to_le_bytes();
+        Named {
+            at: [
+                u32::from_le_bytes([at[0], at[1], at[2], at[3]]),
+                u32::from_le_bytes([at[4], at[5], at[6], at[7]]),
+            ],
+            id,
+            slot,
+            own,
+        }
+    }
+
+    /// When the earliest event naming this campaign happened, microseconds since the epoch.
+    pub(super) fn at(&self) -> i64 {
+        (i64::from(self.at[1]) << 32) | i64::from(self.at[0])
+    }
+
+    /// The id fingerprint of the earliest event naming this campaign.
+    pub(super) fn id(&self) -> [u32; 3] {
+        self.id
+    }
+
+    /// The order of attribution: earliest first, then the smaller event id.
+    fn key(&self) -> (i64, [u32; 3]) {
+        (self.at(), self.id)
+    }
+
+    /// Notes another event naming this campaign, which reached `reach` if anything.
+    fn note(&mut self, at: i64, id: [u32; 3], reach: Option<Reach>) {
+        if (at, id) < self.key() {
+            *self = Named::new(at, id, self.slot, self.own);
+        }
+        if let Some((stage, day, all_chapters)) = reach {
+            self.own = self.own.reached(stage, day, all_chapters);
+        }
+    }
+}
+
+impl Record {
+    /// The record of a learner first seen by `change`.
+    pub(super) fn new(change: Change) -> Record {
+        let mut record = Record::Direct(Progress::default());
+        record.change(change);
+        record
+    }
+
+    /// The record of what events naming no campaign reached (`loose`) and of the campaigns
+    /// `named` (rows of one campaign merged, as events naming it would be); `None` when both
+    /// are empty.
+    pub(super) fn of(loose: Progress, named: impl IntoIterator<Item = Named>) -> Option<Record> {
+        let mut named = named.into_iter();
+        let Some(first) = named.next() else {
+            return (!loose.is_empty()).then_some(Record::Direct(loose));
+        };
+        let Some(second) = named.next() else {
+            return Some(if loose.is_empty() {
+                Record::One(first)
+            } else {
+                Record::Full(Box::new(Full {
+                    loose,
+                    named: vec![first],
+                }))
+            });
+        };
+        let mut full = Full {
+            loose,
+            named: Vec::new(),
+        };
+        for named in [first, second].into_iter().chain(named) {
+            full.add(named);
+        }
+        Record::compact(full)
+    }
+
+    /// The record in its most compact form.
+    fn compact(full: Full) -> Option<Record> {
+        match (full.loose.is_empty(), full.named.as_slice()) {
+            (true, []) => None,
+            (false, []) => Some(Record::Direct(full.loose)),
+            (true, [one]) => Some(Record::One(*one)),
+            _ => Some(Record::Full(Box::new(full))),
+        }
+    }
+
+    /// The record in the form that holds any case.
+    pub(super) fn to_full(&self) -> Full {
+        match self {
+            Record::Direct(loose) => Full {
+                loose: *loose,
+                named: Vec::new(),
+            },
+            Record::One(named) => Full {
+                loose: Progress::default(),
+                named: vec![*named],
+            },
+            Record::Full(full) => (**full).clone(),
+        }
+    }
+
+    /// What its events naming no campaign reached.
+    pub(super) fn loose(&self) -> Progress {
+        match self {
+            Record::Direct(loose) => *loose,
+            Record::One(_) => Progress::default(),
+            Record::Full(full) => full.loose,
+        }
+    }
+
+    /// The campaigns its events named.
+    pub(super) fn named(&self) -> &[Named] {
+        match self {
+            Record::Direct(_) => &[],
+            Record::One(named) => std::slice::from_ref(named),
+            Record::Full(full) => &full.named,
+        }
+    }
+
+    /// Folds one event's change in.
+    pub(super) fn change(&mut self, change: Change) {
+        match (&mut *self, change) {
+            (Record::Direct(loose), Change::Loose((stage, day, all_chapters))) => {
+                *loose = loose.reached(stage, day, all_chapters);
+            }
+            (
+                Record::One(named),
+                Change::Names {
+                    at,
+                    id,
+                    slot,
+                    reach,
+                },
+            ) if named.slot == slot => {
+                named.note(at, id, reach);
+            }
+            (
+                Record::Direct(loose),
+                Change::Names {
+                    at,
+                    id,
+                    slot,
+                    reach,
+                },
+            ) if loose.is_empty() => {
+                let mut named = Named::new(at, id, slot, Progress::default());
+                named.note(at, id, reach);
+                *self = Record::One(named);
+            }
+            (Record::Full(full), change) => full.change(change),
+            (_, change) => {
+                let mut full = self.to_full();
+                full.change(change);
+                *self = Record::Full(Box::new(full));
+            }
+        }
+    }
+
+    /// The record without the campaigns `released` says (by slot) and, with `loose_released`,
+    /// without what its events naming no campaign reached; `None` when nothing is left.
+    pub(super) fn without(&self, released: &[bool], loose_released: bool) -> Option<Record> {
+        let is_released = |named: &Named| {
+            released
+                .get(usize::from(named.slot))
+                .copied()
+                .unwrap_or(false)
+        };
+        let mut full = self.to_full();
+        full.named.retain(|named| !is_released(named));
+        if loose_released {
+            full.loose = Progress::default();
+        }
+        Record::compact(full)
+    }
+
+    /// Puts in `counted` the progress the record counts in each campaign where it counts any
+    /// (`direct` is where loose progress counts while no campaign is named; none when it is not
+    /// held), and returns what it counts in the totals.
+    pub(super) fn counted(&self, direct: Option<Slot>, counted: &mut Counted) -> Progress {
+        counted.clear();
+        match self {
+            Record::Direct(loose) => {
+                if let Some(direct) = direct {
+                    counted.push((direct, *loose));
+                }
+                *loose
+            }
+            Record::One(named) => {
+                if !named.own.is_empty() {
+                    counted.push((named.slot, named.own));
+                }
+                named.own
+            }
+            Record::Full(full) => full.counted(direct, counted),
+        }
+    }
+}
+
+impl Full {
+    fn change(&mut self, change: Change) {
+        match change {
+            Change::Loose((stage, day, all_chapters)) => {
+                self.loose = self.loose.reached(stage, day, all_chapters);
+            }
+            Change::Names {
+                at,
+                id,
+                slot,
+                reach,
+            } => match self.named.iter_mut().find(|named| named.slot == slot) {
+                Some(named) => named.note(at, id, reach),
+                None => {
+                    let mut named = Named::new(at, id, slot, Progress::default());
+                    named.note(at, id, reach);
+                    self.named.push(named);
+                }
+            },
+        }
+    }
+
+    /// Adds a campaign named, merged with the same campaign's if it is there.
+    pub(super) fn add(&mut self, named: Named) {
+        match self.named.iter_mut().find(|known| known.slot == named.slot) {
+            Some(known) => {
+                known.note(named.at(), named.id, None);
+                known.own.merge(&named.own);
+            }
+            None => self.named.push(named),
+        }
+    }
+
+    /// The campaign loose progress counts under: the earliest named, by [`Named::key`].
+    pub(super) fn first(&self) -> Option<Slot> {
+        self.named
+            .iter()
+            .min_by_key(|named| named.key())
+            .map(|named| named.slot)
+    }
+
+    fn counted(&self, direct: Option<Slot>, counted: &mut Counted) -> Progress {
+        let mut totals = self.loose;
+        let first = self.first();
+        for named in &self.named {
+            totals.merge(&named.own);
+            let progress = if Some(named.slot) == first {
+                named.own.merged(&self.loose)
+            } else {
+                named.own
+            };
+            if !progress.is_empty() {
+                counted.push((named.slot, progress));
+            }
+        }
+        if first.is_none()
+            && !self.loose.is_empty()
+            && let Some(direct) = direct
+        {
+            counted.push((direct, self.loose));
+        }
+        totals
+    }
+}
+
+/// The funnels one learner's change moves: every campaign's (by slot), the totals', and the
+/// tally of learners held.
+pub(super) struct Funnels<'a> {
+    pub(super) campaigns: &'a mut [CampaignState],
+    pub(super) totals: &'a mut CampaignState,
+    /// Slots of campaigns changed since the last drain, each once.
+    pub(super) changed: &'a mut Vec<Slot>,
+    pub(super) tally: &'a mut Tally,
+}
+
+impl Funnels<'_> {
+    /// Moves the funnels from what a learner's record counted (`before`, in the campaigns, and
+    /// `total_before` in the totals) to what it counts now.
+    pub(super) fn shift(
+        &mut self,
+        (before, total_before): (&[(Slot, Progress)], Progress),
+        (after, total_after): (&[(Slot, Progress)], Progress),
+    ) {
+        let progress_in = |counted: &[(Slot, Progress)], slot: Slot| {
+            counted
+                .iter()
+                .find(|(counted_slot, _)| *counted_slot == slot)
+                .map_or(Progress::default(), |(_, progress)| *progress)
+        };
+        for &(slot, old) in before {
+            self.shift_campaign(slot, old, progress_in(after, slot));
+        }
+        for &(slot, new) in after {
+            if !before.iter().any(|(counted_slot, _)| *counted_slot == slot) {
+                self.shift_campaign(slot, Progress::default(), new);
+            }
+        }
+        if self.totals.shift(total_before, total_after) {
+            self.totals.changed = true;
+            self.tally.learners += usize::from(total_before.is_empty());
+            self.tally.learners -= usize::from(total_after.is_empty());
+        }
+    }
+
+    fn shift_campaign(&mut self, slot: Slot, old: Progress, new: Progress) {
+        let campaign = &mut self.campaigns[usize::from(slot)];
+        if campaign.shift(old, new) {
+            if !campaign.changed {
+                campaign.changed = true;
+                self.changed.push(slot);
+            }
+            self.tally.campaign_learners += usize::from(old.is_empty());
+            self.tally.campaign_learners -= usize::from(new.is_empty());
+        }
+    }
+}
