@@ -54,12 +54,13 @@ const PARSE_MIX: [(EventKind, u32); 5] = [
 /// Clicks on a link that are followed by no enrolment, per enrolled learner: 1 or 2.
 const MAX_ANONYMOUS_CLICKS: u32 = 2;
 
-/// Sizes of the aggregator's hash-table entries, read from src/aggregate/mod.rs: an event id
-/// is `[u32; 4]`; a learner's `Progress` is three `Option<Day>` and a `u32`, 12 bytes with
-/// padding, beside its 12-byte `LearnerKey`; a visitor is its 12-byte `VisitorKey`. They feed the
+/// Sizes of the aggregator's hash-table entries, read from src/aggregate: an event id is
+/// `[u32; 4]`; a learner's `Record` (src/aggregate/learners.rs) is 40 bytes beside its 12-byte
+/// `LearnerKey`, padded to 56 (the box of its rare cases aligns it at 8); a visitor is its
+/// 12-byte `VisitorKey`. They feed the
 /// layout estimate printed next to the measured memory, not the measurement itself.
 const SEEN_ENTRY_BYTES: usize = 16;
-const LEARNER_ENTRY_BYTES: usize = 12 + 12;
+const LEARNER_ENTRY_BYTES: usize = 12 + 40 + 4;
 const VISITOR_ENTRY_BYTES: usize = 12;
 
 fn main() {
@@ -756,11 +757,10 @@ fn layout_estimate(aggregator: &Aggregator) -> usize {
         let (counts, _) = aggregator
             .campaign(campaign)
             .expect("every listed campaign is held");
-        // Every learner a campaign holds is counted as enrolled: every stage implies it.
-        bytes += table_bytes(counts.enrolled as usize, LEARNER_ENTRY_BYTES);
         bytes += table_bytes(counts.unique_visitors as usize, VISITOR_ENTRY_BYTES);
     }
-    bytes
+    // One record a learner, for all its campaigns and the totals.
+    bytes + table_bytes(holdings.learners, LEARNER_ENTRY_BYTES)
 }
 
 /// The allocation of a hashbrown table grown one insert at a time to `items` entries of

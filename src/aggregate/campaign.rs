@@ -237,6 +237,20 @@ impl Progress {
 }
 
 impl Counts {
+    /// Adds the learners `other` counts (not its clicks nor its visitors).
+    pub(super) fn add_learners(&mut self, other: &Counts) {
+        self.enrolled += other.enrolled;
+        self.started += other.started;
+        self.certified += other.certified;
+        for (count, other) in self
+            .chapters_completed
+            .iter_mut()
+            .zip(&other.chapters_completed)
+        {
+            *count += other;
+        }
+    }
+
     /// Adds one learner's progress to the counts.
     pub(super) fn count_learner(&mut self, progress: &Progress) {
         self.enrolled += u64::from(progress.enrolled.is_some());

@@ -145,8 +145,13 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         self.iter().map(|(key, _)| key)
     }
 
-    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
-        self.iter().map(|(_, value)| value)
+    /// Every value, a chunk at a time on rayon's threads.
+    pub(super) fn par_values(&self) -> impl ParallelIterator<Item = &V>
+    where
+        K: Send + Sync,
+        V: Send + Sync,
+    {
+        self.chunks.par_iter().flat_map_iter(|chunk| chunk.values())
     }
 
     /// Every entry, ordered by the bits of its key's spread from the lowest, then by key (for

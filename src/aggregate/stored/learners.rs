@@ -5,8 +5,10 @@
 use hashbrown::HashMap;
 
 use super::super::chunked::Chunked;
-use super::super::learners::{Full, Named, Record};
-use super::super::{Aggregator, Progress, Slot, Tally};
+use rayon::prelude::*;
+
+use super::super::learners::{Counted, Full, Named, Record};
+use super::super::{Aggregator, Counts, Progress, Slot, Tally};
 use crate::day::Day;
 use crate::event::{DIRECT_CAMPAIGN, LearnerKey};
 use crate::proto::storage::{CampaignState as StoredCampaign, Checkpoint};
@@ -259,31 +261,37 @@ impl Aggregator {
     }
 
     /// Counts every learner's record into the funnels (whose learner counters are zero), the
-    /// tally and the loose learners; returns how many learners each slot counts.
+    /// tally and the loose learners, a chunk of records at a time on rayon's threads; returns
+    /// how many learners each slot counts.
     pub(super) fn count_learners(&mut self) -> Vec<usize> {
         let direct = self.index.get(DIRECT_CAMPAIGN).copied();
-        let mut per_slot = vec![0; self.campaigns.len()];
-        let mut counted = Vec::new();
-        let mut tally = Tally::default();
-        let mut loose_learners = 0;
-        for record in self.learners.values() {
-            let total = record.counted(direct, &mut counted);
-            for (slot, progress) in &counted {
-                self.campaigns[usize::from(*slot)]
-                    .counts
-                    .count_learner(progress);
-                per_slot[usize::from(*slot)] += 1;
-            }
-            if !total.is_empty() {
-                self.totals.counts.count_learner(&total);
-                tally.learners += 1;
-            }
-            loose_learners += usize::from(!record.loose().is_empty());
+        let chapters = vec![0; usize::from(self.settings.chapter_count)];
+        let empty = Counts {
+            chapters_completed: chapters,
+            ..Counts::default()
+        };
+        let slots = self.campaigns.len();
+        let tallied = self
+            .learners
+            .par_values()
+            .fold(
+                || Tallied::new(slots, &empty),
+                |mut tallied, record| {
+                    tallied.count(record, direct);
+                    tallied
+                },
+            )
+            .reduce(|| Tallied::new(slots, &empty), Tallied::merged);
+        for (campaign, counts) in self.campaigns.iter_mut().zip(&tallied.campaigns) {
+            campaign.counts.add_learners(counts);
         }
-        tally.campaign_learners = per_slot.iter().sum();
-        self.tally = tally;
-        self.loose_learners = loose_learners;
-        per_slot
+        self.totals.counts.add_learners(&tallied.totals);
+        self.tally = Tally {
+            learners: tallied.learners,
+            campaign_learners: tallied.per_slot.iter().sum(),
+        };
+        self.loose_learners = tallied.loose_learners;
+        tallied.per_slot
     }
 
     /// Checks that the records made from a checkpoint of an older format count, in every
@@ -339,5 +347,54 @@ impl Aggregator {
             }
         }
         Ok(())
+    }
+}
+
+/// What a share of the learners' records counts: [`Aggregator::count_learners`]' partial sums.
+struct Tallied {
+    campaigns: Vec<Counts>,
+    per_slot: Vec<usize>,
+    totals: Counts,
+    learners: usize,
+    loose_learners: usize,
+    counted: Counted,
+}
+
+impl Tallied {
+    fn new(slots: usize, empty: &Counts) -> Tallied {
+        Tallied {
+            campaigns: vec![empty.clone(); slots],
+            per_slot: vec![0; slots],
+            totals: empty.clone(),
+            learners: 0,
+            loose_learners: 0,
+            counted: Counted::new(),
+        }
+    }
+
+    fn count(&mut self, record: &Record, direct: Option<Slot>) {
+        let total = record.counted(direct, &mut self.counted);
+        for (slot, progress) in &self.counted {
+            self.campaigns[usize::from(*slot)].count_learner(progress);
+            self.per_slot[usize::from(*slot)] += 1;
+        }
+        if !total.is_empty() {
+            self.totals.count_learner(&total);
+            self.learners += 1;
+        }
+        self.loose_learners += usize::from(!record.loose().is_empty());
+    }
+
+    fn merged(mut self, other: Tallied) -> Tallied {
+        for (counts, other) in self.campaigns.iter_mut().zip(&other.campaigns) {
+            counts.add_learners(other);
+        }
+        for (count, other) in self.per_slot.iter_mut().zip(&other.per_slot) {
+            *count += other;
+        }
+        self.totals.add_learners(&other.totals);
+        self.learners += other.learners;
+        self.loose_learners += other.loose_learners;
+        self
     }
 }
