@@ -55,12 +55,12 @@ const PARSE_MIX: [(EventKind, u32); 5] = [
 const MAX_ANONYMOUS_CLICKS: u32 = 2;
 
 /// Sizes of the aggregator's hash-table entries, read from src/aggregate: an event id is
-/// `[u32; 4]`; a learner's `Record` (src/aggregate/learners.rs) is 40 bytes beside its 12-byte
-/// `LearnerKey`, padded to 56 (the box of its rare cases aligns it at 8); a visitor is its
+/// `[u32; 4]`; a learner's `Record` (src/aggregate/learners.rs) is 48 bytes beside its 12-byte
+/// `LearnerKey`, padded to 64 (the box of its rare cases aligns it at 8); a visitor is its
 /// 12-byte `VisitorKey`. They feed the
 /// layout estimate printed next to the measured memory, not the measurement itself.
 const SEEN_ENTRY_BYTES: usize = 16;
-const LEARNER_ENTRY_BYTES: usize = 12 + 40 + 4;
+const LEARNER_ENTRY_BYTES: usize = 12 + 48 + 4;
 const VISITOR_ENTRY_BYTES: usize = 12;
 
 fn main() {

@@ -22,23 +22,28 @@ use crate::event::Stage;
 
 /// A campaign a learner's events named: the earliest of those events (when it happened, in
 /// microseconds since the epoch, kept as two words so that a record packs at four bytes; and
-/// its id fingerprint), the campaign's slot, and what those events reached there.
+/// its id fingerprint), the campaign's slot, and what those events reached there (its
+/// `Progress`, kept field by field so that the slot fills what would be its padding: 32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Named {
     at: [u32; 2],
     id: [u32; 3],
+    chapters: u32,
+    days: [Option<Day>; 3],
     pub(super) slot: Slot,
-    pub(super) own: Progress,
 }
 
-/// One learner's whole state. Nearly every learner came through one campaign and did nothing
-/// else, or came directly: those two cases are kept inline, everything else boxed.
+/// One learner's whole state. Nearly every learner came through one campaign, or directly, and
+/// may follow the course where events name no campaign (a partner's LMS): those three cases are
+/// kept inline, in 48 bytes; a learner who named several campaigns is boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Record {
     /// Only events naming no campaign: what they reached.
     Direct(Progress),
     /// Events naming one campaign, and none naming no campaign.
     One(Named),
+    /// Events naming one campaign, and what events naming no campaign reached.
+    OneLoose(Named, Progress),
     /// Any other case.
     Full(Box<Full>),
 }
@@ -81,9 +86,26 @@ impl Named {
                 u32::from_le_bytes([at[4], at[5], at[6], at[7]]),
             ],
             id,
+            chapters: own.chapters,
+            days: [own.enrolled, own.started, own.certified],
             slot,
-            own,
         }
+    }
+
+    /// What the learner's events naming this campaign reached there.
+    pub(super) fn own(&self) -> Progress {
+        let [enrolled, started, certified] = self.days;
+        Progress {
+            enrolled,
+            started,
+            certified,
+            chapters: self.chapters,
+        }
+    }
+
+    pub(super) fn set_own(&mut self, own: Progress) {
+        self.chapters = own.chapters;
+        self.days = [own.enrolled, own.started, own.certified];
     }
 
     /// When the earliest event naming this campaign happened, microseconds since the epoch.
@@ -104,10 +126,10 @@ impl Named {
     /// Notes another event naming this campaign, which reached `reach` if anything.
     fn note(&mut self, at: i64, id: [u32; 3], reach: Option<Reach>) {
         if (at, id) < self.key() {
-            *self = Named::new(at, id, self.slot, self.own);
+            *self = Named::new(at, id, self.slot, self.own());
         }
         if let Some((stage, day, all_chapters)) = reach {
-            self.own = self.own.reached(stage, day, all_chapters);
+            self.set_own(self.own().reached(stage, day, all_chapters));
         }
     }
 }
@@ -132,10 +154,7 @@ impl Record {
             return Some(if loose.is_empty() {
                 Record::One(first)
             } else {
-                Record::Full(Box::new(Full {
-                    loose,
-                    named: vec![first],
-                }))
+                Record::OneLoose(first, loose)
             });
         };
         let mut full = Full {
@@ -154,6 +173,7 @@ impl Record {
             (true, []) => None,
             (false, []) => Some(Record::Direct(full.loose)),
             (true, [one]) => Some(Record::One(*one)),
+            (false, [one]) => Some(Record::OneLoose(*one, full.loose)),
             _ => Some(Record::Full(Box::new(full))),
         }
     }
@@ -169,6 +189,10 @@ impl Record {
                 loose: Progress::default(),
                 named: vec![*named],
             },
+            Record::OneLoose(named, loose) => Full {
+                loose: *loose,
+                named: vec![*named],
+            },
             Record::Full(full) => (**full).clone(),
         }
     }
@@ -176,7 +200,7 @@ impl Record {
     /// What its events naming no campaign reached.
     pub(super) fn loose(&self) -> Progress {
         match self {
-            Record::Direct(loose) => *loose,
+            Record::Direct(loose) | Record::OneLoose(_, loose) => *loose,
             Record::One(_) => Progress::default(),
             Record::Full(full) => full.loose,
         }
@@ -186,7 +210,7 @@ impl Record {
     pub(super) fn named(&self) -> &[Named] {
         match self {
             Record::Direct(_) => &[],
-            Record::One(named) => std::slice::from_ref(named),
+            Record::One(named) | Record::OneLoose(named, _) => std::slice::from_ref(named),
             Record::Full(full) => &full.named,
         }
     }
@@ -194,11 +218,18 @@ impl Record {
     /// Folds one event's change in.
     pub(super) fn change(&mut self, change: Change) {
         match (&mut *self, change) {
-            (Record::Direct(loose), Change::Loose((stage, day, all_chapters))) => {
+            (
+                Record::Direct(loose) | Record::OneLoose(_, loose),
+                Change::Loose((stage, day, all_chapters)),
+            ) => {
                 *loose = loose.reached(stage, day, all_chapters);
             }
+            (Record::One(named), Change::Loose((stage, day, all_chapters))) => {
+                let loose = Progress::default().reached(stage, day, all_chapters);
+                *self = Record::OneLoose(*named, loose);
+            }
             (
-                Record::One(named),
+                Record::One(named) | Record::OneLoose(named, _),
                 Change::Names {
                     at,
                     id,
@@ -216,10 +247,14 @@ impl Record {
                     slot,
                     reach,
                 },
-            ) if loose.is_empty() => {
+            ) => {
                 let mut named = Named::new(at, id, slot, Progress::default());
                 named.note(at, id, reach);
-                *self = Record::One(named);
+                *self = if loose.is_empty() {
+                    Record::One(named)
+                } else {
+                    Record::OneLoose(named, *loose)
+                };
             }
             (Record::Full(full), change) => full.change(change),
             (_, change) => {
@@ -260,10 +295,17 @@ impl Record {
                 *loose
             }
             Record::One(named) => {
-                if !named.own.is_empty() {
-                    counted.push((named.slot, named.own));
+                let own = named.own();
+                if !own.is_empty() {
+                    counted.push((named.slot, own));
                 }
-                named.own
+                own
+            }
+            // The loose progress counts under the one campaign named.
+            Record::OneLoose(named, loose) => {
+                let progress = named.own().merged(loose);
+                counted.push((named.slot, progress));
+                progress
             }
             Record::Full(full) => full.counted(direct, counted),
         }
@@ -297,7 +339,7 @@ impl Full {
         match self.named.iter_mut().find(|known| known.slot == named.slot) {
             Some(known) => {
                 known.note(named.at(), named.id, None);
-                known.own.merge(&named.own);
+                known.set_own(known.own().merged(&named.own()));
             }
             None => self.named.push(named),
         }
@@ -315,11 +357,12 @@ impl Full {
         let mut totals = self.loose;
         let first = self.first();
         for named in &self.named {
-            totals.merge(&named.own);
+            let own = named.own();
+            totals.merge(&own);
             let progress = if Some(named.slot) == first {
-                named.own.merged(&self.loose)
+                own.merged(&self.loose)
             } else {
-                named.own
+                own
             };
             if !progress.is_empty() {
                 counted.push((named.slot, progress));
@@ -393,11 +436,48 @@ mod tests {
     use crate::event::LearnerKey;
 
     /// The size BENCHMARKS.md's layout estimate and ARCHITECTURE.md count on: a record of the
-    /// common cases inline, in 40 bytes, 56 with its key in a table (the box aligns it at 8).
+    /// common cases inline, in 48 bytes, 64 with its key in a table (the box aligns it at 8).
     #[test]
-    fn a_record_takes_forty_bytes_and_fifty_six_with_its_key() {
-        assert_eq!(std::mem::size_of::<Named>(), 36);
-        assert_eq!(std::mem::size_of::<Record>(), 40);
-        assert_eq!(std::mem::size_of::<(LearnerKey, Record)>(), 56);
+    fn a_record_takes_forty_eight_bytes_and_sixty_four_with_its_key() {
+        assert_eq!(std::mem::size_of::<Named>(), 32);
+        assert_eq!(std::mem::size_of::<Record>(), 48);
+        assert_eq!(std::mem::size_of::<(LearnerKey, Record)>(), 64);
+    }
+
+    /// A learner who came through a partner's link and follows the course on the partner's
+    /// LMS, whose events name no campaign, stays inline; only a second campaign boxes it.
+    #[test]
+    fn a_learner_of_one_campaign_and_an_lms_is_held_inline() {
+        let day = Day::from_number(100).expect("a day");
+        let names = |slot, at| Change::Names {
+            at,
+            id: [1, 2, 3],
+            slot,
+            reach: Some((Stage::Enrolled, day, 0b111)),
+        };
+        let mut record = Record::new(names(4, 10));
+        assert!(matches!(record, Record::One(_)));
+        record.change(Change::Loose((Stage::ChapterCompleted(1), day, 0b111)));
+        assert!(matches!(record, Record::OneLoose(_, _)));
+        record.change(names(4, 5));
+        assert!(matches!(record, Record::OneLoose(_, _)));
+        let mut counted = Vec::new();
+        let total = record.counted(Some(0), &mut counted);
+        assert_eq!(counted, [(4, total)]);
+        assert_eq!(total.chapters, 0b001);
+        record.change(names(7, 1));
+        assert!(matches!(record, Record::Full(_)));
+        // The earlier link now takes the loose progress; the first keeps its own.
+        let total = record.counted(Some(0), &mut counted);
+        assert_eq!(total.chapters, 0b001);
+        assert!(
+            counted.contains(&(
+                7,
+                Progress::default()
+                    .reached(Stage::Enrolled, day, 0b111)
+                    .merged(&Progress::default().reached(Stage::ChapterCompleted(1), day, 0b111))
+            ))
+        );
+        assert!(counted.contains(&(4, Progress::default().reached(Stage::Enrolled, day, 0b111))));
     }
 }

@@ -212,10 +212,11 @@ fn store_learners(entries: Vec<(LearnerKey, Record)>) -> Checkpoint {
             part.named_at.push(named.at());
             part.named_ids.extend_from_slice(&named.id());
             part.named_slots.push(u32::from(named.slot));
-            part.named_enrolled.push(day_number(named.own.enrolled));
-            part.named_started.push(day_number(named.own.started));
-            part.named_certified.push(day_number(named.own.certified));
-            part.named_chapters.push(named.own.chapters);
+            let own = named.own();
+            part.named_enrolled.push(day_number(own.enrolled));
+            part.named_started.push(day_number(own.started));
+            part.named_certified.push(day_number(own.certified));
+            part.named_chapters.push(own.chapters);
         }
         let loose = record.loose();
         part.learner_loose.push(!loose.is_empty());

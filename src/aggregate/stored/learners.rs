@@ -240,10 +240,10 @@ impl Aggregator {
                 let first = record.first();
                 match record.named.iter_mut().find(|named| named.slot == slot) {
                     Some(named) => {
-                        named.own = match own_in_first.get(&learner) {
+                        named.set_own(match own_in_first.get(&learner) {
                             Some(own) if first == Some(slot) => *own,
                             _ => counted,
-                        };
+                        });
                     }
                     None => record
                         .named

@@ -81,7 +81,7 @@ fn older_checkpoint(aggregator: &Aggregator, journal_position: u64, format: u32)
             let own = full
                 .first()
                 .and_then(|first| full.named.iter().find(|named| named.slot == first))
-                .map_or(Progress::default(), |named| named.own);
+                .map_or(Progress::default(), |named| named.own());
             checkpoint.loose_learners.extend_from_slice(&learner.0);
             checkpoint.loose_enrolled.push(number(full.loose.enrolled));
             checkpoint.loose_started.push(number(full.loose.started));
