@@ -310,41 +310,35 @@ impl Aggregator {
                 checkpoint.format_version
             )
         };
+        // Whether `stored` holds `expected` learners, each as `holds` says its record counts.
+        let holds_exactly =
+            |stored: &StoredCampaign,
+             expected: usize,
+             holds: &mut dyn FnMut(&Record, Progress) -> bool| {
+                stored.enrolled.len() == expected
+                    && (0..expected).all(|row| {
+                        let (learner, held) = stored_learner(stored, row);
+                        self.learners
+                            .get(&learner)
+                            .is_some_and(|record| holds(record, held))
+                    })
+            };
         for (slot, stored) in checkpoint.campaigns.iter().enumerate() {
-            let rows = stored.enrolled.len();
-            if rows != per_slot.get(slot).copied().unwrap_or(0) {
+            let expected = per_slot.get(slot).copied().unwrap_or(0);
+            let slot = Slot::try_from(slot).map_err(|_| refuse(&stored.campaign))?;
+            if !holds_exactly(stored, expected, &mut |record, held| {
+                record.counted(direct, &mut counted);
+                counted.contains(&(slot, held))
+            }) {
                 return Err(refuse(&stored.campaign));
             }
-            for row in 0..rows {
-                let (learner, held) = stored_learner(stored, row);
-                let record = self
-                    .learners
-                    .get(&learner)
-                    .ok_or_else(|| refuse(&stored.campaign))?;
-                record.counted(direct, &mut counted);
-                let Ok(slot) = Slot::try_from(slot) else {
-                    return Err(refuse(&stored.campaign));
-                };
-                if !counted.contains(&(slot, held)) {
-                    return Err(refuse(&stored.campaign));
-                }
-            }
         }
-        if let Some(totals) = &checkpoint.totals {
-            let rows = totals.enrolled.len();
-            if rows != self.tally.learners {
-                return Err(refuse(&totals.campaign));
-            }
-            for row in 0..rows {
-                let (learner, held) = stored_learner(totals, row);
-                let record = self
-                    .learners
-                    .get(&learner)
-                    .ok_or_else(|| refuse(&totals.campaign))?;
-                if record.counted(direct, &mut counted) != held {
-                    return Err(refuse(&totals.campaign));
-                }
-            }
+        if let Some(totals) = &checkpoint.totals
+            && !holds_exactly(totals, self.tally.learners, &mut |record, held| {
+                record.counted(direct, &mut counted) == held
+            })
+        {
+            return Err(refuse(&totals.campaign));
         }
         Ok(())
     }
