@@ -1260,7 +1260,7 @@ fn print_memory(when: &str, held: u64, holdings: &Holdings, id_bytes: Option<u64
         "the id table's layout"
     };
     println!(
-        "  memory held, {when}: {:.1} bytes per (campaign, learner), everything included; by {layout}, {:.1} bytes per event id ({:.0} MiB) and {:.1} per (campaign, learner) for the rest (learners in their campaign and in the totals, visitors, timelines)  [§7: <= 64 per (campaign, learner), <= 16 per event id]",
+        "  memory held, {when}: {:.1} bytes per (campaign, learner), everything included; by {layout}, {:.1} bytes per event id ({:.0} MiB) and {:.1} per (campaign, learner) for the rest (the learners' records, visitors, timelines)  [§7: <= 64 per (campaign, learner), <= 16 per event id]",
         held as f64 / holdings.campaign_learners as f64,
         id_memory as f64 / ids.max(1) as f64,
         mib(id_memory),
