@@ -14,7 +14,9 @@ impl Aggregator {
     /// applied, and returns those released, in the order given (campaigns not held are ignored):
     /// the campaign is no longer held, its event ids are forgotten (the same events are accepted
     /// again later, and then reopen it from zero), its unpublished changes are dropped, and the
-    /// totals are recomputed from the campaigns left. Unless the released campaigns held nothing,
+    /// totals lose what its events counted there: each learner's record is taken without it
+    /// (moving the totals, and the campaigns left, by the difference) and its clicks and
+    /// visitors leave the totals'. Unless the released campaigns held nothing,
     /// the totals are then marked changed, with every day whose value changed, so that a reader
     /// applying [`Aggregator::drain_changes`] keeps the right timeline. For a Kafka rebalance:
     /// the partition's new owner rebuilds these campaigns from its beginning.
