@@ -54,7 +54,7 @@ const PARSE_MIX: [(EventKind, u32); 5] = [
 /// Clicks on a link that are followed by no enrolment, per enrolled learner: 1 or 2.
 const MAX_ANONYMOUS_CLICKS: u32 = 2;
 
-/// Sizes of the aggregator's hash-table entries, read from src/aggregate: an event id is
+/// Sizes of the aggregator's tables' entries, read from src/aggregate: an event id is
 /// `[u32; 4]`; a learner's `Record` (src/aggregate/learners.rs) is 48 bytes beside its 12-byte
 /// `LearnerKey`, padded to 64 (the box of its rare cases aligns it at 8); a visitor is its
 /// 12-byte `VisitorKey`. They feed the
@@ -743,8 +743,8 @@ fn memory_case(case: &str, learners: usize) {
     );
 }
 
-/// The bytes the aggregator's hash tables take by hashbrown's layout, for the record counts it
-/// reports: what the measured figure should be without allocator overhead.
+/// The bytes the aggregator's tables take by their layout, for the record counts it reports:
+/// what the measured figure should be without allocator overhead.
 fn layout_estimate(aggregator: &Aggregator) -> usize {
     let holdings = aggregator.holdings();
     let mut bytes = table_bytes(holdings.event_ids, SEEN_ENTRY_BYTES);
@@ -763,24 +763,9 @@ fn layout_estimate(aggregator: &Aggregator) -> usize {
     bytes + table_bytes(holdings.learners, LEARNER_ENTRY_BYTES)
 }
 
-/// The allocation of a hashbrown table grown one insert at a time to `items` entries of
-/// `entry_bytes`: the smallest power-of-two bucket count whose capacity (7/8 of it, or one less
-/// below 8 buckets) holds them, times the entry plus its control byte, plus a group of control
-/// bytes.
+/// The allocation of a table of `items` entries of `entry_bytes` grown one insert at a time
+/// (src/aggregate/chunked.rs): the entries side by side, with room for a sixteenth more on
+/// average (a full chunk takes an eighth more).
 fn table_bytes(items: usize, entry_bytes: usize) -> usize {
-    if items == 0 {
-        return 0;
-    }
-    let capacity = |buckets: usize| {
-        if buckets <= 8 {
-            buckets - 1
-        } else {
-            buckets / 8 * 7
-        }
-    };
-    let mut buckets = 4;
-    while capacity(buckets) < items {
-        buckets *= 2;
-    }
-    (buckets * entry_bytes).next_multiple_of(16) + buckets + 16
+    items * entry_bytes * 17 / 16
 }

@@ -1,46 +1,56 @@
-//! `Chunked`, the aggregator's big tables (learners, visitors, attributions): a hash map split
-//! into chunks by linear hashing, each chunk behind an `Arc`. Cloning one clones the `Arc`s
-//! only, so a checkpoint takes a frozen copy of the whole state in a few milliseconds and
-//! encodes it on another thread while the writer goes on: the writer's first change to a chunk
-//! still shared with that copy clones that chunk alone (copy on write). The table grows one
-//! chunk at a time — a full chunk splits in two — so no insert ever rehashes the whole table,
-//! which for tens of millions of learners used to stop the writer for a fraction of a second.
-//! A chunk is chosen by a mix of all of a key's words, so that keys that vary in one word only
-//! (made up by a test or a benchmark) spread as well as real fingerprints.
+//! `Chunked`, the aggregator's big tables (learners, visitors, remembered ids): a map split
+//! into chunks by linear hashing, each chunk an array of its entries in key order behind an
+//! `Arc`. Cloning one clones the `Arc`s only, so a checkpoint takes a frozen copy of the whole
+//! state in a few milliseconds and encodes it on another thread while the writer goes on: the
+//! writer's first change to a chunk still shared with that copy clones that chunk alone (copy
+//! on write). The table grows one chunk at a time — a full chunk splits in two — so no insert
+//! ever rehashes the whole table, which for tens of millions of learners used to stop the
+//! writer for a fraction of a second.
+//!
+//! A chunk holds its entries side by side, with room for an eighth more at most: about all the
+//! memory a table takes is its entries' (a hash table's buckets are one half to seven eighths
+//! used, so a table grown by inserts took about half as much again). A key's chunk is chosen
+//! by the low bits of its spread (a mix of all of its words, so that keys that vary in one
+//! word only — made up by a test or a benchmark — spread as well as real fingerprints), and a
+//! chunk is in the order of the spread's other bits: a key's share of them says about where in
+//! the chunk it is, and a lookup reads a cache line or two around there. Taken chunk after
+//! chunk in the order of their patterns, a table is in one order throughout, that of an id run
+//! (`EventId::run_order`): what a checkpoint writes, so that a restore cuts what it reads into
+//! chunks without sorting it.
 
-use std::hash::Hash;
+use std::cmp::Ordering;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
 use rayon::prelude::*;
 
 use crate::event::{self, EventId, LearnerKey, VisitorKey};
 
 /// The entries a chunk holds on average before the table takes one more chunk. Small enough
-/// that copying a chunk on write, or splitting one, takes microseconds; large enough that a
-/// frozen copy of ten million learners is a few thousand `Arc`s.
-const CHUNK_ENTRIES: usize = 512;
+/// that an insert moves a few kilobytes at most and that copying a chunk on write, or
+/// splitting one, takes microseconds; large enough that a frozen copy of ten million
+/// learners is a few tens of thousands of `Arc`s.
+const CHUNK_ENTRIES: usize = 256;
 
-/// The entries a chunk holds on average in a table built whole ([`Chunked::build`]),
-/// below [`CHUNK_ENTRIES`] so that the table takes inserts for a while before its first split.
+/// The entries a chunk holds on average in a table built whole ([`Chunked::build`]), below
+/// [`CHUNK_ENTRIES`] so that the table takes inserts for a while before its first split.
 const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
 
-/// The groups [`Chunked::build`] first sorts the entries into, each group the chunks whose
-/// index ends in the same bits, built by one thread: enough that a group's chunks fit in a
-/// core's cache at a hundred million entries, few enough that sorting into them stays a
-/// sequential pass. A power of two.
-const BUILD_GROUPS: usize = 1024;
+/// A full chunk takes room for `1 / GROWTH` more entries (and one): at most an eighth of a
+/// table's room is empty, and a chunk is moved to a larger place every few inserts only.
+const GROWTH: usize = 8;
 
-/// The entries each thread of [`Chunked::build`] sorts into groups at a time.
-const BUILD_SLICE: usize = 1 << 16;
-
-/// A key of three words, from which a chunk is chosen.
-pub(super) trait Fingerprint: Copy + Eq + Hash {
+/// A key of three words, from which a chunk and a place in it are chosen.
+pub(super) trait Fingerprint: Copy + Eq {
     fn words(&self) -> [u32; 3];
 
     /// 32 bits that depend on every bit of the key ([`event::spread`]).
     fn spread(&self) -> u32 {
         event::spread(self.words())
+    }
+
+    /// The order of a chunk's entries: the spread's bits from the lowest, then the words.
+    fn order(&self) -> (u32, [u32; 3]) {
+        (self.spread().reverse_bits(), self.words())
     }
 }
 
@@ -62,12 +72,16 @@ impl Fingerprint for EventId {
     }
 }
 
-/// A hash map in chunks, each shared copy-on-write (see the module's documentation).
+/// A chunk: its entries in [`Fingerprint::order`], shared copy-on-write.
+type Chunk<K, V> = Arc<Vec<(K, V)>>;
+
+/// A map in chunks, each shared copy-on-write (see the module's documentation).
 #[derive(Debug, Clone)]
 pub(super) struct Chunked<K, V> {
     /// `base + split` chunks: a key goes to chunk `spread % base`, or `spread % (2 * base)`
-    /// when that chunk (one of the first `split`) has already been split in two.
-    chunks: Vec<Arc<HashMap<K, V>>>,
+    /// when that chunk (one of the first `split`) has already been split in two. Each in
+    /// [`Fingerprint::order`].
+    chunks: Vec<Chunk<K, V>>,
     /// A power of two.
     base: usize,
     split: usize,
@@ -85,6 +99,55 @@ impl<K: Fingerprint, V: Clone> Default for Chunked<K, V> {
     }
 }
 
+/// Where `key` is in `entries` (in [`Fingerprint::order`], their spreads all ending in the
+/// same `depth` bits), or where it would go, as `binary_search` says. The spread's other bits
+/// are uniform, so the key's share of them guesses its place; the search widens from there.
+fn find<K: Fingerprint, V>(entries: &[(K, V)], key: &K, depth: u32) -> Result<usize, usize> {
+    let target = key.order();
+    let Some(last) = entries.len().checked_sub(1) else {
+        return Err(0);
+    };
+    let share = u64::from(target.0.checked_shl(depth).unwrap_or(0));
+    let guess =
+        usize::try_from((share * entries.len() as u64) >> 32).map_or(last, |guess| guess.min(last));
+    let order_at = |index: usize| entries[index].0.order();
+    // A range the key is in if anywhere, found by steps doubling away from the guess.
+    let (low, high) = match order_at(guess).cmp(&target) {
+        Ordering::Equal => return Ok(guess),
+        Ordering::Less => {
+            let (mut low, mut step) = (guess + 1, 1);
+            loop {
+                let probe = guess + step;
+                if probe > last {
+                    break (low, entries.len());
+                }
+                if order_at(probe) >= target {
+                    break (low, probe + 1);
+                }
+                low = probe + 1;
+                step *= 2;
+            }
+        }
+        Ordering::Greater => {
+            let (mut high, mut step) = (guess, 1);
+            loop {
+                let Some(probe) = guess.checked_sub(step) else {
+                    break (0, high);
+                };
+                if order_at(probe) <= target {
+                    break (probe, high);
+                }
+                high = probe;
+                step *= 2;
+            }
+        }
+    };
+    entries[low..high]
+        .binary_search_by(|(known, _)| known.order().cmp(&target))
+        .map(|at| low + at)
+        .map_err(|at| low + at)
+}
+
 impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     pub(super) fn len(&self) -> usize {
         self.len
@@ -94,51 +157,54 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         self.len == 0
     }
 
-    fn chunk_of(&self, key: &K) -> usize {
+    /// The chunk of `key`, and how many low bits of the spread its keys have in common.
+    fn locate(&self, key: &K) -> (usize, u32) {
         let spread = key.spread() as usize;
         let low = spread & (self.base - 1);
+        let bits = self.base.trailing_zeros();
         if low < self.split {
-            spread & (2 * self.base - 1)
+            (spread & (2 * self.base - 1), bits + 1)
         } else {
-            low
+            (low, bits)
         }
     }
 
-    /// The chunk of `key`, unshared first (cloned if a frozen copy still holds it).
-    fn chunk_mut(&mut self, key: &K) -> &mut HashMap<K, V> {
-        let index = self.chunk_of(key);
-        Arc::make_mut(&mut self.chunks[index])
-    }
-
     pub(super) fn get(&self, key: &K) -> Option<&V> {
-        self.chunks[self.chunk_of(key)].get(key)
-    }
-
-    pub(super) fn contains_key(&self, key: &K) -> bool {
-        self.get(key).is_some()
+        let (index, depth) = self.locate(key);
+        let chunk = &self.chunks[index];
+        find(chunk, key, depth).ok().map(|at| &chunk[at].1)
     }
 
     /// The value of `key`, to change in place; `None` (and no copy made) when absent.
     pub(super) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        if !self.contains_key(key) {
-            return None;
-        }
-        self.chunk_mut(key).get_mut(key)
+        let (index, depth) = self.locate(key);
+        let at = find(&self.chunks[index], key, depth).ok()?;
+        Some(&mut Arc::make_mut(&mut self.chunks[index])[at].1)
     }
 
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let old = self.chunk_mut(&key).insert(key, value);
-        if old.is_none() {
-            self.len += 1;
-            if self.len > self.chunks.len() * CHUNK_ENTRIES {
-                self.split_one();
+        let (index, depth) = self.locate(&key);
+        let chunk = Arc::make_mut(&mut self.chunks[index]);
+        match find(chunk, &key, depth) {
+            Ok(at) => Some(std::mem::replace(&mut chunk[at].1, value)),
+            Err(at) => {
+                if chunk.len() == chunk.capacity() {
+                    chunk.reserve_exact(chunk.len() / GROWTH + 1);
+                }
+                chunk.insert(at, (key, value));
+                self.len += 1;
+                if self.len > self.chunks.len() * CHUNK_ENTRIES {
+                    self.split_one();
+                }
+                None
             }
         }
-        old
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.chunks.iter().flat_map(|chunk| chunk.iter())
+        self.chunks
+            .iter()
+            .flat_map(|chunk| chunk.iter().map(|(key, value)| (key, value)))
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &K> {
@@ -151,54 +217,46 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         K: Send + Sync,
         V: Send + Sync,
     {
-        self.chunks.par_iter().flat_map_iter(|chunk| chunk.values())
+        self.chunks
+            .par_iter()
+            .flat_map_iter(|chunk| chunk.iter().map(|(_, value)| value))
     }
 
-    /// Every entry, ordered by the bits of its key's spread from the lowest, then by key (for
-    /// the remembered ids, the order of an id run: `EventId::run_order`), in one sorted list per
-    /// pattern of the low bits of a chunk's index. A chunk holds the keys whose spread ends in
-    /// its index, so the chunks taken in the order of their index's bits from the lowest, each
-    /// with the one split off it, need each be sorted only within: a few hundred entries at a
-    /// time, on every core, rather than the whole table at once.
-    pub(super) fn sorted_by_spread(&self) -> Vec<Vec<(K, V)>>
-    where
-        K: Ord + Send + Sync,
-        V: Send + Sync,
-    {
+    /// The chunks' indices in the order of their entries: the patterns of a chunk index's low
+    /// bits from the lowest bit up, each chunk followed by the one split off it (whose keys'
+    /// spreads have one more bit set).
+    fn chunks_in_order(&self) -> Vec<usize> {
         let mut patterns: Vec<usize> = (0..self.base).collect();
         patterns.sort_unstable_by_key(|pattern| pattern.reverse_bits());
         patterns
-            .into_par_iter()
-            .map(|pattern| {
-                let split_off = (pattern < self.split).then(|| &self.chunks[pattern + self.base]);
-                // Each key's order computed once, not at every comparison.
-                let mut entries: Vec<(u32, K, V)> = self.chunks[pattern]
-                    .iter()
-                    .chain(split_off.into_iter().flat_map(|chunk| chunk.iter()))
-                    .map(|(key, value)| (key.spread().reverse_bits(), *key, value.clone()))
-                    .collect();
-                entries.sort_unstable_by_key(|&(order, key, _)| (order, key));
-                entries
-                    .into_iter()
-                    .map(|(_, key, value)| (key, value))
-                    .collect()
+            .into_iter()
+            .flat_map(|pattern| {
+                std::iter::once(pattern)
+                    .chain((pattern < self.split).then_some(pattern + self.base))
             })
             .collect()
     }
 
-    /// Every entry, each chunk let go as soon as it is read: what a frozen copy being encoded
-    /// does, so that the writer's later changes to those chunks copy nothing. A chunk the
-    /// writer still shares is read, not copied.
-    pub(super) fn into_entries(self) -> impl Iterator<Item = (K, V)> {
-        self.chunks
+    /// Every entry in [`Fingerprint::order`] (for the remembered ids, the order of an id run:
+    /// `EventId::run_order`), read where it is: nothing is sorted.
+    pub(super) fn in_order(&self) -> impl Iterator<Item = &(K, V)> {
+        self.chunks_in_order()
             .into_iter()
-            .flat_map(|chunk| match Arc::try_unwrap(chunk) {
-                Ok(chunk) => chunk.into_iter().collect::<Vec<_>>(),
-                Err(shared) => shared
-                    .iter()
-                    .map(|(key, value)| (*key, value.clone()))
-                    .collect(),
-            })
+            .flat_map(|index| self.chunks[index].iter())
+    }
+
+    /// Every entry in [`Fingerprint::order`], each chunk let go as soon as it is read: what a
+    /// frozen copy being encoded does, so that the writer's later changes to those chunks copy
+    /// nothing, and what a checkpoint writes, so that [`Chunked::build`] need not sort it. A
+    /// chunk the writer still shares is read, not copied.
+    pub(super) fn into_entries(self) -> impl Iterator<Item = (K, V)> {
+        let mut chunks: Vec<Option<Chunk<K, V>>> = Vec::with_capacity(self.chunks.len());
+        let order = self.chunks_in_order();
+        chunks.extend(self.chunks.into_iter().map(Some));
+        order.into_iter().flat_map(move |index| {
+            let chunk = chunks[index].take().unwrap_or_default();
+            Arc::try_unwrap(chunk).unwrap_or_else(|shared| shared.as_ref().clone())
+        })
     }
 
     /// Empties the table, keeping its chunks' room when they are not shared.
@@ -216,107 +274,85 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         let mut len = 0;
         for chunk in &mut self.chunks {
             let chunk = Arc::make_mut(chunk);
-            chunk.retain(|key, value| keep(key, value));
+            chunk.retain_mut(|(key, value)| keep(key, value));
+            if chunk.capacity() > chunk.len() + chunk.len() / GROWTH + 1 {
+                chunk.shrink_to_fit();
+            }
             len += chunk.len();
         }
         self.len = len;
     }
 
     /// A table of the `len` entries `entry(0)`, `entry(1)`, …, built whole on every core rather
-    /// than one insert at a time: the entries are first sorted into groups of chunks (those
-    /// whose index ends in the same bits: a chunk and the one split off it share a group), then
-    /// each group's chunks are built, so that every insert lands in a chunk already in the
-    /// cache. Entries in a run's order ([`EventId::run_order`]) come group after group and
-    /// chunk after chunk. A key given twice keeps its last value, as inserting the entries in
-    /// order would. For a restore, where tens of millions of entries inserted one by one each
-    /// missed the cache; `entry` reads them where they are (a checkpoint's columns, an id run),
-    /// so no copy of them all is made first.
+    /// than one insert at a time: the entries are made, sorted into [`Fingerprint::order`]
+    /// unless they come in it (as a checkpoint writes them), and cut into chunks. A key given
+    /// twice keeps its last value, as inserting the entries in order would. For a restore,
+    /// where tens of millions of entries inserted one by one each missed the cache; `entry`
+    /// reads them where they are (a checkpoint's columns, an id run).
     pub(super) fn build(len: usize, entry: impl Fn(usize) -> (K, V) + Sync) -> Self
     where
         K: Send + Sync,
         V: Send + Sync,
     {
-        let count = len.div_ceil(BUILT_ENTRIES).max(1);
+        let mut entries: Vec<(K, V)> = (0..len).into_par_iter().map(&entry).collect();
+        if !entries.is_sorted_by_key(|(key, _)| key.order()) {
+            // Stable: of a key given twice, the last value comes last.
+            entries.par_sort_by_key(|(key, _)| key.order());
+        }
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
         // The geometry of a table grown to `count` chunks: `base` the largest power of two not
         // over it, the chunks past it split off the first ones.
+        let count = entries.len().div_ceil(BUILT_ENTRIES).max(1);
         let base = 1 << count.ilog2();
         let mut table = Chunked {
-            chunks: Vec::new(),
+            chunks: (0..count).map(|_| Arc::default()).collect(),
             base,
             split: count - base,
-            len: 0,
+            len: entries.len(),
         };
-        let groups = BUILD_GROUPS.min(base);
-        let group_of = |key: &K| table.chunk_of(key) & (groups - 1);
-        // Each thread sorts slices of the entries into groups, keeping their order.
-        let sorted: Vec<Vec<Vec<(K, V)>>> = (0..len.div_ceil(BUILD_SLICE))
-            .into_par_iter()
-            .map(|slice| {
-                let entries = slice * BUILD_SLICE..len.min((slice + 1) * BUILD_SLICE);
-                let of: Vec<usize> = entries
-                    .clone()
-                    .map(|index| group_of(&entry(index).0))
-                    .collect();
-                let mut held = vec![0usize; groups];
-                for group in &of {
-                    held[*group] += 1;
-                }
-                let mut sorted: Vec<Vec<(K, V)>> =
-                    held.into_iter().map(Vec::with_capacity).collect();
-                for (index, group) in entries.zip(of) {
-                    sorted[group].push(entry(index));
-                }
-                sorted
-            })
-            .collect();
-        // Each group's share of every slice, in the slices' order.
-        let mut by_group: Vec<Vec<Vec<(K, V)>>> = (0..groups)
-            .map(|_| Vec::with_capacity(sorted.len()))
-            .collect();
-        for slice in sorted {
-            for (group, entries) in slice.into_iter().enumerate() {
-                by_group[group].push(entries);
+        // In this order each chunk's entries come together: where each chunk's start.
+        let mut starts: Vec<(usize, usize)> = Vec::new();
+        for (at, (key, _)) in entries.iter().enumerate() {
+            let index = table.locate(key).0;
+            if starts.last().is_none_or(|(last, _)| *last != index) {
+                starts.push((index, at));
             }
         }
-        let mut built: Vec<std::vec::IntoIter<HashMap<K, V>>> = by_group
+        let ends = starts
+            .iter()
+            .skip(1)
+            .map(|(_, at)| *at)
+            .chain([entries.len()]);
+        let pieces: Vec<(usize, Vec<(K, V)>)> = starts
+            .iter()
+            .zip(ends)
+            .collect::<Vec<_>>()
             .into_par_iter()
-            .enumerate()
-            .map(|(group, slices)| {
-                // The group's chunks are `group`, `group + groups`, …: chunk `index` is its
-                // `index / groups`th. Each is made the size it will hold: chunks not split
-                // yet hold twice what the split ones do.
-                let mut held = vec![0usize; (count - group).div_ceil(groups)];
-                for (key, _) in slices.iter().flatten() {
-                    held[table.chunk_of(key) / groups] += 1;
-                }
-                let mut chunks: Vec<HashMap<K, V>> =
-                    held.into_iter().map(HashMap::with_capacity).collect();
-                for (key, value) in slices.into_iter().flatten() {
-                    chunks[table.chunk_of(&key) / groups].insert(key, value);
-                }
-                chunks.into_iter()
-            })
+            .map(|(&(index, start), end)| (index, entries[start..end].to_vec()))
             .collect();
-        table.chunks = (0..count)
-            .map(|index| {
-                let chunk = built[index % groups].next();
-                Arc::new(chunk.expect("a group builds each of its chunks"))
-            })
-            .collect();
-        table.len = table.chunks.iter().map(|chunk| chunk.len()).sum();
+        for (index, piece) in pieces {
+            table.chunks[index] = Arc::new(piece);
+        }
         table
     }
 
-    /// Splits chunk `split` in two by the next bit of the keys' spread: linear hashing.
+    /// Splits chunk `split` in two by the next bit of the keys' spread: linear hashing. In the
+    /// chunk's order, the keys without that bit come first.
     fn split_one(&mut self) {
         let from = self.split;
         let bit = self.base;
-        let old = Arc::make_mut(&mut self.chunks[from]);
-        let moved: HashMap<K, V> = old
-            .extract_if(|key, _| key.spread() as usize & bit != 0)
-            .collect();
-        old.shrink_to_fit();
-        self.chunks.push(Arc::new(moved));
+        let chunk = &self.chunks[from];
+        let at = chunk.partition_point(|(key, _)| key.spread() as usize & bit == 0);
+        let (stays, moves) = chunk.split_at(at);
+        let (stays, moves) = (stays.to_vec(), moves.to_vec());
+        self.chunks[from] = Arc::new(stays);
+        self.chunks.push(Arc::new(moves));
         self.split += 1;
         if self.split == self.base {
             self.base *= 2;

@@ -42,18 +42,13 @@ impl SealedIds {
         self.len() == 0
     }
 
-    /// The ids in memory, in run order ([`EventId::run_order`]): sorted here, on every core,
-    /// chunk by chunk when they are one table.
+    /// The ids in memory, in run order ([`EventId::run_order`]): as they are held when they
+    /// are one table, sorted here on every core when they are several.
     pub fn in_order(&self) -> Vec<Entry> {
         let entry = |(EventId([a, b, c]), word): (EventId, u32)| [a, b, c, word];
         match self.tables.as_slice() {
             [] => Vec::new(),
-            [table] => table
-                .sorted_by_spread()
-                .into_iter()
-                .flatten()
-                .map(entry)
-                .collect(),
+            [table] => table.in_order().map(|&id| entry(id)).collect(),
             tables => {
                 let mut keyed: Vec<((u32, [u32; 3]), u32)> = tables
                     .par_iter()
