@@ -931,6 +931,7 @@ impl Population {
             *next_id += 1;
             out.push(Event {
                 id: EventId(key_words(*next_id, 0xe7e7)),
+                id_prefix: rng.random(),
                 content: rng.random(),
                 campaign: campaign.clone(),
                 action,

@@ -22,7 +22,7 @@ use crate::event::Stage;
 
 /// A campaign a learner's events named: the earliest of those events (when it happened, in
 /// microseconds since the epoch, kept as two words so that a record packs at four bytes; and
-/// its id fingerprint), the campaign's slot, and what those events reached there (its
+/// its `Event::tie_order`), the campaign's slot, and what those events reached there (its
 /// `Progress`, kept field by field so that the slot fills what would be its padding: 32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Named {
@@ -67,8 +67,8 @@ pub(super) type Reach = (Stage, Day, u32);
 pub(super) enum Change {
     /// An event naming no campaign reached a stage.
     Loose(Reach),
-    /// An event named the campaign of `slot`: when it happened and its id (the attribution's
-    /// order), and the stage it reached there, if any (a tagged click reaches none).
+    /// An event named the campaign of `slot`: when it happened and its tie order
+    /// (`Event::tie_order`: the attribution's order), and the stage it reached there, if any (a tagged click reaches none).
     Names {
         at: i64,
         id: [u32; 3],
@@ -113,12 +113,12 @@ impl Named {
         (i64::from(self.at[1]) << 32) | i64::from(self.at[0])
     }
 
-    /// The id fingerprint of the earliest event naming this campaign.
+    /// The tie order (`Event::tie_order`) of the earliest event naming this campaign.
     pub(super) fn id(&self) -> [u32; 3] {
         self.id
     }
 
-    /// The order of attribution: earliest first, then the smaller event id.
+    /// The order of attribution: earliest first, then the smaller event_id (its tie order).
     fn key(&self) -> (i64, [u32; 3]) {
         (self.at(), self.id)
     }

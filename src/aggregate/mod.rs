@@ -338,7 +338,7 @@ impl Aggregator {
         let all_chapters = all_chapters(self.settings.chapter_count);
         let names = |reach| Change::Names {
             at: event.occurred_at.timestamp_micros(),
-            id: event.id.0,
+            id: event.tie_order(),
             slot,
             reach,
         };

@@ -25,11 +25,29 @@ use crate::proto::storage::{
 /// reader of format 1 would not see. Format 3 keeps them in [`EventId::run_order`], format 2's
 /// runs are sorted by id. Format 4 keeps every learner's record once (`learner_keys` and the
 /// columns after it) where the formats before kept a learner in each campaign, in the totals
-/// and in the attributions; those load (`upgrade`), checked against what they held.
-pub const CHECKPOINT_FORMAT: u32 = 4;
+/// and in the attributions; those load (`upgrade`), checked against what they held. Format 5
+/// keeps, of the earliest event naming each campaign of a learner, the order that breaks ties
+/// of one instant (`Event::tie_order`: the event_id's first bytes, then a word of its
+/// fingerprint) where the formats before kept the fingerprint ([`tie_order`]).
+pub const CHECKPOINT_FORMAT: u32 = 5;
 
 /// The first format that keeps the learners' records.
 const LEARNER_RECORDS_FORMAT: u32 = 4;
+
+/// The first format that keeps the order of events of one instant by their event_id.
+const TIE_ORDER_FORMAT: u32 = 5;
+
+/// The tie order of a named campaign's earliest event as a checkpoint of `format` stored it
+/// (three words): as it is from format 5 on; before, the id's fingerprint, whose first word
+/// orders it among the events of its instant that such a checkpoint held, before any event
+/// read since (whose event_id is known). Which of them came first by event_id is not known.
+fn tie_order(format: u32, stored: &[u32]) -> [u32; 3] {
+    if format >= TIE_ORDER_FORMAT {
+        [stored[0], stored[1], stored[2]]
+    } else {
+        [0, 0, stored[0]]
+    }
+}
 
 /// The first format whose id runs are in [`EventId::run_order`], so that later runs can be
 /// merged with them. The ids of an earlier format's runs load all the same, and the next

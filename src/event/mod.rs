@@ -41,6 +41,9 @@ const MAX_CLOCK_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub id: EventId,
+    /// The event_id's first eight bytes as sent ([`id_prefix`]): with the id, the order of
+    /// events of one instant ([`Event::tie_order`]).
+    pub id_prefix: u64,
     /// A fingerprint of everything but the id, to tell a conflicting reuse of an id from a resend.
     pub content: u32,
     /// The normalised campaign id; [`DIRECT_CAMPAIGN`] when the event came without one.
@@ -387,6 +390,7 @@ impl EventParser {
         };
         Ok(Event {
             id: event_id(&source, raw.event_id),
+            id_prefix: id_prefix(raw.event_id),
             content: content_fingerprint(kind, &campaign, &source, raw, occurred_at),
             campaign,
             action,
@@ -454,6 +458,29 @@ pub fn event_id(source: &str, id: &str) -> EventId {
     let source_len = (source.len() as u64).to_le_bytes();
     let parts = [&source_len[..], source.as_bytes(), id.as_bytes()];
     EventId(words(&with_concatenated(&parts, xxh3_128).to_le_bytes()))
+}
+
+/// An event_id's first eight bytes as a big-endian number, zero-padded: two ids that differ
+/// within those bytes compare as these numbers do.
+pub fn id_prefix(id: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let head = &id.as_bytes()[..id.len().min(8)];
+    bytes[..head.len()].copy_from_slice(head);
+    u64::from_be_bytes(bytes)
+}
+
+impl Event {
+    /// The order attribution breaks ties of one instant by (product.md: the smaller event_id):
+    /// the ids' first eight bytes, then a word of their (source, event_id) fingerprint, so
+    /// that ids alike in those bytes are still ordered the same whatever the order they come
+    /// in. Compared as a whole, after the instant.
+    pub fn tie_order(&self) -> [u32; 3] {
+        [
+            (self.id_prefix >> 32) as u32,
+            self.id_prefix as u32,
+            self.id.0[0],
+        ]
+    }
 }
 
 /// The most bytes of a sender's value quoted back in a rejection message: enough to recognise

@@ -45,6 +45,7 @@ impl From<&Event> for StoredEvent {
             id1,
             id2,
             content: event.content,
+            id_prefix: event.id_prefix,
             campaign: event.campaign.clone(),
             action: action.into(),
             has_key: key.is_some(),
@@ -116,6 +117,7 @@ impl TryFrom<StoredEvent> for Event {
         };
         Ok(Event {
             id: EventId([stored.id0, stored.id1, stored.id2]),
+            id_prefix: stored.id_prefix,
             content: stored.content,
             campaign: stored.campaign,
             action,

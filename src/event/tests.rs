@@ -967,3 +967,20 @@ fn a_tagged_click_counts_in_its_visitors_shard_and_names_in_its_learners() {
         "most of 64 clicks' visitors and learners are in two of 16 shards"
     );
 }
+
+proptest::proptest! {
+    /// Two event_ids that differ within their first eight bytes compare as their prefixes do,
+    /// so that ties of one instant go to the smaller event_id.
+    #[test]
+    fn event_ids_that_differ_early_compare_as_their_prefixes_do(
+        a in "[ -~]{1,20}",
+        b in "[ -~]{1,20}",
+    ) {
+        let head = |id: &str| id.as_bytes()[..id.len().min(8)].to_vec();
+        if head(&a) != head(&b) {
+            proptest::prop_assert_eq!(id_prefix(&a).cmp(&id_prefix(&b)), a.cmp(&b));
+        } else {
+            proptest::prop_assert_eq!(id_prefix(&a), id_prefix(&b));
+        }
+    }
+}

@@ -5,6 +5,7 @@
 use hashbrown::HashMap;
 
 use super::super::chunked::Chunked;
+use super::tie_order;
 use rayon::prelude::*;
 
 use super::super::learners::{Counted, Full, Named, Record};
@@ -138,11 +139,10 @@ impl Aggregator {
             let named = (named_start..named_start + count).map(|row| {
                 Named::new(
                     checkpoint.named_at[row],
-                    [
-                        checkpoint.named_ids[row * 3],
-                        checkpoint.named_ids[row * 3 + 1],
-                        checkpoint.named_ids[row * 3 + 2],
-                    ],
+                    tie_order(
+                        checkpoint.format_version,
+                        &checkpoint.named_ids[row * 3..row * 3 + 3],
+                    ),
                     slots[row],
                     progress(own, &checkpoint.named_chapters, row),
                 )
@@ -179,13 +179,16 @@ impl Aggregator {
         let mut records: HashMap<LearnerKey, Full> = HashMap::new();
         for row in 0..named {
             let slot = self.held_slot(checkpoint.named_slots[row])?;
-            let ids = &checkpoint.named_ids[row * 3..row * 3 + 3];
+            let tie = tie_order(
+                checkpoint.format_version,
+                &checkpoint.named_ids[row * 3..row * 3 + 3],
+            );
             records
                 .entry(key(&checkpoint.named_learners, row))
                 .or_default()
                 .add(Named::new(
                     checkpoint.named_at[row],
-                    [ids[0], ids[1], ids[2]],
+                    tie,
                     slot,
                     Progress::default(),
                 ));

@@ -267,32 +267,54 @@ fn a_tagged_click_names_the_learners_campaign_without_making_it_a_learner_there(
 
 #[test]
 fn two_links_at_the_same_instant_attribute_by_the_smaller_event_id() {
-    // The same instant: the smaller event id fingerprint decides, whatever the order.
-    let events = [
-        "e1 enrolled gendarmerie gf/alice 2020-10-05T10:00:00Z",
-        "e2 enrolled la-poste    gf/alice 2020-10-05T10:00:00Z",
-        "e3 started  -           gf/alice 2020-10-06",
-    ];
-    let parser = EventParser::new(settings().chapter_count, [0x11; 32]);
-    let parsed: Vec<Event> = parse_events(&parser, &events.join("\n"))
-        .into_iter()
-        .map(|(_, event)| event)
-        .collect();
-    let winner = if parsed[0].id < parsed[1].id {
-        "gendarmerie"
-    } else {
-        "la-poste"
-    };
-    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
-        let mut aggregator = Aggregator::new(settings(), []);
-        for index in order {
-            assert_eq!(
-                aggregator.apply(&parsed[index]).ok(),
-                Some(Applied::Accepted)
-            );
+    // The same instant: the smaller event_id decides, whatever the order the events come in.
+    for (first, second, winner) in [
+        ("e1", "e2", "gendarmerie"),
+        ("e2", "e1", "la-poste"),
+        ("zz", "aaa", "la-poste"),
+        ("event-10", "event-9", "gendarmerie"),
+        (
+            "9f1c3a52-7d2e-4b8a-9c11-0e5d6f7a8b90",
+            "0a4e8c21-3b5f-4d6e-8f70-1a2b3c4d5e6f",
+            "la-poste",
+        ),
+        // Alike in their first eight bytes: ordered by their fingerprints, the same way in
+        // every order (which one wins is not the event_ids' order).
+        ("statement-2", "statement-1", ""),
+    ] {
+        let events = [
+            format!("{first} enrolled gendarmerie gf/alice 2020-10-05T10:00:00Z"),
+            format!("{second} enrolled la-poste    gf/alice 2020-10-05T10:00:00Z"),
+            "e3 started  -           gf/alice 2020-10-06".to_owned(),
+        ];
+        let parser = EventParser::new(settings().chapter_count, [0x11; 32]);
+        let parsed: Vec<Event> = parse_events(&parser, &events.join("\n"))
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect();
+        let mut winners = BTreeSet::new();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+            let mut aggregator = Aggregator::new(settings(), []);
+            for index in order {
+                assert_eq!(
+                    aggregator.apply(&parsed[index]).ok(),
+                    Some(Applied::Accepted)
+                );
+            }
+            let won: Vec<&str> = ["gendarmerie", "la-poste"]
+                .into_iter()
+                .filter(|campaign| {
+                    let (counts, _) = aggregator.campaign(campaign).expect("held");
+                    (counts.enrolled, counts.started) == (1, 1)
+                })
+                .collect();
+            assert_eq!(won.len(), 1, "{first} {second} {order:?}: {won:?}");
+            winners.insert(won[0]);
         }
-        let (counts, _) = aggregator.campaign(winner).expect("held");
-        assert_eq!((counts.enrolled, counts.started), (1, 1), "{order:?}");
+        assert_eq!(winners.len(), 1, "{first} {second}: {winners:?}");
+        if !winner.is_empty() {
+            assert!(winners.contains(winner), "{first} {second}: {winners:?}");
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use proptest::sample::Index;
 use super::*;
 use crate::event::{
     Action, DIRECT_CAMPAIGN, EventKind, EventParser, LearnerKey, RawEvent, RawKind, RawTime, Stage,
-    UNREGISTERED_CAMPAIGN, VisitorKey, event_id,
+    UNREGISTERED_CAMPAIGN, VisitorKey, event_id, id_prefix,
 };
 use crate::proto::storage::CampaignState as StoredCampaign;
 

@@ -79,6 +79,7 @@ pub(super) fn learner_key(source: u32, learner_id: u32) -> LearnerKey {
 pub(super) fn event_at(number: usize, campaign: usize, minute: i64, action: Action) -> Event {
     Event {
         id: event_id("openclassrooms", &format!("event-{number}")),
+        id_prefix: id_prefix(&format!("event-{number}")),
         content: u32::try_from(number).expect("few events"),
         campaign: CAMPAIGNS[campaign].to_owned(),
         action,
@@ -136,7 +137,7 @@ pub(super) fn oracle(events: &[Event]) -> State {
 /// Each learner's campaign (product.md §3): that of its earliest event naming one (a progress
 /// event or a tagged click), ties broken by the smaller event id.
 pub(super) fn attributions(events: &[Event]) -> BTreeMap<LearnerKey, String> {
-    let mut first: BTreeMap<LearnerKey, (DateTime<Utc>, EventId, &str)> = BTreeMap::new();
+    let mut first: BTreeMap<LearnerKey, (DateTime<Utc>, [u32; 3], &str)> = BTreeMap::new();
     for event in events {
         let learner = match event.action {
             Action::Progress { learner, .. }
@@ -148,7 +149,12 @@ pub(super) fn attributions(events: &[Event]) -> BTreeMap<LearnerKey, String> {
             Action::Click { learner: None, .. } => continue,
         };
         if event.campaign != DIRECT_CAMPAIGN {
-            let candidate = (event.occurred_at, event.id, event.campaign.as_str());
+            // Ties by the smaller event_id: its first bytes, then its fingerprint's.
+            let candidate = (
+                event.occurred_at,
+                event.tie_order(),
+                event.campaign.as_str(),
+            );
             first
                 .entry(learner)
                 .and_modify(|known| {

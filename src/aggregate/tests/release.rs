@@ -314,6 +314,7 @@ fn at_most_65536_campaigns_are_held_whatever_max_unregistered_campaigns_says() {
     };
     let click = |number: usize, campaign: usize| Event {
         id: event_id("openclassrooms", &format!("event-{number}")),
+        id_prefix: id_prefix(&format!("event-{number}")),
         content: 0,
         campaign: format!("campaign-{campaign}"),
         action: Action::Click {
@@ -755,6 +756,7 @@ fn a_checkpoint_of_many_parts_restores_the_whole_state() {
         let mut event = |n: u32, campaign: &str, action: Action| {
             let event = Event {
                 id: EventId([learner, n, 3]),
+                id_prefix: u64::from(n),
                 content: learner ^ n,
                 campaign: campaign.to_owned(),
                 action,
