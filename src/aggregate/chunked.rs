@@ -18,12 +18,17 @@
 //! (`EventId::run_order`): what a checkpoint writes, so that a restore cuts what it reads into
 //! chunks without sorting it.
 
-use std::cmp::Ordering;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
+use hashbrown::HashMap;
 use rayon::prelude::*;
 
 use crate::event::{self, EventId, LearnerKey, VisitorKey};
+
+mod chunk;
+
+pub(super) use chunk::Chunk;
 
 /// The entries a chunk holds on average before the table takes one more chunk. Small enough
 /// that an insert moves a few kilobytes at most and that copying a chunk on write, or
@@ -34,10 +39,6 @@ const CHUNK_ENTRIES: usize = 256;
 /// The entries a chunk holds on average in a table built whole ([`Chunked::build`]), below
 /// [`CHUNK_ENTRIES`] so that the table takes inserts for a while before its first split.
 const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
-
-/// A full chunk takes room for `1 / GROWTH` more entries (and one): at most an eighth of a
-/// table's room is empty, and a chunk is moved to a larger place every few inserts only.
-const GROWTH: usize = 8;
 
 /// A key of three words, from which a chunk and a place in it are chosen.
 pub(super) trait Fingerprint: Copy + Eq {
@@ -72,83 +73,36 @@ impl Fingerprint for EventId {
     }
 }
 
-/// A chunk: its entries in [`Fingerprint::order`], shared copy-on-write.
-type Chunk<K, V> = Arc<Vec<(K, V)>>;
-
-/// A map in chunks, each shared copy-on-write (see the module's documentation).
+/// A map in chunks, each shared copy-on-write (see the module's documentation), its entries
+/// side by side in key order (`C` a `Vec`, the default) or in a hash table ([`Hashed`]).
 #[derive(Debug, Clone)]
-pub(super) struct Chunked<K, V> {
+pub(super) struct Chunked<K, V, C = Vec<(K, V)>> {
     /// `base + split` chunks: a key goes to chunk `spread % base`, or `spread % (2 * base)`
-    /// when that chunk (one of the first `split`) has already been split in two. Each in
-    /// [`Fingerprint::order`].
-    chunks: Vec<Chunk<K, V>>,
+    /// when that chunk (one of the first `split`) has already been split in two.
+    chunks: Vec<Arc<C>>,
+    entries: PhantomData<(K, V)>,
     /// A power of two.
     base: usize,
     split: usize,
     len: usize,
 }
 
-impl<K: Fingerprint, V: Clone> Default for Chunked<K, V> {
+/// A table whose chunks are hash tables: half as much memory again, faster inserts.
+pub(super) type Hashed<K, V> = Chunked<K, V, HashMap<K, V>>;
+
+impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Default for Chunked<K, V, C> {
     fn default() -> Self {
         Chunked {
             chunks: vec![Arc::default()],
             base: 1,
             split: 0,
             len: 0,
+            entries: PhantomData,
         }
     }
 }
 
-/// Where `key` is in `entries` (in [`Fingerprint::order`], their spreads all ending in the
-/// same `depth` bits), or where it would go, as `binary_search` says. The spread's other bits
-/// are uniform, so the key's share of them guesses its place; the search widens from there.
-fn find<K: Fingerprint, V>(entries: &[(K, V)], key: &K, depth: u32) -> Result<usize, usize> {
-    let target = key.order();
-    let Some(last) = entries.len().checked_sub(1) else {
-        return Err(0);
-    };
-    let share = u64::from(target.0.checked_shl(depth).unwrap_or(0));
-    let guess =
-        usize::try_from((share * entries.len() as u64) >> 32).map_or(last, |guess| guess.min(last));
-    let order_at = |index: usize| entries[index].0.order();
-    // A range the key is in if anywhere, found by steps doubling away from the guess.
-    let (low, high) = match order_at(guess).cmp(&target) {
-        Ordering::Equal => return Ok(guess),
-        Ordering::Less => {
-            let (mut low, mut step) = (guess + 1, 1);
-            loop {
-                let probe = guess + step;
-                if probe > last {
-                    break (low, entries.len());
-                }
-                if order_at(probe) >= target {
-                    break (low, probe + 1);
-                }
-                low = probe + 1;
-                step *= 2;
-            }
-        }
-        Ordering::Greater => {
-            let (mut high, mut step) = (guess, 1);
-            loop {
-                let Some(probe) = guess.checked_sub(step) else {
-                    break (0, high);
-                };
-                if order_at(probe) <= target {
-                    break (probe, high);
-                }
-                high = probe;
-                step *= 2;
-            }
-        }
-    };
-    entries[low..high]
-        .binary_search_by(|(known, _)| known.order().cmp(&target))
-        .map(|at| low + at)
-        .map_err(|at| low + at)
-}
-
-impl<K: Fingerprint, V: Clone> Chunked<K, V> {
+impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Chunked<K, V, C> {
     pub(super) fn len(&self) -> usize {
         self.len
     }
@@ -171,40 +125,29 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
 
     pub(super) fn get(&self, key: &K) -> Option<&V> {
         let (index, depth) = self.locate(key);
-        let chunk = &self.chunks[index];
-        find(chunk, key, depth).ok().map(|at| &chunk[at].1)
+        self.chunks[index].get(key, depth)
     }
 
     /// The value of `key`, to change in place; `None` (and no copy made) when absent.
     pub(super) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let (index, depth) = self.locate(key);
-        let at = find(&self.chunks[index], key, depth).ok()?;
-        Some(&mut Arc::make_mut(&mut self.chunks[index])[at].1)
+        C::get_mut(&mut self.chunks[index], key, depth)
     }
 
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
         let (index, depth) = self.locate(&key);
-        let chunk = Arc::make_mut(&mut self.chunks[index]);
-        match find(chunk, &key, depth) {
-            Ok(at) => Some(std::mem::replace(&mut chunk[at].1, value)),
-            Err(at) => {
-                if chunk.len() == chunk.capacity() {
-                    chunk.reserve_exact(chunk.len() / GROWTH + 1);
-                }
-                chunk.insert(at, (key, value));
-                self.len += 1;
-                if self.len > self.chunks.len() * CHUNK_ENTRIES {
-                    self.split_one();
-                }
-                None
+        let old = Arc::make_mut(&mut self.chunks[index]).insert(key, value, depth);
+        if old.is_none() {
+            self.len += 1;
+            if self.len > self.chunks.len() * CHUNK_ENTRIES {
+                self.split_one();
             }
         }
+        old
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.chunks
-            .iter()
-            .flat_map(|chunk| chunk.iter().map(|(key, value)| (key, value)))
+        self.chunks.iter().flat_map(|chunk| chunk.entries())
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &K> {
@@ -216,10 +159,11 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     where
         K: Send + Sync,
         V: Send + Sync,
+        C: Send + Sync,
     {
         self.chunks
             .par_iter()
-            .flat_map_iter(|chunk| chunk.iter().map(|(_, value)| value))
+            .flat_map_iter(|chunk| chunk.entries().map(|(_, value)| value))
     }
 
     /// The chunks' indices in the order of their entries: the patterns of a chunk index's low
@@ -238,11 +182,18 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     }
 
     /// Every entry in [`Fingerprint::order`] (for the remembered ids, the order of an id run:
-    /// `EventId::run_order`), read where it is: nothing is sorted.
-    pub(super) fn in_order(&self) -> impl Iterator<Item = &(K, V)> {
+    /// `EventId::run_order`), a few hundred at a time on every core: each chunk's in order
+    /// (sorted, when they are in a hash table), the chunks taken in order.
+    pub(super) fn in_order(&self) -> Vec<(K, V)>
+    where
+        K: Send + Sync,
+        V: Send + Sync,
+        C: Send + Sync,
+    {
         self.chunks_in_order()
-            .into_iter()
-            .flat_map(|index| self.chunks[index].iter())
+            .into_par_iter()
+            .flat_map_iter(|index| self.chunks[index].as_ref().clone().into_ordered())
+            .collect()
     }
 
     /// Every entry in [`Fingerprint::order`], each chunk let go as soon as it is read: what a
@@ -250,12 +201,14 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     /// nothing, and what a checkpoint writes, so that [`Chunked::build`] need not sort it. A
     /// chunk the writer still shares is read, not copied.
     pub(super) fn into_entries(self) -> impl Iterator<Item = (K, V)> {
-        let mut chunks: Vec<Option<Chunk<K, V>>> = Vec::with_capacity(self.chunks.len());
+        let mut chunks: Vec<Option<Arc<C>>> = Vec::with_capacity(self.chunks.len());
         let order = self.chunks_in_order();
         chunks.extend(self.chunks.into_iter().map(Some));
         order.into_iter().flat_map(move |index| {
             let chunk = chunks[index].take().unwrap_or_default();
-            Arc::try_unwrap(chunk).unwrap_or_else(|shared| shared.as_ref().clone())
+            Arc::try_unwrap(chunk)
+                .unwrap_or_else(|shared| shared.as_ref().clone())
+                .into_ordered()
         })
     }
 
@@ -274,10 +227,7 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         let mut len = 0;
         for chunk in &mut self.chunks {
             let chunk = Arc::make_mut(chunk);
-            chunk.retain_mut(|(key, value)| keep(key, value));
-            if chunk.capacity() > chunk.len() + chunk.len() / GROWTH + 1 {
-                chunk.shrink_to_fit();
-            }
+            chunk.retain(&mut keep);
             len += chunk.len();
         }
         self.len = len;
@@ -293,6 +243,7 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     where
         K: Send + Sync,
         V: Send + Sync,
+        C: Send,
     {
         let mut entries: Vec<(K, V)> = (0..len).into_par_iter().map(&entry).collect();
         if !entries.is_sorted_by_key(|(key, _)| key.order()) {
@@ -315,6 +266,7 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
             base,
             split: count - base,
             len: entries.len(),
+            entries: PhantomData,
         };
         // In this order each chunk's entries come together: where each chunk's start.
         let mut starts: Vec<(usize, usize)> = Vec::new();
@@ -329,12 +281,12 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
             .skip(1)
             .map(|(_, at)| *at)
             .chain([entries.len()]);
-        let pieces: Vec<(usize, Vec<(K, V)>)> = starts
+        let pieces: Vec<(usize, C)> = starts
             .iter()
             .zip(ends)
             .collect::<Vec<_>>()
             .into_par_iter()
-            .map(|(&(index, start), end)| (index, entries[start..end].to_vec()))
+            .map(|(&(index, start), end)| (index, C::of_ordered(&entries[start..end])))
             .collect();
         for (index, piece) in pieces {
             table.chunks[index] = Arc::new(piece);
@@ -342,15 +294,10 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
         table
     }
 
-    /// Splits chunk `split` in two by the next bit of the keys' spread: linear hashing. In the
-    /// chunk's order, the keys without that bit come first.
+    /// Splits chunk `split` in two by the next bit of the keys' spread: linear hashing.
     fn split_one(&mut self) {
         let from = self.split;
-        let bit = self.base;
-        let chunk = &self.chunks[from];
-        let at = chunk.partition_point(|(key, _)| key.spread() as usize & bit == 0);
-        let (stays, moves) = chunk.split_at(at);
-        let (stays, moves) = (stays.to_vec(), moves.to_vec());
+        let (stays, moves) = self.chunks[from].split(self.base);
         self.chunks[from] = Arc::new(stays);
         self.chunks.push(Arc::new(moves));
         self.split += 1;
@@ -361,7 +308,7 @@ impl<K: Fingerprint, V: Clone> Chunked<K, V> {
     }
 }
 
-impl<K: Fingerprint> Chunked<K, ()> {
+impl<K: Fingerprint, C: Chunk<K, ()>> Chunked<K, (), C> {
     /// Adds `key` to a set; says whether it was new.
     pub(super) fn add(&mut self, key: K) -> bool {
         self.insert(key, ()).is_none()

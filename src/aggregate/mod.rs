@@ -37,7 +37,7 @@ mod stored;
 mod written;
 
 use campaign::{CampaignState, Progress};
-use chunked::Chunked;
+use chunked::{Chunked, Hashed};
 use learners::{Change, Counted, Funnels, Record};
 use remembered::{content_conflicts, remembered, remembered_slot};
 
@@ -174,10 +174,10 @@ pub struct Aggregator {
     /// 65,536 is counted as a plain duplicate. Whether the id is a duplicate is exact (96 bits).
     ///
     /// Here, the ids accepted since the last [`Aggregator::seal`].
-    seen: Chunked<EventId, u32>,
+    seen: Hashed<EventId, u32>,
     /// The ids sealed for a checkpoint whose runs are not yet [`Aggregator::install`]ed (more
     /// than one table when a checkpoint failed), oldest first.
-    sealed: Vec<Chunked<EventId, u32>>,
+    sealed: Vec<Hashed<EventId, u32>>,
     /// The ids in the runs of the last checkpoint installed, out of memory.
     written: Written,
     /// The seal whose runs [`Aggregator::install`] takes: none after a release, whose
@@ -438,7 +438,7 @@ impl Aggregator {
             learners: self.tally.learners,
             campaign_learners: self.tally.campaign_learners,
             event_ids: self.seen.len()
-                + self.sealed.iter().map(Chunked::len).sum::<usize>()
+                + self.sealed.iter().map(Hashed::len).sum::<usize>()
                 + self.written.len(),
         }
     }

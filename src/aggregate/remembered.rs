@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use super::chunked::Chunked;
+use super::chunked::Hashed;
 use super::{Aggregator, Entry, Slot, Written};
 use crate::event::EventId;
 
@@ -20,7 +20,7 @@ pub(super) const SEEN_CONTENT_MASK: u32 = 0xFFFF_0000;
 /// be written in a new id run, and the runs installed, which hold all the others.
 #[derive(Debug)]
 pub struct SealedIds {
-    tables: Vec<Chunked<EventId, u32>>,
+    tables: Vec<Hashed<EventId, u32>>,
     /// The runs installed. When some of their ids were released since they were written
     /// (`Written::has_released`), every id is to be written afresh in one run.
     pub written: Written,
@@ -35,7 +35,7 @@ static SEALS: AtomicU64 = AtomicU64::new(1);
 impl SealedIds {
     /// How many ids are in memory, to be written in a new run.
     pub fn len(&self) -> usize {
-        self.tables.iter().map(Chunked::len).sum()
+        self.tables.iter().map(Hashed::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -48,7 +48,7 @@ impl SealedIds {
         let entry = |(EventId([a, b, c]), word): (EventId, u32)| [a, b, c, word];
         match self.tables.as_slice() {
             [] => Vec::new(),
-            [table] => table.in_order().map(|&id| entry(id)).collect(),
+            [table] => table.in_order().into_iter().map(entry).collect(),
             tables => {
                 let mut keyed: Vec<((u32, [u32; 3]), u32)> = tables
                     .par_iter()

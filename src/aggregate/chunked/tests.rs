@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
+use super::chunk::GROWTH;
 use super::*;
 
 fn key(n: u32) -> LearnerKey {
@@ -19,7 +20,7 @@ fn model_of(table: &Chunked<LearnerKey, u32>) -> HashMap<LearnerKey, u32> {
 
 #[test]
 fn a_table_grows_a_chunk_at_a_time_and_finds_every_entry_after_the_splits() {
-    let mut table = Chunked::default();
+    let mut table: Chunked<LearnerKey, u32> = Chunked::default();
     let count = 20 * CHUNK_ENTRIES as u32 + 123;
     for n in 0..count {
         assert_eq!(table.insert(key(n), n), None);
@@ -48,7 +49,7 @@ fn a_table_grows_a_chunk_at_a_time_and_finds_every_entry_after_the_splits() {
 
 #[test]
 fn a_frozen_copy_keeps_the_state_it_was_taken_at_and_shares_only_untouched_chunks() {
-    let mut table = Chunked::default();
+    let mut table: Chunked<LearnerKey, u32> = Chunked::default();
     for n in 0..(4 * CHUNK_ENTRIES as u32) {
         table.insert(key(n), n);
     }
@@ -105,46 +106,67 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..400),
         bulk in 0..12_000u32,
     ) {
-        let mut table = Chunked::default();
+        let mut table: Chunked<LearnerKey, u32> = Chunked::default();
+        // The same operations on a table of hash-table chunks.
+        let mut hashed: Hashed<LearnerKey, u32> = Chunked::default();
         let mut model = HashMap::new();
         let mut frozen = Vec::new();
         for n in 0..bulk {
             table.insert(key(n), n);
+            hashed.insert(key(n), n);
             model.insert(key(n), n);
         }
         for op in ops {
             match op {
-                Op::Insert(n, v) => prop_assert_eq!(table.insert(key(n), v), model.insert(key(n), v)),
+                Op::Insert(n, v) => {
+                    let want = model.insert(key(n), v);
+                    prop_assert_eq!(table.insert(key(n), v), want);
+                    prop_assert_eq!(hashed.insert(key(n), v), want);
+                }
                 Op::Bump(n) => {
-                    let got = table.get_mut(&key(n)).map(|v| { *v += 1; *v });
                     let want = model.get_mut(&key(n)).map(|v| { *v += 1; *v });
-                    prop_assert_eq!(got, want);
+                    prop_assert_eq!(table.get_mut(&key(n)).map(|v| { *v += 1; *v }), want);
+                    prop_assert_eq!(hashed.get_mut(&key(n)).map(|v| { *v += 1; *v }), want);
                 }
                 Op::Remove(n) => {
                     let held = table.get(&key(n)).copied();
                     table.retain(|known, _| *known != key(n));
+                    hashed.retain(|known, _| *known != key(n));
                     prop_assert_eq!(held, model.remove(&key(n)));
                 }
                 Op::Retain(m) => {
                     table.retain(|_, v| *v % m != 0);
+                    hashed.retain(|_, v| *v % m != 0);
                     model.retain(|_, v| *v % m != 0);
                 }
-                Op::Freeze => frozen.push((table.clone(), model.clone())),
+                Op::Freeze => frozen.push((table.clone(), hashed.clone(), model.clone())),
                 Op::Clear => {
                     table.clear();
+                    hashed.clear();
                     model.clear();
                 }
             }
             prop_assert_eq!(table.len(), model.len());
+            prop_assert_eq!(hashed.len(), model.len());
         }
         prop_assert_eq!(&model_of(&table), &model);
-        for (copy, then) in frozen {
+        let hashed_entries: HashMap<LearnerKey, u32> =
+            hashed.iter().map(|(key, value)| (*key, *value)).collect();
+        prop_assert_eq!(&hashed_entries, &model);
+        let mut in_order: Vec<(LearnerKey, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+        in_order.sort_unstable_by_key(|(key, _)| key.order());
+        prop_assert_eq!(&hashed.in_order(), &in_order);
+        prop_assert_eq!(&table.in_order(), &in_order);
+        for (copy, copy_hashed, then) in frozen {
             prop_assert_eq!(copy.len(), then.len());
+            prop_assert_eq!(copy_hashed.len(), then.len());
             prop_assert_eq!(model_of(&copy), then);
         }
         let drained: HashMap<LearnerKey, u32> = std::mem::take(&mut table).into_entries().collect();
         prop_assert_eq!(drained.len(), model.len());
         prop_assert!(table.is_empty());
+        let drained: Vec<(LearnerKey, u32)> = hashed.into_entries().collect();
+        prop_assert_eq!(drained, in_order);
     }
 }
 
@@ -161,7 +183,7 @@ proptest! {
         for (n, value) in &entries {
             model.insert(key(*n), *value);
         }
-        let mut table = Chunked::build(entries.len(), |index| {
+        let mut table: Chunked<LearnerKey, u32> = Chunked::build(entries.len(), |index| {
             let (n, value) = entries[index];
             (key(n), value)
         });
@@ -181,7 +203,7 @@ proptest! {
         }
         // Built again from its entries in order, as a restore builds it from a checkpoint.
         let entries: Vec<(LearnerKey, u32)> = table.into_entries().collect();
-        let again = Chunked::build(entries.len(), |index| entries[index]);
+        let again: Chunked<LearnerKey, u32> = Chunked::build(entries.len(), |index| entries[index]);
         prop_assert_eq!(again.len(), model.len());
         prop_assert_eq!(model_of(&again), model);
     }
@@ -190,7 +212,8 @@ proptest! {
 #[test]
 fn a_table_built_whole_gives_each_chunk_the_room_it_holds_and_inserts_leave_little_more() {
     let count = 200 * BUILT_ENTRIES as u32;
-    let mut table = Chunked::build(count as usize, |index| (key(index as u32), index as u32));
+    let mut table: Chunked<LearnerKey, u32> =
+        Chunked::build(count as usize, |index| (key(index as u32), index as u32));
     assert_eq!(table.chunks.len(), 200);
     for chunk in &table.chunks {
         assert_eq!(chunk.capacity(), chunk.len());
@@ -221,16 +244,16 @@ fn entries_in_order_are_every_entry_in_the_order_of_an_id_run() {
         5 * CHUNK_ENTRIES as u32 + 77,
         8 * CHUNK_ENTRIES as u32,
     ] {
-        let mut grown = Chunked::default();
+        let mut grown: Chunked<EventId, u32> = Chunked::default();
         for n in 0..count {
             grown.insert(EventId([n, 7, 7]), n);
         }
-        let built = Chunked::build(count as usize, |index| {
+        let built: Chunked<EventId, u32> = Chunked::build(count as usize, |index| {
             let n = index as u32;
             (EventId([n, 7, 7]), n)
         });
         for table in [grown, built] {
-            let in_order: Vec<(EventId, u32)> = table.in_order().copied().collect();
+            let in_order: Vec<(EventId, u32)> = table.in_order();
             let mut expected: Vec<(EventId, u32)> =
                 table.iter().map(|(key, value)| (*key, *value)).collect();
             expected.sort_unstable_by_key(|(key, _)| key.run_order());
