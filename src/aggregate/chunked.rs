@@ -1,22 +1,18 @@
 //! `Chunked`, the aggregator's big tables (learners, visitors, remembered ids): a map split
-//! into chunks by linear hashing, each chunk an array of its entries in key order behind an
-//! `Arc`. Cloning one clones the `Arc`s only, so a checkpoint takes a frozen copy of the whole
-//! state in a few milliseconds and encodes it on another thread while the writer goes on: the
-//! writer's first change to a chunk still shared with that copy clones that chunk alone (copy
-//! on write). The table grows one chunk at a time — a full chunk splits in two — so no insert
-//! ever rehashes the whole table, which for tens of millions of learners used to stop the
-//! writer for a fraction of a second.
+//! into chunks by linear hashing, each chunk behind an `Arc`. Cloning one clones the `Arc`s
+//! only, so a checkpoint takes a frozen copy of the whole state in a few milliseconds and
+//! encodes it on another thread while the writer goes on: the writer's first change to a chunk
+//! still shared with that copy clones that chunk alone (copy on write). The table grows one
+//! chunk at a time — a full chunk splits in two — so no insert ever rehashes the whole table,
+//! which for tens of millions of learners used to stop the writer for a fraction of a second.
 //!
-//! A chunk holds its entries side by side, with room for an eighth more at most: about all the
-//! memory a table takes is its entries' (a hash table's buckets are one half to seven eighths
-//! used, so a table grown by inserts took about half as much again). A key's chunk is chosen
-//! by the low bits of its spread (a mix of all of its words, so that keys that vary in one
-//! word only — made up by a test or a benchmark — spread as well as real fingerprints), and a
-//! chunk is in the order of the spread's other bits: a key's share of them says about where in
-//! the chunk it is, and a lookup reads a cache line or two around there. Taken chunk after
-//! chunk in the order of their patterns, a table is in one order throughout, that of an id run
-//! (`EventId::run_order`): what a checkpoint writes, so that a restore cuts what it reads into
-//! chunks without sorting it.
+//! A key's chunk is chosen by the low bits of its spread (a mix of all of its words, so that
+//! keys that vary in one word only — made up by a test or a benchmark — spread as well as
+//! real fingerprints). A chunk holds its entries as [`Chunk`] says: side by side in the order
+//! of the spread's other bits (the default, little more memory than the entries), or in a
+//! hash table ([`Hashed`]). Taken chunk after chunk in the order of their patterns, a table's
+//! entries are in one order throughout, that of an id run (`EventId::run_order`): what a
+//! checkpoint writes, so that a restore cuts what it reads into chunks without sorting it.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
