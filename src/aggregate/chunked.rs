@@ -26,16 +26,6 @@ mod chunk;
 
 pub(super) use chunk::Chunk;
 
-/// The entries a chunk holds on average before the table takes one more chunk. Small enough
-/// that an insert moves a few kilobytes at most and that copying a chunk on write, or
-/// splitting one, takes microseconds; large enough that a frozen copy of ten million
-/// learners is a few tens of thousands of `Arc`s.
-const CHUNK_ENTRIES: usize = 256;
-
-/// The entries a chunk holds on average in a table built whole ([`Chunked::build`]), below
-/// [`CHUNK_ENTRIES`] so that the table takes inserts for a while before its first split.
-const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
-
 /// A key of three words, from which a chunk and a place in it are chosen.
 pub(super) trait Fingerprint: Copy + Eq {
     fn words(&self) -> [u32; 3];
@@ -135,7 +125,7 @@ impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Chunked<K, V, C> {
         let old = Arc::make_mut(&mut self.chunks[index]).insert(key, value, depth);
         if old.is_none() {
             self.len += 1;
-            if self.len > self.chunks.len() * CHUNK_ENTRIES {
+            if self.len > self.chunks.len() * C::ENTRIES {
                 self.split_one();
             }
         }
@@ -255,7 +245,9 @@ impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Chunked<K, V, C> {
         });
         // The geometry of a table grown to `count` chunks: `base` the largest power of two not
         // over it, the chunks past it split off the first ones.
-        let count = entries.len().div_ceil(BUILT_ENTRIES).max(1);
+        // Below [`Chunk::ENTRIES`] a chunk, so that the table takes inserts for a while before
+        // its first split.
+        let count = entries.len().div_ceil(C::ENTRIES * 3 / 4).max(1);
         let base = 1 << count.ilog2();
         let mut table = Chunked {
             chunks: (0..count).map(|_| Arc::default()).collect(),

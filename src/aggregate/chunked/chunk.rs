@@ -18,6 +18,11 @@ pub(super) const GROWTH: usize = 8;
 
 /// A chunk's entries, the keys all in the chunk whose spreads end in the same `depth` bits.
 pub(in crate::aggregate) trait Chunk<K, V>: Clone + Default {
+    /// The entries a chunk holds on average before the table takes one more chunk: small
+    /// enough that copying a chunk on write, or splitting one, takes microseconds; large
+    /// enough that a frozen copy of ten million learners is some tens of thousands of `Arc`s.
+    const ENTRIES: usize;
+
     fn len(&self) -> usize;
 
     fn get(&self, key: &K, depth: u32) -> Option<&V>;
@@ -48,6 +53,9 @@ pub(in crate::aggregate) trait Chunk<K, V>: Clone + Default {
 }
 
 impl<K: Fingerprint, V: Clone> Chunk<K, V> for Vec<(K, V)> {
+    /// An insert moves half a chunk: a few kilobytes at most.
+    const ENTRIES: usize = 256;
+
     fn len(&self) -> usize {
         self.as_slice().len()
     }
@@ -111,6 +119,10 @@ impl<K: Fingerprint, V: Clone> Chunk<K, V> for Vec<(K, V)> {
 }
 
 impl<K: Fingerprint + Hash, V: Clone> Chunk<K, V> for HashMap<K, V> {
+    /// Twice the arrays': an insert moves nothing, and the ids' table, a hundred million ids
+    /// at most before a checkpoint, is frozen in as many `Arc`s as a table of half as many.
+    const ENTRIES: usize = 512;
+
     fn len(&self) -> usize {
         HashMap::len(self)
     }

@@ -7,6 +7,10 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::chunk::GROWTH;
+
+/// The entries of a chunk of an array table, and of one built whole.
+const CHUNK_ENTRIES: usize = <Vec<(LearnerKey, u32)> as Chunk<LearnerKey, u32>>::ENTRIES;
+const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
 use super::*;
 
 fn key(n: u32) -> LearnerKey {
