@@ -24,7 +24,7 @@ use crate::event::{self, EventId, LearnerKey, VisitorKey};
 
 mod chunk;
 
-pub(super) use chunk::Chunk;
+pub(super) use chunk::{Chunk, Sorted};
 
 /// A key of three words, from which a chunk and a place in it are chosen.
 pub(super) trait Fingerprint: Copy + Eq {
@@ -60,9 +60,9 @@ impl Fingerprint for EventId {
 }
 
 /// A map in chunks, each shared copy-on-write (see the module's documentation), its entries
-/// side by side in key order (`C` a `Vec`, the default) or in a hash table ([`Hashed`]).
+/// side by side in key order ([`Sorted`], the default) or in a hash table ([`Hashed`]).
 #[derive(Debug, Clone)]
-pub(super) struct Chunked<K, V, C = Vec<(K, V)>> {
+pub(super) struct Chunked<K, V, C = Sorted<K, V>> {
     /// `base + split` chunks: a key goes to chunk `spread % base`, or `spread % (2 * base)`
     /// when that chunk (one of the first `split`) has already been split in two.
     chunks: Vec<Arc<C>>,
@@ -256,25 +256,28 @@ impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Chunked<K, V, C> {
             len: entries.len(),
             entries: PhantomData,
         };
-        // In this order each chunk's entries come together: where each chunk's start.
-        let mut starts: Vec<(usize, usize)> = Vec::new();
+        // In this order each chunk's entries come together: where each chunk's start, and how
+        // many bits its keys' spreads share.
+        let mut starts: Vec<(usize, usize, u32)> = Vec::new();
         for (at, (key, _)) in entries.iter().enumerate() {
-            let index = table.locate(key).0;
-            if starts.last().is_none_or(|(last, _)| *last != index) {
-                starts.push((index, at));
+            let (index, depth) = table.locate(key);
+            if starts.last().is_none_or(|(last, _, _)| *last != index) {
+                starts.push((index, at, depth));
             }
         }
         let ends = starts
             .iter()
             .skip(1)
-            .map(|(_, at)| *at)
+            .map(|(_, at, _)| *at)
             .chain([entries.len()]);
         let pieces: Vec<(usize, C)> = starts
             .iter()
             .zip(ends)
             .collect::<Vec<_>>()
             .into_par_iter()
-            .map(|(&(index, start), end)| (index, C::of_ordered(&entries[start..end])))
+            .map(|(&(index, start, depth), end)| {
+                (index, C::of_ordered(&entries[start..end], depth))
+            })
             .collect();
         for (index, piece) in pieces {
             table.chunks[index] = Arc::new(piece);

@@ -1,5 +1,5 @@
-//! How a chunk of a `Chunked` table holds its entries: side by side in key order (`Vec`, the
-//! default), or in a hash table (`HashMap`). The first takes little more memory than its
+//! How a chunk of a `Chunked` table holds its entries: side by side in key order (`Sorted`,
+//! the default), or in a hash table (`HashMap`). The first takes little more memory than its
 //! entries — what the learners' records and the visitors, held for good, need; the second
 //! takes half as much again but inserts faster — what the ids accepted since the last
 //! checkpoint need, an insert for every event and out of memory at the next checkpoint.
@@ -45,38 +45,132 @@ pub(in crate::aggregate) trait Chunk<K, V>: Clone + Default {
     /// The entries whose spread has not `bit` set, and those whose spread has.
     fn split(&self, bit: usize) -> (Self, Self);
 
-    /// The chunk of `entries`, in [`Fingerprint::order`] and of distinct keys.
-    fn of_ordered(entries: &[(K, V)]) -> Self;
+    /// The chunk of `entries`, in [`Fingerprint::order`] and of distinct keys whose spreads
+    /// share their first `depth` bits.
+    fn of_ordered(entries: &[(K, V)], depth: u32) -> Self;
 
     /// The entries in [`Fingerprint::order`].
     fn into_ordered(self) -> Vec<(K, V)>;
 }
 
-impl<K: Fingerprint, V: Clone> Chunk<K, V> for Vec<(K, V)> {
+/// A chunk's entries side by side in [`Fingerprint::order`], and beside them each one's mark:
+/// the 16 bits of its order just past those all the chunk's keys share. A lookup searches the
+/// marks — 2 bytes an entry, so the few it reads around the place its key's share guesses are
+/// in a cache line or two — and reads the entry they point to, where searching the entries
+/// themselves (12 to 64 bytes each) read a cache line for every step.
+#[derive(Debug, Clone)]
+pub(in crate::aggregate) struct Sorted<K, V> {
+    pub(super) marks: Vec<u16>,
+    pub(super) entries: Vec<(K, V)>,
+}
+
+impl<K, V> Default for Sorted<K, V> {
+    fn default() -> Self {
+        Sorted {
+            marks: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// The mark of an order whose spread's bits from the lowest are `reversed`, in a chunk whose
+/// keys share the first `depth` of them.
+fn mark(reversed: u32, depth: u32) -> u16 {
+    (reversed.checked_shl(depth).unwrap_or(0) >> 16) as u16
+}
+
+impl<K: Fingerprint, V> Sorted<K, V> {
+    fn of(entries: Vec<(K, V)>, depth: u32) -> Self {
+        let marks = entries
+            .iter()
+            .map(|(key, _)| mark(key.order().0, depth))
+            .collect();
+        Sorted { marks, entries }
+    }
+
+    /// Where `key` is, or where it would go, as `binary_search` says.
+    fn find(&self, key: &K, depth: u32) -> Result<usize, usize> {
+        let order = key.order();
+        let wanted = mark(order.0, depth);
+        let mut at = first_at_least(&self.marks, wanted);
+        // Keys of one mark: a few at most, told apart by their whole order.
+        while self.marks.get(at) == Some(&wanted) {
+            match self.entries[at].0.order().cmp(&order) {
+                Ordering::Equal => return Ok(at),
+                Ordering::Greater => return Err(at),
+                Ordering::Less => at += 1,
+            }
+        }
+        Err(at)
+    }
+}
+
+/// The first of `marks` (in order) that is `wanted` or more. The marks are uniform, so
+/// `wanted`'s share of them guesses the place; the search widens from there by steps doubling.
+fn first_at_least(marks: &[u16], wanted: u16) -> usize {
+    let len = marks.len();
+    let Some(last) = len.checked_sub(1) else {
+        return 0;
+    };
+    let guess = ((usize::from(wanted) * len) >> 16).min(last);
+    let below = |index: usize| marks[index] < wanted;
+    let (low, high) = if below(guess) {
+        let (mut low, mut step) = (guess + 1, 1);
+        loop {
+            let probe = guess + step;
+            if probe > last {
+                break (low, len);
+            }
+            if !below(probe) {
+                break (low, probe);
+            }
+            low = probe + 1;
+            step *= 2;
+        }
+    } else {
+        let (mut high, mut step) = (guess, 1);
+        loop {
+            let Some(probe) = guess.checked_sub(step) else {
+                break (0, high);
+            };
+            if below(probe) {
+                break (probe + 1, high);
+            }
+            high = probe;
+            step *= 2;
+        }
+    };
+    low + marks[low..high].partition_point(|mark| *mark < wanted)
+}
+
+impl<K: Fingerprint, V: Clone> Chunk<K, V> for Sorted<K, V> {
     /// An insert moves half a chunk: a few kilobytes at most.
     const ENTRIES: usize = 256;
 
     fn len(&self) -> usize {
-        self.as_slice().len()
+        self.entries.len()
     }
 
     fn get(&self, key: &K, depth: u32) -> Option<&V> {
-        find(self, key, depth).ok().map(|at| &self[at].1)
+        self.find(key, depth).ok().map(|at| &self.entries[at].1)
     }
 
     fn get_mut<'a>(chunk: &'a mut Arc<Self>, key: &K, depth: u32) -> Option<&'a mut V> {
-        let at = find(chunk, key, depth).ok()?;
-        Some(&mut Arc::make_mut(chunk)[at].1)
+        let at = chunk.find(key, depth).ok()?;
+        Some(&mut Arc::make_mut(chunk).entries[at].1)
     }
 
     fn insert(&mut self, key: K, value: V, depth: u32) -> Option<V> {
-        match find(self, &key, depth) {
-            Ok(at) => Some(std::mem::replace(&mut self[at].1, value)),
+        match self.find(&key, depth) {
+            Ok(at) => Some(std::mem::replace(&mut self.entries[at].1, value)),
             Err(at) => {
-                if self.as_slice().len() == self.capacity() {
-                    self.reserve_exact(self.as_slice().len() / GROWTH + 1);
+                let len = self.entries.len();
+                if len == self.entries.capacity() {
+                    self.entries.reserve_exact(len / GROWTH + 1);
+                    self.marks.reserve_exact(len / GROWTH + 1);
                 }
-                Vec::insert(self, at, (key, value));
+                self.marks.insert(at, mark(key.order().0, depth));
+                self.entries.insert(at, (key, value));
                 None
             }
         }
@@ -87,34 +181,54 @@ impl<K: Fingerprint, V: Clone> Chunk<K, V> for Vec<(K, V)> {
         K: 'a,
         V: 'a,
     {
-        self.iter().map(|(key, value)| (key, value))
+        self.entries.iter().map(|(key, value)| (key, value))
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        self.retain_mut(|(key, value)| keep(key, value));
-        let len = self.as_slice().len();
-        if self.capacity() > len + len / GROWTH + 1 {
-            self.shrink_to_fit();
+        // Each entry kept moves to the first place not kept, its mark with it: order holds.
+        let mut kept = 0;
+        for at in 0..self.entries.len() {
+            let (key, value) = &mut self.entries[at];
+            if keep(key, value) {
+                self.entries.swap(at, kept);
+                self.marks.swap(at, kept);
+                kept += 1;
+            }
+        }
+        self.entries.truncate(kept);
+        self.marks.truncate(kept);
+        if self.entries.capacity() > kept + kept / GROWTH + 1 {
+            self.entries.shrink_to_fit();
+            self.marks.shrink_to_fit();
         }
     }
 
     fn clear(&mut self) {
-        Vec::clear(self);
+        self.entries.clear();
+        self.marks.clear();
     }
 
-    /// In the chunk's order, the keys without `bit` come first.
+    /// In the chunk's order, the keys without `bit` come first; the halves' keys share one
+    /// bit more (`bit` is the table's base, a power of two: the chunk's keys shared its
+    /// trailing zeros' count of bits).
     fn split(&self, bit: usize) -> (Self, Self) {
-        let at = self.partition_point(|(key, _)| key.spread() as usize & bit == 0);
-        let (stays, moves) = self.split_at(at);
-        (stays.to_vec(), moves.to_vec())
+        let at = self
+            .entries
+            .partition_point(|(key, _)| key.spread() as usize & bit == 0);
+        let (stays, moves) = self.entries.split_at(at);
+        let depth = bit.trailing_zeros() + 1;
+        (
+            Sorted::of(stays.to_vec(), depth),
+            Sorted::of(moves.to_vec(), depth),
+        )
     }
 
-    fn of_ordered(entries: &[(K, V)]) -> Self {
-        entries.to_vec()
+    fn of_ordered(entries: &[(K, V)], depth: u32) -> Self {
+        Sorted::of(entries.to_vec(), depth)
     }
 
     fn into_ordered(self) -> Vec<(K, V)> {
-        self
+        self.entries
     }
 }
 
@@ -172,7 +286,7 @@ impl<K: Fingerprint + Hash, V: Clone> Chunk<K, V> for HashMap<K, V> {
         (stays, moves)
     }
 
-    fn of_ordered(entries: &[(K, V)]) -> Self {
+    fn of_ordered(entries: &[(K, V)], _: u32) -> Self {
         entries.iter().cloned().collect()
     }
 
@@ -181,53 +295,4 @@ impl<K: Fingerprint + Hash, V: Clone> Chunk<K, V> for HashMap<K, V> {
         entries.sort_unstable_by_key(|(key, _)| key.order());
         entries
     }
-}
-
-/// Where `key` is in `entries` (in [`Fingerprint::order`], their spreads all ending in the
-/// same `depth` bits), or where it would go, as `binary_search` says. The spread's other bits
-/// are uniform, so the key's share of them guesses its place; the search widens from there.
-fn find<K: Fingerprint, V>(entries: &[(K, V)], key: &K, depth: u32) -> Result<usize, usize> {
-    let target = key.order();
-    let Some(last) = entries.len().checked_sub(1) else {
-        return Err(0);
-    };
-    let share = u64::from(target.0.checked_shl(depth).unwrap_or(0));
-    let guess =
-        usize::try_from((share * entries.len() as u64) >> 32).map_or(last, |guess| guess.min(last));
-    let order_at = |index: usize| entries[index].0.order();
-    // A range the key is in if anywhere, found by steps doubling away from the guess.
-    let (low, high) = match order_at(guess).cmp(&target) {
-        Ordering::Equal => return Ok(guess),
-        Ordering::Less => {
-            let (mut low, mut step) = (guess + 1, 1);
-            loop {
-                let probe = guess + step;
-                if probe > last {
-                    break (low, entries.len());
-                }
-                if order_at(probe) >= target {
-                    break (low, probe + 1);
-                }
-                low = probe + 1;
-                step *= 2;
-            }
-        }
-        Ordering::Greater => {
-            let (mut high, mut step) = (guess, 1);
-            loop {
-                let Some(probe) = guess.checked_sub(step) else {
-                    break (0, high);
-                };
-                if order_at(probe) <= target {
-                    break (probe, high);
-                }
-                high = probe;
-                step *= 2;
-            }
-        }
-    };
-    entries[low..high]
-        .binary_search_by(|(known, _)| known.order().cmp(&target))
-        .map(|at| low + at)
-        .map_err(|at| low + at)
 }

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::chunk::GROWTH;
 
 /// The entries of a chunk of an array table, and of one built whole.
-const CHUNK_ENTRIES: usize = <Vec<(LearnerKey, u32)> as Chunk<LearnerKey, u32>>::ENTRIES;
+const CHUNK_ENTRIES: usize = <Sorted<LearnerKey, u32> as Chunk<LearnerKey, u32>>::ENTRIES;
 const BUILT_ENTRIES: usize = CHUNK_ENTRIES * 3 / 4;
 use super::*;
 
@@ -41,12 +41,13 @@ fn a_table_grows_a_chunk_at_a_time_and_finds_every_entry_after_the_splits() {
     assert_eq!(table.get(&key(count)), None);
     // Every entry sits in the chunk its key is looked up in, and no chunk is far off average.
     for (index, chunk) in table.chunks.iter().enumerate() {
-        assert!(chunk.iter().all(|(key, _)| table.locate(key).0 == index));
-        assert!(chunk.is_sorted_by_key(|(key, _)| key.order()));
+        assert!(chunk.entries().all(|(key, _)| table.locate(key).0 == index));
+        assert!(chunk.entries.is_sorted_by_key(|(key, _)| key.order()));
+        assert!(chunk.marks.is_sorted());
         assert!(
-            chunk.len() < 3 * CHUNK_ENTRIES,
+            chunk.entries.len() < 3 * CHUNK_ENTRIES,
             "chunk {index}: {}",
-            chunk.len()
+            chunk.entries.len()
         );
     }
 }
@@ -194,7 +195,7 @@ proptest! {
         prop_assert_eq!(table.len(), model.len());
         prop_assert_eq!(model_of(&table), model.clone());
         for (index, chunk) in table.chunks.iter().enumerate() {
-            prop_assert!(chunk.iter().all(|(key, _)| table.locate(key).0 == index));
+            prop_assert!(chunk.entries().all(|(key, _)| table.locate(key).0 == index));
         }
         for n in &more {
             table.insert(key(*n), *n);
@@ -220,7 +221,8 @@ fn a_table_built_whole_gives_each_chunk_the_room_it_holds_and_inserts_leave_litt
         Chunked::build(count as usize, |index| (key(index as u32), index as u32));
     assert_eq!(table.chunks.len(), 200);
     for chunk in &table.chunks {
-        assert_eq!(chunk.capacity(), chunk.len());
+        assert_eq!(chunk.entries.capacity(), chunk.entries.len());
+        assert_eq!(chunk.marks.len(), chunk.entries.len());
     }
     for n in 0..count {
         assert_eq!(table.get(&key(n)), Some(&n));
@@ -230,7 +232,11 @@ fn a_table_built_whole_gives_each_chunk_the_room_it_holds_and_inserts_leave_litt
     for n in count..3 * count {
         table.insert(key(n), n);
     }
-    let room: usize = table.chunks.iter().map(|chunk| chunk.capacity()).sum();
+    let room: usize = table
+        .chunks
+        .iter()
+        .map(|chunk| chunk.entries.capacity())
+        .sum();
     assert!(
         room <= table.len() + table.len() / GROWTH + table.chunks.len(),
         "room for {room} entries for {}",
