@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::chunked::Chunked;
+use super::chunked::{Chunked, Hashed};
 use super::{CampaignChange, Counts, DayCounts};
 use crate::day::Day;
 use crate::event::{Stage, VisitorKey};
@@ -16,7 +16,7 @@ use crate::event::{Stage, VisitorKey};
 pub(super) struct CampaignState {
     /// The campaign id; empty for a vacant slot (the direct campaign's id is `direct`).
     pub(super) id: String,
-    pub(super) visitors: Chunked<VisitorKey, ()>,
+    pub(super) visitors: Hashed<VisitorKey, ()>,
     pub(super) counts: Counts,
     pub(super) timeline: BTreeMap<Day, DayCounts>,
     /// Set by the aggregator when a counter changed since the last drain.
