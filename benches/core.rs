@@ -757,7 +757,7 @@ fn layout_estimate(aggregator: &Aggregator) -> usize {
         let (counts, _) = aggregator
             .campaign(campaign)
             .expect("every listed campaign is held");
-        bytes += table_bytes(counts.unique_visitors as usize, VISITOR_ENTRY_BYTES);
+        bytes += hashed_table_bytes(counts.unique_visitors as usize, VISITOR_ENTRY_BYTES);
     }
     // One record a learner, for all its campaigns and the totals.
     bytes + table_bytes(holdings.learners, LEARNER_ENTRY_BYTES)

@@ -1,8 +1,9 @@
 //! How a chunk of a `Chunked` table holds its entries: side by side in key order (`Sorted`,
 //! the default), or in a hash table (`HashMap`). The first takes little more memory than its
-//! entries — what the learners' records and the visitors, held for good, need; the second
-//! takes half as much again but inserts faster — what the ids accepted since the last
-//! checkpoint need, an insert for every event and out of memory at the next checkpoint.
+//! entries — what the learners' records, 64 bytes each and held for good, need; the second
+//! takes half as much again but inserts without moving anything — what the visitors (a click
+//! inserts into its campaign's set and the totals') and the ids accepted since the last
+//! checkpoint (an insert for every event, out of memory at the next checkpoint) need.
 
 use std::cmp::Ordering;
 use std::hash::Hash;
