@@ -385,3 +385,53 @@ async fn ingest_stream_answers_each_request_before_the_next_is_sent() {
     assert!(end.is_none(), "no answer without a request: {end:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_links_at_the_same_instant_attribute_by_the_smaller_event_id_over_http() {
+    // Alice enrols through two partners' links at the same instant, then follows the course
+    // where no campaign is named: she counts under the campaign of the smaller event_id,
+    // whichever order the events come in, one batch or two.
+    let enrol = |event_id: &str, campaign: &str| {
+        json!({"event_id": event_id, "kind": "enrolled", "campaign": campaign,
+               "source": "openclassrooms", "learner_id": "alice",
+               "occurred_at": "2020-10-06T10:00:00.250Z"})
+    };
+    let started = json!({"event_id": "s-1", "kind": "course_started",
+                         "source": "openclassrooms", "learner_id": "alice",
+                         "occurred_at": "2020-10-07T10:00:00Z"});
+    let first = enrol("enrol-b", "gendarmerie");
+    let second = enrol("enrol-a", "pole-emploi");
+    for batches in [
+        vec![json!([first.clone(), second.clone(), started.clone()])],
+        vec![
+            json!([started.clone(), second.clone()]),
+            json!([first.clone()]),
+        ],
+    ] {
+        let mut app = spawn_app().await;
+        for batch in &batches {
+            let (status, answer) = app.post_events(batch).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            assert_eq!(answer["rejections"], json!([]), "{answer}");
+        }
+        let winner = app.campaign_json("pole-emploi").await;
+        assert_eq!(
+            (&winner["enrolled"], &winner["started"]),
+            (&json!(1), &json!(1)),
+            "{winner}"
+        );
+        let other = app.campaign_json("gendarmerie").await;
+        assert_eq!(
+            (&other["enrolled"], &other["started"]),
+            (&json!(1), &json!(0)),
+            "{other}"
+        );
+        let totals = app.totals_json().await;
+        assert_eq!(
+            (&totals["enrolled"], &totals["started"]),
+            (&json!(1), &json!(1)),
+            "{totals}"
+        );
+        app.stop().await;
+    }
+}
