@@ -178,7 +178,7 @@ impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Chunked<K, V, C> {
     {
         self.chunks_in_order()
             .into_par_iter()
-            .flat_map_iter(|index| self.chunks[index].as_ref().clone().into_ordered())
+            .flat_map_iter(|index| self.chunks[index].ordered())
             .collect()
     }
 
@@ -192,9 +192,10 @@ impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Chunked<K, V, C> {
         chunks.extend(self.chunks.into_iter().map(Some));
         order.into_iter().flat_map(move |index| {
             let chunk = chunks[index].take().unwrap_or_default();
-            Arc::try_unwrap(chunk)
-                .unwrap_or_else(|shared| shared.as_ref().clone())
-                .into_ordered()
+            match Arc::try_unwrap(chunk) {
+                Ok(chunk) => chunk.into_ordered(),
+                Err(shared) => shared.ordered(),
+            }
         })
     }
 
@@ -243,10 +244,10 @@ impl<K: Fingerprint, V: Clone, C: Chunk<K, V>> Chunked<K, V, C> {
             }
             same
         });
-        // The geometry of a table grown to `count` chunks: `base` the largest power of two not
-        // over it, the chunks past it split off the first ones.
-        // Below [`Chunk::ENTRIES`] a chunk, so that the table takes inserts for a while before
-        // its first split.
+        // The geometry of a table grown to `count` chunks, each holding three quarters of
+        // [`Chunk::ENTRIES`] so that the table takes inserts for a while before its first
+        // split: `base` the largest power of two not over `count`, the chunks past it split
+        // off the first ones.
         let count = entries.len().div_ceil(C::ENTRIES * 3 / 4).max(1);
         let base = 1 << count.ilog2();
         let mut table = Chunked {

@@ -52,6 +52,10 @@ pub(in crate::aggregate) trait Chunk<K, V>: Clone + Default {
 
     /// The entries in [`Fingerprint::order`].
     fn into_ordered(self) -> Vec<(K, V)>;
+
+    /// A copy of the entries in [`Fingerprint::order`], the chunk left as it is (shared with
+    /// the writer, or a table being read).
+    fn ordered(&self) -> Vec<(K, V)>;
 }
 
 /// A chunk's entries side by side in [`Fingerprint::order`], and beside them each one's mark:
@@ -231,6 +235,10 @@ impl<K: Fingerprint, V: Clone> Chunk<K, V> for Sorted<K, V> {
     fn into_ordered(self) -> Vec<(K, V)> {
         self.entries
     }
+
+    fn ordered(&self) -> Vec<(K, V)> {
+        self.entries.clone()
+    }
 }
 
 impl<K: Fingerprint + Hash, V: Clone> Chunk<K, V> for HashMap<K, V> {
@@ -292,8 +300,20 @@ impl<K: Fingerprint + Hash, V: Clone> Chunk<K, V> for HashMap<K, V> {
     }
 
     fn into_ordered(self) -> Vec<(K, V)> {
-        let mut entries: Vec<(K, V)> = self.into_iter().collect();
-        entries.sort_unstable_by_key(|(key, _)| key.order());
-        entries
+        sorted(self.into_iter().collect())
     }
+
+    fn ordered(&self) -> Vec<(K, V)> {
+        sorted(
+            self.iter()
+                .map(|(key, value)| (*key, value.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// `entries` (of distinct keys) in [`Fingerprint::order`].
+fn sorted<K: Fingerprint, V>(mut entries: Vec<(K, V)>) -> Vec<(K, V)> {
+    entries.sort_unstable_by_key(|(key, _)| key.order());
+    entries
 }
