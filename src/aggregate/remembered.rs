@@ -42,8 +42,9 @@ impl SealedIds {
         self.len() == 0
     }
 
-    /// The ids in memory, in run order ([`EventId::run_order`]): as they are held when they
-    /// are one table, sorted here on every core when they are several.
+    /// The ids in memory, in run order ([`EventId::run_order`]), sorted here on every core:
+    /// chunk by chunk when they are one table (a chunk's ids come together in that order),
+    /// all at once when they are several.
     pub fn in_order(&self) -> Vec<Entry> {
         let entry = |(EventId([a, b, c]), word): (EventId, u32)| [a, b, c, word];
         match self.tables.as_slice() {
