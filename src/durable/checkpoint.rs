@@ -18,7 +18,7 @@ use anyhow::{Context, bail, ensure};
 use prost::Message;
 use rayon::prelude::*;
 
-use super::runs;
+use super::{remove, runs};
 use crate::aggregate::{RUN_ORDER_FORMAT, Written};
 use crate::proto::storage::Checkpoint;
 
@@ -225,8 +225,10 @@ pub fn prune(directory: &Path) -> anyhow::Result<Option<u64>> {
     let all = checkpoints(directory)?;
     let keep_from = all.len().saturating_sub(KEEP);
     for (_, path) in &all[..keep_from] {
-        std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+        remove::remove(path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
+    remove::leftovers(directory)
+        .with_context(|| format!("cannot remove what was set aside in {}", directory.display()))?;
     for entry in std::fs::read_dir(directory)? {
         let path = entry?.path();
         if path.extension().is_some_and(|extension| extension == "tmp") {

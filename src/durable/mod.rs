@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod journal;
 pub mod policy;
 pub mod recover;
+mod remove;
 pub mod runs;
 
 pub use recover::{DurableSettings, Recovered, RecoveryReport, recover};
