@@ -134,6 +134,7 @@ pub(super) fn stall_report(learners: u64) {
     let text = metrics.render();
     for line in text.lines().filter(|line| {
         line.starts_with("suivi_checkpoint_pause_seconds")
+            || line.starts_with("suivi_journal_fsync_duration_seconds")
             || line.starts_with("suivi_checkpoint_duration_seconds_sum")
             || line.starts_with("suivi_checkpoint_duration_seconds_count")
     }) {

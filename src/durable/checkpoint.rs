@@ -18,7 +18,7 @@ use anyhow::{Context, bail, ensure};
 use prost::Message;
 use rayon::prelude::*;
 
-use super::{remove, runs};
+use super::{SYNC_STEP_BYTES, remove, runs};
 use crate::aggregate::{RUN_ORDER_FORMAT, Written};
 use crate::proto::storage::Checkpoint;
 
@@ -29,11 +29,6 @@ const MAGIC: &[u8; 8] = b"SUIVICK1";
 /// Bytes of a checkpoint's (or an id run's) header.
 pub(super) const HEADER_BYTES: usize = 20;
 const SUFFIX: &str = ".ckpt";
-/// A checkpoint is synced every time this much more of it is written. The journal's fsync makes the file
-/// system commit, and on ext4 (`data=ordered`) a commit first writes out every file's dirty
-/// data: written whole and synced at the end, a checkpoint of hundreds of megabytes held the
-/// next journal fsync for the time to write it out, half a second at a million learners.
-const WRITE_PIECE_BYTES: usize = 8 << 20;
 /// A checkpoint is read, and its checksum computed, in pieces of this size side by side.
 const READ_PIECE_BYTES: usize = 32 << 20;
 
@@ -81,7 +76,7 @@ pub fn write_parts<P: Borrow<Checkpoint>>(
 }
 
 /// Writes the file `path` atomically: `[magic][payload length: u64][crc32c: u32][payload]`,
-/// the payload what `body` writes, under a temporary name, synced every [`WRITE_PIECE_BYTES`]
+/// the payload what `body` writes, under a temporary name, synced every [`SYNC_STEP_BYTES`]
 /// and at the end, renamed into place, and its directory synced. Answers the payload's length
 /// and checksum. On failure nothing is left under either name.
 pub(super) fn write_atomic(
@@ -139,14 +134,14 @@ pub(super) struct PieceWriter {
 }
 
 impl PieceWriter {
-    /// Appends `bytes` to the payload, syncing every [`WRITE_PIECE_BYTES`].
+    /// Appends `bytes` to the payload, syncing every [`SYNC_STEP_BYTES`].
     pub(super) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.checksum = crc32c::crc32c_append(self.checksum, bytes);
         self.length += bytes.len() as u64;
-        for piece in bytes.chunks(WRITE_PIECE_BYTES) {
+        for piece in bytes.chunks(SYNC_STEP_BYTES) {
             self.file.write_all(piece)?;
             self.unsynced += piece.len();
-            if self.unsynced >= WRITE_PIECE_BYTES {
+            if self.unsynced >= SYNC_STEP_BYTES {
                 self.file.sync_data()?;
                 self.unsynced = 0;
             }

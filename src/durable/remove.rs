@@ -3,8 +3,8 @@
 //! its extents in one transaction of the file system's journal, and every `fdatasync` of the
 //! writer's journal waits for that transaction: measured on this machine, removing a 700 MB
 //! file held a 4 KB write and sync for 260–280 ms. Shortening the file a step at a time, each
-//! step synced, frees its extents in small transactions; the same syncs then waited 12–35 ms
-//! at most (8 MB steps; BENCHMARKS.md).
+//! step synced, frees its extents in small transactions; the same syncs then waited 9 ms at
+//! most (2 MiB steps, `SYNC_STEP_BYTES`; BENCHMARKS.md).
 //!
 //! A file being removed is first renamed aside (`<name>.removed`), its directory synced, so that
 //! a crash in the middle never leaves a shortened file under a name recovery reads; what a crash
@@ -15,8 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// What a step frees: small enough that a sync waiting for its transaction waits milliseconds.
-const STEP_BYTES: u64 = 8 << 20;
+/// What a step frees.
+const STEP_BYTES: u64 = super::SYNC_STEP_BYTES as u64;
 
 /// The suffix of a file set aside to be removed.
 const ASIDE: &str = ".removed";
