@@ -17,6 +17,18 @@ use super::Fingerprint;
 /// room is empty, and it is moved to a larger place every few inserts only.
 pub(super) const GROWTH: usize = 8;
 
+/// An array's room is a multiple of this many entries, so that the allocator sees a few sizes
+/// of arrays, not hundreds. glibc keeps the freed blocks of a learners' array (about 16 KB) in
+/// bins 4 KB wide, sorted by size, and files each freed block by walking the distinct sizes of
+/// its bin, a cache miss a size: while a checkpoint let go of the chunks the writer had copied
+/// on write, that was a fifth to four fifths of the writer's time (BENCHMARKS.md).
+pub(super) const ROOM_STEP: usize = 16;
+
+/// The room an array of `len` entries is given.
+fn room(len: usize) -> usize {
+    len.next_multiple_of(ROOM_STEP)
+}
+
 /// A chunk's entries, the keys all in the chunk whose spreads end in the same `depth` bits.
 pub(in crate::aggregate) trait Chunk<K, V>: Clone + Default {
     /// The entries a chunk holds on average before the table takes one more chunk: small
@@ -63,10 +75,22 @@ pub(in crate::aggregate) trait Chunk<K, V>: Clone + Default {
 /// marks — 2 bytes an entry, so the few it reads around the place its key's share guesses are
 /// in a cache line or two — and reads the entry they point to, where searching the entries
 /// themselves (12 to 64 bytes each) read a cache line for every step.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(in crate::aggregate) struct Sorted<K, V> {
     pub(super) marks: Vec<u16>,
     pub(super) entries: Vec<(K, V)>,
+}
+
+impl<K: Clone, V: Clone> Clone for Sorted<K, V> {
+    /// A copy of the arrays in the room [`room`] gives, as every array has: the copy a write
+    /// makes of a chunk a frozen table holds is one of the few sizes the allocator sees.
+    fn clone(&self) -> Self {
+        let mut marks = Vec::with_capacity(room(self.marks.len()));
+        marks.extend_from_slice(&self.marks);
+        let mut entries = Vec::with_capacity(room(self.entries.len()));
+        entries.extend_from_slice(&self.entries);
+        Sorted { marks, entries }
+    }
 }
 
 impl<K, V> Default for Sorted<K, V> {
@@ -84,13 +108,17 @@ fn mark(reversed: u32, depth: u32) -> u16 {
     (reversed.checked_shl(depth).unwrap_or(0) >> 16) as u16
 }
 
-impl<K: Fingerprint, V> Sorted<K, V> {
-    fn of(entries: Vec<(K, V)>, depth: u32) -> Self {
-        let marks = entries
-            .iter()
-            .map(|(key, _)| mark(key.order().0, depth))
-            .collect();
-        Sorted { marks, entries }
+impl<K: Fingerprint, V: Clone> Sorted<K, V> {
+    /// The chunk of `entries`, in order, in the room [`room`] gives.
+    fn of(entries: &[(K, V)], depth: u32) -> Self {
+        let mut marks = Vec::with_capacity(room(entries.len()));
+        marks.extend(entries.iter().map(|(key, _)| mark(key.order().0, depth)));
+        let mut copy = Vec::with_capacity(room(entries.len()));
+        copy.extend_from_slice(entries);
+        Sorted {
+            marks,
+            entries: copy,
+        }
     }
 
     /// Where `key` is, or where it would go, as `binary_search` says.
@@ -171,8 +199,9 @@ impl<K: Fingerprint, V: Clone> Chunk<K, V> for Sorted<K, V> {
             Err(at) => {
                 let len = self.entries.len();
                 if len == self.entries.capacity() {
-                    self.entries.reserve_exact(len / GROWTH + 1);
-                    self.marks.reserve_exact(len / GROWTH + 1);
+                    let more = room(len + len / GROWTH + 1) - len;
+                    self.entries.reserve_exact(more);
+                    self.marks.reserve_exact(more);
                 }
                 self.marks.insert(at, mark(key.order().0, depth));
                 self.entries.insert(at, (key, value));
@@ -202,9 +231,9 @@ impl<K: Fingerprint, V: Clone> Chunk<K, V> for Sorted<K, V> {
         }
         self.entries.truncate(kept);
         self.marks.truncate(kept);
-        if self.entries.capacity() > kept + kept / GROWTH + 1 {
-            self.entries.shrink_to_fit();
-            self.marks.shrink_to_fit();
+        if self.entries.capacity() > room(kept + kept / GROWTH + 1) {
+            self.entries.shrink_to(room(kept));
+            self.marks.shrink_to(room(kept));
         }
     }
 
@@ -222,14 +251,11 @@ impl<K: Fingerprint, V: Clone> Chunk<K, V> for Sorted<K, V> {
             .partition_point(|(key, _)| key.spread() as usize & bit == 0);
         let (stays, moves) = self.entries.split_at(at);
         let depth = bit.trailing_zeros() + 1;
-        (
-            Sorted::of(stays.to_vec(), depth),
-            Sorted::of(moves.to_vec(), depth),
-        )
+        (Sorted::of(stays, depth), Sorted::of(moves, depth))
     }
 
     fn of_ordered(entries: &[(K, V)], depth: u32) -> Self {
-        Sorted::of(entries.to_vec(), depth)
+        Sorted::of(entries, depth)
     }
 
     fn into_ordered(self) -> Vec<(K, V)> {
@@ -312,8 +338,10 @@ impl<K: Fingerprint + Hash, V: Clone> Chunk<K, V> for HashMap<K, V> {
     }
 }
 
-/// `entries` (of distinct keys) in [`Fingerprint::order`].
+/// `entries` (of distinct keys) in [`Fingerprint::order`], each key's order computed once: a
+/// checkpoint sorts every hash-table chunk so, and comparing orders computed anew (a mix of
+/// the key's words each) took most of a checkpoint's time at ten million learners.
 fn sorted<K: Fingerprint, V>(mut entries: Vec<(K, V)>) -> Vec<(K, V)> {
-    entries.sort_unstable_by_key(|(key, _)| key.order());
+    entries.sort_by_cached_key(|(key, _)| key.order());
     entries
 }

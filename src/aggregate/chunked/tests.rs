@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use super::chunk::GROWTH;
+use super::chunk::{GROWTH, ROOM_STEP};
 
 /// The entries of a chunk of an array table, and of one built whole.
 const CHUNK_ENTRIES: usize = <Sorted<LearnerKey, u32> as Chunk<LearnerKey, u32>>::ENTRIES;
@@ -221,14 +221,16 @@ fn a_table_built_whole_gives_each_chunk_the_room_it_holds_and_inserts_leave_litt
         Chunked::build(count as usize, |index| (key(index as u32), index as u32));
     assert_eq!(table.chunks.len(), 200);
     for chunk in &table.chunks {
-        assert_eq!(chunk.entries.capacity(), chunk.entries.len());
-        assert_eq!(chunk.marks.len(), chunk.entries.len());
+        // The room of a whole number of steps, no more.
+        let len = chunk.entries.len();
+        assert_eq!(chunk.entries.capacity(), len.next_multiple_of(ROOM_STEP));
+        assert_eq!(chunk.marks.len(), len);
     }
     for n in 0..count {
         assert_eq!(table.get(&key(n)), Some(&n));
     }
     // Grown by inserts to three times its size, the table has room for at most an eighth more
-    // than it holds (and one entry a chunk).
+    // than it holds (and a step a chunk).
     for n in count..3 * count {
         table.insert(key(n), n);
     }
@@ -237,8 +239,9 @@ fn a_table_built_whole_gives_each_chunk_the_room_it_holds_and_inserts_leave_litt
         .iter()
         .map(|chunk| chunk.entries.capacity())
         .sum();
+    assert!(table.chunks.iter().all(|chunk| chunk.entries.capacity() % ROOM_STEP == 0));
     assert!(
-        room <= table.len() + table.len() / GROWTH + table.chunks.len(),
+        room <= table.len() + table.len() / GROWTH + table.chunks.len() * ROOM_STEP,
         "room for {room} entries for {}",
         table.len()
     );
