@@ -331,8 +331,12 @@ pub fn remove_segments_before(directory: &Path, position: u64) -> anyhow::Result
             removed += 1;
         }
     }
-    super::remove::leftovers(directory)
-        .with_context(|| format!("cannot remove what was set aside in {}", directory.display()))?;
+    super::remove::leftovers(directory).with_context(|| {
+        format!(
+            "cannot remove what was set aside in {}",
+            directory.display()
+        )
+    })?;
     Ok(removed)
 }
 

@@ -81,7 +81,13 @@ mod tests {
         let names = |directory: &Path| -> Vec<String> {
             let mut names: Vec<String> = std::fs::read_dir(directory)
                 .expect("the directory lists")
-                .map(|entry| entry.expect("an entry").file_name().into_string().expect("a name"))
+                .map(|entry| {
+                    entry
+                        .expect("an entry")
+                        .file_name()
+                        .into_string()
+                        .expect("a name")
+                })
                 .collect();
             names.sort();
             names
@@ -89,7 +95,9 @@ mod tests {
         assert_eq!(names(directory.path()), ["00000000000000000002.ckpt"]);
 
         // A crash after the rename: the file is aside, whole or shortened, and goes next time.
-        let aside = directory.path().join(format!("00000000000000000003.wal{ASIDE}"));
+        let aside = directory
+            .path()
+            .join(format!("00000000000000000003.wal{ASIDE}"));
         std::fs::write(&aside, &bytes[..(STEP_BYTES + 1) as usize]).expect("the file is written");
         assert_eq!(leftovers(directory.path()).expect("the leftovers go"), 1);
         assert_eq!(names(directory.path()), ["00000000000000000002.ckpt"]);

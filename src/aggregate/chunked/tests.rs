@@ -239,7 +239,12 @@ fn a_table_built_whole_gives_each_chunk_the_room_it_holds_and_inserts_leave_litt
         .iter()
         .map(|chunk| chunk.entries.capacity())
         .sum();
-    assert!(table.chunks.iter().all(|chunk| chunk.entries.capacity() % ROOM_STEP == 0));
+    assert!(
+        table
+            .chunks
+            .iter()
+            .all(|chunk| chunk.entries.capacity() % ROOM_STEP == 0)
+    );
     assert!(
         room <= table.len() + table.len() / GROWTH + table.chunks.len() * ROOM_STEP,
         "room for {room} entries for {}",
