@@ -220,14 +220,9 @@ pub fn prune(directory: &Path) -> anyhow::Result<Option<u64>> {
     let all = checkpoints(directory)?;
     let keep_from = all.len().saturating_sub(KEEP);
     for (_, path) in &all[..keep_from] {
-        remove::remove(path).with_context(|| format!("cannot remove {}", path.display()))?;
+        remove::remove(path)?;
     }
-    remove::leftovers(directory).with_context(|| {
-        format!(
-            "cannot remove what was set aside in {}",
-            directory.display()
-        )
-    })?;
+    remove::leftovers(directory)?;
     for entry in std::fs::read_dir(directory)? {
         let path = entry?.path();
         if path.extension().is_some_and(|extension| extension == "tmp") {

@@ -326,17 +326,11 @@ pub fn remove_segments_before(directory: &Path, position: u64) -> anyhow::Result
         let (_, path) = &pair[0];
         let (next_first, _) = &pair[1];
         if *next_first <= position {
-            super::remove::remove(path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
+            super::remove::remove(path)?;
             removed += 1;
         }
     }
-    super::remove::leftovers(directory).with_context(|| {
-        format!(
-            "cannot remove what was set aside in {}",
-            directory.display()
-        )
-    })?;
+    super::remove::leftovers(directory)?;
     Ok(removed)
 }
 

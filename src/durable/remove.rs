@@ -15,6 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 /// What a step frees.
 const STEP_BYTES: u64 = super::SYNC_STEP_BYTES as u64;
 
@@ -23,32 +25,42 @@ const ASIDE: &str = ".removed";
 
 /// Removes the file `path`, which no one has open any more: renamed aside, shortened
 /// [`STEP_BYTES`] at a time, then unlinked.
-pub(super) fn remove(path: &Path) -> io::Result<()> {
+pub(super) fn remove(path: &Path) -> anyhow::Result<()> {
     let mut aside = OsString::from(path.as_os_str());
     aside.push(ASIDE);
     let aside = PathBuf::from(aside);
-    std::fs::rename(path, &aside)?;
-    if let Some(directory) = path.parent() {
-        File::open(directory)?.sync_all()?;
-    }
-    shorten_and_unlink(&aside)
+    std::fs::rename(path, &aside)
+        .and_then(|()| match path.parent() {
+            Some(directory) => File::open(directory)?.sync_all(),
+            None => Ok(()),
+        })
+        .and_then(|()| shorten_and_unlink(&aside))
+        .with_context(|| format!("cannot remove {}", path.display()))
 }
 
 /// Removes the files of `directory` that a crash left aside. Answers how many.
-pub(super) fn leftovers(directory: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in std::fs::read_dir(directory)? {
-        let path = entry?.path();
-        if path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.ends_with(ASIDE))
-        {
-            shorten_and_unlink(&path)?;
-            removed += 1;
+pub(super) fn leftovers(directory: &Path) -> anyhow::Result<usize> {
+    let removed = || -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(directory)? {
+            let path = entry?.path();
+            if path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.ends_with(ASIDE))
+            {
+                shorten_and_unlink(&path)?;
+                removed += 1;
+            }
         }
-    }
-    Ok(removed)
+        Ok(removed)
+    };
+    removed().with_context(|| {
+        format!(
+            "cannot remove what was set aside in {}",
+            directory.display()
+        )
+    })
 }
 
 fn shorten_and_unlink(path: &Path) -> io::Result<()> {

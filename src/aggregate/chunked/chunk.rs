@@ -29,6 +29,13 @@ fn room(len: usize) -> usize {
     len.next_multiple_of(ROOM_STEP)
 }
 
+/// A copy of `items` in the room [`room`] gives.
+fn in_room<T: Clone>(items: &[T]) -> Vec<T> {
+    let mut copy = Vec::with_capacity(room(items.len()));
+    copy.extend_from_slice(items);
+    copy
+}
+
 /// A chunk's entries, the keys all in the chunk whose spreads end in the same `depth` bits.
 pub(in crate::aggregate) trait Chunk<K, V>: Clone + Default {
     /// The entries a chunk holds on average before the table takes one more chunk: small
@@ -85,11 +92,10 @@ impl<K: Clone, V: Clone> Clone for Sorted<K, V> {
     /// A copy of the arrays in the room [`room`] gives, as every array has: the copy a write
     /// makes of a chunk a frozen table holds is one of the few sizes the allocator sees.
     fn clone(&self) -> Self {
-        let mut marks = Vec::with_capacity(room(self.marks.len()));
-        marks.extend_from_slice(&self.marks);
-        let mut entries = Vec::with_capacity(room(self.entries.len()));
-        entries.extend_from_slice(&self.entries);
-        Sorted { marks, entries }
+        Sorted {
+            marks: in_room(&self.marks),
+            entries: in_room(&self.entries),
+        }
     }
 }
 
@@ -113,11 +119,9 @@ impl<K: Fingerprint, V: Clone> Sorted<K, V> {
     fn of(entries: &[(K, V)], depth: u32) -> Self {
         let mut marks = Vec::with_capacity(room(entries.len()));
         marks.extend(entries.iter().map(|(key, _)| mark(key.order().0, depth)));
-        let mut copy = Vec::with_capacity(room(entries.len()));
-        copy.extend_from_slice(entries);
         Sorted {
             marks,
-            entries: copy,
+            entries: in_room(entries),
         }
     }
 
